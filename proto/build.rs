@@ -8,7 +8,11 @@ const VELERO_FILES: &[&str] = &[
     "backupitemaction/v2/BackupItemAction.proto",
     "restoreitemaction/v2/RestoreItemAction.proto",
 ];
-const GOPLUGIN_FILES: &[&str] = &["grpc_controller.proto", "grpc_stdio.proto", "grpc_broker.proto"];
+const GOPLUGIN_FILES: &[&str] = &[
+    "grpc_controller.proto",
+    "grpc_stdio.proto",
+    "grpc_broker.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=velero");

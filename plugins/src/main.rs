@@ -1,1 +1,18 @@
-fn main() {}
+//! `replicadr-velero-plugins`: one binary serving every ReplicaDR Velero plugin. Velero finds it
+//! in its plugin directory, asks it which plugins it serves, and starts it again per backup,
+//! restore or operation poll. This file is the table of what it serves.
+
+use std::process::ExitCode;
+
+use replicadr_plugins::actions::pv_site_remap;
+use replicadr_plugins::framework::PluginServer;
+
+fn main() -> ExitCode {
+    PluginServer::new()
+        // RestoreItemAction v1, not v2: the rewrite is synchronous and needs neither async
+        // operations nor waiting for additional items, which are all v2 adds. Velero adapts v1
+        // actions into its v2 pipeline identically in every release from 1.12 to 1.18, and v1 is
+        // what Velero's closest built-in (`velero.io/change-storage-class`) uses.
+        .restore_item_action(pv_site_remap::NAME, pv_site_remap::PvSiteRemapFactory)
+        .run()
+}

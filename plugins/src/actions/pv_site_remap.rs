@@ -6,12 +6,10 @@
 use serde_json::{Map, Value};
 
 use super::{
-    describe, ActionFactory, ConfigError, ItemError, PluginConfig, ResourceSelector,
-    RestoreInput, RestoreItemAction, RestoreOutput,
+    ActionFactory, ConfigError, ItemError, PluginConfig, ResourceSelector, RestoreInput,
+    RestoreItemAction, RestoreOutput, describe,
 };
-use crate::sitemap::{
-    ExportPath, NfsServer, Placement, SiteMap, SiteName, UnmappedPolicy,
-};
+use crate::sitemap::{ExportPath, NfsServer, Placement, SiteMap, SiteName, UnmappedPolicy};
 
 /// The plugin name Velero registers and sends in every request.
 pub const NAME: &str = "replicadr.io/pv-site-remap";
@@ -54,7 +52,9 @@ impl ActionFactory for PvSiteRemapFactory {
             message,
         };
         let text = config.data.get(CONFIG_SITE_MAP).ok_or_else(|| {
-            invalid(format!("key {CONFIG_SITE_MAP:?} is missing; it must hold the site map YAML"))
+            invalid(format!(
+                "key {CONFIG_SITE_MAP:?} is missing; it must hold the site map YAML"
+            ))
         })?;
         let map = SiteMap::from_yaml(text)
             .map_err(|e| invalid(format!("key {CONFIG_SITE_MAP:?}: {e}")))?;
@@ -148,23 +148,26 @@ impl PvSiteRemap {
                 "{what}: {NAME} only handles PersistentVolumes, got kind {kind:?}"
             )));
         }
-        let spec = pv
-            .get("spec")
-            .and_then(Value::as_object)
-            .ok_or_else(|| ItemError(format!("{what} has no spec object; cannot tell which volume it is")))?;
+        let spec = pv.get("spec").and_then(Value::as_object).ok_or_else(|| {
+            ItemError(format!(
+                "{what} has no spec object; cannot tell which volume it is"
+            ))
+        })?;
         let source = if spec.get("nfs").is_some() {
             NfsSource::InTree
-        } else if spec.get("csi").and_then(|csi| csi.get("driver")).and_then(Value::as_str)
+        } else if spec
+            .get("csi")
+            .and_then(|csi| csi.get("driver"))
+            .and_then(Value::as_str)
             == Some(NFS_CSI_DRIVER)
         {
             NfsSource::Csi
         } else {
             return Ok(Outcome::NotNfs);
         };
-        let location = source
-            .location()
-            .iter()
-            .try_fold(spec, |object, key| object.get(*key).and_then(Value::as_object));
+        let location = source.location().iter().try_fold(spec, |object, key| {
+            object.get(*key).and_then(Value::as_object)
+        });
         let read = |key: &str| {
             location
                 .and_then(|l| l.get(key))
@@ -174,9 +177,8 @@ impl PvSiteRemap {
         };
         let (server, path) = (read("server"), read(source.path_key()));
         let (server_field, path_field) = (source.field("server"), source.field(source.path_key()));
-        let parsed_server = NfsServer::parse(&server).map_err(|e| {
-            ItemError(format!("{what}: {server_field} {server:?} {e}"))
-        })?;
+        let parsed_server = NfsServer::parse(&server)
+            .map_err(|e| ItemError(format!("{what}: {server_field} {server:?} {e}")))?;
         let parsed_path = ExportPath::parse(&path)
             .map_err(|e| ItemError(format!("{what}: {path_field} {path:?} {e}")))?;
 
@@ -209,7 +211,8 @@ impl PvSiteRemap {
         if let NfsSource::Csi = source {
             let csi = object_at(spec, &["csi"]);
             if let Some(handle) = csi.get("volumeHandle").and_then(Value::as_str) {
-                let new_handle = rewrite_volume_handle(handle, &server, &path, rewrite.server, &new_path);
+                let new_handle =
+                    rewrite_volume_handle(handle, &server, &path, rewrite.server, &new_path);
                 if new_handle != handle {
                     annotations.push((ANNOTATION_ORIGINAL_HANDLE, handle.to_owned()));
                     csi.insert("volumeHandle".into(), new_handle.into());
@@ -253,11 +256,20 @@ fn object_at<'v>(root: &'v mut Map<String, Value>, path: &[&str]) -> &'v mut Map
 /// handle stays unique per export at the new site. Handles in the driver's formats are
 /// `server#share#subDir#uuid[#onDelete]` (share and subDir without surrounding slashes) and, in
 /// old releases, `server/share/uuid`; a handle in neither format is left unchanged.
-pub fn rewrite_volume_handle(handle: &str, old_server: &str, old_share: &str, new_server: &str, new_share: &str) -> String {
+pub fn rewrite_volume_handle(
+    handle: &str,
+    old_server: &str,
+    old_share: &str,
+    new_server: &str,
+    new_share: &str,
+) -> String {
     let old_share_trimmed = old_share.trim_matches('/');
     let new_share_trimmed = new_share.trim_matches('/');
     let parts: Vec<&str> = handle.split('#').collect();
-    if parts.len() >= 3 && parts[0].trim_matches('/') == old_server.trim_matches('/') && parts[1].trim_matches('/') == old_share_trimmed {
+    if parts.len() >= 3
+        && parts[0].trim_matches('/') == old_server.trim_matches('/')
+        && parts[1].trim_matches('/') == old_share_trimmed
+    {
         let mut rewritten = vec![new_server.trim_matches('/'), new_share_trimmed];
         rewritten.extend_from_slice(&parts[2..]);
         return rewritten.join("#");

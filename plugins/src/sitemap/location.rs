@@ -116,8 +116,7 @@ impl ExportPath {
     /// The components of `self` after `base`, when `self` is `base` or lies under it on a
     /// component boundary (`/exports/vms2` is not under `/exports/vms`).
     pub fn strip_base(&self, base: &ExportPath) -> Option<&[String]> {
-        self.components
-            .strip_prefix(base.components.as_slice())
+        self.components.strip_prefix(base.components.as_slice())
     }
 
     /// Whether one of the two paths equals or contains the other.
@@ -126,6 +125,7 @@ impl ExportPath {
     }
 
     /// `self` with `rest` appended.
+    #[must_use]
     pub fn join(&self, rest: &[String]) -> ExportPath {
         let mut components = self.components.clone();
         components.extend_from_slice(rest);
@@ -188,14 +188,23 @@ mod tests {
 
     #[test]
     fn rewritten_servers_keep_the_site_map_spelling() {
-        assert_eq!(server("NFS-B.example.com").as_written(), "NFS-B.example.com");
+        assert_eq!(
+            server("NFS-B.example.com").as_written(),
+            "NFS-B.example.com"
+        );
     }
 
     #[test]
     fn bad_servers_are_rejected_with_the_reason() {
         assert_eq!(NfsServer::parse("  "), Err(ServerError::Empty));
-        assert_eq!(NfsServer::parse("nfs a"), Err(ServerError::BadCharacter(' ')));
-        assert_eq!(NfsServer::parse("nfs:/x"), Err(ServerError::BadCharacter(':')));
+        assert_eq!(
+            NfsServer::parse("nfs a"),
+            Err(ServerError::BadCharacter(' '))
+        );
+        assert_eq!(
+            NfsServer::parse("nfs:/x"),
+            Err(ServerError::BadCharacter(':'))
+        );
     }
 
     #[test]
@@ -205,13 +214,19 @@ mod tests {
         assert_eq!(path("/").to_string(), "/");
         assert_eq!(ExportPath::parse("exports"), Err(PathError::Relative));
         assert_eq!(ExportPath::parse(""), Err(PathError::Empty));
-        assert_eq!(ExportPath::parse("/a/../b"), Err(PathError::ParentComponent));
+        assert_eq!(
+            ExportPath::parse("/a/../b"),
+            Err(PathError::ParentComponent)
+        );
     }
 
     #[test]
     fn containment_is_on_component_boundaries() {
         let base = path("/exports/vms");
-        assert_eq!(path("/exports/vms/disk-1/x").strip_base(&base), Some(&["disk-1".to_owned(), "x".to_owned()][..]));
+        assert_eq!(
+            path("/exports/vms/disk-1/x").strip_base(&base),
+            Some(&["disk-1".to_owned(), "x".to_owned()][..])
+        );
         assert_eq!(path("/exports/vms").strip_base(&base), Some(&[][..]));
         assert_eq!(path("/exports/vms2").strip_base(&base), None);
         assert_eq!(path("/exports").strip_base(&base), None);

@@ -209,15 +209,13 @@ impl SiteMap {
 
     /// Builds the "not mapped" error with the nearest export as a hint for the operator.
     fn unmapped(&self, server: &NfsServer, path: &ExportPath) -> Unmapped {
-        let closest = self
-            .endpoints()
-            .max_by_key(|(_, _, endpoint)| {
-                (
-                    endpoint.server == *server,
-                    endpoint.path.common_depth(path),
-                    std::cmp::Reverse(endpoint.path.depth()),
-                )
-            });
+        let closest = self.endpoints().max_by_key(|(_, _, endpoint)| {
+            (
+                endpoint.server == *server,
+                endpoint.path.common_depth(path),
+                std::cmp::Reverse(endpoint.path.depth()),
+            )
+        });
         let hint = match closest {
             Some((export, site, endpoint)) => format!(
                 "closest export: {} at site {} is {endpoint}",

@@ -125,7 +125,10 @@ fn validate_sites(raw: &[String], problems: &mut Problems) -> Vec<SiteName> {
                 format!("{name:?} is not a valid site name; expected lowercase letters, digits and '-' (at most 63), e.g. dr"),
             );
         } else if name == "name" {
-            problems.push(field, "\"name\" is reserved for the export name; choose another site name");
+            problems.push(
+                field,
+                "\"name\" is reserved for the export name; choose another site name",
+            );
         } else if !seen.insert(name.as_str()) {
             problems.push(field, format!("site {name:?} is declared twice"));
         } else {
@@ -146,11 +149,26 @@ fn validate_exports(raw: &[RawExport], sites: &[SiteName], problems: &mut Proble
     for (i, export) in raw.iter().enumerate() {
         let entry = format!("exports[{i}] ({})", export.name);
         if export.name.trim().is_empty() {
-            problems.push(format!("exports[{i}].name"), "is empty; every export needs a name, e.g. vm-disks");
+            problems.push(
+                format!("exports[{i}].name"),
+                "is empty; every export needs a name, e.g. vm-disks",
+            );
         } else if export.name.chars().any(char::is_whitespace) {
-            problems.push(format!("{entry}.name"), format!("{:?} contains white space; use a name like vm-disks", export.name));
+            problems.push(
+                format!("{entry}.name"),
+                format!(
+                    "{:?} contains white space; use a name like vm-disks",
+                    export.name
+                ),
+            );
         } else if !names.insert(export.name.as_str()) {
-            problems.push(format!("{entry}.name"), format!("export name {:?} is used twice; export names must be unique", export.name));
+            problems.push(
+                format!("{entry}.name"),
+                format!(
+                    "export name {:?} is used twice; export names must be unique",
+                    export.name
+                ),
+            );
         }
         for key in export.sites.keys() {
             if !sites.iter().any(|s| s.as_str() == key) {
@@ -182,11 +200,18 @@ fn validate_exports(raw: &[RawExport], sites: &[SiteName], problems: &mut Proble
     exports
 }
 
-fn validate_endpoint(value: &serde_yaml_ng::Value, field: &str, problems: &mut Problems) -> Option<Endpoint> {
+fn validate_endpoint(
+    value: &serde_yaml_ng::Value,
+    field: &str,
+    problems: &mut Problems,
+) -> Option<Endpoint> {
     let raw: RawEndpoint = match serde_yaml_ng::from_value(value.clone()) {
         Ok(raw) => raw,
         Err(e) => {
-            problems.push(field, format!("{e}; expected {{server: <host or IP>, path: <absolute path>}}"));
+            problems.push(
+                field,
+                format!("{e}; expected {{server: <host or IP>, path: <absolute path>}}"),
+            );
             return None;
         }
     };
@@ -196,7 +221,10 @@ fn validate_endpoint(value: &serde_yaml_ng::Value, field: &str, problems: &mut P
     let path = ExportPath::parse(&raw.path)
         .map_err(|e| problems.push(format!("{field}.path"), format!("{:?} {e}", raw.path)))
         .ok();
-    Some(Endpoint { server: server?, path: path? })
+    Some(Endpoint {
+        server: server?,
+        path: path?,
+    })
 }
 
 /// Rejects maps where a PV location could belong to two sites or two exports in a way that makes
@@ -205,7 +233,13 @@ fn check_unambiguous(exports: &[Export], sites: &[SiteName], problems: &mut Prob
     let all: Vec<(usize, usize, &Endpoint)> = exports
         .iter()
         .enumerate()
-        .flat_map(|(e, export)| export.endpoints.iter().enumerate().map(move |(s, ep)| (e, s, ep)))
+        .flat_map(|(e, export)| {
+            export
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(move |(s, ep)| (e, s, ep))
+        })
         .collect();
     for (i, &(ea, sa, a)) in all.iter().enumerate() {
         for &(eb, sb, b) in &all[i + 1..] {
@@ -219,7 +253,10 @@ fn check_unambiguous(exports: &[Export], sites: &[SiteName], problems: &mut Prob
                     "{a} and {b} overlap on one server but belong to different sites; a PV there could not be told apart. Give each site its own server or non-overlapping paths"
                 ));
             } else if a.path == b.path {
-                problems.push(field, format!("both declare {a}; each export location may appear once"));
+                problems.push(
+                    field,
+                    format!("both declare {a}; each export location may appear once"),
+                );
             } else if !nested_consistently(&exports[ea], &exports[eb], sa) {
                 problems.push(field, format!(
                     "{a} and {b} are nested at site {} but not nested the same way at every other site, so mapping back would be ambiguous; make the inner export the same sub-path at every site, or drop one",
@@ -232,15 +269,24 @@ fn check_unambiguous(exports: &[Export], sites: &[SiteName], problems: &mut Prob
 
 /// Whether an export nested inside another at `site` sits at the same relative place at every site.
 fn nested_consistently(a: &Export, b: &Export, site: usize) -> bool {
-    let (outer, inner) = if b.endpoints[site].path.strip_base(&a.endpoints[site].path).is_some() {
+    let (outer, inner) = if b.endpoints[site]
+        .path
+        .strip_base(&a.endpoints[site].path)
+        .is_some()
+    {
         (a, b)
     } else {
         (b, a)
     };
-    let Some(rel) = inner.endpoints[site].path.strip_base(&outer.endpoints[site].path) else {
+    let Some(rel) = inner.endpoints[site]
+        .path
+        .strip_base(&outer.endpoints[site].path)
+    else {
         return false;
     };
-    outer.endpoints.iter().zip(&inner.endpoints).all(|(o, i)| {
-        o.server == i.server && i.path == o.path.join(rel)
-    })
+    outer
+        .endpoints
+        .iter()
+        .zip(&inner.endpoints)
+        .all(|(o, i)| o.server == i.server && i.path == o.path.join(rel))
 }

@@ -24,7 +24,12 @@ fn map() -> SiteMap {
     SiteMap::from_yaml(EXAMPLE).expect("example site map is valid")
 }
 
-fn place<'m>(map: &'m SiteMap, local: &str, server: &str, path: &str) -> Result<Placement<'m>, Unmapped> {
+fn place<'m>(
+    map: &'m SiteMap,
+    local: &str,
+    server: &str,
+    path: &str,
+) -> Result<Placement<'m>, Unmapped> {
     let local = map.site(local).expect("declared site");
     map.place(
         local,
@@ -66,7 +71,11 @@ fn rewrites_keep_the_path_below_the_export() {
     let map = map();
     assert_eq!(
         rewritten(&map, "dr", "nfs-a.example.com", "/exports/vms/ns1/disk-1"),
-        ("10.20.0.5".into(), "/replica/vms/ns1/disk-1".into(), "vm-disks".into())
+        (
+            "10.20.0.5".into(),
+            "/replica/vms/ns1/disk-1".into(),
+            "vm-disks".into()
+        )
     );
     assert_eq!(
         rewritten(&map, "dr", "NFS-A.example.com", "//exports/vms/"),
@@ -78,7 +87,11 @@ fn rewrites_keep_the_path_below_the_export() {
 fn server_only_moves_keep_the_path() {
     assert_eq!(
         rewritten(&map(), "dr", "nfs-a.example.com", "/scratch/pvc-1"),
-        ("nfs-b.example.com".into(), "/scratch/pvc-1".into(), "scratch".into())
+        (
+            "nfs-b.example.com".into(),
+            "/scratch/pvc-1".into(),
+            "scratch".into()
+        )
     );
 }
 
@@ -110,7 +123,11 @@ fn locations_already_local_are_left_alone() {
 fn failback_uses_the_same_map_in_reverse() {
     assert_eq!(
         rewritten(&map(), "primary", "10.20.0.5", "/replica/vms/disk-1"),
-        ("nfs-a.example.com".into(), "/exports/vms/disk-1".into(), "vm-disks".into())
+        (
+            "nfs-a.example.com".into(),
+            "/exports/vms/disk-1".into(),
+            "vm-disks".into()
+        )
     );
 }
 
@@ -118,8 +135,14 @@ fn failback_uses_the_same_map_in_reverse() {
 fn sibling_paths_are_not_under_an_export() {
     let err = place(&map(), "dr", "nfs-a.example.com", "/exports/vms2/disk").expect_err("unmapped");
     let text = err.to_string();
-    assert!(text.contains("nfs-a.example.com:/exports/vms2/disk"), "{text}");
-    assert!(text.contains("closest export: vm-disks at site primary is nfs-a.example.com:/exports/vms"), "{text}");
+    assert!(
+        text.contains("nfs-a.example.com:/exports/vms2/disk"),
+        "{text}"
+    );
+    assert!(
+        text.contains("closest export: vm-disks at site primary is nfs-a.example.com:/exports/vms"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -129,7 +152,8 @@ fn unknown_servers_are_unmapped() {
 
 #[test]
 fn syntax_errors_carry_line_and_column() {
-    let text = invalid("sites: [primary, dr]\nexports:\n  - name: a\n    primary: {server: x, path: /a\n");
+    let text =
+        invalid("sites: [primary, dr]\nexports:\n  - name: a\n    primary: {server: x, path: /a\n");
     assert!(text.contains("line"), "{text}");
     assert!(text.contains("column"), "{text}");
 }
@@ -160,7 +184,10 @@ fn unknown_and_missing_sites_are_named() {
     let text = invalid(
         "sites: [primary, dr]\nexports:\n  - name: a\n    primary: {server: x, path: /a}\n    drr: {server: y, path: /a}\n",
     );
-    assert!(text.contains("exports[0] (a).drr: \"drr\" is not a declared site"), "{text}");
+    assert!(
+        text.contains("exports[0] (a).drr: \"drr\" is not a declared site"),
+        "{text}"
+    );
     assert!(text.contains("exports[0] (a).dr: is missing"), "{text}");
 }
 
@@ -176,9 +203,18 @@ fn empty_and_relative_values_are_rejected() {
     let text = invalid(
         "sites: [primary, dr]\nexports:\n  - name: a\n    primary: {server: '', path: exports}\n    dr: {server: y, path: ''}\n",
     );
-    assert!(text.contains("exports[0] (a).primary.server: \"\" is empty"), "{text}");
-    assert!(text.contains("exports[0] (a).primary.path: \"exports\" is relative"), "{text}");
-    assert!(text.contains("exports[0] (a).dr.path: \"\" is empty"), "{text}");
+    assert!(
+        text.contains("exports[0] (a).primary.server: \"\" is empty"),
+        "{text}"
+    );
+    assert!(
+        text.contains("exports[0] (a).primary.path: \"exports\" is relative"),
+        "{text}"
+    );
+    assert!(
+        text.contains("exports[0] (a).dr.path: \"\" is empty"),
+        "{text}"
+    );
     assert!(invalid("sites: [primary, dr]\nexports:\n  - name: ''\n    primary: {server: x, path: /a}\n    dr: {server: y, path: /a}\n").contains("exports[0].name: is empty"));
 }
 

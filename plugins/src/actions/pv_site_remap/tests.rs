@@ -26,7 +26,9 @@ fn config(local: &str, map: &str) -> PluginConfig {
 }
 
 fn action(local: &str, map: &str) -> PvSiteRemap {
-    PvSiteRemapFactory.build(Some(&config(local, map))).expect("valid config")
+    PvSiteRemapFactory
+        .build(Some(&config(local, map)))
+        .expect("valid config")
 }
 
 fn in_tree_pv(name: &str, server: &str, path: &str) -> Value {
@@ -63,7 +65,11 @@ fn csi_pv(name: &str, server: &str, share: &str, sub_dir: &str) -> Value {
 
 fn run(action: &PvSiteRemap, item: Value) -> Result<Value, ItemError> {
     action
-        .execute(RestoreInput { item, item_from_backup: None, restore: json!({}) })
+        .execute(RestoreInput {
+            item,
+            item_from_backup: None,
+            restore: json!({}),
+        })
         .map(|out| out.item)
 }
 
@@ -76,11 +82,21 @@ fn applies_to_persistent_volumes_without_namespace_filters() {
 
 #[test]
 fn in_tree_nfs_is_rewritten_and_annotated() {
-    let out = run(&action("dr", SITE_MAP), in_tree_pv("pv-1", "nfs-a.example.com", "/exports/vms/ns/disk-1")).expect("rewritten");
-    assert_eq!(out["spec"]["nfs"], json!({"server": "10.20.0.5", "path": "/replica/vms/ns/disk-1", "readOnly": false}));
+    let out = run(
+        &action("dr", SITE_MAP),
+        in_tree_pv("pv-1", "nfs-a.example.com", "/exports/vms/ns/disk-1"),
+    )
+    .expect("rewritten");
+    assert_eq!(
+        out["spec"]["nfs"],
+        json!({"server": "10.20.0.5", "path": "/replica/vms/ns/disk-1", "readOnly": false})
+    );
     let annotations = &out["metadata"]["annotations"];
     assert_eq!(annotations[ANNOTATION_ORIGINAL_SERVER], "nfs-a.example.com");
-    assert_eq!(annotations[ANNOTATION_ORIGINAL_PATH], "/exports/vms/ns/disk-1");
+    assert_eq!(
+        annotations[ANNOTATION_ORIGINAL_PATH],
+        "/exports/vms/ns/disk-1"
+    );
     assert_eq!(annotations[ANNOTATION_ORIGINAL_SITE], "primary");
     assert_eq!(annotations[ANNOTATION_RULE], "vm-disks");
 }
@@ -91,66 +107,124 @@ fn every_other_field_survives() {
     let mut out = run(&action("dr", SITE_MAP), input.clone()).expect("rewritten");
     // Undo exactly the documented changes; what remains must equal the input.
     out["spec"]["nfs"] = input["spec"]["nfs"].clone();
-    out["metadata"].as_object_mut().expect("object").remove("annotations");
+    out["metadata"]
+        .as_object_mut()
+        .expect("object")
+        .remove("annotations");
     assert_eq!(out, input);
 }
 
 #[test]
 fn csi_volumes_are_rewritten_with_a_consistent_handle() {
-    let out = run(&action("dr", SITE_MAP), csi_pv("pv-2", "nfs-a.example.com", "/scratch", "pvc-2")).expect("rewritten");
+    let out = run(
+        &action("dr", SITE_MAP),
+        csi_pv("pv-2", "nfs-a.example.com", "/scratch", "pvc-2"),
+    )
+    .expect("rewritten");
     let csi = &out["spec"]["csi"];
     assert_eq!(csi["volumeAttributes"]["server"], "nfs-b.example.com");
     assert_eq!(csi["volumeAttributes"]["share"], "/scratch");
     assert_eq!(csi["volumeAttributes"]["subDir"], "pvc-2");
     assert_eq!(csi["volumeHandle"], "nfs-b.example.com#scratch#pvc-2#pv-2");
-    assert_eq!(out["metadata"]["annotations"][ANNOTATION_ORIGINAL_HANDLE], "nfs-a.example.com#scratch#pvc-2#pv-2");
+    assert_eq!(
+        out["metadata"]["annotations"][ANNOTATION_ORIGINAL_HANDLE],
+        "nfs-a.example.com#scratch#pvc-2#pv-2"
+    );
 }
 
 #[test]
 fn csi_share_below_an_export_keeps_its_remainder() {
-    let out = run(&action("dr", SITE_MAP), csi_pv("pv-3", "nfs-a.example.com", "/exports/vms/team-a", "pvc-3")).expect("rewritten");
-    assert_eq!(out["spec"]["csi"]["volumeAttributes"]["share"], "/replica/vms/team-a");
-    assert_eq!(out["spec"]["csi"]["volumeHandle"], "10.20.0.5#replica/vms/team-a#pvc-3#pv-3");
+    let out = run(
+        &action("dr", SITE_MAP),
+        csi_pv("pv-3", "nfs-a.example.com", "/exports/vms/team-a", "pvc-3"),
+    )
+    .expect("rewritten");
+    assert_eq!(
+        out["spec"]["csi"]["volumeAttributes"]["share"],
+        "/replica/vms/team-a"
+    );
+    assert_eq!(
+        out["spec"]["csi"]["volumeHandle"],
+        "10.20.0.5#replica/vms/team-a#pvc-3#pv-3"
+    );
 }
 
 #[test]
 fn volume_handle_formats() {
-    assert_eq!(rewrite_volume_handle("a#x#s#u#retain", "a", "/x", "b", "/y"), "b#y#s#u#retain");
-    assert_eq!(rewrite_volume_handle("a/x/pvc-1", "a", "/x", "b", "/y/z"), "b/y/z/pvc-1");
-    assert_eq!(rewrite_volume_handle("my-static-handle", "a", "/x", "b", "/y"), "my-static-handle");
+    assert_eq!(
+        rewrite_volume_handle("a#x#s#u#retain", "a", "/x", "b", "/y"),
+        "b#y#s#u#retain"
+    );
+    assert_eq!(
+        rewrite_volume_handle("a/x/pvc-1", "a", "/x", "b", "/y/z"),
+        "b/y/z/pvc-1"
+    );
+    assert_eq!(
+        rewrite_volume_handle("my-static-handle", "a", "/x", "b", "/y"),
+        "my-static-handle"
+    );
     // A handle naming another share is not ours to touch.
-    assert_eq!(rewrite_volume_handle("a#other#s#u", "a", "/x", "b", "/y"), "a#other#s#u");
+    assert_eq!(
+        rewrite_volume_handle("a#other#s#u", "a", "/x", "b", "/y"),
+        "a#other#s#u"
+    );
 }
 
 #[test]
 fn restores_are_idempotent() {
     let action = action("dr", SITE_MAP);
-    let once = run(&action, in_tree_pv("pv-1", "nfs-a.example.com", "/exports/vms/disk")).expect("rewritten");
+    let once = run(
+        &action,
+        in_tree_pv("pv-1", "nfs-a.example.com", "/exports/vms/disk"),
+    )
+    .expect("rewritten");
     let twice = run(&action, once.clone()).expect("unchanged");
     assert_eq!(once, twice);
 }
 
 #[test]
 fn failback_uses_the_same_site_map() {
-    let out = run(&action("primary", SITE_MAP), in_tree_pv("pv-1", "10.20.0.5", "/replica/vms/disk")).expect("rewritten");
+    let out = run(
+        &action("primary", SITE_MAP),
+        in_tree_pv("pv-1", "10.20.0.5", "/replica/vms/disk"),
+    )
+    .expect("rewritten");
     assert_eq!(out["spec"]["nfs"]["server"], "nfs-a.example.com");
     assert_eq!(out["spec"]["nfs"]["path"], "/exports/vms/disk");
-    assert_eq!(out["metadata"]["annotations"][ANNOTATION_ORIGINAL_SITE], "dr");
+    assert_eq!(
+        out["metadata"]["annotations"][ANNOTATION_ORIGINAL_SITE],
+        "dr"
+    );
 }
 
 #[test]
 fn non_nfs_volumes_pass_through_untouched() {
     let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "local"}, "spec": {"hostPath": {"path": "/data"}}});
-    assert_eq!(run(&action("dr", SITE_MAP), pv.clone()).expect("unchanged"), pv);
+    assert_eq!(
+        run(&action("dr", SITE_MAP), pv.clone()).expect("unchanged"),
+        pv
+    );
     let other_csi = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "rbd"}, "spec": {"csi": {"driver": "rbd.csi.ceph.com", "volumeHandle": "x"}}});
-    assert_eq!(run(&action("dr", SITE_MAP), other_csi.clone()).expect("unchanged"), other_csi);
+    assert_eq!(
+        run(&action("dr", SITE_MAP), other_csi.clone()).expect("unchanged"),
+        other_csi
+    );
 }
 
 #[test]
 fn unmapped_fail_names_the_pv_server_path_and_closest_export() {
-    let err = run(&action("dr", SITE_MAP), in_tree_pv("pv-9", "other.example.com", "/exports/vms/x")).expect_err("unmapped");
+    let err = run(
+        &action("dr", SITE_MAP),
+        in_tree_pv("pv-9", "other.example.com", "/exports/vms/x"),
+    )
+    .expect_err("unmapped");
     let text = err.to_string();
-    for expected in ["PersistentVolume pv-9", "other.example.com:/exports/vms/x", "closest export: vm-disks", "unmapped: keep"] {
+    for expected in [
+        "PersistentVolume pv-9",
+        "other.example.com:/exports/vms/x",
+        "closest export: vm-disks",
+        "unmapped: keep",
+    ] {
         assert!(text.contains(expected), "{expected:?} missing from {text}");
     }
 }
@@ -165,27 +239,79 @@ fn unmapped_keep_restores_unchanged() {
 #[test]
 fn bad_items_get_clear_errors() {
     let action = action("dr", SITE_MAP);
-    let no_spec = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-x"}});
-    assert!(run(&action, no_spec).expect_err("no spec").to_string().contains("PersistentVolume pv-x has no spec"));
+    let no_spec =
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-x"}});
+    assert!(
+        run(&action, no_spec)
+            .expect_err("no spec")
+            .to_string()
+            .contains("PersistentVolume pv-x has no spec")
+    );
     let empty_server = in_tree_pv("pv-e", "", "/exports/vms/a");
-    let text = run(&action, empty_server).expect_err("empty server").to_string();
-    assert!(text.contains("pv-e: spec.nfs.server \"\" is empty"), "{text}");
+    let text = run(&action, empty_server)
+        .expect_err("empty server")
+        .to_string();
+    assert!(
+        text.contains("pv-e: spec.nfs.server \"\" is empty"),
+        "{text}"
+    );
     let relative = in_tree_pv("pv-r", "nfs-a.example.com", "exports/vms");
-    assert!(run(&action, relative).expect_err("relative").to_string().contains("spec.nfs.path \"exports/vms\" is relative"));
+    assert!(
+        run(&action, relative)
+            .expect_err("relative")
+            .to_string()
+            .contains("spec.nfs.path \"exports/vms\" is relative")
+    );
     let wrong_kind = json!({"kind": "Secret", "metadata": {"name": "s", "namespace": "n"}});
-    assert!(run(&action, wrong_kind).expect_err("kind").to_string().contains("Secret n/s"));
+    assert!(
+        run(&action, wrong_kind)
+            .expect_err("kind")
+            .to_string()
+            .contains("Secret n/s")
+    );
     let csi_no_server = json!({"kind": "PersistentVolume", "metadata": {"name": "c"}, "spec": {"csi": {"driver": NFS_CSI_DRIVER, "volumeHandle": "h"}}});
-    assert!(run(&action, csi_no_server).expect_err("csi").to_string().contains("spec.csi.volumeAttributes.server"));
+    assert!(
+        run(&action, csi_no_server)
+            .expect_err("csi")
+            .to_string()
+            .contains("spec.csi.volumeAttributes.server")
+    );
 }
 
 #[test]
 fn config_errors_name_the_key_and_the_accepted_values() {
-    assert_eq!(PvSiteRemapFactory.build(None).expect_err("missing"), ConfigError::Missing { required_keys: "localSite and siteMap" });
-    let text = PvSiteRemapFactory.build(Some(&config("nowhere", SITE_MAP))).expect_err("bad site").to_string();
-    assert!(text.contains("velero/replicadr-pv-site-remap") && text.contains("\"localSite\"") && text.contains("\"nowhere\"") && text.contains("primary, dr"), "{text}");
+    assert_eq!(
+        PvSiteRemapFactory.build(None).expect_err("missing"),
+        ConfigError::Missing {
+            required_keys: "localSite and siteMap"
+        }
+    );
+    let text = PvSiteRemapFactory
+        .build(Some(&config("nowhere", SITE_MAP)))
+        .expect_err("bad site")
+        .to_string();
+    assert!(
+        text.contains("velero/replicadr-pv-site-remap")
+            && text.contains("\"localSite\"")
+            && text.contains("\"nowhere\"")
+            && text.contains("primary, dr"),
+        "{text}"
+    );
     let mut no_local = config("dr", SITE_MAP);
     no_local.data.remove(CONFIG_LOCAL_SITE);
-    assert!(PvSiteRemapFactory.build(Some(&no_local)).expect_err("no local").to_string().contains("key \"localSite\" is missing"));
-    let text = PvSiteRemapFactory.build(Some(&config("dr", "sites: [primary, dr]\nexports: {"))).expect_err("yaml").to_string();
-    assert!(text.contains("\"siteMap\"") && text.contains("line"), "{text}");
+    assert!(
+        PvSiteRemapFactory
+            .build(Some(&no_local))
+            .expect_err("no local")
+            .to_string()
+            .contains("key \"localSite\" is missing")
+    );
+    let text = PvSiteRemapFactory
+        .build(Some(&config("dr", "sites: [primary, dr]\nexports: {")))
+        .expect_err("yaml")
+        .to_string();
+    assert!(
+        text.contains("\"siteMap\"") && text.contains("line"),
+        "{text}"
+    );
 }
