@@ -1,0 +1,11 @@
+//! End-to-end support for the project's tests: a real etcd + kube-apiserver on loopback
+//! ([`TestCluster`]), the pinned peer binaries it runs ([`peers`]) and manifest application
+//! ([`apply`]). The peers are built by `hack/build-kube-peers.sh`; nothing here downloads them.
+
+pub mod apply;
+pub mod cluster;
+pub mod peers;
+pub mod pki;
+mod process;
+
+pub use cluster::{PeerInfo, StartError, TestCluster, TestClusterBuilder};
