@@ -101,6 +101,140 @@ pub trait RestoreItemAction: Send + Sync + 'static {
     fn execute(&self, input: RestoreInput) -> Result<RestoreOutput, ItemError>;
 }
 
+/// Input of a BackupItemAction's `Execute`.
+#[derive(Debug, Clone)]
+pub struct BackupInput {
+    /// The object as read from the cluster, possibly changed by earlier actions.
+    pub item: Value,
+    /// The Velero `Backup`.
+    pub backup: Value,
+}
+
+/// Output of a BackupItemAction's `Execute`.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOutput {
+    /// The full object to store in the backup.
+    pub item: Value,
+    /// Objects to back up along with this one.
+    pub additional_items: Vec<ResourceId>,
+    /// Set when an asynchronous operation was started (v2 only); Velero polls `progress` with it.
+    pub operation_id: Option<String>,
+    /// Objects to back up again once the operation completes (v2 only).
+    pub post_operation_items: Vec<ResourceId>,
+}
+
+impl BackupOutput {
+    /// Back up `item` with no other effect.
+    pub fn item(item: Value) -> Self {
+        Self {
+            item,
+            ..Self::default()
+        }
+    }
+}
+
+/// A configured synchronous BackupItemAction (served as v1).
+pub trait BackupItemAction: Send + Sync + 'static {
+    /// Processes one item.
+    fn execute(&self, input: BackupInput) -> Result<BackupOutput, ItemError>;
+}
+
+/// Progress of an asynchronous operation, as Velero records it on the backup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OperationProgress {
+    pub completed: bool,
+    /// Set (with `completed`) when the operation failed.
+    pub error: Option<String>,
+    pub n_completed: i64,
+    pub n_total: i64,
+    pub operation_units: String,
+    pub description: String,
+    /// When the operation started (seconds since the epoch); Velero needs it to move it to `InProgress`.
+    pub started_unix: i64,
+    /// When this progress was observed (seconds since the epoch).
+    pub updated_unix: i64,
+}
+
+/// A configured BackupItemAction with asynchronous operations (served as v2). Velero starts a
+/// new plugin process for every progress poll, so implementations keep no state in memory:
+/// everything needed is in the operation ID, the backup and the cluster.
+#[async_trait::async_trait]
+pub trait AsyncBackupItemAction: Send + Sync + 'static {
+    /// Processes one item, possibly starting an operation.
+    async fn execute(&self, input: BackupInput) -> Result<BackupOutput, ItemError>;
+    /// Reports an operation's progress.
+    async fn progress(
+        &self,
+        operation_id: &str,
+        backup: &Value,
+    ) -> Result<OperationProgress, ItemError>;
+    /// Gives up on an operation (Velero's item-operation timeout passed).
+    async fn cancel(&self, operation_id: &str, backup: &Value) -> Result<(), ItemError>;
+}
+
+/// A Kubernetes resource type, enough to address it through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceType {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub namespaced: bool,
+}
+
+/// Why a cluster request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClusterError {
+    /// Creating an object whose name is taken.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// The API server refused or could not be reached; retrying may help.
+    #[error("{0}")]
+    Api(String),
+}
+
+/// The cluster as the actions see it: JSON objects by type, namespace and name. The framework
+/// implements it with the Kubernetes client; tests can implement it over real API servers too.
+#[async_trait::async_trait]
+pub trait Cluster: Send + Sync + 'static {
+    /// Reads an object; `None` when it does not exist.
+    async fn get(
+        &self,
+        kind: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>, ClusterError>;
+    /// Creates an object and returns it as stored.
+    async fn create(
+        &self,
+        kind: &ResourceType,
+        namespace: Option<&str>,
+        object: &Value,
+    ) -> Result<Value, ClusterError>;
+    /// Lists objects matching a label selector (all namespaces when `namespace` is `None`).
+    async fn list(
+        &self,
+        kind: &ResourceType,
+        namespace: Option<&str>,
+        label_selector: &str,
+    ) -> Result<Vec<Value>, ClusterError>;
+}
+
+/// What an action's factory gets: its ConfigMap (absent when none matched) and the cluster.
+#[derive(Clone)]
+pub struct BuildContext<'a> {
+    pub config: Option<&'a PluginConfig>,
+    pub cluster: std::sync::Arc<dyn Cluster>,
+}
+
+impl std::fmt::Debug for BuildContext<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildContext")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
 /// How the framework builds an action: its selector (needed before any config is read) and a
 /// constructor from the ConfigMap, called at most once per plugin process.
 pub trait ActionFactory: Send + Sync + 'static {
@@ -108,8 +242,8 @@ pub trait ActionFactory: Send + Sync + 'static {
     type Action: Send + Sync + 'static;
     /// Which items the action applies to.
     fn applies_to(&self) -> ResourceSelector;
-    /// Builds the action from its ConfigMap (absent when none matched the label selector).
-    fn build(&self, config: Option<&PluginConfig>) -> Result<Self::Action, ConfigError>;
+    /// Builds the action from its ConfigMap and the cluster.
+    fn build(&self, context: BuildContext<'_>) -> Result<Self::Action, ConfigError>;
 }
 
 /// Name, namespace and kind of an object, for messages: `PersistentVolume pv-1`.

@@ -6,8 +6,8 @@
 use serde_json::{Map, Value};
 
 use super::{
-    ActionFactory, ConfigError, ItemError, PluginConfig, ResourceSelector, RestoreInput,
-    RestoreItemAction, RestoreOutput, describe,
+    ActionFactory, BuildContext, ConfigError, ItemError, PluginConfig, ResourceSelector,
+    RestoreInput, RestoreItemAction, RestoreOutput, describe,
 };
 use crate::sitemap::{ExportPath, NfsServer, Placement, SiteMap, SiteName, UnmappedPolicy};
 
@@ -43,7 +43,14 @@ impl ActionFactory for PvSiteRemapFactory {
         ResourceSelector::resources(&["persistentvolumes"])
     }
 
-    fn build(&self, config: Option<&PluginConfig>) -> Result<PvSiteRemap, ConfigError> {
+    fn build(&self, context: BuildContext<'_>) -> Result<PvSiteRemap, ConfigError> {
+        PvSiteRemap::from_config(context.config)
+    }
+}
+
+impl PvSiteRemap {
+    /// Reads the site map and the local site from the plugin ConfigMap.
+    pub fn from_config(config: Option<&PluginConfig>) -> Result<Self, ConfigError> {
         let config = config.ok_or(ConfigError::Missing {
             required_keys: "localSite and siteMap",
         })?;

@@ -3,7 +3,7 @@
 //! services, health and go-plugin's controller/stdio/broker, and exits promptly when Velero
 //! says so. It knows gRPC and the cluster client; it does not know what the actions do.
 
-mod config;
+mod cluster;
 pub mod logging;
 mod names;
 pub mod process;
@@ -15,39 +15,51 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use replicadr_proto::generated::backup_item_action_server::BackupItemActionServer;
 use replicadr_proto::generated::plugin_lister_server::PluginListerServer;
 use replicadr_proto::generated::restore_item_action_server::RestoreItemActionServer;
 use replicadr_proto::goplugin::grpc_broker_server::GrpcBrokerServer;
 use replicadr_proto::goplugin::grpc_controller_server::GrpcControllerServer;
 use replicadr_proto::goplugin::grpc_stdio_server::GrpcStdioServer;
+use replicadr_proto::v2::backup_item_action_server::BackupItemActionServer as BackupItemActionV2Server;
 use tokio::sync::watch;
 
-pub use config::{ConfigLoader, LoadError, PLUGIN_CONFIG_LABEL};
+pub use cluster::{ClusterAccess, LoadError, PLUGIN_CONFIG_LABEL};
 pub use names::{PluginKind, validate_name};
 use process::HostArgs;
-use services::{
-    Broker, Controller, Lister, RestoreEntry, RestoreItemActions, SHUTDOWN_GRACE, Stdio,
-};
+use services::{Actions, Broker, Controller, Entry, Lister, SHUTDOWN_GRACE, Stdio};
 
-use crate::actions::{ActionFactory, RestoreItemAction};
+use crate::actions::{ActionFactory, AsyncBackupItemAction, BackupItemAction, RestoreItemAction};
 
 /// Largest request or response accepted: an item, its backed-up copy and the restore together.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Velero's namespace when neither `--namespace` nor `VELERO_NAMESPACE` says otherwise.
 const DEFAULT_VELERO_NAMESPACE: &str = "velero";
 
+type Table<A> = BTreeMap<&'static str, Arc<dyn Entry<A>>>;
+
 /// The table of plugins one binary serves, and the process that serves them.
 #[derive(Default)]
 pub struct PluginServer {
-    restore_item_actions: BTreeMap<&'static str, Arc<dyn RestoreEntry>>,
+    restore: Table<dyn RestoreItemAction>,
+    backup: Table<dyn BackupItemAction>,
+    async_backup: Table<dyn AsyncBackupItemAction>,
 }
 
 impl std::fmt::Debug for PluginServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PluginServer")
-            .field("restore_item_actions", &self.restore_item_actions.keys())
+            .field("plugins", &self.listing())
             .finish()
     }
+}
+
+fn lazy<F: ActionFactory>(
+    kind: PluginKind,
+    name: &'static str,
+    factory: F,
+) -> cluster::LazyAction<F> {
+    cluster::LazyAction::new(kind, name, factory)
 }
 
 impl PluginServer {
@@ -63,18 +75,53 @@ impl PluginServer {
         F: ActionFactory,
         F::Action: RestoreItemAction,
     {
-        let entry = LazyActionEntry::restore(name, factory);
-        self.restore_item_actions.insert(name, entry);
+        let entry = lazy(PluginKind::RestoreItemAction, name, factory);
+        self.restore.insert(name, Arc::new(entry));
+        self
+    }
+
+    /// Serves `factory`'s action as a BackupItemAction (v1) named `name`.
+    #[must_use]
+    pub fn backup_item_action<F>(mut self, name: &'static str, factory: F) -> Self
+    where
+        F: ActionFactory,
+        F::Action: BackupItemAction,
+    {
+        let entry = lazy(PluginKind::BackupItemAction, name, factory);
+        self.backup.insert(name, Arc::new(entry));
+        self
+    }
+
+    /// Serves `factory`'s action as a `BackupItemActionV2` (asynchronous operations) named `name`.
+    #[must_use]
+    pub fn async_backup_item_action<F>(mut self, name: &'static str, factory: F) -> Self
+    where
+        F: ActionFactory,
+        F::Action: AsyncBackupItemAction,
+    {
+        let entry = lazy(PluginKind::BackupItemActionV2, name, factory);
+        self.async_backup.insert(name, Arc::new(entry));
         self
     }
 
     /// What `ListPlugins` answers, in Velero's own order (kind, then name).
     fn listing(&self) -> Vec<(PluginKind, &'static str)> {
-        let mut plugins: Vec<_> = self
-            .restore_item_actions
-            .keys()
-            .map(|name| (PluginKind::RestoreItemAction, *name))
-            .collect();
+        let names = |kind: PluginKind, names: Vec<&'static str>| {
+            names.into_iter().map(move |name| (kind, name))
+        };
+        let mut plugins: Vec<_> = names(
+            PluginKind::RestoreItemAction,
+            self.restore.keys().copied().collect(),
+        )
+        .chain(names(
+            PluginKind::BackupItemAction,
+            self.backup.keys().copied().collect(),
+        ))
+        .chain(names(
+            PluginKind::BackupItemActionV2,
+            self.async_backup.keys().copied().collect(),
+        ))
+        .collect();
         plugins.sort();
         plugins
     }
@@ -130,7 +177,7 @@ impl PluginServer {
                     .filter(|ns| !ns.is_empty())
             })
             .unwrap_or_else(|| DEFAULT_VELERO_NAMESPACE.to_owned());
-        let loader = Arc::new(ConfigLoader::new(namespace, host.kubeconfig.clone()));
+        let access = Arc::new(ClusterAccess::new(namespace, host.kubeconfig.clone()));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
         let dir = process::socket_dir(std::env::var_os("PLUGIN_UNIX_SOCKET_DIR"));
@@ -150,15 +197,36 @@ impl PluginServer {
             command: host.command.clone(),
             plugins: self.listing(),
         };
-        let restore_item_actions = RestoreItemActions {
-            actions: self.restore_item_actions,
-            loader,
+        let restore_item_actions = Actions {
+            kind: PluginKind::RestoreItemAction,
+            entries: self.restore,
+            access: Arc::clone(&access),
+        };
+        let backup_item_actions = Actions {
+            kind: PluginKind::BackupItemAction,
+            entries: self.backup,
+            access: Arc::clone(&access),
+        };
+        let async_backup_item_actions = Actions {
+            kind: PluginKind::BackupItemActionV2,
+            entries: self.async_backup,
+            access,
         };
         let router = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(PluginListerServer::new(lister))
             .add_service(
                 RestoreItemActionServer::new(restore_item_actions)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                BackupItemActionServer::new(backup_item_actions)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
+            .add_service(
+                BackupItemActionV2Server::new(async_backup_item_actions)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES),
             )
@@ -188,23 +256,6 @@ impl PluginServer {
             .context("grpc server failed")?;
         drop(socket_path);
         Ok(())
-    }
-}
-
-/// Builds the type-erased entry for each kind.
-struct LazyActionEntry;
-
-impl LazyActionEntry {
-    fn restore<F>(name: &'static str, factory: F) -> Arc<dyn RestoreEntry>
-    where
-        F: ActionFactory,
-        F::Action: RestoreItemAction,
-    {
-        Arc::new(config::LazyAction::new(
-            PluginKind::RestoreItemAction,
-            name,
-            factory,
-        ))
     }
 }
 

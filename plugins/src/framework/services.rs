@@ -9,47 +9,62 @@ use std::time::Duration;
 
 use futures::Stream;
 use replicadr_proto::generated::{
-    self, plugin_lister_server::PluginLister,
+    self, backup_item_action_server::BackupItemAction as BackupItemActionService,
+    plugin_lister_server::PluginLister,
     restore_item_action_server::RestoreItemAction as RestoreItemActionService,
 };
 use replicadr_proto::goplugin::{
     self, grpc_broker_server::GrpcBroker, grpc_controller_server::GrpcController,
     grpc_stdio_server::GrpcStdio,
 };
+use replicadr_proto::v2::{
+    self, backup_item_action_server::BackupItemAction as BackupItemActionV2Service,
+};
 use serde_json::Value;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::config::{ConfigLoader, LazyAction, LoadError};
+use super::cluster::{ClusterAccess, LazyAction, LoadError};
 use super::names::PluginKind;
 use super::status;
 use crate::actions::{
-    ActionFactory, ResourceId, ResourceSelector, RestoreInput, RestoreItemAction,
+    ActionFactory, AsyncBackupItemAction, BackupInput, BackupItemAction, OperationProgress,
+    ResourceId, ResourceSelector, RestoreInput, RestoreItemAction,
 };
 
-/// A registered RestoreItemAction, with its factory's concrete type erased.
+/// A registered action, with its factory's concrete type erased to the kind's trait object `A`.
 #[tonic::async_trait]
-pub trait RestoreEntry: Send + Sync {
+pub trait Entry<A: ?Sized>: Send + Sync {
     /// The selector, available without config.
     fn applies_to(&self) -> ResourceSelector;
     /// The configured action.
-    async fn action(&self, loader: &ConfigLoader) -> Result<Arc<dyn RestoreItemAction>, LoadError>;
+    async fn action(&self, access: &Arc<ClusterAccess>) -> Result<Arc<A>, LoadError>;
 }
 
-#[tonic::async_trait]
-impl<F> RestoreEntry for LazyAction<F>
-where
-    F: ActionFactory,
-    F::Action: RestoreItemAction,
-{
-    fn applies_to(&self) -> ResourceSelector {
-        self.factory().applies_to()
-    }
+macro_rules! erase_entry {
+    ($bound:path) => {
+        #[tonic::async_trait]
+        impl<F> Entry<dyn $bound> for LazyAction<F>
+        where
+            F: ActionFactory,
+            F::Action: $bound,
+        {
+            fn applies_to(&self) -> ResourceSelector {
+                self.factory().applies_to()
+            }
 
-    async fn action(&self, loader: &ConfigLoader) -> Result<Arc<dyn RestoreItemAction>, LoadError> {
-        Ok(self.get(loader).await? as Arc<dyn RestoreItemAction>)
-    }
+            async fn action(
+                &self,
+                access: &Arc<ClusterAccess>,
+            ) -> Result<Arc<dyn $bound>, LoadError> {
+                Ok(self.get(access).await? as Arc<dyn $bound>)
+            }
+        }
+    };
 }
+erase_entry!(RestoreItemAction);
+erase_entry!(BackupItemAction);
+erase_entry!(AsyncBackupItemAction);
 
 /// `generated.PluginLister`: what this binary serves, under which command.
 #[derive(Debug)]
@@ -77,39 +92,51 @@ impl PluginLister for Lister {
     }
 }
 
-/// `generated.RestoreItemAction` (v1) for every registered RestoreItemAction.
-pub struct RestoreItemActions {
-    pub actions: BTreeMap<&'static str, Arc<dyn RestoreEntry>>,
-    pub loader: Arc<ConfigLoader>,
+/// The actions of one kind, dispatched on each request's `plugin` field.
+pub struct Actions<A: ?Sized> {
+    pub kind: PluginKind,
+    pub entries: BTreeMap<&'static str, Arc<dyn Entry<A>>>,
+    pub access: Arc<ClusterAccess>,
 }
 
-impl std::fmt::Debug for RestoreItemActions {
+impl<A: ?Sized> std::fmt::Debug for Actions<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RestoreItemActions")
-            .field("actions", &self.actions.keys())
+        f.debug_struct("Actions")
+            .field("kind", &self.kind)
+            .field("entries", &self.entries.keys())
             .finish_non_exhaustive()
     }
 }
 
-impl RestoreItemActions {
-    fn entry(&self, plugin: &str) -> Result<&Arc<dyn RestoreEntry>, Status> {
-        self.actions.get(plugin).ok_or_else(|| {
-            let served: Vec<&str> = self.actions.keys().copied().collect();
-            status::unknown_plugin(PluginKind::RestoreItemAction, plugin, &served)
+impl<A: ?Sized> Actions<A> {
+    fn entry(&self, plugin: &str) -> Result<&Arc<dyn Entry<A>>, Status> {
+        self.entries.get(plugin).ok_or_else(|| {
+            let served: Vec<&str> = self.entries.keys().copied().collect();
+            status::unknown_plugin(self.kind, plugin, &served)
         })
+    }
+
+    fn selector(&self, plugin: &str) -> Result<Option<generated::ResourceSelector>, Status> {
+        Ok(Some(to_proto_selector(self.entry(plugin)?.applies_to())))
+    }
+
+    async fn action(&self, plugin: &str) -> Result<Arc<A>, Status> {
+        self.entry(plugin)?
+            .action(&self.access)
+            .await
+            .map_err(|e| status::load_error(&e))
     }
 }
 
 #[tonic::async_trait]
-impl RestoreItemActionService for RestoreItemActions {
+impl RestoreItemActionService for Actions<dyn RestoreItemAction> {
     async fn applies_to(
         &self,
         request: Request<generated::RestoreItemActionAppliesToRequest>,
     ) -> Result<Response<generated::RestoreItemActionAppliesToResponse>, Status> {
-        let selector = self.entry(&request.get_ref().plugin)?.applies_to();
         Ok(Response::new(
             generated::RestoreItemActionAppliesToResponse {
-                resource_selector: Some(to_proto_selector(selector)),
+                resource_selector: self.selector(&request.get_ref().plugin)?,
             },
         ))
     }
@@ -120,32 +147,164 @@ impl RestoreItemActionService for RestoreItemActions {
     ) -> Result<Response<generated::RestoreItemActionExecuteResponse>, Status> {
         let request = request.into_inner();
         let plugin = request.plugin.as_str();
-        let entry = self.entry(plugin)?;
+        self.entry(plugin)?;
         // Bad input is reported as such whatever the state of the configuration.
         let input = RestoreInput {
             item: decode(plugin, "item", &request.item)?,
             item_from_backup: decode_optional(plugin, "itemFromBackup", &request.item_from_backup)?,
             restore: decode_optional(plugin, "restore", &request.restore)?.unwrap_or(Value::Null),
         };
-        let action = entry
-            .action(&self.loader)
-            .await
-            .map_err(|e| status::load_error(&e))?;
+        let action = self.action(plugin).await?;
         let output = status::guarded(plugin, || {
             action
                 .execute(input)
                 .map_err(|e| status::item_error(plugin, &e))
         })?;
         Ok(Response::new(generated::RestoreItemActionExecuteResponse {
-            item: serde_json::to_vec(&output.item).map_err(|e| status::encode_error(plugin, &e))?,
-            additional_items: output
-                .additional_items
-                .into_iter()
-                .map(to_proto_id)
-                .collect(),
+            item: encode(plugin, &output.item)?,
+            additional_items: to_proto_ids(output.additional_items),
             skip_restore: output.skip_restore,
         }))
     }
+}
+
+fn backup_input(plugin: &str, item: &[u8], backup: &[u8]) -> Result<BackupInput, Status> {
+    Ok(BackupInput {
+        item: decode(plugin, "item", item)?,
+        backup: decode_optional(plugin, "backup", backup)?.unwrap_or(Value::Null),
+    })
+}
+
+#[tonic::async_trait]
+impl BackupItemActionService for Actions<dyn BackupItemAction> {
+    async fn applies_to(
+        &self,
+        request: Request<generated::BackupItemActionAppliesToRequest>,
+    ) -> Result<Response<generated::BackupItemActionAppliesToResponse>, Status> {
+        Ok(Response::new(
+            generated::BackupItemActionAppliesToResponse {
+                resource_selector: self.selector(&request.get_ref().plugin)?,
+            },
+        ))
+    }
+
+    async fn execute(
+        &self,
+        request: Request<generated::ExecuteRequest>,
+    ) -> Result<Response<generated::ExecuteResponse>, Status> {
+        let request = request.into_inner();
+        let plugin = request.plugin.as_str();
+        self.entry(plugin)?;
+        let input = backup_input(plugin, &request.item, &request.backup)?;
+        let action = self.action(plugin).await?;
+        let output = status::guarded(plugin, || {
+            action
+                .execute(input)
+                .map_err(|e| status::item_error(plugin, &e))
+        })?;
+        Ok(Response::new(generated::ExecuteResponse {
+            item: encode(plugin, &output.item)?,
+            additional_items: to_proto_ids(output.additional_items),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl BackupItemActionV2Service for Actions<dyn AsyncBackupItemAction> {
+    async fn applies_to(
+        &self,
+        request: Request<v2::BackupItemActionAppliesToRequest>,
+    ) -> Result<Response<v2::BackupItemActionAppliesToResponse>, Status> {
+        Ok(Response::new(v2::BackupItemActionAppliesToResponse {
+            resource_selector: self.selector(&request.get_ref().plugin)?,
+        }))
+    }
+
+    async fn execute(
+        &self,
+        request: Request<v2::ExecuteRequest>,
+    ) -> Result<Response<v2::ExecuteResponse>, Status> {
+        let request = request.into_inner();
+        let plugin = request.plugin.as_str();
+        self.entry(plugin)?;
+        let input = backup_input(plugin, &request.item, &request.backup)?;
+        let action = self.action(plugin).await?;
+        let output = status::guarded_async(plugin, async {
+            action
+                .execute(input)
+                .await
+                .map_err(|e| status::item_error(plugin, &e))
+        })
+        .await?;
+        Ok(Response::new(v2::ExecuteResponse {
+            item: encode(plugin, &output.item)?,
+            additional_items: to_proto_ids(output.additional_items),
+            operation_id: output.operation_id.unwrap_or_default(),
+            post_operation_items: to_proto_ids(output.post_operation_items),
+        }))
+    }
+
+    async fn progress(
+        &self,
+        request: Request<v2::BackupItemActionProgressRequest>,
+    ) -> Result<Response<v2::BackupItemActionProgressResponse>, Status> {
+        let request = request.into_inner();
+        let plugin = request.plugin.as_str();
+        self.entry(plugin)?;
+        let backup = decode_optional(plugin, "backup", &request.backup)?.unwrap_or(Value::Null);
+        let action = self.action(plugin).await?;
+        let progress = status::guarded_async(plugin, async {
+            action
+                .progress(&request.operation_id, &backup)
+                .await
+                .map_err(|e| status::item_error(plugin, &e))
+        })
+        .await?;
+        Ok(Response::new(v2::BackupItemActionProgressResponse {
+            progress: Some(to_proto_progress(progress)),
+        }))
+    }
+
+    async fn cancel(
+        &self,
+        request: Request<v2::BackupItemActionCancelRequest>,
+    ) -> Result<Response<()>, Status> {
+        let request = request.into_inner();
+        let plugin = request.plugin.as_str();
+        self.entry(plugin)?;
+        let backup = decode_optional(plugin, "backup", &request.backup)?.unwrap_or(Value::Null);
+        let action = self.action(plugin).await?;
+        status::guarded_async(plugin, async {
+            action
+                .cancel(&request.operation_id, &backup)
+                .await
+                .map_err(|e| status::item_error(plugin, &e))
+        })
+        .await?;
+        Ok(Response::new(()))
+    }
+}
+
+fn to_proto_progress(progress: OperationProgress) -> generated::OperationProgress {
+    let timestamp = |seconds: i64| Some(prost_types::Timestamp { seconds, nanos: 0 });
+    generated::OperationProgress {
+        completed: progress.completed,
+        err: progress.error.unwrap_or_default(),
+        n_completed: progress.n_completed,
+        n_total: progress.n_total,
+        operation_units: progress.operation_units,
+        description: progress.description,
+        started: timestamp(progress.started_unix),
+        updated: timestamp(progress.updated_unix),
+    }
+}
+
+fn encode(plugin: &str, item: &Value) -> Result<Vec<u8>, Status> {
+    serde_json::to_vec(item).map_err(|e| status::encode_error(plugin, &e))
+}
+
+fn to_proto_ids(ids: Vec<ResourceId>) -> Vec<generated::ResourceIdentifier> {
+    ids.into_iter().map(to_proto_id).collect()
 }
 
 fn decode(plugin: &str, field: &str, bytes: &[u8]) -> Result<Value, Status> {

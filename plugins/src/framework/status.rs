@@ -8,7 +8,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use tonic::Status;
 
-use super::config::LoadError;
+use super::cluster::LoadError;
 use super::names::PluginKind;
 use crate::actions::ItemError;
 
@@ -50,11 +50,28 @@ pub fn encode_error(plugin: &str, error: &serde_json::Error) -> Status {
 
 /// Runs an action, turning a panic into an error for this item instead of a dead process.
 pub fn guarded<T>(plugin: &str, run: impl FnOnce() -> Result<T, Status>) -> Result<T, Status> {
-    catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|payload| {
-        let reason = panic_message(payload.as_ref());
-        tracing::error!(plugin, panic = %reason, "action panicked; the item fails, the plugin keeps serving");
-        Err(Status::aborted(format!("{plugin}: internal error while processing the item: {reason}")))
-    })
+    catch_unwind(AssertUnwindSafe(run))
+        .unwrap_or_else(|payload| Err(panicked(plugin, payload.as_ref())))
+}
+
+/// Runs an asynchronous action, turning a panic into an error for this item.
+pub async fn guarded_async<T>(
+    plugin: &str,
+    run: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    use futures::FutureExt as _;
+    AssertUnwindSafe(run)
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|payload| Err(panicked(plugin, payload.as_ref())))
+}
+
+fn panicked(plugin: &str, payload: &(dyn Any + Send)) -> Status {
+    let reason = panic_message(payload);
+    tracing::error!(plugin, panic = %reason, "action panicked; the item fails, the plugin keeps serving");
+    Status::aborted(format!(
+        "{plugin}: internal error while processing the item: {reason}"
+    ))
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {

@@ -26,9 +26,7 @@ fn config(local: &str, map: &str) -> PluginConfig {
 }
 
 fn action(local: &str, map: &str) -> PvSiteRemap {
-    PvSiteRemapFactory
-        .build(Some(&config(local, map)))
-        .expect("valid config")
+    PvSiteRemap::from_config(Some(&config(local, map))).expect("valid config")
 }
 
 fn in_tree_pv(name: &str, server: &str, path: &str) -> Value {
@@ -281,13 +279,12 @@ fn bad_items_get_clear_errors() {
 #[test]
 fn config_errors_name_the_key_and_the_accepted_values() {
     assert_eq!(
-        PvSiteRemapFactory.build(None).expect_err("missing"),
+        PvSiteRemap::from_config(None).expect_err("missing"),
         ConfigError::Missing {
             required_keys: "localSite and siteMap"
         }
     );
-    let text = PvSiteRemapFactory
-        .build(Some(&config("nowhere", SITE_MAP)))
+    let text = PvSiteRemap::from_config(Some(&config("nowhere", SITE_MAP)))
         .expect_err("bad site")
         .to_string();
     assert!(
@@ -300,14 +297,12 @@ fn config_errors_name_the_key_and_the_accepted_values() {
     let mut no_local = config("dr", SITE_MAP);
     no_local.data.remove(CONFIG_LOCAL_SITE);
     assert!(
-        PvSiteRemapFactory
-            .build(Some(&no_local))
+        PvSiteRemap::from_config(Some(&no_local))
             .expect_err("no local")
             .to_string()
             .contains("key \"localSite\" is missing")
     );
-    let text = PvSiteRemapFactory
-        .build(Some(&config("dr", "sites: [primary, dr]\nexports: {")))
+    let text = PvSiteRemap::from_config(Some(&config("dr", "sites: [primary, dr]\nexports: {")))
         .expect_err("yaml")
         .to_string();
     assert!(

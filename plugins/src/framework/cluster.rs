@@ -1,24 +1,30 @@
-//! Velero's plugin-config convention, read once per plugin process: the ConfigMap in Velero's
-//! namespace labelled `velero.io/plugin-config` and `<plugin name>: <kind>`. Each action is built
-//! from it on first use and kept; a broken config is kept too (and logged once), so every item
-//! gets the same clear error. Failures to reach the API server are not kept: the next item retries.
+//! The plugin process's access to the cluster: Velero's plugin-config convention (the ConfigMap
+//! in Velero's namespace labelled `velero.io/plugin-config` and `<plugin name>: <kind>`), and the
+//! JSON-level [`Cluster`] port the actions use. The client is created on first use, so a plugin
+//! that is only listed or asked `AppliesTo` never touches the API server. Each action is built
+//! from its config on first use and kept; a broken config is kept too (and logged once), so every
+//! item gets the same clear error. Failures to reach the API server are not kept: the next item
+//! retries.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::ListParams;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kube::{Api, Client};
+use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use super::names::PluginKind;
-use crate::actions::{ActionFactory, ConfigError, PluginConfig};
+use crate::actions::{
+    ActionFactory, BuildContext, Cluster, ClusterError, ConfigError, PluginConfig, ResourceType,
+};
 
 /// Label every plugin ConfigMap carries.
 pub const PLUGIN_CONFIG_LABEL: &str = "velero.io/plugin-config";
 
-/// Finds plugin ConfigMaps; holds the lazily created cluster client.
-pub struct ConfigLoader {
+/// Finds plugin ConfigMaps and serves the actions' cluster requests; holds the lazily created client.
+pub struct ClusterAccess {
     namespace: String,
     kubeconfig: Option<PathBuf>,
     client: OnceCell<Client>,
@@ -35,16 +41,16 @@ pub enum LoadError {
     Cluster(String),
 }
 
-impl std::fmt::Debug for ConfigLoader {
+impl std::fmt::Debug for ClusterAccess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConfigLoader")
+        f.debug_struct("ClusterAccess")
             .field("namespace", &self.namespace)
             .field("kubeconfig", &self.kubeconfig)
             .finish_non_exhaustive()
     }
 }
 
-impl ConfigLoader {
+impl ClusterAccess {
     /// A loader for ConfigMaps in `namespace`, using `kubeconfig` or the usual discovery
     /// (`$KUBECONFIG`, `~/.kube/config`, in-cluster).
     pub fn new(namespace: String, kubeconfig: Option<PathBuf>) -> Self {
@@ -161,24 +167,27 @@ impl<F: ActionFactory> LazyAction<F> {
     }
 
     /// The built action, building it on first call.
-    pub async fn get(&self, loader: &ConfigLoader) -> Result<Arc<F::Action>, LoadError> {
+    pub async fn get(&self, loader: &Arc<ClusterAccess>) -> Result<Arc<F::Action>, LoadError> {
         let outcome = self
             .built
             .get_or_try_init(|| async {
                 let built = match loader.fetch(self.kind, self.name).await {
                     Err(LoadError::Cluster(e)) => return Err(LoadError::Cluster(e)),
                     Err(config_error) => Err(config_error),
-                    Ok(config) => self.factory.build(config.as_ref()).map(Arc::new).map_err(|e| {
+                    Ok(config) => {
+                        let context = BuildContext { config: config.as_ref(), cluster: Arc::clone(loader) as Arc<dyn Cluster> };
+                        self.factory.build(context).map(Arc::new).map_err(|e| {
                         LoadError::Config(match e {
                             ConfigError::Missing { .. } => format!(
                                 "plugin {}: {e} (looked in namespace {} for labels {})",
                                 self.name,
                                 loader.namespace(),
-                                ConfigLoader::selector(self.kind, self.name)
+                                ClusterAccess::selector(self.kind, self.name)
                             ),
                             ConfigError::Invalid { .. } => format!("plugin {}: {e}", self.name),
                         })
-                    }),
+                        })
+                    }
                 };
                 if let Err(e) = &built {
                     tracing::error!(plugin = self.name, error = %e, "plugin configuration is invalid; every item will fail until it is fixed");
@@ -193,5 +202,105 @@ impl<F: ActionFactory> LazyAction<F> {
                 Err(e.clone())
             }
         }
+    }
+}
+
+fn api_resource(kind: &ResourceType) -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(kind.group, kind.version, kind.kind),
+        kind.plural,
+    )
+}
+
+impl ClusterAccess {
+    async fn api(
+        &self,
+        kind: &ResourceType,
+        namespace: Option<&str>,
+    ) -> Result<Api<DynamicObject>, ClusterError> {
+        let client = self
+            .client()
+            .await
+            .map_err(|e| ClusterError::Api(e.to_string()))?
+            .clone();
+        let resource = api_resource(kind);
+        Ok(match namespace.filter(|_| kind.namespaced) {
+            Some(ns) => Api::namespaced_with(client, ns, &resource),
+            None => Api::all_with(client, &resource),
+        })
+    }
+}
+
+fn describe_target(kind: &ResourceType, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) if kind.namespaced => format!("{} {ns}/{name}", kind.kind),
+        _ => format!("{} {name}", kind.kind),
+    }
+}
+
+fn to_json(object: DynamicObject) -> Result<Value, ClusterError> {
+    serde_json::to_value(object)
+        .map_err(|e| ClusterError::Api(format!("cannot encode object as JSON: {e}")))
+}
+
+#[async_trait::async_trait]
+impl Cluster for ClusterAccess {
+    async fn get(
+        &self,
+        kind: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Value>, ClusterError> {
+        let api = self.api(kind, namespace).await?;
+        match api.get_opt(name).await {
+            Ok(found) => found.map(to_json).transpose(),
+            Err(e) => Err(ClusterError::Api(format!(
+                "cannot read {}: {e}",
+                describe_target(kind, namespace, name)
+            ))),
+        }
+    }
+
+    async fn create(
+        &self,
+        kind: &ResourceType,
+        namespace: Option<&str>,
+        object: &Value,
+    ) -> Result<Value, ClusterError> {
+        let api = self.api(kind, namespace).await?;
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let target = describe_target(kind, namespace, name);
+        let typed: DynamicObject = serde_json::from_value(object.clone()).map_err(|e| {
+            ClusterError::Api(format!("cannot create {target}: not a valid object: {e}"))
+        })?;
+        match api.create(&PostParams::default(), &typed).await {
+            Ok(created) => to_json(created),
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                Err(ClusterError::AlreadyExists(target))
+            }
+            Err(e) => Err(ClusterError::Api(format!("cannot create {target}: {e}"))),
+        }
+    }
+
+    async fn list(
+        &self,
+        kind: &ResourceType,
+        namespace: Option<&str>,
+        label_selector: &str,
+    ) -> Result<Vec<Value>, ClusterError> {
+        let api = self.api(kind, namespace).await?;
+        let list = api
+            .list(&ListParams::default().labels(label_selector))
+            .await
+            .map_err(|e| {
+                ClusterError::Api(format!(
+                    "cannot list {} with labels {label_selector:?}: {e}",
+                    kind.plural
+                ))
+            })?;
+        list.items.into_iter().map(to_json).collect()
     }
 }
