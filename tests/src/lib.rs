@@ -7,5 +7,6 @@ pub mod cluster;
 pub mod peers;
 pub mod pki;
 mod process;
+pub mod workspace;
 
 pub use cluster::{PeerInfo, StartError, TestCluster, TestClusterBuilder};

@@ -9,7 +9,7 @@ use std::io::Write;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 
@@ -24,11 +24,19 @@ pub fn level_filter(logrus_level: Option<&str>) -> LevelFilter {
     }
 }
 
-/// Installs the stderr JSON logger as the global subscriber.
-pub fn init(filter: LevelFilter) {
+/// Installs the stderr JSON logger as the global subscriber. `level` applies to the project's
+/// own code; libraries (gRPC, HTTP/2, the Kubernetes client) log warnings and errors only, since
+/// their debug output would flood Velero's log with transport frames.
+pub fn init(level: LevelFilter) {
     let _ = tracing_subscriber::registry()
-        .with(HclogJson.with_filter(filter))
+        .with(HclogJson.with_filter(targets(level)))
         .try_init();
+}
+
+fn targets(level: LevelFilter) -> Targets {
+    Targets::new()
+        .with_target("replicadr_plugins", level)
+        .with_default(level.min(LevelFilter::WARN))
 }
 
 /// A `tracing` layer writing hclog-style JSON lines to stderr.
@@ -111,6 +119,16 @@ mod tests {
         assert_eq!(level_filter(Some("fatal")), LevelFilter::ERROR);
         assert_eq!(level_filter(Some("bogus")), LevelFilter::INFO);
         assert_eq!(level_filter(None), LevelFilter::INFO);
+    }
+
+    #[test]
+    fn library_debug_output_is_filtered_out() {
+        let filter = targets(LevelFilter::DEBUG);
+        assert!(filter.would_enable("replicadr_plugins::framework", &Level::DEBUG));
+        assert!(!filter.would_enable("h2::codec::framed_write", &Level::DEBUG));
+        assert!(filter.would_enable("h2::codec::framed_write", &Level::WARN));
+        let quiet = targets(LevelFilter::ERROR);
+        assert!(!quiet.would_enable("kube_client", &Level::WARN));
     }
 
     #[test]

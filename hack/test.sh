@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, lints, docs, unit/property/protocol tests, and the end-to-end tests against real peers.
+set -euo pipefail
+
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+require_tools cargo go jq shellcheck
+cd "${REPO_ROOT}"
+
+log "building the real test peers (cached in ${REPLICADR_CACHE})"
+bash hack/build-kube-peers.sh
+bash hack/build-velero-peers.sh
+bash hack/build-conformance.sh >/dev/null
+
+log "static checks"
+shellcheck -x hack/*.sh hack/bench/*.sh .ci/run
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+
+log "tests"
+# The end-to-end tests drive the built binaries, so build them first.
+cargo build --workspace --bins --locked
+cargo test --workspace --locked

@@ -1,0 +1,234 @@
+package conformance
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/vmware-tanzu/velero/pkg/plugin/clientmgmt"
+	"github.com/vmware-tanzu/velero/pkg/plugin/clientmgmt/process"
+)
+
+// harnessT is the part of testing.TB the helpers use, so the benchmark mode (no testing.T) can use them too.
+type harnessT interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	TempDir() string
+}
+
+// logCapture collects what Velero's logger writes: the server's own plugin-management lines and, through go-plugin's
+// hclog→logrus adapter, every line the plugin processes write to stderr.
+type logCapture struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (c *logCapture) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.Write(p)
+}
+
+func (c *logCapture) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.String()
+}
+
+// entries decodes the captured JSON log lines; a line that is not JSON is returned as {"msg": line}.
+func (c *logCapture) entries() []map[string]any {
+	var out []map[string]any
+	for _, line := range strings.Split(c.String(), "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		entry := map[string]any{}
+		if err := json.Unmarshal([]byte(line), &entry); err != nil {
+			entry = map[string]any{"msg": line}
+		}
+		out = append(out, entry)
+	}
+	return out
+}
+
+// veleroHost plays the Velero server's plugin side: a plugin directory, a process registry that discovered it and
+// the plugin managers started from that registry (one per backup/restore in a real server).
+type veleroHost struct {
+	pluginDir string
+	logs      *logCapture
+	logger    *logrus.Logger
+	registry  process.Registry
+
+	mu       sync.Mutex
+	managers []clientmgmt.Manager
+}
+
+// newVeleroHost copies the given plugin binaries alone into a fresh plugin directory (as a plugin image's init
+// container copies them into /plugins) and runs Velero's plugin discovery over it.
+func newVeleroHost(tb harnessT, pluginBinaries ...string) *veleroHost {
+	tb.Helper()
+	dir := tb.TempDir()
+	for _, bin := range pluginBinaries {
+		copyExecutable(tb, bin, filepath.Join(dir, filepath.Base(bin)))
+	}
+	logs := &logCapture{}
+	logger := logrus.New()
+	logger.Out = io.MultiWriter(logs, debugSink())
+	logger.Formatter = &logrus.JSONFormatter{}
+	logger.Level = logrus.DebugLevel
+	h := &veleroHost{pluginDir: dir, logs: logs, logger: logger}
+	h.registry = process.NewRegistry(dir, logger, logger.Level)
+	if err := h.registry.DiscoverPlugins(); err != nil {
+		tb.Fatalf("velero plugin discovery in %s failed: %v\ncaptured velero log:\n%s", dir, err, logs.String())
+	}
+	return h
+}
+
+// debugSink mirrors the captured Velero log to stderr when REPLICADR_CONFORMANCE_LOG=1.
+func debugSink() io.Writer {
+	if os.Getenv("REPLICADR_CONFORMANCE_LOG") == "1" {
+		return os.Stderr
+	}
+	return io.Discard
+}
+
+// pluginPath is where a binary copied by newVeleroHost lives: the command Velero runs it with.
+func (h *veleroHost) pluginPath(binary string) string {
+	return filepath.Join(h.pluginDir, filepath.Base(binary))
+}
+
+// newManager starts a plugin manager as the server does for each backup or restore; its processes start lazily.
+func (h *veleroHost) newManager() clientmgmt.Manager {
+	m := clientmgmt.NewManager(h.logger, h.logger.Level, h.registry)
+	h.mu.Lock()
+	h.managers = append(h.managers, m)
+	h.mu.Unlock()
+	return m
+}
+
+// cleanupManagers stops every plugin process, as the server does when a backup or restore ends. go-plugin asks each
+// process to shut down over gRPC and waits for it to exit before killing it.
+func (h *veleroHost) cleanupManagers() {
+	h.mu.Lock()
+	managers := h.managers
+	h.managers = nil
+	h.mu.Unlock()
+	for _, m := range managers {
+		m.CleanupClients()
+	}
+}
+
+func copyExecutable(tb harnessT, from, to string) {
+	tb.Helper()
+	data, err := os.ReadFile(from)
+	if err != nil {
+		tb.Fatalf("read plugin binary: %v", err)
+	}
+	if err := os.WriteFile(to, data, 0o755); err != nil {
+		tb.Fatalf("copy plugin binary: %v", err)
+	}
+}
+
+func requireEnv(tb harnessT, name string) string {
+	tb.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		tb.Fatalf("%s is not set", name)
+	}
+	return v
+}
+
+func veleroNamespace() string {
+	if ns := os.Getenv("VELERO_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return "velero"
+}
+
+// kubeClient connects to the apiserver named by KUBECONFIG, the one the plugin processes will also use.
+func kubeClient(tb harnessT) kubernetes.Interface {
+	tb.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", requireEnv(tb, "KUBECONFIG"))
+	if err != nil {
+		tb.Fatalf("load KUBECONFIG: %v", err)
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		tb.Fatalf("kube client: %v", err)
+	}
+	return client
+}
+
+func ensureNamespace(tb harnessT, kube kubernetes.Interface, name string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		tb.Fatalf("create namespace %s: %v", name, err)
+	}
+}
+
+// applyConfigMap creates or replaces a ConfigMap.
+func applyConfigMap(tb harnessT, kube kubernetes.Interface, cm *corev1.ConfigMap) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	client := kube.CoreV1().ConfigMaps(cm.Namespace)
+	existing, err := client.Get(ctx, cm.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		_, err = client.Create(ctx, cm, metav1.CreateOptions{})
+	case err == nil:
+		cm.ResourceVersion = existing.ResourceVersion
+		_, err = client.Update(ctx, cm, metav1.UpdateOptions{})
+	}
+	if err != nil {
+		tb.Fatalf("apply configmap %s/%s: %v", cm.Namespace, cm.Name, err)
+	}
+}
+
+func deleteConfigMap(tb harnessT, kube kubernetes.Interface, namespace, name string) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := kube.CoreV1().ConfigMaps(namespace).Delete(ctx, name, metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		tb.Fatalf("delete configmap %s/%s: %v", namespace, name, err)
+	}
+}
+
+// pluginLogEntries are the captured lines that came from the named plugin binary's stderr: go-plugin names the
+// logger after the binary, and Velero's adapter records that name as pluginName.
+func pluginLogEntries(logs *logCapture, binaryName string) []map[string]any {
+	var out []map[string]any
+	for _, e := range logs.entries() {
+		if e["pluginName"] == binaryName {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func describeEntries(entries []map[string]any) string {
+	var b strings.Builder
+	for _, e := range entries {
+		line, _ := json.Marshal(e)
+		fmt.Fprintf(&b, "  %s\n", line)
+	}
+	return b.String()
+}
