@@ -337,3 +337,32 @@ fn refuses_hosts_without_protocol_version_2() {
     assert!(output.stdout.is_empty());
     assert!(String::from_utf8_lossy(&output.stderr).contains("only version 2"));
 }
+
+#[test]
+fn install_mode_copies_the_binary_for_velero_init_containers() {
+    let target = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(BINARY)
+        .env_remove("VELERO_PLUGIN")
+        .arg("install")
+        .arg(target.path())
+        .output()
+        .expect("runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.stdout.is_empty());
+    let installed = target.path().join("replicadr-velero-plugins");
+    assert_eq!(
+        std::fs::read(&installed).expect("installed"),
+        std::fs::read(BINARY).expect("binary")
+    );
+    let missing = Command::new(BINARY)
+        .env_remove("VELERO_PLUGIN")
+        .args(["install", "/nonexistent/dir"])
+        .output()
+        .expect("runs");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/dir"));
+}

@@ -129,6 +129,10 @@ impl PluginServer {
     /// Runs the plugin process to completion, as go-plugin's `Serve` does for Go plugins.
     pub fn run(self) -> ExitCode {
         let env = |key: &str| std::env::var(key).ok();
+        let mut argv = std::env::args_os().skip(1);
+        if env(process::MAGIC_COOKIE_KEY).is_none() && argv.next().is_some_and(|a| a == "install") {
+            return install(argv.next().map(std::path::PathBuf::from));
+        }
         if let Err(message) = process::check_started_by_velero(
             env(process::MAGIC_COOKIE_KEY).as_deref(),
             env("PLUGIN_PROTOCOL_VERSIONS").as_deref(),
@@ -256,6 +260,22 @@ impl PluginServer {
             .context("grpc server failed")?;
         drop(socket_path);
         Ok(())
+    }
+}
+
+/// The plugin image's entrypoint: copy this binary into Velero's plugins volume and exit.
+fn install(dir: Option<std::path::PathBuf>) -> ExitCode {
+    let dir = dir.unwrap_or_else(|| process::DEFAULT_INSTALL_DIR.into());
+    let result = std::env::current_exe().and_then(|exe| process::install_self(&exe, &dir));
+    match result {
+        Ok(path) => {
+            eprintln!("installed {}", path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot install the plugin into {}: {e}", dir.display());
+            ExitCode::from(1)
+        }
     }
 }
 

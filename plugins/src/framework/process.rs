@@ -92,6 +92,27 @@ pub fn check_started_by_velero(
     Ok(())
 }
 
+/// Where Velero's plugin init container mounts the shared plugins volume.
+pub const DEFAULT_INSTALL_DIR: &str = "/target";
+
+/// The image entrypoint's job (`replicadr-velero-plugins install [DIR]`): copy this binary into
+/// the plugins volume that Velero scans, executable, replacing any older copy atomically. Needs no
+/// shell or `cp` in the image and writes nothing but the target file.
+pub fn install_self(source: &Path, dir: &Path) -> io::Result<PathBuf> {
+    let name = source.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the running binary has no file name",
+        )
+    })?;
+    let target = dir.join(name);
+    let staging = dir.join(format!(".{}.partial", name.to_string_lossy()));
+    std::fs::copy(source, &staging)?;
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o755))?;
+    std::fs::rename(&staging, &target)?;
+    Ok(target)
+}
+
 /// The directory for the plugin socket: go-plugin's `PLUGIN_UNIX_SOCKET_DIR`, else the temp dir.
 pub fn socket_dir(unix_socket_dir: Option<OsString>) -> PathBuf {
     unix_socket_dir
@@ -232,6 +253,27 @@ mod tests {
         assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
         drop(socket);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn install_copies_an_executable_and_replaces_older_copies() {
+        let from = tempfile::tempdir().expect("tempdir");
+        let to = tempfile::tempdir().expect("tempdir");
+        let source = from.path().join("replicadr-velero-plugins");
+        std::fs::write(&source, b"new").expect("write");
+        std::fs::write(to.path().join("replicadr-velero-plugins"), b"old").expect("write");
+        let installed = install_self(&source, to.path()).expect("install");
+        assert_eq!(std::fs::read(&installed).expect("read"), b"new");
+        let mode = std::fs::metadata(&installed)
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755);
+        assert_eq!(
+            std::fs::read_dir(to.path()).expect("list").count(),
+            1,
+            "no staging file left behind"
+        );
     }
 
     #[test]
