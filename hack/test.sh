@@ -13,7 +13,7 @@ bash hack/build-velero-peers.sh
 bash hack/build-conformance.sh >/dev/null
 
 log "static checks"
-shellcheck -x hack/*.sh hack/bench/*.sh .ci/run
+find hack -name "*.sh" -print0 | xargs -0 shellcheck -x .ci/run
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
