@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use replicadr_plugins::actions::pv_site_remap;
+use replicadr_plugins::actions::{pv_retain, pv_site_remap, snapshot_to_pvc};
 use replicadr_plugins::framework::PluginServer;
 
 fn main() -> ExitCode {
@@ -14,5 +14,9 @@ fn main() -> ExitCode {
         // actions into its v2 pipeline identically in every release from 1.12 to 1.18, and v1 is
         // what Velero's closest built-in (`velero.io/change-storage-class`) uses.
         .restore_item_action(pv_site_remap::NAME, pv_site_remap::PvSiteRemapFactory)
+        // v1: the copy is rewritten synchronously, with no API call.
+        .backup_item_action(pv_retain::NAME, pv_retain::PvRetainFactory)
+        // v2: snapshots become ready and claims bind in their own time; Velero polls Progress.
+        .async_backup_item_action(snapshot_to_pvc::NAME, snapshot_to_pvc::SnapshotToPvcFactory)
         .run()
 }

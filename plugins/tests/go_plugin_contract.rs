@@ -145,7 +145,15 @@ async fn lists_its_plugins_with_argv0_as_the_command() {
         .iter()
         .map(|p| (p.command.as_str(), p.kind.as_str(), p.name.as_str()))
         .collect();
-    assert_eq!(kinds, vec![(BINARY, "RestoreItemAction", PV_SITE_REMAP)]);
+    // Velero's own order: kind (BIA, BIAv2, …, RIA), then name.
+    assert_eq!(
+        kinds,
+        vec![
+            (BINARY, "BackupItemAction", "replicadr.io/pv-retain"),
+            (BINARY, "BackupItemActionV2", "replicadr.io/snapshot-to-pvc"),
+            (BINARY, "RestoreItemAction", PV_SITE_REMAP),
+        ]
+    );
 }
 
 #[tokio::test]

@@ -2,11 +2,16 @@
 //! here knows gRPC or the cluster client: the framework hands each action its configuration and
 //! items, and turns results and errors into Velero's wire messages.
 
+pub mod nfs_volume;
+pub mod pv_retain;
 pub mod pv_site_remap;
+pub mod snapshot_to_pvc;
 
 use std::collections::BTreeMap;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
+
+use crate::sitemap::SiteMap;
 
 /// Which items an action wants, in Velero's `ResourceSelector` terms.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -46,6 +51,44 @@ pub struct PluginConfig {
     /// `namespace/name` of the ConfigMap, for messages.
     pub origin: String,
     pub data: BTreeMap<String, String>,
+}
+
+/// ConfigMap key holding the site map YAML, shared by every action that reads the site map.
+pub const CONFIG_SITE_MAP: &str = "siteMap";
+
+impl PluginConfig {
+    /// A [`ConfigError::Invalid`] naming this ConfigMap.
+    pub fn invalid(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// Reads an optional `"true"`/`"false"` key (any case, surrounding blanks ignored); `default`
+    /// when the key is absent.
+    pub fn flag(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
+        let Some(value) = self.data.get(key) else {
+            return Ok(default);
+        };
+        match value.trim().to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(self.invalid(format!(
+                "key {key:?}: {value:?} is not a boolean; expected \"true\" or \"false\" (default {default})"
+            ))),
+        }
+    }
+
+    /// Reads and validates the site map under [`CONFIG_SITE_MAP`].
+    pub fn site_map(&self) -> Result<SiteMap, ConfigError> {
+        let text = self.data.get(CONFIG_SITE_MAP).ok_or_else(|| {
+            self.invalid(format!(
+                "key {CONFIG_SITE_MAP:?} is missing; it must hold the site map YAML"
+            ))
+        })?;
+        SiteMap::from_yaml(text).map_err(|e| self.invalid(format!("key {CONFIG_SITE_MAP:?}: {e}")))
+    }
 }
 
 /// Why an action could not be configured. The framework adds where it looked.
@@ -153,6 +196,20 @@ pub struct OperationProgress {
     pub started_unix: i64,
     /// When this progress was observed (seconds since the epoch).
     pub updated_unix: i64,
+}
+
+impl OperationProgress {
+    /// A running operation whose state could not be observed now: not completed, no error,
+    /// started and updated set to now (Velero reads an absent time as 1970).
+    pub fn unknown(description: String) -> Self {
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        Self {
+            description,
+            started_unix: now,
+            updated_unix: now,
+            ..Self::default()
+        }
+    }
 }
 
 /// A configured BackupItemAction with asynchronous operations (served as v2). Velero starts a
@@ -264,4 +321,30 @@ pub fn describe(object: &Value) -> String {
         Some(ns) if !ns.is_empty() => format!("{kind} {ns}/{name}"),
         _ => format!("{kind} {name}"),
     }
+}
+
+/// The object at `path` below `root`, created (or replaced, if not an object) as needed.
+pub fn object_at<'v>(
+    root: &'v mut Map<String, Value>,
+    path: &[&str],
+) -> &'v mut Map<String, Value> {
+    let mut current = root;
+    for key in path {
+        let entry = current
+            .entry((*key).to_owned())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        current = entry.as_object_mut().expect("made an object above");
+    }
+    current
+}
+
+/// A string field of an object by JSON pointer, `None` when absent, not a string or empty.
+pub fn string_at<'v>(object: &'v Value, pointer: &str) -> Option<&'v str> {
+    object
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
 }

@@ -1,25 +1,29 @@
 //! `replicadr.io/pv-site-remap`: at restore time, points each NFS PersistentVolume at the local
 //! site's copy of its export, using the site map. Handles in-tree `spec.nfs` and the NFS CSI
 //! driver (`nfs.csi.k8s.io`), records what it changed in annotations, and leaves everything else
-//! in the object exactly as it came.
+//! in the object exactly as it came. It also decides the restored PV's reclaim policy when
+//! `replicadr.io/pv-retain` recorded the original one at backup time.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use super::nfs_volume::{NfsLocation, NfsSource, persistent_volume_spec};
+use super::pv_retain::ANNOTATION_ORIGINAL_RECLAIM_POLICY;
 use super::{
     ActionFactory, BuildContext, ConfigError, ItemError, PluginConfig, ResourceSelector,
-    RestoreInput, RestoreItemAction, RestoreOutput, describe,
+    RestoreInput, RestoreItemAction, RestoreOutput, describe, object_at,
 };
-use crate::sitemap::{ExportPath, NfsServer, Placement, SiteMap, SiteName, UnmappedPolicy};
+use crate::sitemap::{Placement, SiteMap, SiteName, UnmappedPolicy};
+
+pub use super::CONFIG_SITE_MAP;
+pub use super::nfs_volume::NFS_CSI_DRIVER;
 
 /// The plugin name Velero registers and sends in every request.
 pub const NAME: &str = "replicadr.io/pv-site-remap";
-/// The NFS CSI driver whose volumes this action rewrites.
-pub const NFS_CSI_DRIVER: &str = "nfs.csi.k8s.io";
 
 /// ConfigMap key naming the site this Velero runs at.
 pub const CONFIG_LOCAL_SITE: &str = "localSite";
-/// ConfigMap key holding the site map YAML.
-pub const CONFIG_SITE_MAP: &str = "siteMap";
+/// ConfigMap key choosing the restored PV's reclaim policy; see [`ReclaimPolicyOnRestore`].
+pub const CONFIG_RESTORE_RECLAIM_POLICY: &str = "restoreReclaimPolicy";
 
 /// The server the PV pointed at before the rewrite.
 pub const ANNOTATION_ORIGINAL_SERVER: &str = "replicadr.io/original-nfs-server";
@@ -31,6 +35,32 @@ pub const ANNOTATION_ORIGINAL_SITE: &str = "replicadr.io/original-site";
 pub const ANNOTATION_RULE: &str = "replicadr.io/remap-rule";
 /// The CSI volume handle before the rewrite.
 pub const ANNOTATION_ORIGINAL_HANDLE: &str = "replicadr.io/original-volume-handle";
+
+/// The reclaim policy a restored PV gets when the backup recorded its original one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReclaimPolicyOnRestore {
+    /// Keep `Retain`, as backed up: a `Delete` PV at the DR site would let its provisioner delete
+    /// the replicated data when the claim goes away.
+    #[default]
+    Retain,
+    /// Put back the policy recorded in `replicadr.io/original-reclaim-policy`.
+    Original,
+}
+
+impl ReclaimPolicyOnRestore {
+    fn from_config(config: &PluginConfig) -> Result<Self, ConfigError> {
+        let Some(value) = config.data.get(CONFIG_RESTORE_RECLAIM_POLICY) else {
+            return Ok(Self::default());
+        };
+        match value.trim().to_ascii_lowercase().as_str() {
+            "retain" => Ok(Self::Retain),
+            "original" => Ok(Self::Original),
+            _ => Err(config.invalid(format!(
+                "key {CONFIG_RESTORE_RECLAIM_POLICY:?}: {value:?} is not accepted; expected \"retain\" (default: restored PVs keep Retain) or \"original\" (put back the policy recorded at backup in {ANNOTATION_ORIGINAL_RECLAIM_POLICY})"
+            ))),
+        }
+    }
+}
 
 /// Builds [`PvSiteRemap`] from the plugin ConfigMap.
 #[derive(Debug, Default, Clone, Copy)]
@@ -49,33 +79,28 @@ impl ActionFactory for PvSiteRemapFactory {
 }
 
 impl PvSiteRemap {
-    /// Reads the site map and the local site from the plugin ConfigMap.
+    /// Reads the site map, the local site and the reclaim policy choice from the plugin ConfigMap.
     pub fn from_config(config: Option<&PluginConfig>) -> Result<Self, ConfigError> {
         let config = config.ok_or(ConfigError::Missing {
             required_keys: "localSite and siteMap",
         })?;
-        let invalid = |message: String| ConfigError::Invalid {
-            origin: config.origin.clone(),
-            message,
-        };
-        let text = config.data.get(CONFIG_SITE_MAP).ok_or_else(|| {
-            invalid(format!(
-                "key {CONFIG_SITE_MAP:?} is missing; it must hold the site map YAML"
-            ))
-        })?;
-        let map = SiteMap::from_yaml(text)
-            .map_err(|e| invalid(format!("key {CONFIG_SITE_MAP:?}: {e}")))?;
+        let map = config.site_map()?;
         let local = config.data.get(CONFIG_LOCAL_SITE).ok_or_else(|| {
-            invalid(format!(
+            config.invalid(format!(
                 "key {CONFIG_LOCAL_SITE:?} is missing; it must name this site, one of: {}",
                 site_names(&map)
             ))
         })?;
         let local = map
             .site(local.trim())
-            .map_err(|e| invalid(format!("key {CONFIG_LOCAL_SITE:?}: {e}")))?
+            .map_err(|e| config.invalid(format!("key {CONFIG_LOCAL_SITE:?}: {e}")))?
             .clone();
-        Ok(PvSiteRemap { map, local })
+        let reclaim_policy = ReclaimPolicyOnRestore::from_config(config)?;
+        Ok(PvSiteRemap {
+            map,
+            local,
+            reclaim_policy,
+        })
     }
 }
 
@@ -87,11 +112,13 @@ fn site_names(map: &SiteMap) -> String {
         .join(", ")
 }
 
-/// The configured action: a site map and the site this restore runs at.
+/// The configured action: a site map, the site this restore runs at, and what to do with a
+/// reclaim policy recorded at backup.
 #[derive(Debug, Clone)]
 pub struct PvSiteRemap {
     map: SiteMap,
     local: SiteName,
+    reclaim_policy: ReclaimPolicyOnRestore,
 }
 
 /// What happened to one PV.
@@ -111,83 +138,31 @@ pub enum Outcome {
     KeptUnmapped { reason: String },
 }
 
-/// Where a PV keeps its NFS location.
-enum NfsSource {
-    InTree,
-    Csi,
-}
-
-impl NfsSource {
-    /// The object under `spec` holding server and path.
-    fn location(&self) -> &'static [&'static str] {
-        match self {
-            NfsSource::InTree => &["nfs"],
-            NfsSource::Csi => &["csi", "volumeAttributes"],
-        }
-    }
-
-    /// The key of the exported path in that object.
-    fn path_key(&self) -> &'static str {
-        match self {
-            NfsSource::InTree => "path",
-            NfsSource::Csi => "share",
-        }
-    }
-
-    /// The full field name, for messages.
-    fn field(&self, key: &str) -> String {
-        format!("spec.{}.{key}", self.location().join("."))
-    }
-}
-
 impl PvSiteRemap {
-    /// An action rewriting onto `local`'s exports.
+    /// An action rewriting onto `local`'s exports, keeping `Retain` on restored PVs.
     pub fn new(map: SiteMap, local: SiteName) -> Self {
-        Self { map, local }
+        Self {
+            map,
+            local,
+            reclaim_policy: ReclaimPolicyOnRestore::default(),
+        }
     }
 
     /// Rewrites one PersistentVolume in place.
     pub fn remap(&self, pv: &mut Value) -> Result<Outcome, ItemError> {
         let what = describe(pv);
-        let kind = pv.get("kind").and_then(Value::as_str).unwrap_or_default();
-        if kind != "PersistentVolume" {
-            return Err(ItemError(format!(
-                "{what}: {NAME} only handles PersistentVolumes, got kind {kind:?}"
-            )));
-        }
-        let spec = pv.get("spec").and_then(Value::as_object).ok_or_else(|| {
-            ItemError(format!(
-                "{what} has no spec object; cannot tell which volume it is"
-            ))
-        })?;
-        let source = if spec.get("nfs").is_some() {
-            NfsSource::InTree
-        } else if spec
-            .get("csi")
-            .and_then(|csi| csi.get("driver"))
-            .and_then(Value::as_str)
-            == Some(NFS_CSI_DRIVER)
-        {
-            NfsSource::Csi
-        } else {
+        let spec = persistent_volume_spec(pv, NAME)?;
+        let Some(location) = NfsLocation::read(spec) else {
             return Ok(Outcome::NotNfs);
         };
-        let location = source.location().iter().try_fold(spec, |object, key| {
-            object.get(*key).and_then(Value::as_object)
-        });
-        let read = |key: &str| {
-            location
-                .and_then(|l| l.get(key))
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_owned()
-        };
-        let (server, path) = (read("server"), read(source.path_key()));
-        let (server_field, path_field) = (source.field("server"), source.field(source.path_key()));
-        let parsed_server = NfsServer::parse(&server)
-            .map_err(|e| ItemError(format!("{what}: {server_field} {server:?} {e}")))?;
-        let parsed_path = ExportPath::parse(&path)
-            .map_err(|e| ItemError(format!("{what}: {path_field} {path:?} {e}")))?;
+        let (parsed_server, parsed_path) = location
+            .parse()
+            .map_err(|e| ItemError(format!("{what}: {e}")))?;
+        let NfsLocation {
+            source,
+            server,
+            path,
+        } = location;
 
         let rewrite = match self.map.place(&self.local, &parsed_server, &parsed_path) {
             Ok(Placement::Local { .. }) => return Ok(Outcome::AlreadyLocal),
@@ -226,7 +201,7 @@ impl PvSiteRemap {
                 }
             }
         }
-        let location = object_at(spec, source.location());
+        let location = source.location_mut(spec);
         location.insert("server".into(), rewrite.server.into());
         location.insert(source.path_key().into(), new_path.clone().into());
         let metadata = object_at(
@@ -242,21 +217,6 @@ impl PvSiteRemap {
             to: format!("{}:{new_path}", rewrite.server),
         })
     }
-}
-
-/// The object at `path` below `root`, created (or replaced, if not an object) as needed.
-fn object_at<'v>(root: &'v mut Map<String, Value>, path: &[&str]) -> &'v mut Map<String, Value> {
-    let mut current = root;
-    for key in path {
-        let entry = current
-            .entry((*key).to_owned())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !entry.is_object() {
-            *entry = Value::Object(Map::new());
-        }
-        current = entry.as_object_mut().expect("made an object above");
-    }
-    current
 }
 
 /// Keeps a csi-driver-nfs volume handle consistent with the rewritten server and share, so the
@@ -292,7 +252,17 @@ impl RestoreItemAction for PvSiteRemap {
     fn execute(&self, input: RestoreInput) -> Result<RestoreOutput, ItemError> {
         let mut item = input.item;
         let what = describe(&item);
-        match self.remap(&mut item)? {
+        let outcome = self.remap(&mut item)?;
+        match self.apply_reclaim_policy(&mut item) {
+            ReclaimPolicyOutcome::Restored(policy) => {
+                tracing::info!(pv = %what, policy = %policy, "restored original reclaim policy");
+            }
+            ReclaimPolicyOutcome::Unknown(value) => {
+                tracing::warn!(pv = %what, recorded = %value, "recorded reclaim policy is not Delete, Recycle or Retain; kept the backed-up policy");
+            }
+            ReclaimPolicyOutcome::Kept => {}
+        }
+        match outcome {
             Outcome::Remapped { export, from, to } => {
                 tracing::info!(pv = %what, export = %export, from = %from, to = %to, site = %self.local, "remapped nfs export to local site");
             }
@@ -305,6 +275,53 @@ impl RestoreItemAction for PvSiteRemap {
             }
         }
         Ok(RestoreOutput::item(item))
+    }
+}
+
+/// What [`PvSiteRemap::apply_reclaim_policy`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReclaimPolicyOutcome {
+    /// The recorded original policy was written back.
+    Restored(String),
+    /// Nothing recorded, or the configuration keeps the backed-up policy.
+    Kept,
+    /// A recorded value that is not a reclaim policy; the backed-up policy was kept.
+    Unknown(String),
+}
+
+impl PvSiteRemap {
+    /// With `restoreReclaimPolicy: original`, puts back the reclaim policy `pv-retain` recorded at
+    /// backup and drops the record; otherwise leaves the PV's policy (and the record, for the
+    /// operator to see) as backed up.
+    pub fn apply_reclaim_policy(&self, pv: &mut Value) -> ReclaimPolicyOutcome {
+        if self.reclaim_policy == ReclaimPolicyOnRestore::Retain {
+            return ReclaimPolicyOutcome::Kept;
+        }
+        let Some(object) = pv.as_object_mut() else {
+            return ReclaimPolicyOutcome::Kept;
+        };
+        let recorded = object
+            .get("metadata")
+            .and_then(|m| m.get("annotations"))
+            .and_then(|a| a.get(ANNOTATION_ORIGINAL_RECLAIM_POLICY))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let Some(recorded) = recorded else {
+            return ReclaimPolicyOutcome::Kept;
+        };
+        if !matches!(recorded.as_str(), "Delete" | "Recycle" | "Retain") {
+            return ReclaimPolicyOutcome::Unknown(recorded);
+        }
+        object_at(object, &["spec"]).insert(
+            "persistentVolumeReclaimPolicy".into(),
+            Value::String(recorded.clone()),
+        );
+        let annotations = object_at(object, &["metadata", "annotations"]);
+        annotations.remove(ANNOTATION_ORIGINAL_RECLAIM_POLICY);
+        if annotations.is_empty() {
+            object_at(object, &["metadata"]).remove("annotations");
+        }
+        ReclaimPolicyOutcome::Restored(recorded)
     }
 }
 

@@ -21,7 +21,7 @@ pub const CORE_PROTOCOL_VERSION: u32 = 1;
 /// this picks known flags out of an argv it otherwise ignores rather than parsing it strictly.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostArgs {
-    /// argv[0] exactly: Velero execs the `command` we list, so it must be the path we ran as.
+    /// `argv[0]` exactly: Velero execs the `command` we list, so it must be the path we ran as.
     pub command: String,
     pub log_level: Option<String>,
     pub kubeconfig: Option<PathBuf>,
@@ -29,7 +29,7 @@ pub struct HostArgs {
 }
 
 impl HostArgs {
-    /// Reads the flags we use from `argv` (argv[0] first); everything else is ignored.
+    /// Reads the flags we use from `argv` (`argv[0]` first); everything else is ignored.
     pub fn from_argv<I: IntoIterator<Item = OsString>>(argv: I) -> Self {
         let words: Vec<String> = argv
             .into_iter()

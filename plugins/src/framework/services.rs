@@ -252,7 +252,20 @@ impl BackupItemActionV2Service for Actions<dyn AsyncBackupItemAction> {
         let plugin = request.plugin.as_str();
         self.entry(plugin)?;
         let backup = decode_optional(plugin, "backup", &request.backup)?.unwrap_or(Value::Null);
-        let action = self.action(plugin).await?;
+        let action = match self.entry(plugin)?.action(&self.access).await {
+            Ok(action) => action,
+            // Velero fails an operation for good when Progress errors. A configuration that could
+            // not be read because the API server was unreachable is no verdict on the operation:
+            // report it as still running, and the next poll (a new process) tries again.
+            Err(LoadError::Cluster(message)) => {
+                return Ok(Response::new(v2::BackupItemActionProgressResponse {
+                    progress: Some(to_proto_progress(OperationProgress::unknown(format!(
+                        "cannot read the plugin configuration ({message}); retrying on the next poll"
+                    )))),
+                }));
+            }
+            Err(e) => return Err(status::load_error(&e)),
+        };
         let progress = status::guarded_async(plugin, async {
             action
                 .progress(&request.operation_id, &backup)

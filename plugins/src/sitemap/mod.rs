@@ -164,15 +164,7 @@ impl SiteMap {
         path: &ExportPath,
     ) -> Result<Placement<'_>, Unmapped> {
         let local_index = self.site_index(local);
-        let best = self
-            .endpoints()
-            .filter(|(_, _, endpoint)| endpoint.server == *server)
-            .filter_map(|(export, site, endpoint)| {
-                path.strip_base(&endpoint.path)
-                    .map(|rest| (export, site, endpoint, rest))
-            })
-            .max_by_key(|(_, _, endpoint, _)| endpoint.path.depth());
-        let Some((export, site, _, rest)) = best else {
+        let Some((export, site, rest)) = self.best_match(server, path) else {
             return Err(self.unmapped(server, path));
         };
         if site == local_index {
@@ -187,6 +179,30 @@ impl SiteMap {
             server: target.server.as_written(),
             path: target.path.join(rest),
         }))
+    }
+
+    /// The export covering `server:path` and the site whose copy it is, whichever site is local.
+    /// Backup-side actions use it: a PV is covered when some site's export contains it.
+    pub fn export_of(&self, server: &NfsServer, path: &ExportPath) -> Option<(&str, &SiteName)> {
+        self.best_match(server, path)
+            .map(|(export, site, _)| (export.name(), &self.sites[site]))
+    }
+
+    /// The endpoint containing `server:path` with the longest export path: its export, its site
+    /// index, and the components of `path` below the export.
+    fn best_match<'p>(
+        &self,
+        server: &NfsServer,
+        path: &'p ExportPath,
+    ) -> Option<(&Export, usize, &'p [String])> {
+        self.endpoints()
+            .filter(|(_, _, endpoint)| endpoint.server == *server)
+            .filter_map(|(export, site, endpoint)| {
+                path.strip_base(&endpoint.path)
+                    .map(|rest| (export, site, endpoint, rest))
+            })
+            .max_by_key(|(_, _, endpoint, _)| endpoint.path.depth())
+            .map(|(export, site, _, rest)| (export, site, rest))
     }
 
     fn site_index(&self, site: &SiteName) -> usize {

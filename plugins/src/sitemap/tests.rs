@@ -61,6 +61,28 @@ fn parses_the_example() {
 }
 
 #[test]
+fn export_of_finds_the_export_and_site_whichever_site_is_local() {
+    let map = map();
+    let export_of = |server: &str, path: &str| {
+        map.export_of(
+            &NfsServer::parse(server).expect("valid server"),
+            &ExportPath::parse(path).expect("valid path"),
+        )
+        .map(|(export, site)| (export.to_owned(), site.to_string()))
+    };
+    assert_eq!(
+        export_of("nfs-a.example.com", "/exports/vms/gold/disk"),
+        Some(("vm-disks-gold".into(), "primary".into()))
+    );
+    assert_eq!(
+        export_of("10.20.0.5", "/replica/vms/disk"),
+        Some(("vm-disks".into(), "dr".into()))
+    );
+    assert_eq!(export_of("nfs-a.example.com", "/elsewhere"), None);
+    assert_eq!(export_of("other.example.com", "/exports/vms"), None);
+}
+
+#[test]
 fn unmapped_defaults_to_fail() {
     let map = SiteMap::from_yaml(&EXAMPLE.replace("unmapped: keep", "")).expect("valid");
     assert_eq!(map.unmapped_policy(), UnmappedPolicy::Fail);

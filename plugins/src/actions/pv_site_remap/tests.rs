@@ -310,3 +310,95 @@ fn config_errors_name_the_key_and_the_accepted_values() {
         "{text}"
     );
 }
+
+fn with_policy(local: &str, policy: &str) -> PvSiteRemap {
+    let mut config = config(local, SITE_MAP);
+    config
+        .data
+        .insert(CONFIG_RESTORE_RECLAIM_POLICY.to_owned(), policy.to_owned());
+    PvSiteRemap::from_config(Some(&config)).expect("valid config")
+}
+
+fn retained_at_backup(pv: Value, original: &str) -> Value {
+    let mut pv = pv;
+    pv["spec"]["persistentVolumeReclaimPolicy"] = json!("Retain");
+    pv["metadata"]["annotations"] = json!({ANNOTATION_ORIGINAL_RECLAIM_POLICY: original});
+    pv
+}
+
+#[test]
+fn restored_pvs_keep_retain_by_default() {
+    let pv = retained_at_backup(
+        in_tree_pv("pv-1", "nfs-a.example.com", "/exports/vms/disk"),
+        "Delete",
+    );
+    for action in [action("dr", SITE_MAP), with_policy("dr", "retain")] {
+        let out = run(&action, pv.clone()).expect("rewritten");
+        assert_eq!(out["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+        assert_eq!(
+            out["metadata"]["annotations"][ANNOTATION_ORIGINAL_RECLAIM_POLICY], "Delete",
+            "the record stays for the operator"
+        );
+    }
+}
+
+#[test]
+fn original_policy_is_put_back_when_asked() {
+    let action = with_policy("dr", "Original");
+    let pv = retained_at_backup(
+        in_tree_pv("pv-1", "nfs-a.example.com", "/exports/vms/disk"),
+        "Delete",
+    );
+    let out = run(&action, pv).expect("rewritten");
+    assert_eq!(out["spec"]["persistentVolumeReclaimPolicy"], "Delete");
+    assert_eq!(out["spec"]["nfs"]["server"], "10.20.0.5");
+    let annotations = &out["metadata"]["annotations"];
+    assert!(
+        annotations
+            .get(ANNOTATION_ORIGINAL_RECLAIM_POLICY)
+            .is_none()
+    );
+    assert_eq!(annotations[ANNOTATION_RULE], "vm-disks");
+
+    // Without a record (or with a nonsense one) the backed-up policy stays.
+    let plain = in_tree_pv("pv-2", "10.20.0.5", "/replica/vms/disk");
+    assert_eq!(run(&action, plain.clone()).expect("local"), plain);
+    let mut odd = retained_at_backup(plain, "Sometimes");
+    assert_eq!(
+        action.apply_reclaim_policy(&mut odd),
+        ReclaimPolicyOutcome::Unknown("Sometimes".into())
+    );
+    assert_eq!(odd["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+}
+
+#[test]
+fn original_policy_drops_an_emptied_annotation_map() {
+    let action = with_policy("dr", "original");
+    let pv = json!({"kind": "PersistentVolume", "metadata": {"name": "h", "annotations": {ANNOTATION_ORIGINAL_RECLAIM_POLICY: "Recycle"}}, "spec": {"persistentVolumeReclaimPolicy": "Retain", "hostPath": {"path": "/x"}}});
+    let out = run(&action, pv).expect("not nfs");
+    assert_eq!(
+        out,
+        json!({"kind": "PersistentVolume", "metadata": {"name": "h"}, "spec": {"persistentVolumeReclaimPolicy": "Recycle", "hostPath": {"path": "/x"}}})
+    );
+}
+
+#[test]
+fn restore_reclaim_policy_errors_name_the_key_value_and_choices() {
+    let mut bad = config("dr", SITE_MAP);
+    bad.data.insert(
+        CONFIG_RESTORE_RECLAIM_POLICY.to_owned(),
+        "delete".to_owned(),
+    );
+    let text = PvSiteRemap::from_config(Some(&bad))
+        .expect_err("bad policy")
+        .to_string();
+    for expected in [
+        "velero/replicadr-pv-site-remap",
+        "\"restoreReclaimPolicy\"",
+        "\"delete\"",
+        "\"retain\"",
+        "\"original\"",
+    ] {
+        assert!(text.contains(expected), "{expected:?} missing from {text}");
+    }
+}

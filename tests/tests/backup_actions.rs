@@ -1,0 +1,747 @@
+//! The backup actions against a real kube-apiserver, driven through the real plugin binary over its
+//! go-plugin socket the way Velero drives them: `Execute` and the first `Progress` in one process,
+//! every later `Progress` in a new process. No controllers run, so the tests play the snapshot
+//! controller (VolumeSnapshot status) and the provisioner (a PV, the claim's `volumeName` and its
+//! `Bound` status) themselves.
+//!
+//! Build the plugin first: `cargo build -p replicadr-velero-plugins`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context as _;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::{Client, Resource as _};
+use replicadr_e2e::TestCluster;
+use replicadr_e2e::workspace::{repo_root, workspace_binary};
+use replicadr_proto::generated::{self, backup_item_action_client::BackupItemActionClient};
+use replicadr_proto::v2::{self, backup_item_action_client::BackupItemActionClient as V2Client};
+use serde_json::{Value, json};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+const SNAPSHOT_TO_PVC: &str = "replicadr.io/snapshot-to-pvc";
+const PV_RETAIN: &str = "replicadr.io/pv-retain";
+const VELERO_NAMESPACE: &str = "velero";
+const NS: &str = "vms";
+const CRDS: [&str; 2] = [
+    "snapshot.storage.k8s.io.yaml",
+    "kubevirt.io_virtualmachines.yaml",
+];
+const SITE_MAP: &str = "sites: [primary, dr]\nexports:\n  - name: vm-disks\n    primary: {server: nfs-a.example.com, path: /exports/vms}\n    dr: {server: 10.20.0.5, path: /replica/vms}\n";
+
+/// A cluster with the snapshot and VirtualMachine CRDs, storage classes, a VM with a disk PVC, and
+/// one plugin ConfigMap carrying the labels of all three plugins.
+struct Env {
+    cluster: TestCluster,
+    client: Client,
+    plugin: PathBuf,
+}
+
+impl Env {
+    async fn start(storage_class_map: &str) -> anyhow::Result<Self> {
+        let plugin = workspace_binary("replicadr-velero-plugins")
+            .context("build the plugin first: cargo build -p replicadr-velero-plugins")?;
+        let cluster = TestCluster::start().await?;
+        let client = cluster.client().await?;
+        for crd in CRDS {
+            let path = repo_root().join("tests/crds").join(crd);
+            cluster
+                .apply_yaml(
+                    &std::fs::read_to_string(&path).with_context(|| path.display().to_string())?,
+                )
+                .await?;
+        }
+        cluster.create_namespace(VELERO_NAMESPACE).await?;
+        cluster.create_namespace(NS).await?;
+        cluster
+            .apply_yaml(
+                r"
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: fast}
+provisioner: example.com/array-a
+volumeBindingMode: Immediate
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: replicated-nfs}
+provisioner: nfs.csi.k8s.io
+volumeBindingMode: Immediate
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata: {name: replicated-nfs-wffc}
+provisioner: nfs.csi.k8s.io
+volumeBindingMode: WaitForFirstConsumer
+---
+apiVersion: kubevirt.io/v1
+kind: VirtualMachine
+metadata: {name: vm-1, namespace: vms}
+spec: {runStrategy: Halted, template: {spec: {domain: {devices: {}}}}}
+",
+            )
+            .await?;
+        let env = Self {
+            cluster,
+            client,
+            plugin,
+        };
+        env.configure(&[("storageClassMap", storage_class_map)])
+            .await?;
+        let vm = env.dynamic(&vm_resource(), NS).get("vm-1").await?;
+        let disk = json!({
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "disk-1", "namespace": NS, "ownerReferences": [{
+                "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": "vm-1",
+                "uid": vm.metadata.uid.clone().unwrap_or_default()
+            }]},
+            "spec": {"accessModes": ["ReadWriteMany"], "volumeMode": "Filesystem", "storageClassName": "fast", "resources": {"requests": {"storage": "4Gi"}}}
+        });
+        env.pvcs()
+            .create(&PostParams::default(), &serde_json::from_value(disk)?)
+            .await?;
+        Ok(env)
+    }
+
+    /// Replaces the shared plugin ConfigMap's data (keys of every plugin).
+    async fn configure(&self, extra: &[(&str, &str)]) -> anyhow::Result<()> {
+        let mut data = json!({"localSite": "dr", "siteMap": SITE_MAP});
+        for (key, value) in extra {
+            data[*key] = json!(value);
+        }
+        let config_map = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "replicadr-plugins", "namespace": VELERO_NAMESPACE, "labels": {
+                "velero.io/plugin-config": "",
+                SNAPSHOT_TO_PVC: "BackupItemActionV2",
+                PV_RETAIN: "BackupItemAction",
+                "replicadr.io/pv-site-remap": "RestoreItemAction",
+            }},
+            "data": data
+        });
+        Api::<ConfigMap>::namespaced(self.client.clone(), VELERO_NAMESPACE)
+            .patch(
+                "replicadr-plugins",
+                &PatchParams::apply("backup-actions-test").force(),
+                &Patch::Apply(&config_map),
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn dynamic(&self, resource: &ApiResource, namespace: &str) -> Api<DynamicObject> {
+        Api::namespaced_with(self.client.clone(), namespace, resource)
+    }
+
+    fn snapshots(&self) -> Api<DynamicObject> {
+        self.dynamic(&snapshot_resource(), NS)
+    }
+
+    fn pvcs(&self) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+
+    /// Creates a VolumeSnapshot of `source` as KubeVirt's VM snapshot controller would, and
+    /// returns it as read back.
+    async fn create_snapshot(&self, name: &str, source: &str) -> anyhow::Result<DynamicObject> {
+        let snapshot = json!({
+            "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+            "metadata": {
+                "name": name, "namespace": NS,
+                "labels": {"snapshot.kubevirt.io/source-vm-name": "vm-1", "snapshot.kubevirt.io/source-vm-namespace": NS},
+                "ownerReferences": [{"apiVersion": "snapshot.kubevirt.io/v1beta1", "kind": "VirtualMachineSnapshotContent", "name": "vmsnapshot-content-1", "uid": "0b0e6a52-0000-4000-8000-000000000001", "controller": true}]
+            },
+            "spec": {"source": {"persistentVolumeClaimName": source}, "volumeSnapshotClassName": "array-a"}
+        });
+        Ok(self
+            .snapshots()
+            .create(&PostParams::default(), &serde_json::from_value(snapshot)?)
+            .await?)
+    }
+
+    /// Plays the snapshot controller: the snapshot becomes ready to use.
+    async fn make_ready(&self, name: &str) -> anyhow::Result<DynamicObject> {
+        let status = json!({"status": {"readyToUse": true, "restoreSize": "5Gi", "boundVolumeSnapshotContentName": format!("snapcontent-{name}"), "creationTime": "2025-01-02T03:04:05Z"}});
+        Ok(self
+            .snapshots()
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?)
+    }
+
+    /// Plays the provisioner: a PV for the claim, the claim's `volumeName`, its `Bound` status.
+    async fn bind(&self, claim: &str, volume: &str) -> anyhow::Result<()> {
+        let pvc = self.pvcs().get(claim).await?;
+        let pv = json!({
+            "apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": "5Gi"}, "accessModes": ["ReadWriteMany"],
+                "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "replicated-nfs",
+                "nfs": {"server": "nfs-a.example.com", "path": format!("/exports/vms/{volume}")},
+                "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": NS, "name": claim, "uid": pvc.metadata.uid}
+            }
+        });
+        Api::<PersistentVolume>::all(self.client.clone())
+            .create(&PostParams::default(), &serde_json::from_value(pv)?)
+            .await?;
+        self.pvcs()
+            .patch(
+                claim,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"volumeName": volume}})),
+            )
+            .await?;
+        self.pvcs()
+            .patch_status(
+                claim,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Bound", "accessModes": ["ReadWriteMany"], "capacity": {"storage": "5Gi"}}})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The claims carrying our label for `snapshot_uid`.
+    async fn replicas_of(&self, snapshot_uid: &str) -> anyhow::Result<Vec<PersistentVolumeClaim>> {
+        Ok(self
+            .pvcs()
+            .list(&ListParams::default().labels(&format!(
+                "app.kubernetes.io/managed-by=replicadr,replicadr.io/replica-of-snapshot-uid={snapshot_uid}"
+            )))
+            .await?
+            .items)
+    }
+
+    fn start_plugin(&self) -> Plugin {
+        Plugin::start(&self.plugin, self.cluster.kubeconfig_path())
+    }
+
+    /// One Velero poll: a new plugin process, one Progress call.
+    async fn poll(&self, operation_id: &str) -> anyhow::Result<generated::OperationProgress> {
+        self.start_plugin().progress(operation_id).await
+    }
+}
+
+fn snapshot_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "snapshot.storage.k8s.io",
+        "v1",
+        "VolumeSnapshot",
+    ))
+}
+
+fn vm_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "kubevirt.io",
+        "v1",
+        "VirtualMachine",
+    ))
+}
+
+fn backup() -> Vec<u8> {
+    json!({"apiVersion": "velero.io/v1", "kind": "Backup", "metadata": {"name": "b1", "namespace": VELERO_NAMESPACE}, "status": {"phase": "InProgress"}})
+        .to_string()
+        .into_bytes()
+}
+
+fn uid(object: &DynamicObject) -> String {
+    object.metadata.uid.clone().unwrap_or_default()
+}
+
+fn names(ids: &[generated::ResourceIdentifier]) -> Vec<(String, String)> {
+    ids.iter()
+        .map(|id| (id.resource.clone(), id.name.clone()))
+        .collect()
+}
+
+/// The plugin binary started as Velero starts it, killed on drop.
+struct Plugin {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Plugin {
+    fn start(binary: &Path, kubeconfig: &Path) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut child = Command::new(binary)
+            .env("VELERO_PLUGIN", "hello")
+            .env("PLUGIN_PROTOCOL_VERSIONS", "2")
+            .env("PLUGIN_UNIX_SOCKET_DIR", dir.path())
+            .env("VELERO_NAMESPACE", VELERO_NAMESPACE)
+            .env("KUBECONFIG", kubeconfig)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            // Its JSON logs would interleave with the test output; the operation's description
+            // and error, which the tests check, carry what a failure needs.
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("plugin starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("handshake line");
+        let socket = PathBuf::from(
+            line.trim_end()
+                .split('|')
+                .nth(3)
+                .expect("socket in handshake"),
+        );
+        Self {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        let socket = self.socket.clone();
+        Endpoint::try_from("http://unused")
+            .expect("endpoint")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let socket = socket.clone();
+                async move {
+                    Ok::<_, std::io::Error>(TokioIo::new(
+                        tokio::net::UnixStream::connect(socket).await?,
+                    ))
+                }
+            }))
+            .await
+            .expect("connect to plugin socket")
+    }
+
+    async fn execute(&self, item: &DynamicObject) -> Result<v2::ExecuteResponse, tonic::Status> {
+        V2Client::new(self.channel().await)
+            .execute(v2::ExecuteRequest {
+                plugin: SNAPSHOT_TO_PVC.into(),
+                item: serde_json::to_vec(item).expect("json"),
+                backup: backup(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn progress(&self, operation_id: &str) -> anyhow::Result<generated::OperationProgress> {
+        let progress = V2Client::new(self.channel().await)
+            .progress(v2::BackupItemActionProgressRequest {
+                plugin: SNAPSHOT_TO_PVC.into(),
+                operation_id: operation_id.into(),
+                backup: backup(),
+            })
+            .await?
+            .into_inner()
+            .progress
+            .context("progress is always set")?;
+        anyhow::ensure!(
+            progress.started.is_some() && progress.updated.is_some(),
+            "started and updated are always set: {progress:?}"
+        );
+        Ok(progress)
+    }
+}
+
+impl Drop for Plugin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The replica copies the source claim of vm-1's disk, mapped to `replicated-nfs`, and says whose
+/// copy it is.
+fn assert_replica_of_vm_disk(
+    replica: &PersistentVolumeClaim,
+    snapshot: &str,
+) -> anyhow::Result<()> {
+    let spec = serde_json::to_value(&replica.spec)?;
+    assert_eq!(
+        spec["storageClassName"], "replicated-nfs",
+        "mapped from fast"
+    );
+    assert_eq!(spec["accessModes"], json!(["ReadWriteMany"]));
+    assert_eq!(spec["volumeMode"], "Filesystem");
+    assert_eq!(
+        spec["resources"]["requests"]["storage"], "5Gi",
+        "the snapshot's restoreSize"
+    );
+    assert_eq!(
+        spec["dataSource"],
+        json!({"apiGroup": "snapshot.storage.k8s.io", "kind": "VolumeSnapshot", "name": snapshot})
+    );
+    let labels = replica.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels["app.kubernetes.io/managed-by"], "replicadr");
+    assert_eq!(labels["replicadr.io/vm"], "vm-1");
+    let annotations = replica.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(annotations["replicadr.io/replica-of-snapshot"], snapshot);
+    assert_eq!(annotations["replicadr.io/source-pvc"], "disk-1");
+    assert_eq!(annotations["replicadr.io/source-storage-class"], "fast");
+    assert_eq!(
+        annotations["replicadr.io/vm-snapshot-content"],
+        "vmsnapshot-content-1"
+    );
+
+    Ok(())
+}
+
+#[tokio::test]
+async fn first_backup_creates_a_bound_replica_and_the_next_backup_reuses_it() -> anyhow::Result<()>
+{
+    let env = Env::start("fast: replicated-nfs").await?;
+    env.create_snapshot("snap-1", "disk-1").await?;
+    let snapshot = env.make_ready("snap-1").await?;
+    let source_before = env.pvcs().get("disk-1").await?;
+
+    let plugin = env.start_plugin();
+    let out = plugin.execute(&snapshot).await?;
+    let item: Value = serde_json::from_slice(&out.item)?;
+    assert_eq!(
+        item,
+        serde_json::to_value(&snapshot)?,
+        "the snapshot is backed up unchanged"
+    );
+    let replicas = env.replicas_of(&uid(&snapshot)).await?;
+    assert_eq!(replicas.len(), 1);
+    let replica = &replicas[0];
+    let replica_name = replica.metadata.name.clone().unwrap_or_default();
+    assert!(replica_name.starts_with("replica-snap-1-") && replica_name.len() <= 63);
+    assert_eq!(
+        names(&out.additional_items),
+        [("persistentvolumeclaims".to_owned(), replica_name.clone())]
+    );
+    assert_eq!(
+        names(&out.post_operation_items),
+        names(&out.additional_items)
+    );
+    assert_eq!(out.operation_id, format!("{NS}/snap-1/{}", uid(&snapshot)));
+
+    assert_replica_of_vm_disk(replica, "snap-1")?;
+
+    // Velero's first poll runs on the Execute process.
+    let progress = plugin.progress(&out.operation_id).await?;
+    assert!(
+        !progress.completed && progress.err.is_empty(),
+        "{progress:?}"
+    );
+    assert_eq!((progress.n_completed, progress.n_total), (2, 3));
+    assert!(
+        progress.description.contains("waiting for it to bind"),
+        "{progress:?}"
+    );
+    drop(plugin);
+
+    env.bind(&replica_name, "pv-replica-1").await?;
+    let progress = env.poll(&out.operation_id).await?;
+    assert!(
+        progress.completed && progress.err.is_empty(),
+        "{progress:?}"
+    );
+    assert_eq!(progress.n_completed, 3);
+    assert!(
+        progress
+            .description
+            .contains("bound to PersistentVolume pv-replica-1")
+    );
+
+    // The next scheduled backup: same claim, now bound, and its volume along with it.
+    let again = env
+        .start_plugin()
+        .execute(&env.snapshots().get("snap-1").await?)
+        .await?;
+    assert_eq!(again.operation_id, "", "nothing left to wait for");
+    assert_eq!(
+        names(&again.additional_items),
+        [
+            ("persistentvolumeclaims".to_owned(), replica_name.clone()),
+            ("persistentvolumes".to_owned(), "pv-replica-1".to_owned())
+        ]
+    );
+    assert_eq!(
+        env.replicas_of(&uid(&snapshot)).await?.len(),
+        1,
+        "no second replica"
+    );
+    assert_eq!(
+        env.pvcs().list(&ListParams::default()).await?.items.len(),
+        2
+    );
+
+    // Only read: the snapshot and the source claim are exactly as they were.
+    let snapshot_after = env.snapshots().get("snap-1").await?;
+    assert_eq!(
+        snapshot_after.metadata.resource_version,
+        snapshot.metadata.resource_version
+    );
+    let source_after = env.pvcs().get("disk-1").await?;
+    assert_eq!(
+        source_after.metadata.resource_version,
+        source_before.metadata.resource_version
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_snapshot_that_becomes_ready_later_is_followed_across_processes() -> anyhow::Result<()> {
+    let env = Env::start("fast: replicated-nfs").await?;
+    let snapshot = env.create_snapshot("snap-late", "disk-1").await?;
+    let out = env.start_plugin().execute(&snapshot).await?;
+    assert!(out.additional_items.is_empty(), "nothing exists yet");
+    assert_eq!(
+        out.post_operation_items.len(),
+        1,
+        "the replica, backed up at finalize"
+    );
+    let replica_name = out.post_operation_items[0].name.clone();
+    assert!(env.replicas_of(&uid(&snapshot)).await?.is_empty());
+
+    let progress = env.poll(&out.operation_id).await?;
+    assert!(
+        !progress.completed && progress.n_completed == 0,
+        "{progress:?}"
+    );
+    assert!(
+        progress
+            .description
+            .contains("waiting for VolumeSnapshot vms/snap-late")
+    );
+    assert_eq!(
+        progress.started.map(|t| t.seconds),
+        snapshot
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second()),
+        "started: the snapshot's creation time"
+    );
+
+    env.make_ready("snap-late").await?;
+    let progress = env.poll(&out.operation_id).await?;
+    assert_eq!(progress.n_completed, 2, "{progress:?}");
+    let replicas = env.replicas_of(&uid(&snapshot)).await?;
+    assert_eq!(
+        replicas[0].metadata.name.as_deref(),
+        Some(replica_name.as_str())
+    );
+    assert_replica_of_vm_disk(&replicas[0], "snap-late")?;
+    let progress = env.poll(&out.operation_id).await?;
+    assert_eq!(progress.n_completed, 2, "{progress:?}");
+    env.bind(&replica_name, "pv-late").await?;
+    let progress = env.poll(&out.operation_id).await?;
+    assert!(
+        progress.completed && progress.err.is_empty(),
+        "{progress:?}"
+    );
+    assert_eq!(env.replicas_of(&uid(&snapshot)).await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn wait_for_first_consumer_is_reported_and_optionally_accepted() -> anyhow::Result<()> {
+    let env = Env::start("fast: replicated-nfs-wffc").await?;
+    env.create_snapshot("snap-w", "disk-1").await?;
+    let snapshot = env.make_ready("snap-w").await?;
+    let out = env.start_plugin().execute(&snapshot).await?;
+    assert!(
+        out.post_operation_items.is_empty(),
+        "no claim that would never bind"
+    );
+    let progress = env.poll(&out.operation_id).await?;
+    assert!(progress.completed, "{progress:?}");
+    for expected in [
+        "StorageClass replicated-nfs-wffc",
+        "WaitForFirstConsumer",
+        "would never bind",
+        "createdNotBoundIsDone",
+    ] {
+        assert!(
+            progress.err.contains(expected),
+            "{expected:?} missing from {}",
+            progress.err
+        );
+    }
+    assert!(env.replicas_of(&uid(&snapshot)).await?.is_empty());
+
+    env.configure(&[
+        ("storageClassMap", "fast: replicated-nfs-wffc"),
+        ("createdNotBoundIsDone", "true"),
+    ])
+    .await?;
+    let progress = env.poll(&out.operation_id).await?;
+    assert!(
+        progress.completed && progress.err.is_empty(),
+        "{progress:?}"
+    );
+    assert_eq!(progress.n_completed, 2);
+    assert!(
+        progress
+            .description
+            .contains("binds only when a pod uses the claim"),
+        "{progress:?}"
+    );
+    let replicas = env.replicas_of(&uid(&snapshot)).await?;
+    assert_eq!(replicas.len(), 1);
+    assert_eq!(
+        replicas[0]
+            .spec
+            .as_ref()
+            .and_then(|s| s.storage_class_name.as_deref()),
+        Some("replicated-nfs-wffc")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_foreign_claim_with_the_replica_name_fails_and_stays_untouched() -> anyhow::Result<()> {
+    let env = Env::start("").await?;
+    let snapshot = env.create_snapshot("snap-f", "disk-1").await?;
+    // The name the replica would get, learnt from the plugin while the snapshot is not ready.
+    let out = env.start_plugin().execute(&snapshot).await?;
+    let replica_name = out.post_operation_items[0].name.clone();
+    let foreign = json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": replica_name, "namespace": NS, "labels": {"app": "someone-else"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "fast", "resources": {"requests": {"storage": "1Gi"}}}
+    });
+    let foreign = env
+        .pvcs()
+        .create(&PostParams::default(), &serde_json::from_value(foreign)?)
+        .await?;
+    env.make_ready("snap-f").await?;
+    let progress = env.poll(&out.operation_id).await?;
+    assert!(progress.completed, "{progress:?}");
+    for expected in [
+        format!("PersistentVolumeClaim vms/{replica_name}"),
+        "VolumeSnapshot vms/snap-f".to_owned(),
+        "no label app.kubernetes.io/managed-by=replicadr".to_owned(),
+        "left untouched".to_owned(),
+    ] {
+        assert!(
+            progress.err.contains(&expected),
+            "{expected:?} missing from {}",
+            progress.err
+        );
+    }
+    let after = env.pvcs().get(&replica_name).await?;
+    assert_eq!(
+        after.metadata.resource_version,
+        foreign.metadata.resource_version
+    );
+    assert_eq!(after.meta().labels, foreign.meta().labels);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_missing_source_claim_is_named_in_the_error() -> anyhow::Result<()> {
+    let env = Env::start("").await?;
+    env.create_snapshot("snap-m", "gone-disk").await?;
+    let snapshot = env.make_ready("snap-m").await?;
+    let out = env.start_plugin().execute(&snapshot).await?;
+    assert!(!out.operation_id.is_empty());
+    assert!(out.post_operation_items.is_empty());
+    let progress = env.poll(&out.operation_id).await?;
+    assert!(progress.completed, "{progress:?}");
+    assert!(
+        progress.err.contains("VolumeSnapshot vms/snap-m")
+            && progress
+                .err
+                .contains("source PersistentVolumeClaim vms/gone-disk does not exist"),
+        "{}",
+        progress.err
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unreachable_api_server_delays_the_operation_without_failing_or_duplicating_it()
+-> anyhow::Result<()> {
+    let env = Env::start("fast: replicated-nfs").await?;
+    let snapshot = env.create_snapshot("snap-u", "disk-1").await?;
+    let out = env.start_plugin().execute(&snapshot).await?;
+    env.make_ready("snap-u").await?;
+
+    // One poll while the API server cannot be reached: a kubeconfig pointing at a closed port.
+    let dead = tempfile::tempdir()?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let kubeconfig = std::fs::read_to_string(env.cluster.kubeconfig_path())?.replace(
+        &env.cluster.server_url(),
+        &format!("https://127.0.0.1:{port}"),
+    );
+    let dead_kubeconfig = dead.path().join("kubeconfig");
+    std::fs::write(&dead_kubeconfig, kubeconfig)?;
+    let progress = Plugin::start(&env.plugin, &dead_kubeconfig)
+        .progress(&out.operation_id)
+        .await?;
+    assert!(
+        !progress.completed && progress.err.is_empty(),
+        "{progress:?}"
+    );
+    assert!(
+        progress.description.contains("retrying on the next poll"),
+        "{progress:?}"
+    );
+    assert!(env.replicas_of(&uid(&snapshot)).await?.is_empty());
+
+    // The server is back: the operation resumes where it stands.
+    let progress = env.poll(&out.operation_id).await?;
+    assert_eq!(progress.n_completed, 2, "{progress:?}");
+    let replica_name = out.post_operation_items[0].name.clone();
+    env.bind(&replica_name, "pv-u").await?;
+    let progress = env.poll(&out.operation_id).await?;
+    assert!(
+        progress.completed && progress.err.is_empty(),
+        "{progress:?}"
+    );
+    assert_eq!(env.replicas_of(&uid(&snapshot)).await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn pv_retain_changes_the_backed_up_copy_only() -> anyhow::Result<()> {
+    let env = Env::start("").await?;
+    let pvs = Api::<PersistentVolume>::all(env.client.clone());
+    let pv = json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": "pv-nfs-1"},
+        "spec": {
+            "capacity": {"storage": "5Gi"}, "accessModes": ["ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Delete",
+            "nfs": {"server": "nfs-a.example.com", "path": "/exports/vms/pv-nfs-1"}
+        }
+    });
+    let live = pvs
+        .create(&PostParams::default(), &serde_json::from_value(pv)?)
+        .await?;
+    let plugin = env.start_plugin();
+    let out = BackupItemActionClient::new(plugin.channel().await)
+        .execute(generated::ExecuteRequest {
+            plugin: PV_RETAIN.into(),
+            item: serde_json::to_vec(&live)?,
+            backup: backup(),
+        })
+        .await?
+        .into_inner();
+    let copy: Value = serde_json::from_slice(&out.item)?;
+    assert_eq!(copy["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+    assert_eq!(
+        copy["metadata"]["annotations"]["replicadr.io/original-reclaim-policy"],
+        "Delete"
+    );
+    assert!(out.additional_items.is_empty());
+    let after = pvs.get("pv-nfs-1").await?;
+    assert_eq!(
+        after.metadata.resource_version,
+        live.metadata.resource_version
+    );
+    assert_eq!(
+        after.spec.and_then(|s| s.persistent_volume_reclaim_policy),
+        Some("Delete".to_owned()),
+        "the live PV keeps its policy"
+    );
+    Ok(())
+}
