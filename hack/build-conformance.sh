@@ -50,8 +50,10 @@ build_conformance() {
       mv -f conformance.test.tmp conformance.test
     )
     log "conformance against velero ${version}: built in $(($(date +%s) - started)) s"
-    # Builds of older sources are ~100 MB each and nothing refers to them any more.
-    find "${REPLICADR_CACHE}" -maxdepth 1 -type d -name "conformance-${version}-*" ! -path "${dir}" -exec rm -rf {} +
+    # Builds of other sources are ~100 MB each. Drop those untouched for an hour; younger ones may belong to
+    # another checkout or worktree that is building or testing right now.
+    find "${REPLICADR_CACHE}" -maxdepth 1 -type d -name "conformance-${version}-*" ! -path "${dir}" -mmin +60 \
+      -exec rm -rf {} +
   fi
   ln -sfn "${dir}/conformance.test" "${REPLICADR_CACHE}/conformance-${version}.test"
   printf '%s %s\n' "${version}" "${dir}/conformance.test"

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	velerov1api "github.com/vmware-tanzu/velero/pkg/apis/velero/v1"
@@ -70,7 +71,7 @@ type benchResult struct {
 // Velero client code: Execute throughput and latency in one warm process, process start to handshake line, start to
 // first answered RPC and teardown through Velero's manager, and the plugin process's peak RSS.
 //
-//	conformance.test bench [-n 10000] [-warmup 500] [-spawns 20]
+//	conformance.test bench [-n 10000] [-warmup 500] [-spawns 20] [-client-qps N] [-log-level info]
 //
 // Needs REPLICADR_PLUGIN_BINARY, REPLICADR_VELERO_BUILTINS (a velero binary) and KUBECONFIG.
 func runBench(args []string) int {
@@ -82,12 +83,19 @@ func runBench(args []string) int {
 	// client-go's rate limiter, so with Velero's defaults (--client-qps=20 --client-burst=30) it is capped near
 	// 10 Executes/s; the default here takes the limiter out of the way to measure the plugins themselves.
 	clientQPS := fs.String("client-qps", "100000", "--client-qps (and --client-burst) passed to the plugin processes")
+	// Velero's default; at debug both plugins (and the host) spend much of their time logging.
+	logLevel := fs.String("log-level", "info", "--log-level of the simulated server, passed to the plugin processes")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	tb := &benchT{}
 	defer tb.cleanup()
-	serverArgs := withClientQPS(veleroServerArgs, *clientQPS)
+	level, err := logrus.ParseLevel(*logLevel)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: -log-level: %v\n", err)
+		return 2
+	}
+	serverArgs := withServerSettings(veleroServerArgs(), *clientQPS, *logLevel)
 	os.Args = append([]string{os.Args[0], "server"}, serverArgs...)
 
 	ours := requireEnv(tb, "REPLICADR_PLUGIN_BINARY")
@@ -98,7 +106,7 @@ func runBench(args []string) int {
 	applyConfigMap(tb, kube, siteRemapConfig(ns, "dr"))
 	prepareChangeStorageClass(tb, kube, ns)
 
-	host := newVeleroHost(tb, ours)
+	host := newVeleroHostAt(tb, level, ours)
 	defer host.cleanupManagers()
 	subjects := []*benchSubject{
 		{label: siteRemapPlugin, name: siteRemapPlugin, binary: host.pluginPath(ours),
@@ -147,15 +155,16 @@ func runBench(args []string) int {
 	return 0
 }
 
-// withClientQPS replaces the client QPS and burst in the server args.
-func withClientQPS(args []string, qps string) []string {
+// withServerSettings replaces client QPS, burst and log level in the server args.
+func withServerSettings(args []string, qps, logLevel string) []string {
 	out := make([]string, 0, len(args))
 	for _, a := range args {
-		if !strings.HasPrefix(a, "--client-qps=") && !strings.HasPrefix(a, "--client-burst=") {
+		if !strings.HasPrefix(a, "--client-qps=") && !strings.HasPrefix(a, "--client-burst=") &&
+			!strings.HasPrefix(a, "--log-level=") {
 			out = append(out, a)
 		}
 	}
-	return append(out, "--client-qps="+qps, "--client-burst="+qps)
+	return append(out, "--log-level="+logLevel, "--client-qps="+qps, "--client-burst="+qps)
 }
 
 func runExecutes(action riav2.RestoreItemAction, item *unstructured.Unstructured, restore *velerov1api.Restore, n int, latencies *[]time.Duration) error {

@@ -78,8 +78,14 @@ type veleroHost struct {
 }
 
 // newVeleroHost copies the given plugin binaries alone into a fresh plugin directory (as a plugin image's init
-// container copies them into /plugins) and runs Velero's plugin discovery over it.
+// container copies them into /plugins) and runs Velero's plugin discovery over it, logging at debug.
 func newVeleroHost(tb harnessT, pluginBinaries ...string) *veleroHost {
+	tb.Helper()
+	return newVeleroHostAt(tb, logrus.DebugLevel, pluginBinaries...)
+}
+
+// newVeleroHostAt is newVeleroHost with the server's log level (which Velero ≤ 1.14 also passes to plugins).
+func newVeleroHostAt(tb harnessT, level logrus.Level, pluginBinaries ...string) *veleroHost {
 	tb.Helper()
 	dir := tb.TempDir()
 	for _, bin := range pluginBinaries {
@@ -89,7 +95,7 @@ func newVeleroHost(tb harnessT, pluginBinaries ...string) *veleroHost {
 	logger := logrus.New()
 	logger.Out = io.MultiWriter(logs, debugSink())
 	logger.Formatter = &logrus.JSONFormatter{}
-	logger.Level = logrus.DebugLevel
+	logger.Level = level
 	h := &veleroHost{pluginDir: dir, logs: logs, logger: logger}
 	h.registry = process.NewRegistry(dir, logger, logger.Level)
 	if err := h.registry.DiscoverPlugins(); err != nil {

@@ -30,15 +30,17 @@ import (
 // hands os.Args[2:] verbatim to every plugin process, so plugins must take the server's flags, in both
 // `--flag=value` and `--flag value` form, and ignore the ones they do not know. Velero ≤ 1.14 passes only
 // `--log-level <level> [--features <list>]`, derived from the log level and the enabled features below.
-var veleroServerArgs = []string{
-	"--log-level=debug",
-	"--features=EnableCSI",
-	"--uploader-type=kopia",
-	"--namespace", "velero",
-	"--client-qps=50",
-	"--client-burst=100",
-	"--default-volumes-to-fs-backup=false",
-	"--keep-latest-maintenance-jobs", "3",
+func veleroServerArgs() []string {
+	return []string{
+		"--log-level=debug",
+		"--features=EnableCSI",
+		"--uploader-type=kopia",
+		"--namespace", veleroNamespace(), // overrides VELERO_NAMESPACE in Velero's client factory, so keep them equal
+		"--client-qps=50",
+		"--client-burst=100",
+		"--default-volumes-to-fs-backup=false",
+		"--keep-latest-maintenance-jobs", "3",
+	}
 }
 
 func TestMain(m *testing.M) {
@@ -52,10 +54,9 @@ func TestMain(m *testing.M) {
 	// the plugin argv from os.Args and runs os.Args[0] for its built-in plugins.
 	flag.Parse()
 	if flag.NArg() > 0 && flag.Arg(0) == "bench" {
-		os.Args = append([]string{os.Args[0], "server"}, veleroServerArgs...)
-		os.Exit(runBench(flag.Args()[1:]))
+		os.Exit(runBench(flag.Args()[1:])) // sets os.Args itself, from its own flags
 	}
-	os.Args = append([]string{os.Args[0], "server"}, veleroServerArgs...)
+	os.Args = append([]string{os.Args[0], "server"}, veleroServerArgs()...)
 	os.Exit(m.Run())
 }
 
