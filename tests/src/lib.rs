@@ -6,6 +6,7 @@ pub mod apply;
 pub mod cluster;
 pub mod peers;
 pub mod pki;
+pub mod plugin;
 mod process;
 pub mod workspace;
 

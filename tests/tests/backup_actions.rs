@@ -6,23 +6,21 @@
 //!
 //! Build the plugin first: `cargo build -p replicadr-velero-plugins`.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 use anyhow::Context as _;
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim};
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
 use kube::{Client, Resource as _};
 use replicadr_e2e::TestCluster;
+use replicadr_e2e::plugin::PluginProcess;
 use replicadr_e2e::workspace::{repo_root, workspace_binary};
 use replicadr_proto::generated::{self, backup_item_action_client::BackupItemActionClient};
 use replicadr_proto::v2::{self, backup_item_action_client::BackupItemActionClient as V2Client};
 use serde_json::{Value, json};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 const SNAPSHOT_TO_PVC: &str = "replicadr.io/snapshot-to-pvc";
 const PV_RETAIN: &str = "replicadr.io/pv-retain";
@@ -260,59 +258,15 @@ fn names(ids: &[generated::ResourceIdentifier]) -> Vec<(String, String)> {
 }
 
 /// The plugin binary started as Velero starts it, killed on drop.
-struct Plugin {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
+struct Plugin(PluginProcess);
 
 impl Plugin {
     fn start(binary: &Path, kubeconfig: &Path) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = Command::new(binary)
-            .env("VELERO_PLUGIN", "hello")
-            .env("PLUGIN_PROTOCOL_VERSIONS", "2")
-            .env("PLUGIN_UNIX_SOCKET_DIR", dir.path())
-            .env("VELERO_NAMESPACE", VELERO_NAMESPACE)
-            .env("KUBECONFIG", kubeconfig)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            // Its JSON logs would interleave with the test output; the operation's description
-            // and error, which the tests check, carry what a failure needs.
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("plugin starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("handshake line");
-        let socket = PathBuf::from(
-            line.trim_end()
-                .split('|')
-                .nth(3)
-                .expect("socket in handshake"),
-        );
-        Self {
-            child,
-            socket,
-            _dir: dir,
-        }
+        Self(PluginProcess::start(binary, kubeconfig, VELERO_NAMESPACE).expect("plugin starts"))
     }
 
     async fn channel(&self) -> Channel {
-        let socket = self.socket.clone();
-        Endpoint::try_from("http://unused")
-            .expect("endpoint")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(socket).await?,
-                    ))
-                }
-            }))
-            .await
-            .expect("connect to plugin socket")
+        self.0.channel().await.expect("connect to plugin socket")
     }
 
     async fn execute(&self, item: &DynamicObject) -> Result<v2::ExecuteResponse, tonic::Status> {
@@ -342,13 +296,6 @@ impl Plugin {
             "started and updated are always set: {progress:?}"
         );
         Ok(progress)
-    }
-}
-
-impl Drop for Plugin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
