@@ -21,4 +21,14 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 log "tests"
 # The end-to-end tests drive the built binaries, so build them first.
 cargo build --workspace --bins --locked
-cargo test --workspace --locked
+results="$(mktemp)"
+trap 'rm -f "${results}"' EXIT
+set +e
+cargo test --workspace --locked 2>&1 | tee "${results}"
+status="${PIPESTATUS[0]}"
+set -e
+# One closing line for the whole run: cargo prints a result line per test binary, the last ones
+# being empty doc-test runs.
+awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
+     END { printf "%d passed, %d failed, %d skipped\n", passed, failed, ignored }' "${results}"
+exit "${status}"
