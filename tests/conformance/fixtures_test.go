@@ -2,8 +2,11 @@ package conformance
 
 import (
 	"encoding/json"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -41,6 +44,93 @@ func siteRemapConfig(namespace, localSite string) *corev1.ConfigMap {
 		Data: map[string]string{
 			"localSite": localSite,
 			"siteMap":   siteMapYAML,
+		},
+	}
+}
+
+const (
+	snapshotToPVCPlugin = "replicadr.io/snapshot-to-pvc"
+	pvRetainPlugin      = "replicadr.io/pv-retain"
+	pluginsConfigMap    = "replicadr-plugins"
+	// vmNamespace is the namespace backed up, with the VM disk, its VolumeSnapshot and the replica.
+	vmNamespace = "vms"
+)
+
+// pluginsConfig is the one ConfigMap configuring all three actions, as the README installs it: each action finds it
+// by its own `<plugin name>: <kind>` label and reads the keys it knows. Only one ConfigMap may carry a plugin's label,
+// so it must not coexist with siteRemapConfig.
+func pluginsConfig(namespace, localSite string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      pluginsConfigMap,
+			Namespace: namespace,
+			Labels: map[string]string{
+				"velero.io/plugin-config": "",
+				snapshotToPVCPlugin:       "BackupItemActionV2",
+				pvRetainPlugin:            "BackupItemAction",
+				siteRemapPlugin:           "RestoreItemAction",
+			},
+		},
+		Data: map[string]string{
+			"localSite": localSite,
+			"siteMap":   siteMapYAML,
+		},
+	}
+}
+
+// testBackup is the Backup handed to the backup item actions, in the phase Velero has when it calls them: Execute
+// while items are backed up (InProgress), Progress from the backup-operations controller (WaitingForPluginOperations).
+func testBackup(namespace, name string, phase velerov1api.BackupPhase) *velerov1api.Backup {
+	started := metav1.NewTime(time.Now().Add(-time.Minute).Truncate(time.Second))
+	return &velerov1api.Backup{
+		TypeMeta: metav1.TypeMeta{APIVersion: "velero.io/v1", Kind: "Backup"},
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: namespace,
+			Name:      name,
+			UID:       "9d3c1a7e-4b2f-4e8a-b6d1-7f0e2c5a8b34",
+			Labels:    map[string]string{"velero.io/storage-location": "default"},
+		},
+		Spec: velerov1api.BackupSpec{
+			IncludedNamespaces: []string{vmNamespace},
+			StorageLocation:    "default",
+			TTL:                metav1.Duration{Duration: 720 * time.Hour},
+		},
+		Status: velerov1api.BackupStatus{
+			Phase:          phase,
+			FormatVersion:  "1.1.0",
+			StartTimestamp: &started,
+		},
+	}
+}
+
+// replicatedNFSClass is the class of the VM disks: csi-driver-nfs on the replicated vm-disks export, binding at once
+// (the replica of a snapshot must bind without a pod using it).
+func replicatedNFSClass() *storagev1.StorageClass {
+	immediate := storagev1.VolumeBindingImmediate
+	reclaimDelete := corev1.PersistentVolumeReclaimDelete
+	return &storagev1.StorageClass{
+		ObjectMeta:        metav1.ObjectMeta{Name: "replicated-nfs"},
+		Provisioner:       "nfs.csi.k8s.io",
+		Parameters:        map[string]string{"server": "nfs-a.example.com", "share": "/exports/vms"},
+		ReclaimPolicy:     &reclaimDelete,
+		VolumeBindingMode: &immediate,
+		MountOptions:      []string{"nfsvers=4.1"},
+	}
+}
+
+// vmDiskPVC is the source of the VolumeSnapshot: a VM disk on replicatedNFSClass.
+func vmDiskPVC(namespace string) *corev1.PersistentVolumeClaim {
+	class := "replicated-nfs"
+	filesystem := corev1.PersistentVolumeFilesystem
+	return &corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: "disk-1", Namespace: namespace},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany},
+			VolumeMode:       &filesystem,
+			StorageClassName: &class,
+			Resources: corev1.VolumeResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("4Gi")},
+			},
 		},
 	}
 }

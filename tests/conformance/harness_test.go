@@ -16,7 +16,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/vmware-tanzu/velero/pkg/plugin/clientmgmt"
@@ -165,18 +171,118 @@ func veleroNamespace() string {
 	return "velero"
 }
 
-// kubeClient connects to the apiserver named by KUBECONFIG, the one the plugin processes will also use.
-func kubeClient(tb harnessT) kubernetes.Interface {
+// kubeConfig is the client configuration for the apiserver named by KUBECONFIG, the one the plugin processes will
+// also use.
+func kubeConfig(tb harnessT) *rest.Config {
 	tb.Helper()
 	cfg, err := clientcmd.BuildConfigFromFlags("", requireEnv(tb, "KUBECONFIG"))
 	if err != nil {
 		tb.Fatalf("load KUBECONFIG: %v", err)
 	}
-	client, err := kubernetes.NewForConfig(cfg)
+	return cfg
+}
+
+// kubeClient connects to the apiserver named by KUBECONFIG.
+func kubeClient(tb harnessT) kubernetes.Interface {
+	tb.Helper()
+	client, err := kubernetes.NewForConfig(kubeConfig(tb))
 	if err != nil {
 		tb.Fatalf("kube client: %v", err)
 	}
 	return client
+}
+
+// dynamicClient connects to the same apiserver for resources client-go has no types for (CRDs and their objects).
+func dynamicClient(tb harnessT) dynamic.Interface {
+	tb.Helper()
+	client, err := dynamic.NewForConfig(kubeConfig(tb))
+	if err != nil {
+		tb.Fatalf("dynamic client: %v", err)
+	}
+	return client
+}
+
+// repoFile finds a file of the ReplicaDR repository by its path from the repository root. The harness has no copy of
+// the repository's data files (hack/build-conformance.sh copies only the Go sources), so it searches upwards from the
+// working directory (the repository or one of its crates when run by cargo) and from the plugin binary (in the
+// repository's target directory).
+func repoFile(tb harnessT, relative string) string {
+	tb.Helper()
+	var starts []string
+	if wd, err := os.Getwd(); err == nil {
+		starts = append(starts, wd)
+	}
+	if binary := os.Getenv("REPLICADR_PLUGIN_BINARY"); binary != "" {
+		if abs, err := filepath.Abs(binary); err == nil {
+			starts = append(starts, filepath.Dir(abs))
+		}
+	}
+	for _, start := range starts {
+		for dir := start; ; dir = filepath.Dir(dir) {
+			candidate := filepath.Join(dir, relative)
+			if _, err := os.Stat(candidate); err == nil {
+				return candidate
+			}
+			if filepath.Dir(dir) == dir {
+				break
+			}
+		}
+	}
+	tb.Fatalf("cannot find %s in any parent directory of %q: run the harness from the repository", relative, starts)
+	return ""
+}
+
+var crdResource = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+// applyCRDs creates every CustomResourceDefinition in a multi-document YAML file (keeping ones that already exist)
+// and waits until the apiserver reports each Established, i.e. serving its resource.
+func applyCRDs(tb harnessT, client dynamic.Interface, path string) {
+	tb.Helper()
+	text, err := os.ReadFile(path)
+	if err != nil {
+		tb.Fatalf("read CRDs: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	decoder := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(text), 4096)
+	var names []string
+	for {
+		crd := &unstructured.Unstructured{}
+		if err := decoder.Decode(&crd.Object); err == io.EOF {
+			break
+		} else if err != nil {
+			tb.Fatalf("%s: not YAML: %v", path, err)
+		}
+		if len(crd.Object) == 0 {
+			continue
+		}
+		if crd.GetKind() != "CustomResourceDefinition" {
+			tb.Fatalf("%s: %s %s is not a CustomResourceDefinition", path, crd.GetKind(), crd.GetName())
+		}
+		_, err := client.Resource(crdResource).Create(ctx, crd, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			tb.Fatalf("create CRD %s: %v", crd.GetName(), err)
+		}
+		names = append(names, crd.GetName())
+	}
+	for _, name := range names {
+		err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+			crd, err := client.Resource(crdResource).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return false, err
+			}
+			conditions, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+			for _, c := range conditions {
+				if c, ok := c.(map[string]any); ok && c["type"] == "Established" && c["status"] == "True" {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		if err != nil {
+			tb.Fatalf("CRD %s not Established: %v", name, err)
+		}
+	}
 }
 
 func ensureNamespace(tb harnessT, kube kubernetes.Interface, name string) {
@@ -228,6 +334,29 @@ func pluginLogEntries(logs *logCapture, binaryName string) []map[string]any {
 		}
 	}
 	return out
+}
+
+// ungracefulExits are the captured lines in which go-plugin reports that a plugin process did not exit after
+// GRPCController.Shutdown and had to be killed.
+func ungracefulExits(logs *logCapture) []map[string]any {
+	var out []map[string]any
+	for _, e := range logs.entries() {
+		if msg, _ := e["msg"].(string); strings.Contains(msg, "failed to exit gracefully") {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// pluginStarts counts the plugin processes Velero started from the given command so far.
+func pluginStarts(logs *logCapture, command string) int {
+	n := 0
+	for _, e := range logs.entries() {
+		if e["msg"] == "starting plugin" && e["path"] == command {
+			n++
+		}
+	}
+	return n
 }
 
 func describeEntries(entries []map[string]any) string {

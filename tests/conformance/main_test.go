@@ -4,11 +4,14 @@
 //
 // Configuration comes from the environment:
 //
-//	REPLICADR_PLUGIN_BINARY    the plugin binary under test (required by the pv-site-remap tests)
+//	REPLICADR_PLUGIN_BINARY    the plugin binary under test (required by the pv-site-remap and snapshot-to-pvc tests)
 //	KUBECONFIG                 a real kube-apiserver; the plugin inherits it like it inherits the server's environment
 //	VELERO_NAMESPACE           namespace of the plugin ConfigMaps (default "velero")
 //	REPLICADR_VELERO_BUILTINS  optional: a `velero` binary whose built-in plugins this binary serves as Velero's
 //	                           built-ins (see serveBuiltinPlugins); enables the change-storage-class reference test
+//
+// The snapshot-to-pvc test installs the CSI snapshot CRDs from tests/crds, found upwards of the working directory or of
+// REPLICADR_PLUGIN_BINARY (see repoFile).
 //
 // The same binary also has a benchmark mode: `conformance.test bench` (see bench_test.go).
 package conformance

@@ -375,9 +375,16 @@ impl SnapshotToPvc {
         Ok(waits)
     }
 
-    /// The progress Velero records for `state` (or `problem`), observed at `now`.
-    pub fn report(&self, outcome: &Result<State, Problem>, now: i64) -> OperationProgress {
-        let progress = |n_completed, description: String, started: Option<i64>| OperationProgress {
+    /// The progress Velero records for `state` (or `problem`), observed at `now`. `started` is the
+    /// backup's start: the same in every poll and every plugin process, so Velero's record of when
+    /// the operation started never moves.
+    pub fn report(
+        &self,
+        outcome: &Result<State, Problem>,
+        started: Option<i64>,
+        now: i64,
+    ) -> OperationProgress {
+        let progress = |n_completed, description: String| OperationProgress {
             completed: false,
             error: None,
             n_completed,
@@ -397,7 +404,6 @@ impl SnapshotToPvc {
                     ),
                     None => format!("waiting for {} to become ready", snapshot.describe()),
                 },
-                snapshot.created,
             ),
             Ok(State::Created {
                 pvc,
@@ -418,7 +424,6 @@ impl SnapshotToPvc {
                             String::new()
                         }
                     ),
-                    pvc.created,
                 )
             },
             Ok(State::Created { pvc, .. }) => progress(
@@ -428,7 +433,6 @@ impl SnapshotToPvc {
                     pvc.describe(),
                     pvc.storage_class.as_deref().unwrap_or("<default>")
                 ),
-                pvc.created,
             ),
             Ok(State::Bound(pvc)) => OperationProgress {
                 completed: true,
@@ -439,21 +443,26 @@ impl SnapshotToPvc {
                         pvc.describe(),
                         pvc.volume_name.as_deref().unwrap_or_default()
                     ),
-                    pvc.created,
                 )
             },
             Err(Problem::Failed { message, .. }) => OperationProgress {
                 completed: true,
                 error: Some(message.clone()),
-                ..progress(0, message.clone(), None)
+                ..progress(0, message.clone())
             },
             Err(Problem::Unavailable(message)) => progress(
                 0,
                 format!("cannot read the cluster ({message}); retrying on the next poll"),
-                None,
             ),
         }
     }
+}
+
+/// When the backup started (`status.startTimestamp`), in seconds since the epoch.
+fn backup_started(backup: &Value) -> Option<i64> {
+    string_at(backup, "/status/startTimestamp")
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .map(k8s_openapi::jiff::Timestamp::as_second)
 }
 
 /// Whether Velero is re-running actions at finalize, when returning an operation is an error.
@@ -523,13 +532,13 @@ impl AsyncBackupItemAction for SnapshotToPvc {
     async fn progress(
         &self,
         operation_id: &str,
-        _backup: &Value,
+        backup: &Value,
     ) -> Result<OperationProgress, ItemError> {
         let id: OperationId = operation_id
             .parse()
             .map_err(|e: BadOperationId| ItemError(e.to_string()))?;
         let outcome = self.advance(&id, None).await;
-        Ok(self.report(&outcome, now()))
+        Ok(self.report(&outcome, backup_started(backup), now()))
     }
 
     async fn cancel(&self, operation_id: &str, _backup: &Value) -> Result<(), ItemError> {

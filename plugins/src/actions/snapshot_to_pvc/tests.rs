@@ -13,7 +13,6 @@ use crate::actions::ResourceId;
 
 const UID: &str = "6f1c0b8e-2d4a-4c3b-9f1e-0a1b2c3d4e5f";
 const CREATED: &str = "2025-01-02T03:04:05Z";
-const CREATED_UNIX: i64 = 1_735_787_045;
 
 /// Objects by (plural, namespace, name).
 #[derive(Default)]
@@ -282,10 +281,9 @@ async fn ready_snapshot_gets_a_replica_at_execute_and_an_operation_until_bound()
         "{progress:?}"
     );
     assert_eq!(
-        progress.started_unix, 1_738_555_506,
-        "the PVC's creation time"
+        progress.started_unix, progress.updated_unix,
+        "without the backup's start time, the poll's time"
     );
-    assert!(progress.updated_unix >= progress.started_unix);
 
     bind(&cluster, "pv-replica");
     let progress = action
@@ -359,8 +357,8 @@ async fn snapshot_ready_late_is_followed_by_progress() {
     assert!(!progress.completed, "{progress:?}");
     assert_eq!(progress.n_completed, 0);
     assert_eq!(
-        progress.started_unix, CREATED_UNIX,
-        "the snapshot's creation time"
+        progress.started_unix, progress.updated_unix,
+        "without the backup's start time, the poll's time"
     );
     assert!(
         progress
@@ -810,10 +808,41 @@ fn reports_always_carry_timestamps() {
         Err(Problem::Unavailable("x".into())),
         Err(Problem::failed("y".into())),
     ] {
-        let progress = action.report(&outcome, 42);
-        assert_eq!((progress.started_unix, progress.updated_unix), (42, 42));
+        let progress = action.report(&outcome, Some(7), 42);
+        assert_eq!((progress.started_unix, progress.updated_unix), (7, 42));
         assert_eq!(progress.n_total, 3);
+        assert_eq!(action.report(&outcome, None, 42).started_unix, 42);
     }
+}
+
+#[tokio::test]
+async fn the_start_time_is_the_backups_in_every_poll() {
+    let cluster = cluster();
+    cluster.put(&PERSISTENT_VOLUME_CLAIMS, source_pvc("replicated-nfs"));
+    cluster.put(&VOLUME_SNAPSHOTS, snapshot("snap-1", UID, false));
+    let backup = json!({"status": {"phase": "WaitingForPluginOperations", "startTimestamp": "2026-11-22T10:00:00Z"}});
+    let expected = "2026-11-22T10:00:00Z"
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .expect("time")
+        .as_second();
+    let action = action(&cluster, &[]);
+    let waiting = action
+        .progress(&snapshot_operation_id(), &backup)
+        .await
+        .expect("progress");
+    cluster.put(&VOLUME_SNAPSHOTS, snapshot("snap-1", UID, true));
+    let created = action
+        .progress(&snapshot_operation_id(), &backup)
+        .await
+        .expect("progress");
+    assert!(
+        created.n_completed > waiting.n_completed,
+        "{waiting:?} then {created:?}"
+    );
+    assert_eq!(
+        (waiting.started_unix, created.started_unix),
+        (expected, expected)
+    );
 }
 
 #[tokio::test]
