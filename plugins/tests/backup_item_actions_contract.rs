@@ -2,11 +2,10 @@
 //! how the v2 service answers a progress poll when the API server cannot be reached. The flows
 //! that need a cluster run against a real kube-apiserver in `tests/tests/backup_actions.rs`.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod support;
 
-use hyper_util::rt::TokioIo;
+use std::path::{Path, PathBuf};
+
 use replicadr_proto::generated::{
     BackupItemActionAppliesToRequest, ExecuteRequest,
     backup_item_action_client::BackupItemActionClient,
@@ -14,72 +13,10 @@ use replicadr_proto::generated::{
 use replicadr_proto::v2::{
     self, backup_item_action_client::BackupItemActionClient as BackupItemActionV2Client,
 };
-use tonic::transport::{Channel, Endpoint, Uri};
+use support::Plugin;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_replicadr-velero-plugins");
 const PV_RETAIN: &str = "replicadr.io/pv-retain";
 const SNAPSHOT_TO_PVC: &str = "replicadr.io/snapshot-to-pvc";
-
-struct Plugin {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Plugin {
-    /// Starts the binary as go-plugin does, reading the given kubeconfig.
-    fn start(kubeconfig: impl FnOnce(&Path) -> PathBuf) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let kubeconfig = kubeconfig(dir.path());
-        let mut child = Command::new(BINARY)
-            .env("VELERO_PLUGIN", "hello")
-            .env("PLUGIN_PROTOCOL_VERSIONS", "2")
-            .env("PLUGIN_UNIX_SOCKET_DIR", dir.path())
-            .env("KUBECONFIG", kubeconfig)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("plugin starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("handshake line");
-        let socket = PathBuf::from(line.trim_end().split('|').nth(3).expect("socket field"));
-        Plugin {
-            child,
-            socket,
-            _dir: dir,
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        let socket = self.socket.clone();
-        Endpoint::try_from("http://unused")
-            .expect("endpoint")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(socket).await?,
-                    ))
-                }
-            }))
-            .await
-            .expect("connect to plugin socket")
-    }
-}
-
-impl Drop for Plugin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn no_kubeconfig(dir: &Path) -> PathBuf {
-    dir.join("no-such-kubeconfig")
-}
 
 /// A kubeconfig whose server is a closed port on loopback: the client builds, every call fails.
 fn dead_server_kubeconfig(dir: &Path) -> PathBuf {
@@ -100,7 +37,7 @@ fn dead_server_kubeconfig(dir: &Path) -> PathBuf {
 
 #[tokio::test]
 async fn backup_actions_apply_to_their_resources_only() {
-    let plugin = Plugin::start(no_kubeconfig);
+    let plugin = Plugin::start();
     let channel = plugin.channel().await;
     let retain = BackupItemActionClient::new(channel.clone())
         .applies_to(BackupItemActionAppliesToRequest {
@@ -130,7 +67,7 @@ async fn backup_actions_apply_to_their_resources_only() {
 
 #[tokio::test]
 async fn without_a_kubeconfig_execute_and_progress_fail_clearly() {
-    let plugin = Plugin::start(no_kubeconfig);
+    let plugin = Plugin::start();
     let channel = plugin.channel().await;
     let status = BackupItemActionClient::new(channel.clone())
         .execute(ExecuteRequest {
@@ -164,7 +101,7 @@ async fn without_a_kubeconfig_execute_and_progress_fail_clearly() {
 /// not do that.
 #[tokio::test]
 async fn progress_with_an_unreachable_api_server_reports_still_running() {
-    let plugin = Plugin::start(dead_server_kubeconfig);
+    let plugin = Plugin::start_with_kubeconfig(dead_server_kubeconfig);
     let progress = BackupItemActionV2Client::new(plugin.channel().await)
         .progress(v2::BackupItemActionProgressRequest {
             plugin: SNAPSHOT_TO_PVC.into(),

@@ -2,12 +2,11 @@
 //! over the socket it announces. Actions that need the cluster are covered in the e2e crate,
 //! against a real kube-apiserver and Velero's own client.
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
-use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-use hyper_util::rt::TokioIo;
+use std::process::Command;
+use std::time::Duration;
+
 use replicadr_proto::generated::{
     Empty, RestoreItemActionAppliesToRequest, RestoreItemActionExecuteRequest,
     plugin_lister_client::PluginListerClient, restore_item_action_client::RestoreItemActionClient,
@@ -15,118 +14,9 @@ use replicadr_proto::generated::{
 use replicadr_proto::goplugin::{
     grpc_controller_client::GrpcControllerClient, grpc_stdio_client::GrpcStdioClient,
 };
-use tonic::transport::{Channel, Endpoint, Uri};
+use support::{BINARY, Plugin};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_replicadr-velero-plugins");
 const PV_SITE_REMAP: &str = "replicadr.io/pv-site-remap";
-
-struct Plugin {
-    child: Child,
-    stdout: BufReader<ChildStdout>,
-    stderr: Option<ChildStderr>,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Plugin {
-    /// Starts the binary as go-plugin does, with Velero ≥ 1.15's habit of passing server flags.
-    fn start(extra_env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut command = Command::new(BINARY);
-        command
-            .args([
-                "--log-level",
-                "debug",
-                "--uploader-type=kopia",
-                "--features",
-                "EnableCSI",
-                "--default-volumes-to-fs-backup",
-            ])
-            .env("VELERO_PLUGIN", "hello")
-            .env("PLUGIN_PROTOCOL_VERSIONS", "2")
-            .env("PLUGIN_MIN_PORT", "10000")
-            .env("PLUGIN_MAX_PORT", "25000")
-            .env("PLUGIN_UNIX_SOCKET_DIR", dir.path())
-            // No cluster here: config lookups fail fast and clearly.
-            .env("KUBECONFIG", dir.path().join("no-such-kubeconfig"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (key, value) in extra_env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().expect("plugin starts");
-        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("handshake line");
-        let fields: Vec<&str> = line.trim_end().split('|').collect();
-        assert_eq!(fields.len(), 6, "handshake {line:?}");
-        assert_eq!(&fields[..3], &["1", "2", "unix"], "handshake {line:?}");
-        assert_eq!(&fields[4..], &["grpc", ""], "handshake {line:?}");
-        let socket = PathBuf::from(fields[3]);
-        assert!(
-            socket.starts_with(dir.path()),
-            "socket {} not in PLUGIN_UNIX_SOCKET_DIR",
-            socket.display()
-        );
-        let stderr = child.stderr.take();
-        Plugin {
-            child,
-            stdout,
-            stderr,
-            socket,
-            _dir: dir,
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        let socket = self.socket.clone();
-        // go-plugin dials with authority "unused"; any valid authority works the same.
-        Endpoint::try_from("http://unused")
-            .expect("endpoint")
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(socket).await?,
-                    ))
-                }
-            }))
-            .await
-            .expect("connect to plugin socket")
-    }
-
-    /// Waits for the process to exit, returning how long it took and the rest of its output.
-    fn wait_exit(mut self, limit: Duration) -> (Duration, String, String) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(status.success(), "plugin exited with {status}");
-                let mut rest = String::new();
-                self.stdout.read_to_string(&mut rest).expect("stdout");
-                let mut stderr = String::new();
-                self.stderr
-                    .take()
-                    .expect("stderr")
-                    .read_to_string(&mut stderr)
-                    .expect("stderr");
-                return (start.elapsed(), rest, stderr);
-            }
-            assert!(
-                start.elapsed() < limit,
-                "plugin still running after {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Plugin {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn pv_json() -> Vec<u8> {
     br#"{"apiVersion":"v1","kind":"PersistentVolume","metadata":{"name":"pv-1"},"spec":{"nfs":{"server":"nfs-a.example.com","path":"/exports/vms/a"}}}"#.to_vec()
@@ -134,7 +24,7 @@ fn pv_json() -> Vec<u8> {
 
 #[tokio::test]
 async fn lists_its_plugins_with_argv0_as_the_command() {
-    let plugin = Plugin::start(&[]);
+    let plugin = Plugin::start();
     let listed = PluginListerClient::new(plugin.channel().await)
         .list_plugins(Empty {})
         .await
@@ -161,7 +51,7 @@ async fn health_reports_the_plugin_service_serving() {
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
-    let plugin = Plugin::start(&[]);
+    let plugin = Plugin::start();
     let response = HealthClient::new(plugin.channel().await)
         .check(HealthCheckRequest {
             service: "plugin".into(),
@@ -174,7 +64,7 @@ async fn health_reports_the_plugin_service_serving() {
 
 #[tokio::test]
 async fn applies_to_persistent_volumes_with_no_namespace_filter() {
-    let plugin = Plugin::start(&[]);
+    let plugin = Plugin::start();
     let selector = RestoreItemActionClient::new(plugin.channel().await)
         .applies_to(RestoreItemActionAppliesToRequest {
             plugin: PV_SITE_REMAP.into(),
@@ -190,7 +80,7 @@ async fn applies_to_persistent_volumes_with_no_namespace_filter() {
 
 #[tokio::test]
 async fn unknown_plugin_names_are_errors_naming_them() {
-    let plugin = Plugin::start(&[]);
+    let plugin = Plugin::start();
     let mut client = RestoreItemActionClient::new(plugin.channel().await);
     let status = client
         .execute(RestoreItemActionExecuteRequest {
@@ -218,7 +108,7 @@ async fn unknown_plugin_names_are_errors_naming_them() {
 
 #[tokio::test]
 async fn without_a_cluster_execute_fails_clearly_and_the_plugin_keeps_serving() {
-    let plugin = Plugin::start(&[]);
+    let plugin = Plugin::start();
     let mut client = RestoreItemActionClient::new(plugin.channel().await);
     for _ in 0..2 {
         let status = client
@@ -244,7 +134,7 @@ async fn without_a_cluster_execute_fails_clearly_and_the_plugin_keeps_serving() 
 
 #[tokio::test]
 async fn shutdown_replies_then_exits_within_a_second_with_one_stdout_line() {
-    let plugin = Plugin::start(&[]);
+    let plugin = Plugin::start();
     let channel = plugin.channel().await;
     // Velero opens the stdio stream at connect and holds it; it must not delay the exit.
     let mut stdio = GrpcStdioClient::new(channel.clone())
@@ -280,7 +170,7 @@ async fn shutdown_replies_then_exits_within_a_second_with_one_stdout_line() {
 
 #[tokio::test]
 async fn malformed_items_are_rejected_with_the_json_error() {
-    let plugin = Plugin::start(&[]);
+    let plugin = Plugin::start();
     let mut client = RestoreItemActionClient::new(plugin.channel().await);
     let status = client
         .execute(RestoreItemActionExecuteRequest {
