@@ -10,6 +10,7 @@ cd "${REPO_ROOT}"
 log "building the real test peers (cached in ${REPLICADR_CACHE})"
 bash hack/build-kube-peers.sh
 bash hack/build-velero-peers.sh
+bash hack/build-s3-peer.sh
 bash hack/build-conformance.sh >/dev/null
 
 log "static checks"

@@ -30,7 +30,7 @@ log "verifying (3 runs, best kept)"
 best=""
 for _ in 1 2 3; do
   run="$("${bench}" verify "${tarball}" "${tarball}.resource-list.json.gz")"
-  if [[ -z "${best}" ]] || (( $(jq -r '.seconds < '"$(jq -r .seconds <<<"${best}")" <<<"${run}") )); then
+  if [[ -z "${best}" ]] || jq -e --argjson best "${best}" '.seconds < $best.seconds' <<<"${run}" >/dev/null; then
     best="${run}"
   fi
 done
@@ -43,7 +43,7 @@ for _ in 1 2 3; do
   gzip -dc "${tarball}" | tar -t >/dev/null
   end="$(date +%s.%N)"
   seconds="$(jq -n "${end} - ${start}")"
-  if [[ -z "${ref_best}" ]] || (( $(jq -n "${seconds} < ${ref_best}") )); then
+  if [[ -z "${ref_best}" ]] || jq -en "${seconds} < ${ref_best}" >/dev/null; then
     ref_best="${seconds}"
   fi
 done

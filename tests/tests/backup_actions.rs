@@ -241,8 +241,12 @@ fn vm_resource() -> ApiResource {
     ))
 }
 
+/// `status.startTimestamp` of the test backup, which operations report as their start.
+const BACKUP_STARTED: &str = "2026-11-22T10:00:00Z";
+const BACKUP_STARTED_UNIX: i64 = 1_795_341_600;
+
 fn backup() -> Vec<u8> {
-    json!({"apiVersion": "velero.io/v1", "kind": "Backup", "metadata": {"name": "b1", "namespace": VELERO_NAMESPACE}, "status": {"phase": "InProgress"}})
+    json!({"apiVersion": "velero.io/v1", "kind": "Backup", "metadata": {"name": "b1", "namespace": VELERO_NAMESPACE}, "status": {"phase": "InProgress", "startTimestamp": BACKUP_STARTED}})
         .to_string()
         .into_bytes()
 }
@@ -457,17 +461,18 @@ async fn a_snapshot_that_becomes_ready_later_is_followed_across_processes() -> a
     );
     assert_eq!(
         progress.started.map(|t| t.seconds),
-        snapshot
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.as_second()),
-        "started: the snapshot's creation time"
+        Some(BACKUP_STARTED_UNIX),
+        "started: the backup's start, the same in every poll"
     );
 
     env.make_ready("snap-late").await?;
     let progress = env.poll(&out.operation_id).await?;
     assert_eq!(progress.n_completed, 2, "{progress:?}");
+    assert_eq!(
+        progress.started.map(|t| t.seconds),
+        Some(BACKUP_STARTED_UNIX),
+        "started does not move once the replica exists"
+    );
     let replicas = env.replicas_of(&uid(&snapshot)).await?;
     assert_eq!(
         replicas[0].metadata.name.as_deref(),

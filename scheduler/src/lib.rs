@@ -1,0 +1,19 @@
+//! ReplicaDR's scheduler and operator CLI as a library: `BackupPolicy` resources ([`policy`]),
+//! when they run ([`schedule`]), the metadata-only Velero backups they create ([`velero`]), the
+//! verification of each backup from object storage ([`verify`]), where results are written
+//! ([`publish`]), the service loop ([`service`]) with its leader election ([`leader`]), metrics
+//! ([`metrics`]) and HTTP endpoints ([`server`]), and the operator commands ([`cli`]).
+//! `src/main.rs` only parses arguments and wires these together.
+
+pub mod cli;
+pub mod clock;
+pub mod duration;
+pub mod leader;
+pub mod metrics;
+pub mod policy;
+pub mod publish;
+pub mod schedule;
+pub mod server;
+pub mod service;
+pub mod velero;
+pub mod verify;

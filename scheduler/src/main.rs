@@ -1,0 +1,272 @@
+//! `replicadr`: the scheduler service (`replicadr scheduler`) and the operator commands
+//! (`backup now`, `verify`, `status`, `gc`, `crd`). Parses arguments, wires the library's parts
+//! together, and maps outcomes to exit codes: 0 success, 1 a backup failed verification,
+//! 2 the command could not run.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use kube::Client;
+use replicadr_scheduler::cli::{self, Output};
+use replicadr_scheduler::clock::{Clock, SystemClock};
+use replicadr_scheduler::leader::Election;
+use replicadr_scheduler::metrics::Metrics;
+use replicadr_scheduler::policy;
+use replicadr_scheduler::publish::Publisher;
+use replicadr_scheduler::server::Health;
+use replicadr_scheduler::service::{Service, ServiceConfig};
+use tokio::sync::Notify;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "replicadr",
+    version,
+    about = "ReplicaDR: scheduled, verified metadata-only Velero backups for KubeVirt VMs"
+)]
+struct Args {
+    /// The Velero namespace: BackupPolicies, Backups and `BackupStorageLocations` live there.
+    #[arg(
+        long,
+        short = 'n',
+        global = true,
+        env = "VELERO_NAMESPACE",
+        default_value = "velero"
+    )]
+    namespace: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the scheduler service.
+    Scheduler(SchedulerArgs),
+    /// Start a backup of a policy now, wait for it, verify it.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
+    /// Verify a finished backup from object storage (writes nothing).
+    Verify {
+        backup: String,
+        #[arg(long, short = 'o', value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Policies, their newest verified backups and RPO.
+    Status,
+    /// List replica PVCs whose VolumeSnapshot is gone; delete them with --apply.
+    Gc {
+        #[arg(long)]
+        apply: bool,
+    },
+    /// Print the BackupPolicy CRD.
+    Crd,
+}
+
+#[derive(Debug, clap::Args)]
+struct SchedulerArgs {
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "REPLICADR_METRICS_ADDRESS",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_address: SocketAddr,
+    /// This replica's name in the leader Lease and in Events (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Run without leader election (a single replica).
+    #[arg(long)]
+    no_leader_election: bool,
+    /// Lease duration in seconds.
+    #[arg(long, default_value_t = 15)]
+    lease_seconds: u64,
+    /// Longest pause between passes, in seconds.
+    #[arg(long, default_value_t = 15)]
+    tick_seconds: u64,
+    /// Wait between verification attempts that failed transiently, in seconds.
+    #[arg(long, default_value_t = 30)]
+    verify_backoff_seconds: u64,
+    /// Attempts before a transient verification failure becomes final.
+    #[arg(long, default_value_t = 5)]
+    verify_attempts: u32,
+}
+
+#[derive(Debug, Subcommand)]
+enum BackupCommand {
+    /// Back up `policy` now.
+    Now {
+        policy: String,
+        #[arg(long, short = 'o', value_enum, default_value = "table")]
+        output: Output,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube_lease_manager=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(args).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let namespace = args.namespace;
+    if let Command::Crd = args.command {
+        print!("{}", policy::crd_yaml());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let client = Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API (kubeconfig or in-cluster config)")?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    match args.command {
+        Command::Crd => unreachable!("handled above"),
+        Command::Scheduler(options) => run_scheduler(client, &namespace, clock, options).await,
+        Command::Backup {
+            command: BackupCommand::Now { policy, output },
+        } => {
+            let (_, metrics) = Metrics::new_registry();
+            let publisher = Publisher::new(client.clone(), &namespace, "replicadr-cli", metrics);
+            let report = cli::backup_now(
+                &client,
+                &namespace,
+                &policy,
+                clock,
+                &publisher,
+                Duration::from_secs(2),
+                |line| eprintln!("{line}"),
+            )
+            .await?;
+            print!("{}", cli::render_report(&report, output));
+            Ok(exit_for(report.verified))
+        }
+        Command::Verify { backup, output } => {
+            let report = cli::verify(&client, &namespace, &backup).await?;
+            print!("{}", cli::render_report(&report, output));
+            Ok(exit_for(report.verified))
+        }
+        Command::Status => {
+            print!("{}", cli::status(&client, &namespace, clock.now()).await?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gc { apply } => {
+            let (_, text) = cli::gc(&client, apply).await?;
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The service: metrics endpoints, leader election, the loop; stops on SIGTERM.
+async fn run_scheduler(
+    client: Client,
+    namespace: &str,
+    clock: Arc<dyn Clock>,
+    options: SchedulerArgs,
+) -> anyhow::Result<ExitCode> {
+    let SchedulerArgs {
+        metrics_address,
+        identity,
+        no_leader_election,
+        lease_seconds,
+        tick_seconds,
+        verify_backoff_seconds,
+        verify_attempts,
+    } = options;
+    let identity = identity.unwrap_or_else(|| format!("replicadr-{}", std::process::id()));
+    let (registry, metrics) = Metrics::new_registry();
+    let publisher = Arc::new(Publisher::new(
+        client.clone(),
+        namespace,
+        &identity,
+        metrics,
+    ));
+    let mut config = ServiceConfig::new(namespace);
+    config.tick = Duration::from_secs(tick_seconds.max(1));
+    config.verify_backoff = Duration::from_secs(verify_backoff_seconds);
+    config.verify_attempts = verify_attempts.max(1);
+    let service = Arc::new(Service::new(client.clone(), config, clock, publisher));
+    let shutdown = Arc::new(Notify::new());
+    let health = Health::new(registry);
+    let server = {
+        let health = health.clone();
+        let shutdown = Arc::clone(&shutdown);
+        tokio::spawn(async move {
+            health
+                .serve(metrics_address, async move { shutdown.notified().await })
+                .await
+        })
+    };
+    let election = if no_leader_election {
+        None
+    } else {
+        Some(
+            Election::start(
+                client.clone(),
+                namespace,
+                &identity,
+                Duration::from_secs(lease_seconds),
+            )
+            .await
+            .context("cannot join the leader election")?,
+        )
+    };
+    let leader = match &election {
+        Some(election) => election.is_leader.clone(),
+        None => tokio::sync::watch::channel(true).1,
+    };
+    health.set_ready(true);
+    let runner = tokio::spawn(Arc::clone(&service).run(leader, Arc::clone(&shutdown)));
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    health.set_ready(false);
+    shutdown.notify_waiters();
+    shutdown.notify_one();
+    let _ = runner.await;
+    if let Some(election) = election {
+        election.stop().await;
+    }
+    shutdown.notify_waiters();
+    let _ = server.await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn exit_for(verified: bool) -> ExitCode {
+    if verified {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the scheduler");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,431 @@
+//! The Velero objects the scheduler reads and writes, as JSON: the metadata-only `Backup` it
+//! creates for a policy, the phases it watches, and the `BackupStorageLocation` verification reads
+//! from. Pure: no cluster access.
+
+use std::collections::BTreeMap;
+
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+use serde_json::{Value, json};
+
+use crate::policy::ValidPolicy;
+
+/// Velero's API group and version.
+pub const VELERO_API_VERSION: &str = "velero.io/v1";
+
+/// Velero keys its per-schedule metrics and `restore --from-schedule` on this label.
+pub const LABEL_SCHEDULE_NAME: &str = "velero.io/schedule-name";
+/// kubevirt-velero-plugin accepts running VMs without their disks' data when this is "true".
+pub const LABEL_METADATA_BACKUP: &str = "velero.kubevirt.io/metadataBackup";
+/// The standard managed-by label; `replicadr` on everything the project creates.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The value of [`LABEL_MANAGED_BY`].
+pub const MANAGED_BY: &str = "replicadr";
+/// The policy a backup belongs to.
+pub const LABEL_POLICY: &str = "replicadr.io/policy";
+/// Velero's label on objects belonging to a backup (`PodVolumeBackups`, `DataUploads`).
+pub const LABEL_BACKUP_NAME: &str = "velero.io/backup-name";
+
+/// "true" or "false": the verification result of a backup.
+pub const ANNOTATION_VERIFIED: &str = "replicadr.io/verified";
+/// Why a backup passed or failed verification (the first failure, or "Verified").
+pub const ANNOTATION_VERIFICATION_REASON: &str = "replicadr.io/verification-reason";
+/// When the verification result was written (RFC 3339).
+pub const ANNOTATION_VERIFIED_AT: &str = "replicadr.io/verified-at";
+/// Verification attempts that failed for a transient reason (object storage unreachable).
+pub const ANNOTATION_VERIFICATION_ATTEMPTS: &str = "replicadr.io/verification-attempts";
+/// The slot (RFC 3339) a scheduled backup belongs to.
+pub const ANNOTATION_SLOT: &str = "replicadr.io/slot";
+/// Retry number of a backup within its slot (0 for the first attempt).
+pub const ANNOTATION_ATTEMPT: &str = "replicadr.io/attempt";
+
+/// `Backup` as a dynamic resource.
+pub fn backup_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk("velero.io", "v1", "Backup"))
+}
+
+/// `BackupStorageLocation` as a dynamic resource.
+pub fn storage_location_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "velero.io",
+        "v1",
+        "BackupStorageLocation",
+    ))
+}
+
+/// `PodVolumeBackup` as a dynamic resource.
+pub fn pod_volume_backup_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk("velero.io", "v1", "PodVolumeBackup"))
+}
+
+/// `DataUpload` as a dynamic resource (`velero.io/v2alpha1`).
+pub fn data_upload_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "velero.io",
+        "v2alpha1",
+        "DataUpload",
+    ))
+}
+
+/// Where a backup is in Velero's life cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhaseClass {
+    /// Not finished (New, Queued, `ReadyToStart`, `InProgress`, `WaitingForPluginOperations`*,
+    /// Finalizing*, or no phase yet).
+    Running,
+    /// Completed.
+    Succeeded,
+    /// `PartiallyFailed`, Failed, `FailedValidation`.
+    Failed,
+    /// Deleting: going away.
+    Deleting,
+}
+
+/// Classifies a `status.phase`.
+pub fn classify_phase(phase: Option<&str>) -> PhaseClass {
+    match phase.unwrap_or_default() {
+        "Completed" => PhaseClass::Succeeded,
+        "PartiallyFailed" | "Failed" | "FailedValidation" => PhaseClass::Failed,
+        "Deleting" => PhaseClass::Deleting,
+        _ => PhaseClass::Running,
+    }
+}
+
+/// What a policy's backup is for: a schedule slot (with retry number) or a manual run.
+#[derive(Debug, Clone)]
+pub struct BackupRequest<'a> {
+    pub policy: &'a ValidPolicy,
+    pub name: String,
+    /// The slot, RFC 3339; absent for manual backups.
+    pub slot: Option<String>,
+    pub attempt: u32,
+}
+
+/// The metadata-only Velero Backup for a policy: no snapshots, no file-system backup, no data
+/// movement; cluster resources (PVs) included.
+pub fn build_backup(request: &BackupRequest<'_>) -> DynamicObject {
+    let policy = request.policy;
+    let template = &policy.template;
+    let mut spec = json!({
+        "snapshotVolumes": false,
+        "defaultVolumesToFsBackup": false,
+        "snapshotMoveData": false,
+        "includeClusterResources": true,
+    });
+    let fields = spec.as_object_mut().expect("built as an object");
+    if !template.included_namespaces.is_empty() {
+        fields.insert(
+            "includedNamespaces".into(),
+            json!(template.included_namespaces),
+        );
+    }
+    if let Some(selector) = &template.label_selector {
+        fields.insert(
+            "labelSelector".into(),
+            serde_json::to_value(selector).expect("a selector serialises"),
+        );
+    }
+    if let Some(ttl) = policy.ttl {
+        fields.insert("ttl".into(), json!(ttl.to_string()));
+    }
+    if let Some(location) = &template.storage_location {
+        fields.insert("storageLocation".into(), json!(location));
+    }
+    let labels = BTreeMap::from([
+        (LABEL_SCHEDULE_NAME.to_owned(), policy.name.clone()),
+        (LABEL_METADATA_BACKUP.to_owned(), "true".to_owned()),
+        (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+        (LABEL_POLICY.to_owned(), policy.name.clone()),
+    ]);
+    let mut annotations =
+        BTreeMap::from([(ANNOTATION_ATTEMPT.to_owned(), request.attempt.to_string())]);
+    if let Some(slot) = &request.slot {
+        annotations.insert(ANNOTATION_SLOT.to_owned(), slot.clone());
+    }
+    let mut backup = DynamicObject::new(&request.name, &backup_resource())
+        .within(&policy.namespace)
+        .data(json!({ "spec": spec }));
+    backup.metadata.labels = Some(labels);
+    backup.metadata.annotations = Some(annotations);
+    backup
+}
+
+/// The fields of a Backup the scheduler and verifier read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupView {
+    pub name: String,
+    pub namespace: String,
+    pub phase: Option<String>,
+    pub class: PhaseClass,
+    pub policy: Option<String>,
+    pub slot: Option<String>,
+    pub attempt: u32,
+    pub created: Option<jiff::Timestamp>,
+    pub started: Option<jiff::Timestamp>,
+    pub completed: Option<jiff::Timestamp>,
+    pub storage_location: Option<String>,
+    pub included_namespaces: Vec<String>,
+    pub label_selector: Option<Value>,
+    /// `Some(true|false)` once verified.
+    pub verified: Option<bool>,
+    pub verification_reason: Option<String>,
+    pub verification_attempts: u32,
+    pub failure_reason: Option<String>,
+}
+
+impl BackupView {
+    /// Reads a Backup object.
+    pub fn from_object(backup: &DynamicObject) -> Self {
+        let data = &backup.data;
+        let str_at = |pointer: &str| data.pointer(pointer).and_then(Value::as_str);
+        let time_at = |pointer: &str| str_at(pointer).and_then(|t| t.parse().ok());
+        let labels = backup.metadata.labels.as_ref();
+        let annotations = backup.metadata.annotations.as_ref();
+        let annotation = |key: &str| annotations.and_then(|a| a.get(key)).cloned();
+        let phase = str_at("/status/phase").map(str::to_owned);
+        Self {
+            name: backup.metadata.name.clone().unwrap_or_default(),
+            namespace: backup.metadata.namespace.clone().unwrap_or_default(),
+            class: classify_phase(phase.as_deref()),
+            phase,
+            policy: labels.and_then(|l| l.get(LABEL_POLICY)).cloned(),
+            slot: annotation(ANNOTATION_SLOT),
+            attempt: annotation(ANNOTATION_ATTEMPT)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_default(),
+            created: backup.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            started: time_at("/status/startTimestamp"),
+            completed: time_at("/status/completionTimestamp"),
+            storage_location: str_at("/spec/storageLocation")
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+            included_namespaces: data
+                .pointer("/spec/includedNamespaces")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .filter(|n| *n != "*")
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            label_selector: data.pointer("/spec/labelSelector").cloned(),
+            verified: annotation(ANNOTATION_VERIFIED).map(|v| v == "true"),
+            verification_reason: annotation(ANNOTATION_VERIFICATION_REASON),
+            verification_attempts: annotation(ANNOTATION_VERIFICATION_ATTEMPTS)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_default(),
+            failure_reason: str_at("/status/failureReason").map(str::to_owned),
+        }
+    }
+
+    /// The recovery point a backup offers: when Velero started reading the cluster.
+    pub fn recovery_point(&self) -> Option<jiff::Timestamp> {
+        self.started.or(self.created)
+    }
+
+    /// The label selector in query syntax, if any.
+    pub fn label_query(&self) -> Result<String, String> {
+        match &self.label_selector {
+            None | Some(Value::Null) => Ok(String::new()),
+            Some(value) => serde_json::from_value::<crate::policy::LabelSelector>(value.clone())
+                .map_err(|e| format!("spec.labelSelector: {e}"))?
+                .to_query(),
+        }
+    }
+}
+
+/// The parts of a BackupStorageLocation that say how to reach its objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageLocation {
+    pub name: String,
+    pub provider: String,
+    pub bucket: String,
+    /// Without leading or trailing slashes; empty for the bucket root.
+    pub prefix: String,
+    pub config: BTreeMap<String, String>,
+    /// `spec.credential`: a Secret key in the Velero namespace.
+    pub credential: Option<SecretKeyRef>,
+}
+
+/// A key of a Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretKeyRef {
+    pub name: String,
+    pub key: String,
+}
+
+impl StorageLocation {
+    /// Reads a BackupStorageLocation object.
+    pub fn from_object(location: &DynamicObject) -> Result<Self, String> {
+        let data = &location.data;
+        let str_at = |pointer: &str| {
+            data.pointer(pointer)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let name = location.metadata.name.clone().unwrap_or_default();
+        let bucket = str_at("/spec/objectStorage/bucket");
+        if bucket.is_empty() {
+            return Err(format!(
+                "BackupStorageLocation {name} has no spec.objectStorage.bucket"
+            ));
+        }
+        let config = data
+            .pointer("/spec/config")
+            .and_then(Value::as_object)
+            .map(|c| {
+                c.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let credential = data
+            .pointer("/spec/credential")
+            .and_then(|c| {
+                Some(SecretKeyRef {
+                    name: c.get("name")?.as_str()?.to_owned(),
+                    key: c.get("key")?.as_str()?.to_owned(),
+                })
+            })
+            .filter(|c| !c.name.is_empty());
+        Ok(Self {
+            provider: str_at("/spec/provider"),
+            prefix: str_at("/spec/objectStorage/prefix")
+                .trim_matches('/')
+                .to_owned(),
+            name,
+            bucket,
+            config,
+            credential,
+        })
+    }
+
+    /// The object key of `file` in a backup's directory.
+    pub fn backup_key(&self, backup: &str, file: &str) -> String {
+        if self.prefix.is_empty() {
+            format!("backups/{backup}/{file}")
+        } else {
+            format!("{}/backups/{backup}/{file}", self.prefix)
+        }
+    }
+
+    /// Whether the BSL is Velero's default (`spec.default`).
+    pub fn is_default(location: &DynamicObject) -> bool {
+        location
+            .data
+            .pointer("/spec/default")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{BackupPolicy, ValidPolicy};
+
+    fn valid_policy() -> ValidPolicy {
+        let policy: BackupPolicy = serde_json::from_value(json!({
+            "apiVersion": "replicadr.io/v1alpha1",
+            "kind": "BackupPolicy",
+            "metadata": {"name": "vms", "namespace": "velero", "uid": "u1"},
+            "spec": {
+                "schedule": "@hourly",
+                "template": {
+                    "includedNamespaces": ["prod"],
+                    "labelSelector": {"matchLabels": {"dr": "yes"}},
+                    "ttl": "72h",
+                    "storageLocation": "primary",
+                },
+            },
+        }))
+        .expect("policy");
+        ValidPolicy::from_policy(&policy).expect("valid")
+    }
+
+    #[test]
+    fn backups_are_metadata_only_and_labelled_for_velero_and_kubevirt() {
+        let policy = valid_policy();
+        let backup = build_backup(&BackupRequest {
+            policy: &policy,
+            name: "vms-202601010200".into(),
+            slot: Some("2026-01-01T02:00:00Z".into()),
+            attempt: 0,
+        });
+        let value = serde_json::to_value(&backup).expect("json");
+        assert_eq!(value["apiVersion"], "velero.io/v1");
+        assert_eq!(value["kind"], "Backup");
+        assert_eq!(value["metadata"]["namespace"], "velero");
+        let spec = &value["spec"];
+        assert_eq!(spec["snapshotVolumes"], false);
+        assert_eq!(spec["defaultVolumesToFsBackup"], false);
+        assert_eq!(spec["snapshotMoveData"], false);
+        assert_eq!(spec["includeClusterResources"], true);
+        assert_eq!(spec["includedNamespaces"], json!(["prod"]));
+        assert_eq!(spec["labelSelector"], json!({"matchLabels": {"dr": "yes"}}));
+        assert_eq!(spec["ttl"], "72h0m0s");
+        assert_eq!(spec["storageLocation"], "primary");
+        let labels = &value["metadata"]["labels"];
+        assert_eq!(labels[LABEL_SCHEDULE_NAME], "vms");
+        assert_eq!(labels[LABEL_METADATA_BACKUP], "true");
+        assert_eq!(labels[LABEL_MANAGED_BY], "replicadr");
+        assert_eq!(labels[LABEL_POLICY], "vms");
+        assert_eq!(
+            value["metadata"]["annotations"][ANNOTATION_SLOT],
+            "2026-01-01T02:00:00Z"
+        );
+    }
+
+    #[test]
+    fn phases_classify_as_velero_documents_them() {
+        for running in [
+            None,
+            Some("New"),
+            Some("Queued"),
+            Some("ReadyToStart"),
+            Some("InProgress"),
+            Some("WaitingForPluginOperations"),
+            Some("WaitingForPluginOperationsPartiallyFailed"),
+            Some("Finalizing"),
+            Some("FinalizingPartiallyFailed"),
+        ] {
+            assert_eq!(classify_phase(running), PhaseClass::Running, "{running:?}");
+        }
+        assert_eq!(classify_phase(Some("Completed")), PhaseClass::Succeeded);
+        for failed in ["PartiallyFailed", "Failed", "FailedValidation"] {
+            assert_eq!(classify_phase(Some(failed)), PhaseClass::Failed);
+        }
+    }
+
+    #[test]
+    fn storage_locations_read_bucket_prefix_config_and_credential() {
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "velero.io/v1",
+            "kind": "BackupStorageLocation",
+            "metadata": {"name": "default", "namespace": "velero"},
+            "spec": {
+                "provider": "aws",
+                "objectStorage": {"bucket": "dr", "prefix": "/site-a/"},
+                "config": {"region": "us-east-1", "s3Url": "http://127.0.0.1:9000", "s3ForcePathStyle": "true"},
+                "credential": {"name": "s3-creds", "key": "cloud"},
+            },
+        }))
+        .expect("bsl");
+        let location = StorageLocation::from_object(&object).expect("valid");
+        assert_eq!(location.prefix, "site-a");
+        assert_eq!(
+            location.backup_key("b1", "b1.tar.gz"),
+            "site-a/backups/b1/b1.tar.gz"
+        );
+        assert_eq!(location.config["s3Url"], "http://127.0.0.1:9000");
+        assert_eq!(
+            location.credential,
+            Some(SecretKeyRef {
+                name: "s3-creds".into(),
+                key: "cloud".into()
+            })
+        );
+    }
+}

@@ -1,0 +1,304 @@
+use std::io::Cursor;
+
+use serde_json::json;
+
+use super::*;
+use crate::verify::fixture::{self, ArchiveWriter, objects};
+
+fn checks() -> PvChecks {
+    PvChecks::for_every_site(&SiteMap::from_yaml(fixture::SITE_MAP).expect("site map"))
+}
+
+fn build(objects: &[(&str, Value)]) -> (Vec<u8>, Vec<u8>) {
+    let mut writer = ArchiveWriter::new(Vec::new()).expect("writer");
+    for (group_resource, object) in objects {
+        writer.add(group_resource, object).expect("add");
+    }
+    writer.finish().expect("finish")
+}
+
+/// Runs the pass and the cross checks; returns the reasons found, sorted.
+fn verify(tarball: &[u8], list: &[u8]) -> (Inventory, Vec<Reason>) {
+    let mut inventory = inspect(Cursor::new(tarball), &checks()).expect("readable");
+    let list = ResourceList::parse(list.to_vec()).expect("list");
+    cross_check(&mut inventory, Some(&list));
+    let mut reasons: Vec<Reason> = inventory.findings.counts().keys().copied().collect();
+    reasons.sort();
+    (inventory, reasons)
+}
+
+fn without(name: &str) -> Vec<(&'static str, Value)> {
+    fixture::healthy_vm_objects()
+        .into_iter()
+        .filter(|(_, o)| o["metadata"]["name"] != name)
+        .collect()
+}
+
+#[test]
+fn item_paths_follow_velero_layout() {
+    assert_eq!(
+        ItemPath::parse("resources/persistentvolumes/cluster/pv-1.json"),
+        Some(ItemPath {
+            group_resource: "persistentvolumes",
+            namespace: None,
+            name: "pv-1",
+            canonical: true
+        })
+    );
+    assert_eq!(
+        ItemPath::parse(
+            "resources/virtualmachines.kubevirt.io/v1-preferredversion/namespaces/vms/db.json"
+        ),
+        Some(ItemPath {
+            group_resource: "virtualmachines.kubevirt.io",
+            namespace: Some("vms"),
+            name: "db",
+            canonical: false
+        })
+    );
+    assert_eq!(ItemPath::parse("metadata/version"), None);
+}
+
+#[test]
+fn a_healthy_backup_passes_and_counts_each_item_once() {
+    let (tarball, list) = fixture::healthy_vm_backup().expect("fixture");
+    let (inventory, reasons) = verify(&tarball, &list);
+    assert_eq!(reasons, [], "{:?}", inventory.findings.kept());
+    assert_eq!(inventory.stats.items, 9);
+    assert_eq!(inventory.stats.persistent_volume_claims, 3);
+    assert_eq!(inventory.stats.nfs_persistent_volumes, 3);
+    assert_eq!(inventory.stats.virtual_machines, 1);
+    assert_eq!(inventory.stats.volume_snapshots, 1);
+    assert_eq!(inventory.format_version.as_deref(), Some("1.1.0"));
+    assert_eq!(inventory.stats.compressed_bytes, tarball.len() as u64);
+    assert!(inventory.stats.uncompressed_bytes > inventory.stats.compressed_bytes);
+}
+
+#[test]
+fn a_pv_missing_from_the_backup_is_named() {
+    let (tarball, list) = build(&without("pv-data"));
+    let (inventory, reasons) = verify(&tarball, &list);
+    assert_eq!(reasons, [Reason::PvMissing]);
+    let message = &inventory.findings.kept()[0].message;
+    assert!(
+        message.contains("vms/db-data") && message.contains("pv-data"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_vm_disk_missing_from_the_backup_is_named() {
+    let (tarball, list) = build(&without("db-root"));
+    let (inventory, reasons) = verify(&tarball, &list);
+    assert_eq!(reasons, [Reason::VmVolumeMissing]);
+    assert!(
+        inventory.findings.kept()[0]
+            .message
+            .contains("VirtualMachine vms/db uses PVC db-root")
+    );
+}
+
+#[test]
+fn a_snapshot_without_its_replica_pvc_is_named() {
+    let (tarball, list) = build(&without("db-data-snap-replica"));
+    let (inventory, reasons) = verify(&tarball, &list);
+    assert_eq!(reasons, [Reason::ReplicaPvcMissing]);
+    assert!(inventory.findings.kept()[0].message.contains("snap-uid-1"));
+}
+
+#[test]
+fn an_nfs_pv_outside_the_site_map_is_unmappable() {
+    let mut objects = fixture::healthy_vm_objects();
+    objects.push((
+        "persistentvolumes",
+        objects::nfs_pv("pv-stray", "nfs-z.example.com", "/elsewhere/x", "Retain"),
+    ));
+    let (tarball, list) = build(&objects);
+    let (inventory, reasons) = verify(&tarball, &list);
+    assert_eq!(reasons, [Reason::PvUnmappable]);
+    let messages: Vec<_> = inventory
+        .findings
+        .kept()
+        .iter()
+        .map(|f| &f.message)
+        .collect();
+    // One finding per site it cannot fail over to.
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert!(
+        messages[0].contains("pv-stray") && messages[0].contains("nfs-z.example.com"),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn an_nfs_pv_backed_up_with_delete_is_flagged() {
+    let mut objects = without("pv-root");
+    objects.push((
+        "persistentvolumes",
+        objects::nfs_pv(
+            "pv-root",
+            "nfs-a.example.com",
+            "/exports/vms/root",
+            "Delete",
+        ),
+    ));
+    let (tarball, list) = build(&objects);
+    let (_, reasons) = verify(&tarball, &list);
+    assert_eq!(reasons, [Reason::PvNotRetain]);
+}
+
+#[test]
+fn a_truncated_tarball_is_reported_as_truncated() {
+    let (tarball, _) = fixture::healthy_vm_backup().expect("fixture");
+    for cut in [tarball.len() / 3, tarball.len() / 2, tarball.len() - 4] {
+        let error = inspect(Cursor::new(&tarball[..cut]), &checks()).expect_err("truncated");
+        assert_eq!(
+            error.reason(),
+            Reason::TarballTruncated,
+            "cut at {cut}: {error}"
+        );
+        assert!(error.to_string().contains("truncated"), "{error}");
+    }
+}
+
+#[test]
+fn flipped_bytes_are_reported_as_corrupt() {
+    let (tarball, _) = fixture::healthy_vm_backup().expect("fixture");
+    // Every 37th byte from the gzip header to the trailer: each flip must be caught by gzip's
+    // CRC, deflate's own structure, or tar's header checksum.
+    for position in (10..tarball.len()).step_by(37) {
+        let mut tampered = tarball.clone();
+        tampered[position] ^= 0x55;
+        let error = inspect(Cursor::new(&tampered), &checks())
+            .expect_err(&format!("flip at {position} goes unnoticed"));
+        assert!(
+            matches!(
+                error.reason(),
+                Reason::TarballCorrupt | Reason::TarballTruncated
+            ),
+            "flip at {position}: {error}"
+        );
+    }
+    let mut trailer = tarball.clone();
+    let crc = trailer.len() - 8;
+    trailer[crc] ^= 1;
+    let error = inspect(Cursor::new(&trailer), &checks()).expect_err("crc");
+    assert_eq!(error.reason(), Reason::TarballCorrupt, "{error}");
+}
+
+#[test]
+fn a_failing_source_is_not_blamed_on_the_tarball() {
+    struct Broken(usize);
+    impl Read for Broken {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0 == 0 {
+                return Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset"));
+            }
+            self.0 -= 1;
+            buf[0] = 0x1f;
+            Ok(1)
+        }
+    }
+    let error = inspect(Broken(1), &checks()).expect_err("source fails");
+    assert_eq!(error.reason(), Reason::ObjectStoreUnreachable, "{error}");
+}
+
+#[test]
+fn tampered_items_are_found() {
+    let (tarball, list) = {
+        let mut writer = ArchiveWriter::new(Vec::new()).expect("writer");
+        for (group_resource, object) in fixture::healthy_vm_objects() {
+            writer.add(group_resource, &object).expect("add");
+        }
+        writer
+            .add_raw(
+                "resources/configmaps/namespaces/vms/evil.json",
+                b"{not json",
+            )
+            .expect("raw");
+        writer
+            .add_raw(
+                "resources/secrets/namespaces/vms/renamed.json",
+                br#"{"apiVersion":"v1","kind":"Secret","metadata":{"name":"other","namespace":"vms"}}"#,
+            )
+            .expect("raw");
+        writer.finish().expect("finish")
+    };
+    let (inventory, reasons) = verify(&tarball, &list);
+    assert_eq!(reasons, [Reason::ItemInvalid, Reason::ResourceListMismatch]);
+    let text = format!("{:?}", inventory.findings.kept());
+    assert!(
+        text.contains("evil.json is not a valid Kubernetes object"),
+        "{text}"
+    );
+    assert!(text.contains("renamed.json holds vms/other"), "{text}");
+}
+
+#[test]
+fn an_item_removed_from_the_tarball_but_listed_is_found() {
+    let (_, full_list) = fixture::healthy_vm_backup().expect("fixture");
+    let objects: Vec<_> = fixture::healthy_vm_objects()
+        .into_iter()
+        .filter(|(r, _)| *r != "namespaces")
+        .collect();
+    let (tarball, _) = build(&objects);
+    let (inventory, reasons) = verify(&tarball, &full_list);
+    assert_eq!(reasons, [Reason::ResourceListMismatch]);
+    assert!(
+        inventory.findings.kept()[0]
+            .message
+            .contains("v1/Namespace vms")
+    );
+}
+
+#[test]
+fn a_tarball_without_metadata_version_was_not_written_by_velero() {
+    let mut raw = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let bytes = serde_json::to_vec(
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x"}}),
+    )
+    .expect("json");
+    let mut header = tar::Header::new_gnu();
+    header.set_size(bytes.len() as u64);
+    raw.append_data(
+        &mut header,
+        "resources/namespaces/cluster/x.json",
+        bytes.as_slice(),
+    )
+    .expect("append");
+    let tarball = raw.into_inner().expect("tar").finish().expect("gz");
+    let mut inventory = inspect(Cursor::new(tarball), &checks()).expect("readable");
+    cross_check(&mut inventory, None);
+    assert_eq!(
+        inventory
+            .findings
+            .counts()
+            .keys()
+            .copied()
+            .collect::<Vec<_>>(),
+        [Reason::ItemInvalid]
+    );
+}
+
+#[test]
+fn findings_are_capped_per_reason_but_counted() {
+    let mut objects = Vec::new();
+    for i in 0..100 {
+        objects.push((
+            "persistentvolumes",
+            objects::nfs_pv(
+                &format!("pv-{i}"),
+                "nfs-a.example.com",
+                &format!("/exports/vms/{i}"),
+                "Delete",
+            ),
+        ));
+    }
+    let (tarball, list) = build(&objects);
+    let (inventory, _) = verify(&tarball, &list);
+    assert_eq!(inventory.findings.counts()[&Reason::PvNotRetain], 100);
+    assert_eq!(inventory.findings.kept().len(), 20);
+}

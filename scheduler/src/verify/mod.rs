@@ -1,0 +1,436 @@
+//! Verification of one finished Velero backup from its object storage: the files Velero writes
+//! are there, the tarball reads to its end, and it holds what a failover needs — every PVC in
+//! scope and its PV, every VolumeSnapshot's replica PVC, every VM's disks, NFS PVs as Retain and
+//! mappable to every site by the site map (the restore plugin's own rewrite, dry-run) — and no
+//! volume data was moved. Nothing here writes to the cluster; [`crate::publish`] does.
+
+pub mod archive;
+pub mod fixture;
+pub mod report;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::{Client, ResourceExt as _};
+use replicadr_plugins::sitemap::SiteMap;
+use tokio_util::io::SyncIoBridge;
+
+pub use report::{Finding, Findings, Reason, Report, Stats};
+
+use crate::policy::{DEFAULT_SITE_MAP_CONFIGMAP, DEFAULT_SITE_MAP_KEY};
+use crate::velero::{self, BackupView, PhaseClass, StorageLocation};
+use archive::{Inventory, PvChecks};
+use store::{ObjectStore, StoreError};
+
+/// Velero's default credentials Secret and key (what `velero install --secret-file` creates).
+pub const DEFAULT_CREDENTIALS_SECRET: &str = "cloud-credentials";
+/// The key of the credentials file in that Secret.
+pub const DEFAULT_CREDENTIALS_KEY: &str = "cloud";
+
+/// Why a verification could not run at all (as opposed to finding problems).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("backup {namespace}/{name} does not exist")]
+    BackupNotFound { namespace: String, name: String },
+    #[error("backup {name} has not finished (phase {phase})")]
+    NotFinished { name: String, phase: String },
+    #[error("cannot read backup {name}")]
+    Kube {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Where the site map lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteMapSource {
+    pub configmap: String,
+    pub key: String,
+}
+
+impl Default for SiteMapSource {
+    fn default() -> Self {
+        Self {
+            configmap: DEFAULT_SITE_MAP_CONFIGMAP.to_owned(),
+            key: DEFAULT_SITE_MAP_KEY.to_owned(),
+        }
+    }
+}
+
+/// Verifies backups in one Velero namespace.
+#[derive(Clone)]
+pub struct Verifier {
+    client: Client,
+    namespace: String,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// A verifier for backups in the Velero namespace `namespace`.
+    pub fn new(client: Client, namespace: impl Into<String>) -> Self {
+        Self {
+            client,
+            namespace: namespace.into(),
+        }
+    }
+
+    /// Reads the Backup `name`.
+    pub async fn backup(&self, name: &str) -> Result<(DynamicObject, BackupView), VerifyError> {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &self.namespace,
+            &velero::backup_resource(),
+        );
+        match api.get_opt(name).await {
+            Ok(Some(object)) => {
+                let view = BackupView::from_object(&object);
+                Ok((object, view))
+            }
+            Ok(None) => Err(VerifyError::BackupNotFound {
+                namespace: self.namespace.clone(),
+                name: name.to_owned(),
+            }),
+            Err(source) => Err(VerifyError::Kube {
+                name: name.to_owned(),
+                source,
+            }),
+        }
+    }
+
+    /// Verifies the finished backup `name` with the site map from `site_map`.
+    #[tracing::instrument(skip(self, site_map), fields(namespace = %self.namespace))]
+    pub async fn verify(
+        &self,
+        name: &str,
+        site_map: &SiteMapSource,
+    ) -> Result<Report, VerifyError> {
+        let started = Instant::now();
+        let (_, backup) = self.backup(name).await?;
+        let mut findings = Findings::default();
+        let mut stats = Stats::default();
+        match backup.class {
+            PhaseClass::Running => {
+                return Err(VerifyError::NotFinished {
+                    name: name.to_owned(),
+                    phase: backup.phase.clone().unwrap_or_else(|| "New".into()),
+                });
+            }
+            PhaseClass::Succeeded => {}
+            PhaseClass::Failed | PhaseClass::Deleting => {
+                let phase = backup.phase.clone().unwrap_or_default();
+                let why = backup
+                    .failure_reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default();
+                findings.push(
+                    Reason::BackupNotCompleted,
+                    format!("Velero finished backup {name} as {phase}{why}"),
+                );
+                if phase != "PartiallyFailed" {
+                    return Ok(Report::new(
+                        name,
+                        &findings,
+                        stats,
+                        started.elapsed().as_secs_f64(),
+                    ));
+                }
+            }
+        }
+        if let Err(error) = self
+            .check_contents(&backup, site_map, &mut findings, &mut stats)
+            .await
+        {
+            findings.push(error.reason, error.message);
+        }
+        self.check_data_movers(name, &mut findings).await;
+        let report = Report::new(name, &findings, stats, started.elapsed().as_secs_f64());
+        tracing::info!(backup = name, verified = report.verified, reason = %report.reason, items = report.stats.items, "verification finished");
+        Ok(report)
+    }
+
+    async fn check_contents(
+        &self,
+        backup: &BackupView,
+        site_map: &SiteMapSource,
+        findings: &mut Findings,
+        stats: &mut Stats,
+    ) -> Result<(), StoreError> {
+        let location = self.storage_location(backup).await?;
+        let keys = self.credentials(&location).await?;
+        let store = ObjectStore::new(&location, &keys)?;
+        store.check_bucket().await?;
+        let name = &backup.name;
+        let files = [
+            "velero-backup.json".to_owned(),
+            format!("{name}.tar.gz"),
+            format!("{name}-resource-list.json.gz"),
+            format!("{name}-logs.gz"),
+        ];
+        let mut present = BTreeMap::new();
+        for file in &files {
+            let key = location.backup_key(name, file);
+            let size = store.size(&key).await?;
+            if size.is_none() {
+                findings.push(
+                    Reason::ObjectMissing,
+                    format!(
+                        "s3://{}/{key} does not exist: Velero writes it for every backup",
+                        location.bucket
+                    ),
+                );
+            }
+            present.insert(file.clone(), size.is_some());
+        }
+        let checks = match self.site_map(site_map).await {
+            Ok(map) => PvChecks::for_every_site(&map),
+            Err(message) => {
+                findings.push(Reason::SiteMapUnavailable, message);
+                PvChecks::default()
+            }
+        };
+        let resource_list = if present[&files[2]] {
+            let bytes = store
+                .get_bytes(&location.backup_key(name, &files[2]))
+                .await?;
+            match archive::ResourceList::parse(bytes) {
+                Ok(list) => Some(list),
+                Err(error) => {
+                    findings.push(error.reason(), format!("{}: {error}", files[2]));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if !present[&files[1]] {
+            return Ok(());
+        }
+        let key = location.backup_key(name, &files[1]);
+        let body = store.get(&key).await?;
+        let reader = SyncIoBridge::new(body.into_async_read());
+        let inspected = tokio::task::spawn_blocking(move || archive::inspect(reader, &checks))
+            .await
+            .map_err(|e| StoreError {
+                reason: Reason::TarballCorrupt,
+                message: format!("the tarball reader panicked: {e}"),
+            })?;
+        let mut inventory = match inspected {
+            Ok(inventory) => inventory,
+            Err(error) => {
+                return Err(StoreError {
+                    reason: error.reason(),
+                    message: format!("s3://{}/{key}: {error}", location.bucket),
+                });
+            }
+        };
+        archive::cross_check(&mut inventory, resource_list.as_ref());
+        self.check_live_scope(backup, &inventory, findings).await;
+        *stats = inventory.stats.clone();
+        findings.extend(std::mem::take(&mut inventory.findings));
+        Ok(())
+    }
+
+    async fn storage_location(&self, backup: &BackupView) -> Result<StorageLocation, StoreError> {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &self.namespace,
+            &velero::storage_location_resource(),
+        );
+        let unreachable = |e: kube::Error| StoreError {
+            reason: Reason::StorageLocationNotFound,
+            message: format!(
+                "cannot read BackupStorageLocations in {}: {e}",
+                self.namespace
+            ),
+        };
+        let object = match &backup.storage_location {
+            Some(name) => api.get_opt(name).await.map_err(unreachable)?.ok_or_else(|| StoreError {
+                reason: Reason::StorageLocationNotFound,
+                message: format!(
+                    "backup {} names BackupStorageLocation {name}, which does not exist in namespace {}",
+                    backup.name, self.namespace
+                ),
+            })?,
+            None => api
+                .list(&ListParams::default())
+                .await
+                .map_err(unreachable)?
+                .items
+                .into_iter()
+                .find(StorageLocation::is_default)
+                .ok_or_else(|| StoreError {
+                    reason: Reason::StorageLocationNotFound,
+                    message: format!(
+                        "backup {} names no storage location and namespace {} has no default BackupStorageLocation",
+                        backup.name, self.namespace
+                    ),
+                })?,
+        };
+        StorageLocation::from_object(&object).map_err(|message| StoreError {
+            reason: Reason::StorageLocationInvalid,
+            message,
+        })
+    }
+
+    async fn credentials(
+        &self,
+        location: &StorageLocation,
+    ) -> Result<store::AccessKeys, StoreError> {
+        let (secret, key) = location
+            .credential
+            .as_ref()
+            .map_or((DEFAULT_CREDENTIALS_SECRET, DEFAULT_CREDENTIALS_KEY), |c| {
+                (c.name.as_str(), c.key.as_str())
+            });
+        let origin = format!("Secret {}/{secret} key {key}", self.namespace);
+        let missing = |message: String| StoreError {
+            reason: Reason::CredentialsMissing,
+            message,
+        };
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let object = api
+            .get_opt(secret)
+            .await
+            .map_err(|e| missing(format!("cannot read {origin}: {e}")))?
+            .ok_or_else(|| {
+                missing(format!(
+                    "{origin} does not exist: BackupStorageLocation {} uses it for its credentials",
+                    location.name
+                ))
+            })?;
+        let data = object
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .ok_or_else(|| missing(format!("{origin}: the Secret has no key {key}")))?;
+        let text = String::from_utf8_lossy(&data.0);
+        let profile = location
+            .config
+            .get("profile")
+            .map_or("default", String::as_str);
+        store::parse_credentials(&text, profile, &origin)
+    }
+
+    async fn site_map(&self, source: &SiteMapSource) -> Result<SiteMap, String> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+        let origin = format!(
+            "ConfigMap {}/{} key {}",
+            self.namespace, source.configmap, source.key
+        );
+        let configmap = api
+            .get_opt(&source.configmap)
+            .await
+            .map_err(|e| format!("cannot read {origin}: {e}"))?
+            .ok_or_else(|| format!("{origin} does not exist: the site map is needed to dry-run the failover of NFS PVs"))?;
+        let text = configmap
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&source.key))
+            .ok_or_else(|| format!("{origin} is missing"))?;
+        SiteMap::from_yaml(text).map_err(|e| format!("{origin}: {e}"))
+    }
+
+    /// Every PVC in the backup's scope that existed when the backup started must be in it.
+    async fn check_live_scope(
+        &self,
+        backup: &BackupView,
+        inventory: &Inventory,
+        findings: &mut Findings,
+    ) {
+        let Some(started) = backup.recovery_point() else {
+            return;
+        };
+        let query = match backup.label_query() {
+            Ok(query) => query,
+            Err(message) => {
+                findings.push(
+                    Reason::PvcMissing,
+                    format!("cannot tell which PVCs are in scope: {message}"),
+                );
+                return;
+            }
+        };
+        let params = if query.is_empty() {
+            ListParams::default()
+        } else {
+            ListParams::default().labels(&query)
+        };
+        let namespaces: Vec<Option<&str>> = if backup.included_namespaces.is_empty() {
+            vec![None]
+        } else {
+            backup
+                .included_namespaces
+                .iter()
+                .map(|n| Some(n.as_str()))
+                .collect()
+        };
+        for namespace in namespaces {
+            let api: Api<PersistentVolumeClaim> = match namespace {
+                Some(namespace) => Api::namespaced(self.client.clone(), namespace),
+                None => Api::all(self.client.clone()),
+            };
+            let pvcs = match api.list(&params).await {
+                Ok(list) => list.items,
+                Err(error) => {
+                    tracing::warn!(error = %error, "cannot list pvcs in scope; skipping the live scope check");
+                    continue;
+                }
+            };
+            for pvc in pvcs {
+                let created = pvc.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                if created.is_none_or(|c| c >= started) || pvc.metadata.deletion_timestamp.is_some()
+                {
+                    continue;
+                }
+                let key = (pvc.namespace().unwrap_or_default(), pvc.name_any());
+                if !inventory.pvcs.contains_key(&key) {
+                    findings.push(
+                        Reason::PvcMissing,
+                        format!(
+                            "PersistentVolumeClaim {}/{} is in the backup's scope and existed when it started, but is not in the backup",
+                            key.0, key.1
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// A metadata-only backup must not have moved volume data.
+    async fn check_data_movers(&self, name: &str, findings: &mut Findings) {
+        let params = ListParams::default().labels(&format!("{}={name}", velero::LABEL_BACKUP_NAME));
+        for (resource, kind) in [
+            (velero::pod_volume_backup_resource(), "PodVolumeBackups"),
+            (velero::data_upload_resource(), "DataUploads"),
+        ] {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &self.namespace, &resource);
+            match api.list_metadata(&params).await {
+                Ok(list) if !list.items.is_empty() => findings.push(
+                    Reason::DataMoverUsed,
+                    format!(
+                        "backup {name} has {} {kind} ({}): it moved volume data instead of being metadata-only",
+                        list.items.len(),
+                        list.items.iter().map(kube::ResourceExt::name_any).collect::<Vec<_>>().join(", ")
+                    ),
+                ),
+                Ok(_) => {}
+                // Velero's CRDs may be absent where only metadata is backed up.
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(error) => tracing::warn!(kind, error = %error, "cannot list data mover objects"),
+            }
+        }
+    }
+}

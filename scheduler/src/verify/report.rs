@@ -1,0 +1,251 @@
+//! The outcome of verifying one backup: findings with a precise reason each, and the counts that
+//! show what was looked at.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+
+/// Why a backup failed verification. The string forms are metric labels, annotation values and
+/// condition reasons, so they never change once released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Reason {
+    /// Velero did not finish the backup as Completed.
+    BackupNotCompleted,
+    /// The backup names a BackupStorageLocation that does not exist (or there is no default).
+    StorageLocationNotFound,
+    /// The BackupStorageLocation cannot be used (bad provider, no bucket).
+    StorageLocationInvalid,
+    /// The credentials Secret or its key is missing or has no usable profile.
+    CredentialsMissing,
+    /// Object storage rejected the credentials.
+    CredentialsRejected,
+    /// The bucket does not exist.
+    BucketNotFound,
+    /// Object storage could not be reached (transient: verification is retried).
+    ObjectStoreUnreachable,
+    /// A file Velero writes for every backup is not in object storage.
+    ObjectMissing,
+    /// The tarball or another gzip file is not valid gzip/tar, or its checksum does not match.
+    TarballCorrupt,
+    /// The tarball ends early.
+    TarballTruncated,
+    /// An item in the tarball is not a valid Kubernetes object.
+    ItemInvalid,
+    /// The tarball and Velero's resource list disagree.
+    ResourceListMismatch,
+    /// A PVC in the backup's scope is not in the backup.
+    PvcMissing,
+    /// A PVC in the backup is bound to a PV that is not in the backup.
+    PvMissing,
+    /// A VolumeSnapshot's replica PVC is not in the backup.
+    ReplicaPvcMissing,
+    /// A VM's disk (PVC or `DataVolume`) is not in the backup.
+    VmVolumeMissing,
+    /// An NFS PV's backed-up reclaim policy is not Retain: Velero would re-provision it empty.
+    PvNotRetain,
+    /// An NFS PV cannot be mapped to another site by the site map.
+    PvUnmappable,
+    /// The site map could not be read or is invalid.
+    SiteMapUnavailable,
+    /// The backup moved volume data (`PodVolumeBackups` or `DataUploads` exist).
+    DataMoverUsed,
+}
+
+impl Reason {
+    /// The stable string form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::BackupNotCompleted => "BackupNotCompleted",
+            Reason::StorageLocationNotFound => "StorageLocationNotFound",
+            Reason::StorageLocationInvalid => "StorageLocationInvalid",
+            Reason::CredentialsMissing => "CredentialsMissing",
+            Reason::CredentialsRejected => "CredentialsRejected",
+            Reason::BucketNotFound => "BucketNotFound",
+            Reason::ObjectStoreUnreachable => "ObjectStoreUnreachable",
+            Reason::ObjectMissing => "ObjectMissing",
+            Reason::TarballCorrupt => "TarballCorrupt",
+            Reason::TarballTruncated => "TarballTruncated",
+            Reason::ItemInvalid => "ItemInvalid",
+            Reason::ResourceListMismatch => "ResourceListMismatch",
+            Reason::PvcMissing => "PvcMissing",
+            Reason::PvMissing => "PvMissing",
+            Reason::ReplicaPvcMissing => "ReplicaPvcMissing",
+            Reason::VmVolumeMissing => "VmVolumeMissing",
+            Reason::PvNotRetain => "PvNotRetain",
+            Reason::PvUnmappable => "PvUnmappable",
+            Reason::SiteMapUnavailable => "SiteMapUnavailable",
+            Reason::DataMoverUsed => "DataMoverUsed",
+        }
+    }
+
+    /// Failures that may pass on a later attempt without anyone changing anything.
+    pub fn is_transient(self) -> bool {
+        matches!(self, Reason::ObjectStoreUnreachable)
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One problem found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub reason: Reason,
+    pub message: String,
+}
+
+/// How many findings of one reason are kept word for word; the rest are counted.
+const KEPT_PER_REASON: usize = 20;
+
+/// Findings, at most 20 kept word for word per reason so a broken backup of 100,000 items
+/// cannot fill memory with messages.
+#[derive(Debug, Clone, Default)]
+pub struct Findings {
+    kept: Vec<Finding>,
+    counts: BTreeMap<Reason, u64>,
+}
+
+impl Findings {
+    /// Records a finding.
+    pub fn push(&mut self, reason: Reason, message: impl Into<String>) {
+        let count = self.counts.entry(reason).or_default();
+        *count += 1;
+        if *count <= KEPT_PER_REASON as u64 {
+            self.kept.push(Finding {
+                reason,
+                message: message.into(),
+            });
+        }
+    }
+
+    /// Adds every finding of `other`.
+    pub fn extend(&mut self, other: Findings) {
+        for finding in other.kept {
+            self.push(finding.reason, finding.message);
+        }
+        for (reason, count) in other.counts {
+            let kept = other_kept_count(count);
+            *self.counts.entry(reason).or_default() += count - kept;
+        }
+    }
+
+    /// Whether nothing was found.
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+
+    /// The findings kept word for word.
+    pub fn kept(&self) -> &[Finding] {
+        &self.kept
+    }
+
+    /// How many findings of each reason there were.
+    pub fn counts(&self) -> &BTreeMap<Reason, u64> {
+        &self.counts
+    }
+}
+
+fn other_kept_count(count: u64) -> u64 {
+    count.min(KEPT_PER_REASON as u64)
+}
+
+/// What was looked at.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Items in the tarball (each counted once, not once per version directory).
+    pub items: u64,
+    pub persistent_volume_claims: u64,
+    pub persistent_volumes: u64,
+    pub nfs_persistent_volumes: u64,
+    pub volume_snapshots: u64,
+    pub virtual_machines: u64,
+    /// Bytes read from object storage for the tarball.
+    pub compressed_bytes: u64,
+    /// Bytes of tar stream after decompression.
+    pub uncompressed_bytes: u64,
+}
+
+/// The result of verifying one backup.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub backup: String,
+    pub verified: bool,
+    /// The first failure's reason, or "Verified".
+    pub reason: String,
+    pub findings: Vec<Finding>,
+    /// How many findings of each reason, including those not listed.
+    pub finding_counts: BTreeMap<String, u64>,
+    pub stats: Stats,
+    pub duration_seconds: f64,
+}
+
+impl Report {
+    /// Builds the report from what was found.
+    pub fn new(backup: &str, findings: &Findings, stats: Stats, duration_seconds: f64) -> Self {
+        let first = findings.kept().first();
+        Self {
+            backup: backup.to_owned(),
+            verified: findings.is_empty(),
+            reason: first.map_or("Verified", |f| f.reason.as_str()).to_owned(),
+            findings: findings.kept().to_vec(),
+            finding_counts: findings
+                .counts()
+                .iter()
+                .map(|(r, c)| (r.as_str().to_owned(), *c))
+                .collect(),
+            stats,
+            duration_seconds,
+        }
+    }
+
+    /// The first failure's reason.
+    pub fn first_reason(&self) -> Option<Reason> {
+        self.findings.first().map(|f| f.reason)
+    }
+
+    /// Whether every failure may pass on a later attempt.
+    pub fn is_transient(&self) -> bool {
+        !self.findings.is_empty() && self.findings.iter().all(|f| f.reason.is_transient())
+    }
+
+    /// A one-line summary for annotations, events and conditions.
+    pub fn summary(&self) -> String {
+        if self.verified {
+            return format!(
+                "backup {} verified: {} items, {} PVCs, {} PVs ({} NFS), {} VMs, {} VolumeSnapshots",
+                self.backup,
+                self.stats.items,
+                self.stats.persistent_volume_claims,
+                self.stats.persistent_volumes,
+                self.stats.nfs_persistent_volumes,
+                self.stats.virtual_machines,
+                self.stats.volume_snapshots
+            );
+        }
+        let total: u64 = self.finding_counts.values().sum();
+        let first = self
+            .findings
+            .first()
+            .map(|f| f.message.as_str())
+            .unwrap_or_default();
+        if total > 1 {
+            format!(
+                "backup {} failed verification ({}): {first} (and {} more)",
+                self.backup,
+                self.reason,
+                total - 1
+            )
+        } else {
+            format!(
+                "backup {} failed verification ({}): {first}",
+                self.backup, self.reason
+            )
+        }
+    }
+}

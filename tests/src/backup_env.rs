@@ -1,0 +1,387 @@
+//! [`BackupEnv`]: what the scheduler's end-to-end tests run against — a real kube-apiserver with
+//! Velero's CRDs (as the pinned `velero install --crds-only` writes them), the BackupPolicy CRD
+//! from `manifests/`, the tests' KubeVirt and CSI snapshot CRDs (`tests/crds/`), a real S3
+//! server with a bucket, a BackupStorageLocation and credentials Secret pointing at it, and the
+//! site map ConfigMap. [`BackupEnv::complete_backup`] plays Velero's part: it uploads a backup's
+//! files in Velero's layout and writes the Backup's final status.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use jiff::Timestamp;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Client;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use replicadr_scheduler::policy::BackupPolicy;
+use replicadr_scheduler::velero::{self, BackupView};
+use serde_json::json;
+
+use crate::TestCluster;
+use crate::s3::S3Server;
+
+/// The KubeVirt VirtualMachine and CSI snapshot CRDs the tests install.
+pub const WORKLOAD_CRDS: [&str; 2] = [
+    include_str!("../crds/kubevirt.io_virtualmachines.yaml"),
+    include_str!("../crds/snapshot.storage.k8s.io.yaml"),
+];
+
+/// Velero's CRDs as the pinned Velero installs them (`velero install --crds-only --dry-run`),
+/// generated once per Velero version and kept beside the binary.
+pub fn velero_crds() -> anyhow::Result<String> {
+    let velero = crate::velero::velero_binary()?;
+    let cached = velero.with_file_name("crds.yaml");
+    if let Ok(text) = std::fs::read_to_string(&cached) {
+        return Ok(text);
+    }
+    let output = std::process::Command::new(&velero)
+        .args(["install", "--crds-only", "--dry-run", "-o", "yaml"])
+        .output()
+        .with_context(|| format!("cannot run {}", velero.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "velero install --crds-only failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout)?;
+    let staging = cached.with_extension(format!("yaml.{}", std::process::id()));
+    std::fs::write(&staging, &text)?;
+    std::fs::rename(&staging, &cached)?;
+    Ok(text)
+}
+/// The BackupPolicy CRD as shipped.
+pub const POLICY_CRD: &str = include_str!("../../manifests/crds/backuppolicies.yaml");
+
+/// The bucket every test's BackupStorageLocation uses.
+pub const BUCKET: &str = "velero-backups";
+/// The BSL's prefix.
+pub const PREFIX: &str = "site-a";
+
+/// A cluster and an object store set up for the scheduler.
+pub struct BackupEnv {
+    pub cluster: TestCluster,
+    pub s3: S3Server,
+    pub client: Client,
+    /// The Velero namespace.
+    pub namespace: String,
+}
+
+impl std::fmt::Debug for BackupEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackupEnv")
+            .field("cluster", &self.cluster)
+            .field("s3", &self.s3)
+            .field("namespace", &self.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BackupEnv {
+    /// Starts everything; `namespace` is the Velero namespace.
+    pub async fn start(namespace: &str) -> anyhow::Result<Self> {
+        let (cluster, s3) = tokio::try_join!(TestCluster::start(), S3Server::start())?;
+        let client = cluster.client().await?;
+        cluster
+            .apply_yaml(&velero_crds()?)
+            .await
+            .context("velero crds")?;
+        for crds in WORKLOAD_CRDS {
+            cluster.apply_yaml(crds).await.context("workload crds")?;
+        }
+        cluster.apply_yaml(POLICY_CRD).await.context("policy crd")?;
+        cluster.create_namespace(namespace).await?;
+        cluster.create_namespace("vms").await?;
+        s3.create_bucket(BUCKET)?;
+        let env = Self {
+            cluster,
+            s3,
+            client,
+            namespace: namespace.to_owned(),
+        };
+        env.put_storage_location("default", BUCKET, Some(("cloud-credentials", "cloud")))
+            .await?;
+        env.put_credentials("cloud-credentials", "cloud", &env.s3.credentials_file())
+            .await?;
+        env.put_site_map(replicadr_scheduler::verify::fixture::SITE_MAP)
+            .await?;
+        Ok(env)
+    }
+
+    /// Creates or replaces a BackupStorageLocation pointing at the test S3 server.
+    pub async fn put_storage_location(
+        &self,
+        name: &str,
+        bucket: &str,
+        credential: Option<(&str, &str)>,
+    ) -> anyhow::Result<()> {
+        let mut spec = json!({
+            "provider": "aws",
+            "default": name == "default",
+            "objectStorage": {"bucket": bucket, "prefix": PREFIX},
+            "config": {
+                "region": "us-east-1",
+                "s3Url": self.s3.endpoint(),
+                "s3ForcePathStyle": "true",
+                "checksumAlgorithm": "",
+            },
+        });
+        if let Some((secret, key)) = credential {
+            spec["credential"] = json!({"name": secret, "key": key});
+        }
+        let object = json!({
+            "apiVersion": "velero.io/v1", "kind": "BackupStorageLocation",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": spec,
+        });
+        self.apply(&velero::storage_location_resource(), name, object)
+            .await?;
+        self.set_storage_location_phase(name, "Available").await
+    }
+
+    /// Writes a BackupStorageLocation's `status.phase`, as Velero's validation would.
+    pub async fn set_storage_location_phase(&self, name: &str, phase: &str) -> anyhow::Result<()> {
+        Api::<DynamicObject>::namespaced_with(
+            self.client.clone(),
+            &self.namespace,
+            &velero::storage_location_resource(),
+        )
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": phase}})),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Creates or replaces a credentials Secret.
+    pub async fn put_credentials(&self, name: &str, key: &str, text: &str) -> anyhow::Result<()> {
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(self.namespace.clone()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([(
+                key.to_owned(),
+                ByteString(text.as_bytes().to_vec()),
+            )])),
+            ..Default::default()
+        };
+        Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
+            .patch(
+                name,
+                &PatchParams::apply("replicadr-e2e").force(),
+                &Patch::Apply(&secret),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Creates or replaces the plugin ConfigMap's site map.
+    pub async fn put_site_map(&self, yaml: &str) -> anyhow::Result<()> {
+        let configmap = ConfigMap {
+            metadata: kube::api::ObjectMeta {
+                name: Some("replicadr-plugins".to_owned()),
+                namespace: Some(self.namespace.clone()),
+                // Velero's plugin-config convention, so the real Velero hands it to each plugin.
+                labels: Some(BTreeMap::from(
+                    [
+                        ("velero.io/plugin-config", ""),
+                        ("replicadr.io/pv-retain", "BackupItemAction"),
+                        ("replicadr.io/snapshot-to-pvc", "BackupItemAction"),
+                        ("replicadr.io/pv-site-remap", "RestoreItemAction"),
+                    ]
+                    .map(|(k, v)| (k.to_owned(), v.to_owned())),
+                )),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([
+                ("siteMap".to_owned(), yaml.to_owned()),
+                ("localSite".to_owned(), "primary".to_owned()),
+            ])),
+            ..Default::default()
+        };
+        Api::<ConfigMap>::namespaced(self.client.clone(), &self.namespace)
+            .patch(
+                "replicadr-plugins",
+                &PatchParams::apply("replicadr-e2e").force(),
+                &Patch::Apply(&configmap),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        resource: &kube::api::ApiResource,
+        name: &str,
+        object: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.namespace, resource);
+        api.patch(
+            name,
+            &PatchParams::apply("replicadr-e2e").force(),
+            &Patch::Apply(&object),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Creates a BackupPolicy from its spec.
+    pub async fn create_policy(&self, name: &str, spec: serde_json::Value) -> anyhow::Result<()> {
+        let policy: BackupPolicy = serde_json::from_value(json!({
+            "apiVersion": "replicadr.io/v1alpha1", "kind": "BackupPolicy",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": spec,
+        }))?;
+        self.policies()
+            .create(&PostParams::default(), &policy)
+            .await?;
+        Ok(())
+    }
+
+    /// The BackupPolicy API.
+    pub fn policies(&self) -> Api<BackupPolicy> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// The Backup API.
+    pub fn backups(&self) -> Api<DynamicObject> {
+        Api::namespaced_with(
+            self.client.clone(),
+            &self.namespace,
+            &velero::backup_resource(),
+        )
+    }
+
+    /// Every Backup, sorted by name.
+    pub async fn backup_views(&self) -> anyhow::Result<Vec<BackupView>> {
+        let mut views: Vec<BackupView> = self
+            .backups()
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .map(BackupView::from_object)
+            .collect();
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(views)
+    }
+
+    /// The object key of a backup's file.
+    pub fn key(backup: &str, file: &str) -> String {
+        format!("{PREFIX}/backups/{backup}/{file}")
+    }
+
+    /// Plays Velero: uploads `tarball` and `resource_list` with the backup's other files, then
+    /// marks the Backup `phase` with start and completion times.
+    pub async fn complete_backup(
+        &self,
+        name: &str,
+        tarball: &[u8],
+        resource_list: &[u8],
+        phase: &str,
+        started: Timestamp,
+    ) -> anyhow::Result<()> {
+        let backup = self.backups().get(name).await?;
+        self.s3.put(
+            BUCKET,
+            &Self::key(name, "velero-backup.json"),
+            &serde_json::to_vec(&backup)?,
+        )?;
+        self.s3
+            .put(BUCKET, &Self::key(name, &format!("{name}.tar.gz")), tarball)?;
+        self.s3.put(
+            BUCKET,
+            &Self::key(name, &format!("{name}-resource-list.json.gz")),
+            resource_list,
+        )?;
+        self.s3.put(
+            BUCKET,
+            &Self::key(name, &format!("{name}-logs.gz")),
+            &replicadr_scheduler::verify::fixture::gzip(b"log\n"),
+        )?;
+        self.set_phase(name, phase, Some(started)).await
+    }
+
+    /// Writes a Backup's `status.phase`; with `started`, also its start time and a completion time
+    /// one second later.
+    pub async fn set_phase(
+        &self,
+        name: &str,
+        phase: &str,
+        started: Option<Timestamp>,
+    ) -> anyhow::Result<()> {
+        let mut status = json!({"phase": phase});
+        if let Some(started) = started {
+            status["startTimestamp"] = json!(started.to_string());
+            status["completionTimestamp"] = json!((started + Duration::from_secs(1)).to_string());
+        }
+        self.backups()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "status": status })),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Waits until `check` holds for the policy, up to `timeout`.
+    pub async fn wait_policy<F>(
+        &self,
+        name: &str,
+        timeout: Duration,
+        mut check: F,
+    ) -> anyhow::Result<BackupPolicy>
+    where
+        F: FnMut(&BackupPolicy) -> bool,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let policy = self.policies().get(name).await?;
+            if check(&policy) {
+                return Ok(policy);
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "policy {name} did not reach the expected state in {timeout:?}; status: {}",
+                    serde_json::to_string_pretty(&policy.status)?
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until `check` holds for the backup, up to `timeout`.
+    pub async fn wait_backup<F>(
+        &self,
+        name: &str,
+        timeout: Duration,
+        mut check: F,
+    ) -> anyhow::Result<BackupView>
+    where
+        F: FnMut(&BackupView) -> bool,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(object) = self.backups().get_opt(name).await? {
+                let view = BackupView::from_object(&object);
+                if check(&view) {
+                    return Ok(view);
+                }
+                if tokio::time::Instant::now() > deadline {
+                    anyhow::bail!(
+                        "backup {name} did not reach the expected state in {timeout:?}: {view:?}"
+                    );
+                }
+            } else if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("backup {name} does not exist after {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

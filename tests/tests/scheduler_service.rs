@@ -1,0 +1,626 @@
+//! The scheduler service against a real kube-apiserver with Velero's CRDs and a real S3 server.
+//! The tests play Velero (they write Backup status and upload the files), and drive time with a
+//! hand-moved clock, so slots come when the test says.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use replicadr_e2e::backup_env::BackupEnv;
+use replicadr_scheduler::clock::{Clock, ManualClock};
+use replicadr_scheduler::leader::Election;
+use replicadr_scheduler::metrics::{self, Metrics, Registry};
+use replicadr_scheduler::policy::{BackupPolicy, condition};
+use replicadr_scheduler::publish::Publisher;
+use replicadr_scheduler::schedule::slot_backup_name;
+use replicadr_scheduler::service::{PolicyOutcome, Service, ServiceConfig};
+use replicadr_scheduler::velero::{self, PhaseClass};
+use replicadr_scheduler::verify::fixture;
+use serde_json::json;
+use tokio::sync::{Notify, watch};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// The top of the next hour after (real) now: later than any policy's creation time.
+fn next_hour() -> Timestamp {
+    let now = Timestamp::now().as_second();
+    Timestamp::from_second(now - now.rem_euclid(3600) + 3600).expect("valid")
+}
+
+fn service(env: &BackupEnv, clock: &Arc<ManualClock>, instance: &str) -> (Arc<Service>, Registry) {
+    let (registry, metrics) = Metrics::new_registry();
+    let publisher = Arc::new(Publisher::new(
+        env.client.clone(),
+        &env.namespace,
+        instance,
+        metrics,
+    ));
+    let mut config = ServiceConfig::new(&env.namespace);
+    config.tick = Duration::from_millis(300);
+    config.verify_backoff = Duration::from_millis(200);
+    let clock: Arc<dyn Clock> = Arc::clone(clock) as Arc<dyn Clock>;
+    (
+        Arc::new(Service::new(env.client.clone(), config, clock, publisher)),
+        registry,
+    )
+}
+
+async fn wait_for_metric(registry: &Registry, needle: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = metrics::encode(registry);
+        if text.contains(needle) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("{needle} not in\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn policy(env: &BackupEnv, name: &str) -> anyhow::Result<BackupPolicy> {
+    Ok(env.policies().get(name).await?)
+}
+
+fn condition_of(policy: &BackupPolicy, type_: &str) -> Option<(String, String, String)> {
+    policy
+        .status
+        .as_ref()?
+        .condition(type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
+async fn a_slot_makes_one_backup_across_restarts_and_its_watch_resumes() -> anyhow::Result<()> {
+    let env = BackupEnv::start("velero").await?;
+    env.create_policy(
+        "vms",
+        json!({"schedule": "@hourly", "template": {"includedNamespaces": ["vms"], "ttl": "72h"}}),
+    )
+    .await?;
+    let slot = next_hour();
+    let clock = Arc::new(ManualClock::new(slot - Duration::from_secs(30)));
+
+    let (first, _) = service(&env, &clock, "first");
+    let p = policy(&env, "vms").await?;
+    let (outcome, wake) = first.reconcile(&p, clock.now()).await?;
+    assert_eq!(outcome, PolicyOutcome::Waiting);
+    assert_eq!(wake, Some(slot), "wakes at the slot (no jitter)");
+    assert!(env.backup_views().await?.is_empty());
+    let ready = condition_of(&policy(&env, "vms").await?, condition::READY).expect("ready");
+    assert_eq!(
+        (ready.0.as_str(), ready.1.as_str()),
+        ("True", "Scheduled"),
+        "{ready:?}"
+    );
+
+    clock.set(slot + Duration::from_secs(5));
+    let p = policy(&env, "vms").await?;
+    let name = slot_backup_name("vms", slot);
+    assert_eq!(
+        first.reconcile(&p, clock.now()).await?.0,
+        PolicyOutcome::Created {
+            backup: name.clone()
+        }
+    );
+    let backups = env.backup_views().await?;
+    assert_eq!(backups.len(), 1);
+    assert_eq!(backups[0].name, name);
+    assert_eq!(backups[0].policy.as_deref(), Some("vms"));
+    let status = policy(&env, "vms").await?.status.expect("status");
+    assert_eq!(status.last_schedule_time, Some(slot.to_string()));
+    assert_eq!(status.last_backup.as_deref(), Some(name.as_str()));
+    let object = env.backups().get(&name).await?;
+    assert_eq!(object.data["spec"]["snapshotVolumes"], false);
+    assert_eq!(object.data["spec"]["ttl"], "72h0m0s");
+    assert_eq!(
+        object.metadata.labels.as_ref().expect("labels")[velero::LABEL_SCHEDULE_NAME],
+        "vms"
+    );
+
+    // A restart: a new process with no memory. The running backup blocks a second one, and a
+    // lost status write cannot cause a duplicate either (the slot comes from the Backup).
+    drop(first);
+    env.policies()
+        .patch_status(
+            "vms",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"lastScheduleTime": null}})),
+        )
+        .await?;
+    let (second, metrics) = service(&env, &clock, "second");
+    let p = policy(&env, "vms").await?;
+    assert_eq!(
+        second.reconcile(&p, clock.now()).await?.0,
+        PolicyOutcome::Running {
+            backup: name.clone()
+        }
+    );
+    env.set_phase(&name, "InProgress", None).await?;
+    env.set_phase(&name, "WaitingForPluginOperations", None)
+        .await?;
+    let p = policy(&env, "vms").await?;
+    assert_eq!(
+        second.reconcile(&p, clock.now()).await?.0,
+        PolicyOutcome::Running {
+            backup: name.clone()
+        }
+    );
+
+    // The service loop watches the Backup: Velero finishing it wakes verification.
+    let (leader_tx, leader) = watch::channel(true);
+    let shutdown = Arc::new(Notify::new());
+    let runner = tokio::spawn(Arc::clone(&second).run(leader, Arc::clone(&shutdown)));
+    let (tarball, list) = fixture::healthy_vm_backup()?;
+    env.complete_backup(
+        &name,
+        &tarball,
+        &list,
+        "Completed",
+        slot + Duration::from_secs(6),
+    )
+    .await?;
+    let verified = env
+        .wait_backup(&name, WAIT, |b| b.verified.is_some())
+        .await?;
+    assert_eq!(verified.verified, Some(true), "{verified:?}");
+    assert_eq!(verified.verification_reason.as_deref(), Some("Verified"));
+    let p = env
+        .wait_policy("vms", WAIT, |p| {
+            condition_of(p, condition::VERIFIED).is_some_and(|c| c.0 == "True")
+        })
+        .await?;
+    let status = p.status.expect("status");
+    assert_eq!(status.last_verified_backup.as_deref(), Some(name.as_str()));
+    assert_eq!(status.expected_interval_seconds, Some(3600));
+    assert_eq!(
+        condition_of(&policy(&env, "vms").await?, condition::BACKUP_SUCCEEDED)
+            .expect("c")
+            .0,
+        "True"
+    );
+    // The pass after verification refreshes the RPO series from the status.
+    wait_for_metric(
+        &metrics,
+        "replicadr_verification_runs_total{policy=\"vms\"} 1",
+    )
+    .await?;
+    wait_for_metric(&metrics, "replicadr_has_verified_backup{policy=\"vms\"} 1").await?;
+
+    // Still inside the slot: nothing new. The next slot: the next backup.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(env.backup_views().await?.len(), 1);
+    clock.set(slot + Duration::from_hours(1));
+    second.wake();
+    let next = slot_backup_name("vms", slot + Duration::from_hours(1));
+    env.wait_backup(&next, WAIT, |b| b.class == PhaseClass::Running)
+        .await?;
+    assert_eq!(env.backup_views().await?.len(), 2);
+
+    let _ = leader_tx.send(false);
+    shutdown.notify_one();
+    tokio::time::timeout(WAIT, runner).await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_replicas_create_exactly_one_backup_per_slot() -> anyhow::Result<()> {
+    let env = BackupEnv::start("velero").await?;
+    env.create_policy(
+        "vms",
+        json!({"schedule": "@every 30m", "template": {"includedNamespaces": ["vms"]}}),
+    )
+    .await?;
+    let slot = next_hour();
+    let clock = Arc::new(ManualClock::new(slot + Duration::from_secs(1)));
+    let (a, _) = service(&env, &clock, "a");
+    let (b, _) = service(&env, &clock, "b");
+    let p = policy(&env, "vms").await?;
+    // Both act as leaders at once (the worst case of a lease hand-over).
+    let (ra, rb) = tokio::join!(a.reconcile(&p, clock.now()), b.reconcile(&p, clock.now()));
+    let outcomes = [ra?.0, rb?.0];
+    let created = outcomes
+        .iter()
+        .filter(|o| matches!(o, PolicyOutcome::Created { .. }))
+        .count();
+    let existed = outcomes
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                PolicyOutcome::AlreadyExists { .. } | PolicyOutcome::Running { .. }
+            )
+        })
+        .count();
+    assert_eq!((created, existed), (1, 1), "{outcomes:?}");
+    assert_eq!(env.backup_views().await?.len(), 1);
+
+    // With leader election only one replica leads; when it leaves, the other takes over.
+    let first = Election::start(
+        env.client.clone(),
+        &env.namespace,
+        "replica-1",
+        Duration::from_secs(3),
+    )
+    .await?;
+    let second = Election::start(
+        env.client.clone(),
+        &env.namespace,
+        "replica-2",
+        Duration::from_secs(3),
+    )
+    .await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let leaders = [*first.is_leader.borrow(), *second.is_leader.borrow()];
+        assert!(!(leaders[0] && leaders[1]), "two leaders at once");
+        if leaders[0] || leaders[1] {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nobody leads");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (leader, mut follower) = if *first.is_leader.borrow() {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    leader.stop().await;
+    tokio::time::timeout(WAIT, async {
+        while !*follower.is_leader.borrow_and_update() {
+            follower
+                .is_leader
+                .changed()
+                .await
+                .expect("election running");
+        }
+    })
+    .await?;
+    follower.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_policies_get_a_clear_condition_and_no_backup() -> anyhow::Result<()> {
+    let env = BackupEnv::start("velero").await?;
+    let cases = [
+        (
+            "bad-cron",
+            json!({"schedule": "0 25 * * *"}),
+            "InvalidSchedule",
+            "hour field \"25\"",
+        ),
+        (
+            "six-fields",
+            json!({"schedule": "0 0 2 * * *"}),
+            "InvalidSchedule",
+            "@every 30m",
+        ),
+        (
+            "bad-zone",
+            json!({"schedule": "@daily", "timeZone": "Mars/Olympus"}),
+            "UnknownTimeZone",
+            "Mars/Olympus",
+        ),
+        (
+            "bad-location",
+            json!({"schedule": "@daily", "template": {"storageLocation": "nowhere"}}),
+            "UnknownStorageLocation",
+            "\"nowhere\"",
+        ),
+        (
+            "no-namespace",
+            json!({"schedule": "@daily", "template": {"includedNamespaces": ["ghost"]}}),
+            "NothingSelected",
+            "ghost",
+        ),
+        (
+            "no-match",
+            json!({"schedule": "@daily", "template": {"includedNamespaces": ["vms"], "labelSelector": {"matchLabels": {"dr": "gold"}}}}),
+            "NothingSelected",
+            "dr=gold",
+        ),
+        (
+            "bad-ttl",
+            json!({"schedule": "@daily", "template": {"ttl": "30 days"}}),
+            "InvalidSpec",
+            "spec.template.ttl",
+        ),
+    ];
+    for (name, spec, _, _) in &cases {
+        env.create_policy(name, spec.clone()).await?;
+    }
+    let clock = Arc::new(ManualClock::new(next_hour() + Duration::from_hours(48)));
+    let (service, _) = service(&env, &clock, "only");
+    service.pass(true).await?;
+    service.pass(true).await?;
+    for (name, _, reason, needle) in cases {
+        let ready = condition_of(&policy(&env, name).await?, condition::READY).expect("condition");
+        assert_eq!(ready.0, "False", "{name}: {ready:?}");
+        assert_eq!(ready.1, reason, "{name}: {ready:?}");
+        assert!(ready.2.contains(needle), "{name}: {}", ready.2);
+    }
+    assert!(
+        env.backup_views().await?.is_empty(),
+        "no backups for bad policies"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_backup_is_retried_within_its_slot_and_reported() -> anyhow::Result<()> {
+    let env = BackupEnv::start("velero").await?;
+    env.create_policy(
+        "vms",
+        json!({"schedule": "@hourly", "retries": {"limit": 1, "backoff": "1m"}, "template": {"includedNamespaces": ["vms"]}}),
+    )
+    .await?;
+    let slot = next_hour();
+    let clock = Arc::new(ManualClock::new(slot + Duration::from_secs(2)));
+    let (service, metrics) = service(&env, &clock, "only");
+    let p = policy(&env, "vms").await?;
+    service.reconcile(&p, clock.now()).await?;
+    let name = slot_backup_name("vms", slot);
+    env.set_phase(&name, "Failed", Some(slot + Duration::from_secs(3)))
+        .await?;
+    let p = policy(&env, "vms").await?;
+    service.reconcile(&p, clock.now()).await?;
+    let failed = env
+        .wait_backup(&name, WAIT, |b| b.verified.is_some())
+        .await?;
+    assert_eq!(failed.verified, Some(false));
+    assert_eq!(
+        failed.verification_reason.as_deref(),
+        Some("BackupNotCompleted")
+    );
+    assert_eq!(
+        condition_of(&policy(&env, "vms").await?, condition::BACKUP_SUCCEEDED)
+            .expect("c")
+            .1,
+        "Failed"
+    );
+    assert_eq!(env.backup_views().await?.len(), 1, "backoff not over yet");
+    // The backoff (1m) counts from completion (slot + 4s).
+    clock.set(slot + Duration::from_secs(70));
+    let p = policy(&env, "vms").await?;
+    let (outcome, _) = service.reconcile(&p, clock.now()).await?;
+    assert_eq!(
+        outcome,
+        PolicyOutcome::Created {
+            backup: format!("{name}-r1")
+        }
+    );
+    let text = metrics::encode(&metrics);
+    assert!(
+        text.contains("replicadr_backup_failures_total{policy=\"vms\",reason=\"Failed\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("replicadr_backup_runs_total{policy=\"vms\"} 2"),
+        "{text}"
+    );
+    Ok(())
+}
+
+/// A client acting as the scheduler's `ServiceAccount`, holding only what
+/// `manifests/scheduler-rbac.yaml` grants.
+async fn service_account_client(env: &BackupEnv) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(env.cluster.kubeconfig_path())?;
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    config.auth_info.impersonate =
+        Some("system:serviceaccount:velero:replicadr-scheduler".to_owned());
+    config.auth_info.impersonate_groups = Some(vec![
+        "system:serviceaccounts".to_owned(),
+        "system:authenticated".to_owned(),
+    ]);
+    Ok(kube::Client::try_from(config)?)
+}
+
+#[tokio::test]
+async fn the_shipped_rbac_is_enough_for_the_scheduler() -> anyhow::Result<()> {
+    let env = BackupEnv::start("velero").await?;
+    env.cluster
+        .apply_yaml(include_str!("../../manifests/scheduler-rbac.yaml"))
+        .await?;
+    env.create_policy(
+        "vms",
+        json!({"schedule": "@hourly", "template": {"includedNamespaces": ["vms"]}}),
+    )
+    .await?;
+    let client = service_account_client(&env).await?;
+    // Nothing but the grant: listing Secrets is not part of it.
+    assert!(
+        kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), "velero")
+            .list(&kube::api::ListParams::default())
+            .await
+            .is_err(),
+        "the impersonated client is really limited"
+    );
+
+    let slot = next_hour();
+    let clock = Arc::new(ManualClock::new(slot + Duration::from_secs(1)));
+    let (registry, metrics_set) = Metrics::new_registry();
+    let publisher = Arc::new(Publisher::new(
+        client.clone(),
+        "velero",
+        "rbac",
+        metrics_set,
+    ));
+    let mut config = ServiceConfig::new("velero");
+    config.tick = Duration::from_millis(300);
+    let dyn_clock: Arc<dyn Clock> = Arc::clone(&clock) as Arc<dyn Clock>;
+    let service = Arc::new(Service::new(client.clone(), config, dyn_clock, publisher));
+    let p = kube::Api::<BackupPolicy>::namespaced(client.clone(), "velero")
+        .get("vms")
+        .await?;
+    let name = slot_backup_name("vms", slot);
+    assert_eq!(
+        service.reconcile(&p, clock.now()).await?.0,
+        PolicyOutcome::Created {
+            backup: name.clone()
+        }
+    );
+    let (tarball, list) = fixture::healthy_vm_backup()?;
+    env.complete_backup(&name, &tarball, &list, "Completed", slot)
+        .await?;
+    let p = kube::Api::<BackupPolicy>::namespaced(client.clone(), "velero")
+        .get("vms")
+        .await?;
+    service.reconcile(&p, clock.now()).await?;
+    let verified = env
+        .wait_backup(&name, WAIT, |b| b.verified.is_some())
+        .await?;
+    assert_eq!(verified.verified, Some(true), "{verified:?}");
+    env.wait_policy("vms", WAIT, |p| {
+        condition_of(p, condition::VERIFIED).is_some_and(|c| c.0 == "True")
+    })
+    .await?;
+    wait_for_metric(
+        &registry,
+        "replicadr_verification_runs_total{policy=\"vms\"} 1",
+    )
+    .await?;
+
+    // The Event was written (with the grant's events.k8s.io create).
+    let events =
+        kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(env.client.clone(), "velero");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let list = events.list(&kube::api::ListParams::default()).await?;
+        if list
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("BackupVerified"))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no BackupVerified event: {:?}",
+            list.items
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let election = Election::start(
+        client.clone(),
+        "velero",
+        "rbac-replica",
+        Duration::from_secs(5),
+    )
+    .await?;
+    let mut leading = election.is_leader.clone();
+    tokio::time::timeout(WAIT, async {
+        while !*leading.borrow_and_update() {
+            leading.changed().await.expect("election running");
+        }
+    })
+    .await?;
+    election.stop().await;
+
+    let table = replicadr_scheduler::cli::status(&client, "velero", clock.now()).await?;
+    assert!(table.contains(&name), "{table}");
+    let (orphans, _) = replicadr_scheduler::cli::gc(&client, false).await?;
+    assert!(orphans.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_backup_that_never_finishes_times_out_and_blocks_the_next_slot() -> anyhow::Result<()> {
+    let env = BackupEnv::start("velero").await?;
+    env.create_policy(
+        "vms",
+        json!({"schedule": "@every 30m", "backupTimeout": "10m", "template": {"includedNamespaces": ["vms"]}}),
+    )
+    .await?;
+    let slot = next_hour();
+    let clock = Arc::new(ManualClock::new(slot + Duration::from_secs(1)));
+    let (service, metrics) = service(&env, &clock, "only");
+    let p = policy(&env, "vms").await?;
+    let name = slot_backup_name("vms", slot);
+    assert_eq!(
+        service.reconcile(&p, clock.now()).await?.0,
+        PolicyOutcome::Created {
+            backup: name.clone()
+        }
+    );
+    env.set_phase(&name, "InProgress", None).await?;
+    // Past the timeout (counted from the Backup's creation) and past the next slot.
+    clock.set(slot + Duration::from_mins(31));
+    let p = policy(&env, "vms").await?;
+    assert_eq!(
+        service.reconcile(&p, clock.now()).await?.0,
+        PolicyOutcome::Running {
+            backup: name.clone()
+        },
+        "Forbid: no second backup while one runs"
+    );
+    let c =
+        condition_of(&policy(&env, "vms").await?, condition::BACKUP_SUCCEEDED).expect("condition");
+    assert_eq!(
+        (c.0.as_str(), c.1.as_str()),
+        ("False", "BackupTimedOut"),
+        "{c:?}"
+    );
+    assert!(c.2.contains("spec.backupTimeout is 600s"), "{}", c.2);
+    assert_eq!(env.backup_views().await?.len(), 1);
+    wait_for_metric(
+        &metrics,
+        "replicadr_backup_failures_total{policy=\"vms\",reason=\"TimedOut\"} 1",
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn backup_now_creates_waits_verifies_and_publishes() -> anyhow::Result<()> {
+    let env = BackupEnv::start("velero").await?;
+    env.create_policy(
+        "vms",
+        json!({"schedule": "@daily", "template": {"includedNamespaces": ["vms"]}}),
+    )
+    .await?;
+    let (registry, metrics_set) = Metrics::new_registry();
+    let publisher = Publisher::new(env.client.clone(), "velero", "cli", metrics_set);
+    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp::now()));
+    let expected = replicadr_scheduler::schedule::manual_backup_name("vms", clock.now());
+    let play_velero = async {
+        env.wait_backup(&expected, WAIT, |_| true).await?;
+        let (tarball, list) = fixture::healthy_vm_backup()?;
+        env.complete_backup(&expected, &tarball, &list, "Completed", Timestamp::now())
+            .await
+    };
+    let (report, played) = tokio::join!(
+        replicadr_scheduler::cli::backup_now(
+            &env.client,
+            "velero",
+            "vms",
+            Arc::clone(&clock),
+            &publisher,
+            Duration::from_millis(100),
+            |_| {},
+        ),
+        play_velero
+    );
+    played?;
+    let report = report?;
+    assert!(report.verified, "{report:#?}");
+    assert_eq!(report.backup, expected);
+    let view = env
+        .wait_backup(&expected, WAIT, |b| b.verified.is_some())
+        .await?;
+    assert_eq!(view.verified, Some(true));
+    let status = policy(&env, "vms").await?.status.expect("status");
+    assert_eq!(
+        status.last_verified_backup.as_deref(),
+        Some(expected.as_str())
+    );
+    assert!(metrics::encode(&registry).contains("replicadr_backup_runs_total{policy=\"vms\"} 1"));
+    Ok(())
+}

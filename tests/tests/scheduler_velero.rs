@@ -1,0 +1,172 @@
+//! End to end with the real Velero server (run out of cluster with velero-plugin-for-aws and the
+//! project's plugins): the scheduler creates a slot's Backup, Velero writes it to the real S3
+//! server, and the verifier passes it from object storage. Needs `hack/build-velero-peers.sh`
+//! and `cargo build -p replicadr-velero-plugins`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::api::{Api, DynamicObject, PostParams};
+use replicadr_e2e::backup_env::{BUCKET, BackupEnv};
+use replicadr_e2e::velero::{self as velero_peer, VeleroServer};
+use replicadr_e2e::workspace::workspace_binary;
+use replicadr_scheduler::clock::{Clock, ManualClock};
+use replicadr_scheduler::metrics::Metrics;
+use replicadr_scheduler::publish::Publisher;
+use replicadr_scheduler::schedule::slot_backup_name;
+use replicadr_scheduler::service::{PolicyOutcome, Service, ServiceConfig};
+use replicadr_scheduler::velero::PhaseClass;
+use replicadr_scheduler::verify::fixture::objects;
+use replicadr_scheduler::verify::{SiteMapSource, Verifier};
+use serde_json::json;
+
+#[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
+async fn velero_backs_up_what_the_scheduler_asks_and_the_verifier_passes_it() -> anyhow::Result<()>
+{
+    let env = BackupEnv::start("velero").await?;
+    // A VM's disk: a PVC bound to an NFS PV the site map covers (Retain, as the backup plugin or the
+    // operator makes it).
+    let pv: PersistentVolume = serde_json::from_value(objects::nfs_pv(
+        "pv-db",
+        "nfs-a.example.com",
+        "/exports/vms/db",
+        "Retain",
+    ))?;
+    Api::<PersistentVolume>::all(env.client.clone())
+        .create(&PostParams::default(), &pv)
+        .await?;
+    let mut pvc = objects::pvc("vms", "db-root", "pv-db");
+    pvc.as_object_mut().expect("object").remove("status");
+    let pvc: PersistentVolumeClaim = serde_json::from_value(pvc)?;
+    Api::<PersistentVolumeClaim>::namespaced(env.client.clone(), "vms")
+        .create(&PostParams::default(), &pvc)
+        .await?;
+    let vm: DynamicObject = serde_json::from_value(objects::vm("vms", "db", &["db-root"]))?;
+    Api::<DynamicObject>::namespaced_with(
+        env.client.clone(),
+        "vms",
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "kubevirt.io",
+            "v1",
+            "VirtualMachine",
+        )),
+    )
+    .create(&PostParams::default(), &vm)
+    .await?;
+
+    // Until Velero has validated the location, the scheduler waits instead of creating a backup
+    // Velero would fail as FailedValidation.
+    env.set_storage_location_phase("default", "Unavailable")
+        .await?;
+    env.create_policy(
+        "vms",
+        json!({"schedule": "@hourly", "template": {"includedNamespaces": ["vms"], "ttl": "24h"}}),
+    )
+    .await?;
+    let now = Timestamp::now();
+    let slot = Timestamp::from_second(now.as_second() - now.as_second().rem_euclid(3600) + 3600)?;
+    let clock = Arc::new(ManualClock::new(slot + Duration::from_secs(1)));
+    let (_, metrics) = Metrics::new_registry();
+    let publisher = Arc::new(Publisher::new(env.client.clone(), "velero", "e2e", metrics));
+    let dyn_clock: Arc<dyn Clock> = Arc::clone(&clock) as Arc<dyn Clock>;
+    let service = Service::new(
+        env.client.clone(),
+        ServiceConfig::new("velero"),
+        dyn_clock,
+        publisher,
+    );
+    let policy = env.policies().get("vms").await?;
+    assert_eq!(
+        service.reconcile(&policy, clock.now()).await?.0,
+        PolicyOutcome::Invalid {
+            reason: "StorageLocationUnavailable".into()
+        }
+    );
+
+    let plugins = [
+        velero_peer::plugin_for_aws_binary()?,
+        workspace_binary("replicadr-velero-plugins")?,
+    ];
+    let mut velero = VeleroServer::start(env.cluster.kubeconfig_path(), "velero", &plugins)?;
+    let locations: Api<DynamicObject> = Api::namespaced_with(
+        env.client.clone(),
+        "velero",
+        &replicadr_scheduler::velero::storage_location_resource(),
+    );
+    tokio::time::timeout(Duration::from_mins(1), async {
+        while locations
+            .get("default")
+            .await?
+            .data
+            .pointer("/status/phase")
+            .and_then(serde_json::Value::as_str)
+            != Some("Available")
+        {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        anyhow::Ok(())
+    })
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "velero never marked the location Available:\n{}",
+            velero.log_tail()
+        )
+    })??;
+
+    let policy = env.policies().get("vms").await?;
+    let name = slot_backup_name("vms", slot);
+    assert_eq!(
+        service.reconcile(&policy, clock.now()).await?.0,
+        PolicyOutcome::Created {
+            backup: name.clone()
+        }
+    );
+
+    let finished = tokio::time::timeout(Duration::from_mins(3), async {
+        loop {
+            if let Some(status) = velero.exited() {
+                anyhow::bail!("velero exited ({status}):\n{}", velero.log_tail());
+            }
+            let view = env
+                .wait_backup(&name, Duration::from_secs(5), |_| true)
+                .await?;
+            if view.class != PhaseClass::Running {
+                return Ok(view);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "velero did not finish the backup in 180s:\n{}",
+            velero.log_tail()
+        )
+    })??;
+    assert_eq!(
+        finished.phase.as_deref(),
+        Some("Completed"),
+        "{finished:?}\n{}",
+        velero.errors()
+    );
+    assert!(
+        env.s3
+            .object_path(BUCKET, &BackupEnv::key(&name, &format!("{name}.tar.gz")))
+            .is_file()
+    );
+
+    let report = Verifier::new(env.client.clone(), "velero")
+        .verify(&name, &SiteMapSource::default())
+        .await?;
+    assert!(report.verified, "{report:#?}");
+    assert!(
+        report.stats.persistent_volume_claims >= 1 && report.stats.nfs_persistent_volumes >= 1,
+        "{report:#?}"
+    );
+    assert_eq!(report.stats.virtual_machines, 1, "{report:#?}");
+    Ok(())
+}

@@ -1,0 +1,454 @@
+//! Backup verification against a real kube-apiserver and a real S3 server (s3s-fs, `SigV4`
+//! enforced): what a good backup looks like, and a precise reason for each way one goes bad —
+//! damaged or missing objects, storage that cannot be reached or refuses the credentials, a PV
+//! or PVC left out, an NFS export the site map cannot fail over. Also `replicadr gc`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::{Api, DynamicObject, PostParams};
+use replicadr_e2e::backup_env::{BUCKET, BackupEnv};
+use replicadr_scheduler::cli;
+use replicadr_scheduler::clock::{Clock, ManualClock};
+use replicadr_scheduler::metrics::{self, Metrics};
+use replicadr_scheduler::policy::condition;
+use replicadr_scheduler::publish::Publisher;
+use replicadr_scheduler::service::{Service, ServiceConfig};
+use replicadr_scheduler::velero::{self, BackupRequest, PhaseClass};
+use replicadr_scheduler::verify::fixture::{self, ArchiveWriter, objects};
+use replicadr_scheduler::verify::{Report, SiteMapSource, Verifier};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_mins(1);
+
+/// Creates a Backup of policy `vms` as the scheduler would, then completes it as Velero would.
+async fn backup_with(
+    env: &BackupEnv,
+    name: &str,
+    archive: (Vec<u8>, Vec<u8>),
+) -> anyhow::Result<()> {
+    create_backup(env, name).await?;
+    env.complete_backup(name, &archive.0, &archive.1, "Completed", Timestamp::now())
+        .await
+}
+
+async fn create_backup(env: &BackupEnv, name: &str) -> anyhow::Result<()> {
+    let policy =
+        replicadr_scheduler::policy::ValidPolicy::from_policy(&serde_json::from_value(json!({
+            "apiVersion": "replicadr.io/v1alpha1", "kind": "BackupPolicy",
+            "metadata": {"name": "vms", "namespace": env.namespace, "uid": "u"},
+            "spec": {"schedule": "@hourly", "template": {"includedNamespaces": ["vms"]}},
+        }))?)?;
+    let object = velero::build_backup(&BackupRequest {
+        policy: &policy,
+        name: name.into(),
+        slot: None,
+        attempt: 0,
+    });
+    env.backups()
+        .create(&PostParams::default(), &object)
+        .await?;
+    Ok(())
+}
+
+async fn verify(env: &BackupEnv, name: &str) -> anyhow::Result<Report> {
+    Ok(Verifier::new(env.client.clone(), &env.namespace)
+        .verify(name, &SiteMapSource::default())
+        .await?)
+}
+
+fn reasons(report: &Report) -> Vec<String> {
+    report.finding_counts.keys().cloned().collect()
+}
+
+fn build(objects: &[(&str, Value)]) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let mut writer = ArchiveWriter::new(Vec::new())?;
+    for (group_resource, object) in objects {
+        writer.add(group_resource, object)?;
+    }
+    Ok(writer.finish()?)
+}
+
+fn healthy_without(name: &str) -> Vec<(&'static str, Value)> {
+    fixture::healthy_vm_objects()
+        .into_iter()
+        .filter(|(_, o)| o["metadata"]["name"] != name)
+        .collect()
+}
+
+#[tokio::test]
+async fn verification_finds_each_problem_with_its_reason() -> anyhow::Result<()> {
+    let env = BackupEnv::start("velero").await?;
+
+    backup_with(&env, "good", fixture::healthy_vm_backup()?).await?;
+    let report = verify(&env, "good").await?;
+    assert!(report.verified, "{report:#?}");
+    assert_eq!(report.stats.items, 9);
+    assert_eq!(report.stats.nfs_persistent_volumes, 3);
+    let table = cli::render_report(&report, cli::Output::Table);
+    assert!(table.contains("good") && table.contains("true"), "{table}");
+
+    backup_with(&env, "no-pv", build(&healthy_without("pv-data"))?).await?;
+    let report = verify(&env, "no-pv").await?;
+    assert_eq!(reasons(&report), ["PvMissing"], "{report:#?}");
+    assert!(
+        report.findings[0]
+            .message
+            .contains("vms/db-data is bound to PersistentVolume pv-data"),
+        "{report:#?}"
+    );
+
+    let mut stray = fixture::healthy_vm_objects();
+    stray.push((
+        "persistentvolumes",
+        objects::nfs_pv("pv-stray", "nfs-z.example.com", "/other/x", "Retain"),
+    ));
+    backup_with(&env, "unmappable", build(&stray)?).await?;
+    let report = verify(&env, "unmappable").await?;
+    assert_eq!(reasons(&report), ["PvUnmappable"], "{report:#?}");
+    assert!(
+        report.findings[0]
+            .message
+            .contains("pv-stray cannot fail over to site"),
+        "{report:#?}"
+    );
+
+    // Tampering after upload: one flipped byte, a cut-off end.
+    backup_with(&env, "tampered", fixture::healthy_vm_backup()?).await?;
+    let key = BackupEnv::key("tampered", "tampered.tar.gz");
+    let mut bytes = env.s3.get(BUCKET, &key)?;
+    let middle = bytes.len() / 3;
+    bytes[middle] ^= 0x20;
+    env.s3.put(BUCKET, &key, &bytes)?;
+    let report = verify(&env, "tampered").await?;
+    assert_eq!(reasons(&report), ["TarballCorrupt"], "{report:#?}");
+
+    backup_with(&env, "truncated", fixture::healthy_vm_backup()?).await?;
+    let key = BackupEnv::key("truncated", "truncated.tar.gz");
+    let bytes = env.s3.get(BUCKET, &key)?;
+    env.s3.put(BUCKET, &key, &bytes[..bytes.len() / 2])?;
+    let report = verify(&env, "truncated").await?;
+    assert_eq!(reasons(&report), ["TarballTruncated"], "{report:#?}");
+    assert!(
+        report.findings[0].message.contains("truncated"),
+        "{report:#?}"
+    );
+
+    backup_with(&env, "no-logs", fixture::healthy_vm_backup()?).await?;
+    std::fs::remove_file(
+        env.s3
+            .object_path(BUCKET, &BackupEnv::key("no-logs", "no-logs-logs.gz")),
+    )?;
+    let report = verify(&env, "no-logs").await?;
+    assert_eq!(reasons(&report), ["ObjectMissing"], "{report:#?}");
+    assert!(
+        report.findings[0].message.contains("no-logs-logs.gz"),
+        "{report:#?}"
+    );
+
+    // A PVC in scope that existed when the backup started but is not in it.
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "forgotten", "namespace": "vms"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))?;
+    Api::<PersistentVolumeClaim>::namespaced(env.client.clone(), "vms")
+        .create(&PostParams::default(), &pvc)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    backup_with(&env, "no-pvc", fixture::healthy_vm_backup()?).await?;
+    let report = verify(&env, "no-pvc").await?;
+    assert_eq!(reasons(&report), ["PvcMissing"], "{report:#?}");
+    assert!(
+        report.findings[0].message.contains("vms/forgotten"),
+        "{report:#?}"
+    );
+    Api::<PersistentVolumeClaim>::namespaced(env.client.clone(), "vms")
+        .delete("forgotten", &kube::api::DeleteParams::default())
+        .await?;
+
+    // Volume data moved: a PodVolumeBackup of this backup exists.
+    backup_with(&env, "moved", fixture::healthy_vm_backup()?).await?;
+    let pvb: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "velero.io/v1", "kind": "PodVolumeBackup",
+        "metadata": {"name": "moved-x", "namespace": env.namespace, "labels": {velero::LABEL_BACKUP_NAME: "moved"}},
+        "spec": {"backupStorageLocation": "default", "node": "n", "pod": {"kind": "Pod", "name": "p", "namespace": "vms"}, "repoIdentifier": "", "volume": "v", "uploaderType": "kopia"},
+    }))?;
+    Api::<DynamicObject>::namespaced_with(
+        env.client.clone(),
+        &env.namespace,
+        &velero::pod_volume_backup_resource(),
+    )
+    .create(&PostParams::default(), &pvb)
+    .await?;
+    let report = verify(&env, "moved").await?;
+    assert_eq!(reasons(&report), ["DataMoverUsed"], "{report:#?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn storage_problems_are_named() -> anyhow::Result<()> {
+    let mut env = BackupEnv::start("velero").await?;
+    backup_with(&env, "b", fixture::healthy_vm_backup()?).await?;
+    assert!(verify(&env, "b").await?.verified);
+
+    env.put_credentials(
+        "cloud-credentials",
+        "cloud",
+        "[default]\naws_access_key_id=replicadr-e2e\naws_secret_access_key=wrong\n",
+    )
+    .await?;
+    let report = verify(&env, "b").await?;
+    assert_eq!(reasons(&report), ["CredentialsRejected"], "{report:#?}");
+
+    env.put_credentials(
+        "cloud-credentials",
+        "cloud",
+        "[other]\naws_access_key_id=a\naws_secret_access_key=b\n",
+    )
+    .await?;
+    let report = verify(&env, "b").await?;
+    assert_eq!(reasons(&report), ["CredentialsMissing"], "{report:#?}");
+    assert!(
+        report.findings[0].message.contains("no [default] profile"),
+        "{report:#?}"
+    );
+
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(env.client.clone(), &env.namespace)
+        .delete("cloud-credentials", &kube::api::DeleteParams::default())
+        .await?;
+    let report = verify(&env, "b").await?;
+    assert_eq!(reasons(&report), ["CredentialsMissing"], "{report:#?}");
+    assert!(
+        report.findings[0]
+            .message
+            .contains("cloud-credentials key cloud does not exist"),
+        "{report:#?}"
+    );
+    env.put_credentials("cloud-credentials", "cloud", &env.s3.credentials_file())
+        .await?;
+
+    env.put_storage_location(
+        "default",
+        "no-such-bucket",
+        Some(("cloud-credentials", "cloud")),
+    )
+    .await?;
+    let report = verify(&env, "b").await?;
+    assert_eq!(reasons(&report), ["BucketNotFound"], "{report:#?}");
+    env.put_storage_location("default", BUCKET, Some(("cloud-credentials", "cloud")))
+        .await?;
+
+    env.backups()
+        .patch(
+            "b",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"storageLocation": "gone"}})),
+        )
+        .await?;
+    let report = verify(&env, "b").await?;
+    assert_eq!(reasons(&report), ["StorageLocationNotFound"], "{report:#?}");
+    env.backups()
+        .patch(
+            "b",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"storageLocation": "default"}})),
+        )
+        .await?;
+
+    // Object storage down: reported as transient, and the failure names the endpoint.
+    env.s3.pause();
+    let report = Verifier::new(env.client.clone(), &env.namespace)
+        .verify("b", &SiteMapSource::default())
+        .await?;
+    assert_eq!(reasons(&report), ["ObjectStoreUnreachable"], "{report:#?}");
+    assert!(report.is_transient());
+    assert!(
+        report.findings[0].message.contains("127.0.0.1"),
+        "{report:#?}"
+    );
+    env.s3.resume().await?;
+    assert!(verify(&env, "b").await?.verified);
+    Ok(())
+}
+
+#[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
+async fn unreachable_storage_is_retried_then_verified_never_marked_before() -> anyhow::Result<()> {
+    let mut env = BackupEnv::start("velero").await?;
+    env.create_policy(
+        "vms",
+        json!({"schedule": "@hourly", "template": {"includedNamespaces": ["vms"]}}),
+    )
+    .await?;
+    let now = Timestamp::now();
+    let clock = Arc::new(ManualClock::new(now));
+    let (registry, metrics_set) = Metrics::new_registry();
+    let publisher = Arc::new(Publisher::new(
+        env.client.clone(),
+        &env.namespace,
+        "only",
+        metrics_set,
+    ));
+    let mut config = ServiceConfig::new(&env.namespace);
+    config.tick = Duration::from_millis(200);
+    config.verify_backoff = Duration::from_millis(100);
+    config.verify_attempts = 50;
+    let dyn_clock: Arc<dyn Clock> = Arc::clone(&clock) as Arc<dyn Clock>;
+    let service = Arc::new(Service::new(
+        env.client.clone(),
+        config,
+        dyn_clock,
+        publisher,
+    ));
+
+    create_backup(&env, "vms-manual-1").await?;
+    let (tarball, list) = fixture::healthy_vm_backup()?;
+    env.complete_backup("vms-manual-1", &tarball, &list, "Completed", now)
+        .await?;
+    env.s3.pause();
+    let p = env.policies().get("vms").await?;
+    service.reconcile(&p, clock.now()).await?;
+    let first = env
+        .wait_backup("vms-manual-1", WAIT, |b| b.verification_attempts >= 1)
+        .await?;
+    assert_eq!(
+        first.verified, None,
+        "not marked while storage is unreachable: {first:?}"
+    );
+    assert_eq!(
+        first.verification_reason.as_deref(),
+        Some("ObjectStoreUnreachable")
+    );
+    let p = env
+        .wait_policy("vms", WAIT, |p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.condition(condition::VERIFIED))
+                .is_some()
+        })
+        .await?;
+    let verified = p
+        .status
+        .as_ref()
+        .and_then(|s| s.condition(condition::VERIFIED))
+        .expect("condition");
+    assert_eq!(
+        (verified.status.as_str(), verified.reason.as_str()),
+        ("False", "ObjectStoreUnreachable")
+    );
+    assert!(
+        verified.message.contains("will retry"),
+        "{}",
+        verified.message
+    );
+
+    // Retried on later passes; once storage is back, verified.
+    clock.set(now + Duration::from_secs(5));
+    let p = env.policies().get("vms").await?;
+    service.reconcile(&p, clock.now()).await?;
+    env.s3.resume().await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let done = loop {
+        clock.set(clock.now() + Duration::from_mins(1));
+        let p = env.policies().get("vms").await?;
+        service.reconcile(&p, clock.now()).await?;
+        let view = velero::BackupView::from_object(&env.backups().get("vms-manual-1").await?);
+        if view.verified.is_some() {
+            break view;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never verified: {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(done.verified, Some(true), "{done:?}");
+    assert!(done.verification_attempts >= 1);
+    let text = metrics::encode(&registry);
+    assert!(
+        text.contains("replicadr_verification_failures_total{policy=\"vms\",reason=\"ObjectStoreUnreachable\"}"),
+        "{text}"
+    );
+    assert_eq!(
+        env.backup_views()
+            .await?
+            .iter()
+            .filter(|b| b.class == PhaseClass::Succeeded)
+            .count(),
+        1
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn gc_lists_orphaned_replica_pvcs_and_deletes_only_them_with_apply() -> anyhow::Result<()> {
+    let env = BackupEnv::start("velero").await?;
+    let snapshots: Api<DynamicObject> = Api::namespaced_with(
+        env.client.clone(),
+        "vms",
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "snapshot.storage.k8s.io",
+            "v1",
+            "VolumeSnapshot",
+        )),
+    );
+    let live: DynamicObject = serde_json::from_value(objects::volume_snapshot(
+        "vms", "live", "ignored", "db-data",
+    ))?;
+    let live = snapshots.create(&PostParams::default(), &live).await?;
+    let live_uid = live.metadata.uid.clone().expect("uid");
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "vms");
+    for (name, uid, managed) in [
+        ("kept", live_uid.as_str(), true),
+        ("orphan", "gone-uid", true),
+        ("foreign", "gone-uid", false),
+    ] {
+        let mut pvc = objects::replica_pvc("vms", name, "", uid);
+        if !managed {
+            pvc["metadata"]["labels"][velero::LABEL_MANAGED_BY] = json!("someone-else");
+        }
+        pvc["spec"]
+            .as_object_mut()
+            .expect("spec")
+            .remove("volumeName");
+        pvc.as_object_mut().expect("pvc").remove("status");
+        let pvc: PersistentVolumeClaim = serde_json::from_value(pvc)?;
+        pvcs.create(&PostParams::default(), &pvc).await?;
+    }
+    let (orphans, text) = cli::gc(&env.client, false).await?;
+    assert_eq!(
+        orphans.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
+        ["orphan"],
+        "{text}"
+    );
+    assert!(text.contains("would delete"), "{text}");
+    assert!(
+        pvcs.get_opt("orphan").await?.is_some(),
+        "dry run deletes nothing"
+    );
+    let (_, text) = cli::gc(&env.client, true).await?;
+    assert!(text.contains("deleted"), "{text}");
+    // No finalizer-running controller here: the delete is accepted; the object is gone or going.
+    let orphan = pvcs.get_opt("orphan").await?;
+    assert!(
+        orphan.is_none_or(|p| p.metadata.deletion_timestamp.is_some()),
+        "orphan deleted"
+    );
+    assert!(
+        pvcs.get("kept")
+            .await?
+            .metadata
+            .deletion_timestamp
+            .is_none()
+    );
+    assert!(
+        pvcs.get("foreign")
+            .await?
+            .metadata
+            .deletion_timestamp
+            .is_none()
+    );
+    Ok(())
+}
