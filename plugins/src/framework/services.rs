@@ -28,8 +28,8 @@ use super::cluster::{ClusterAccess, LazyAction, LoadError};
 use super::names::PluginKind;
 use super::status;
 use crate::actions::{
-    ActionFactory, AsyncBackupItemAction, BackupInput, BackupItemAction, OperationProgress,
-    ResourceId, ResourceSelector, RestoreInput, RestoreItemAction,
+    ActionFactory, AsyncBackupItemAction, BackupInput, BackupItemAction, ItemError,
+    OperationProgress, ResourceId, ResourceSelector, RestoreInput, RestoreItemAction,
 };
 
 /// A registered action, with its factory's concrete type erased to the kind's trait object `A`.
@@ -126,6 +126,19 @@ impl<A: ?Sized> Actions<A> {
             .await
             .map_err(|e| status::load_error(&e))
     }
+
+    /// Resolves `plugin`'s action and makes one synchronous call on it; an error or a panic
+    /// fails this item only.
+    async fn call<T>(
+        &self,
+        plugin: &str,
+        call: impl FnOnce(&A) -> Result<T, ItemError>,
+    ) -> Result<T, Status> {
+        let action = self.action(plugin).await?;
+        status::guarded(plugin, || {
+            call(&action).map_err(|e| status::item_error(plugin, &e))
+        })
+    }
 }
 
 #[tonic::async_trait]
@@ -154,12 +167,7 @@ impl RestoreItemActionService for Actions<dyn RestoreItemAction> {
             item_from_backup: decode_optional(plugin, "itemFromBackup", &request.item_from_backup)?,
             restore: decode_optional(plugin, "restore", &request.restore)?.unwrap_or(Value::Null),
         };
-        let action = self.action(plugin).await?;
-        let output = status::guarded(plugin, || {
-            action
-                .execute(input)
-                .map_err(|e| status::item_error(plugin, &e))
-        })?;
+        let output = self.call(plugin, |action| action.execute(input)).await?;
         Ok(Response::new(generated::RestoreItemActionExecuteResponse {
             item: encode(plugin, &output.item)?,
             additional_items: to_proto_ids(output.additional_items),
@@ -196,12 +204,7 @@ impl BackupItemActionService for Actions<dyn BackupItemAction> {
         let plugin = request.plugin.as_str();
         self.entry(plugin)?;
         let input = backup_input(plugin, &request.item, &request.backup)?;
-        let action = self.action(plugin).await?;
-        let output = status::guarded(plugin, || {
-            action
-                .execute(input)
-                .map_err(|e| status::item_error(plugin, &e))
-        })?;
+        let output = self.call(plugin, |action| action.execute(input)).await?;
         Ok(Response::new(generated::ExecuteResponse {
             item: encode(plugin, &output.item)?,
             additional_items: to_proto_ids(output.additional_items),
