@@ -1,15 +1,17 @@
 //! Streaming inspection of a Velero backup tarball (`<backup>.tar.gz`): one pass through gzip and
-//! tar, memory bounded by the largest item and the per-kind inventories (PVCs, PVs, VMs,
-//! VolumeSnapshots), never by the tarball's size.
+//! tar, memory bounded by the largest item and a few 64-bit hashes per item, never by the
+//! tarball's size or its names; a second pass, only when a cross check fails, names the objects
+//! at fault.
 //!
 //! Velero's layout (`pkg/archive`, `pkg/backup/item_backupper.go`): `metadata/version`, then each
 //! item at `resources/<resource>[.<group>]/{namespaces/<ns>|cluster}/<name>.json` and again under
 //! `resources/<resource>[.<group>]/<version>-preferredversion/…`; other versions of a resource sit
 //! in a plain `<version>/` directory. Each item is counted once, from its unversioned path.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::io::{self, Read};
+use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -18,7 +20,7 @@ use replicadr_plugins::sitemap::{SiteMap, SiteName};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::report::{Findings, Reason, Stats};
+use super::report::{Findings, KEPT_PER_REASON, Reason, Stats};
 
 /// The label marking PVCs the project created.
 pub use crate::velero::{LABEL_MANAGED_BY, MANAGED_BY};
@@ -86,31 +88,42 @@ impl PvChecks {
     }
 }
 
-/// A PVC found in the tarball.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PvcInfo {
-    /// `spec.volumeName`: the PV it is bound to.
-    pub volume_name: Option<String>,
-    /// For replica PVCs, the UID of the VolumeSnapshot it copies.
-    pub replica_of_snapshot: Option<String>,
+/// A PVC found in the tarball, by hashes only: a fixed few bytes whatever its names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PvcRef {
+    /// [`pv_key`] of `spec.volumeName`: the PV it is bound to.
+    pub volume: Option<NonZeroU64>,
 }
 
-/// What one pass over the tarball found.
+/// What one pass over the tarball found. The cross-check state holds 64-bit hashes, not names,
+/// so it grows by a few bytes per PVC, PV, snapshot and VM disk; the names of whatever fails a
+/// cross check are read again from the tarball ([`cross_check`]).
 #[derive(Debug, Default)]
 pub struct Inventory {
     pub stats: Stats,
     pub format_version: Option<String>,
-    /// By (namespace, name).
-    pub pvcs: BTreeMap<(String, String), PvcInfo>,
-    pub pvs: BTreeSet<String>,
-    /// (namespace, name, uid).
-    pub snapshots: Vec<(String, String, String)>,
-    /// (namespace, VM name, claim or `DataVolume` name).
-    pub vm_volumes: Vec<(String, String, String)>,
+    /// By [`pvc_key`].
+    pub pvcs: HashMap<u64, PvcRef>,
+    /// Replica PVCs: [`pvc_key`] by [`replica_key`] of their namespace and snapshot UID; the
+    /// last in tarball order when several claim the same snapshot.
+    pub replicas: HashMap<u64, u64>,
+    /// By [`pv_key`].
+    pub pvs: HashSet<NonZeroU64>,
+    /// Each VolumeSnapshot in tarball order, as the [`replica_key`] of its namespace and UID.
+    pub snapshots: Vec<u64>,
+    /// Each VM disk in tarball order, as the [`pvc_key`] of the claim or `DataVolume` it names.
+    pub vm_volumes: Vec<u64>,
     /// Hashes of `apiVersion/Kind` + `namespace/name` of every item, to compare with the
     /// resource list without keeping 100,000 strings.
     pub item_keys: HashSet<u64>,
     pub findings: Findings,
+}
+
+impl Inventory {
+    /// Whether the tarball holds the PVC `namespace/name`.
+    pub fn has_pvc(&self, namespace: &str, name: &str) -> bool {
+        self.pvcs.contains_key(&pvc_key(namespace, name))
+    }
 }
 
 /// The key of an item as Velero's resource list writes it.
@@ -120,6 +133,21 @@ pub fn item_key(api_version_kind: &str, namespace: &str, name: &str) -> u64 {
     namespace.hash(&mut hasher);
     name.hash(&mut hasher);
     hasher.finish()
+}
+
+/// The key of a PVC (or of the claim a VM names).
+pub fn pvc_key(namespace: &str, name: &str) -> u64 {
+    item_key("pvc", namespace, name)
+}
+
+/// The key of a PV.
+pub fn pv_key(name: &str) -> NonZeroU64 {
+    NonZeroU64::new(item_key("pv", "", name)).unwrap_or(NonZeroU64::MIN)
+}
+
+/// The key joining a VolumeSnapshot to its replica PVC.
+pub fn replica_key(namespace: &str, snapshot_uid: &str) -> u64 {
+    item_key("replica", namespace, snapshot_uid)
 }
 
 #[derive(Deserialize)]
@@ -164,6 +192,50 @@ impl<R: Read> Read for Counting<R> {
 
 /// Reads a `.tar.gz` Velero backup from `source` to its end, running the per-item checks.
 pub fn inspect(source: impl Read, checks: &PvChecks) -> Result<Inventory, ArchiveError> {
+    let mut inventory = Inventory::default();
+    let (compressed, uncompressed) = read_tarball(source, |entry| match entry {
+        Entry::Version(bytes) => {
+            inventory.format_version = Some(String::from_utf8_lossy(bytes).trim().to_owned());
+        }
+        Entry::Oversized { path, size } => inventory.findings.push(
+            Reason::ItemInvalid,
+            format!("{path} is {size} bytes, larger than any Kubernetes object"),
+        ),
+        Entry::Item {
+            location,
+            path,
+            bytes,
+        } => {
+            inventory.stats.items += 1;
+            inspect_item(location, path, bytes, checks, &mut inventory);
+        }
+    })?;
+    inventory.stats.compressed_bytes = compressed;
+    inventory.stats.uncompressed_bytes = uncompressed;
+    Ok(inventory)
+}
+
+/// What [`read_tarball`] hands over, in tarball order.
+enum Entry<'a> {
+    /// `metadata/version`.
+    Version(&'a [u8]),
+    /// A canonical item too large to be a Kubernetes object (not read).
+    Oversized { path: &'a str, size: u64 },
+    /// A canonical item.
+    Item {
+        location: &'a ItemPath<'a>,
+        path: &'a str,
+        bytes: &'a [u8],
+    },
+}
+
+/// Streams `source` through gzip and tar to its end, calling `visit` for each entry that counts;
+/// returns the compressed and uncompressed byte counts. Both passes over a tarball go through
+/// here, so they see the same items in the same order.
+fn read_tarball(
+    source: impl Read,
+    visit: impl FnMut(Entry<'_>),
+) -> Result<(u64, u64), ArchiveError> {
     let compressed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let source_failed = Arc::new(AtomicBool::new(false));
     let counted = Counting {
@@ -177,13 +249,12 @@ pub fn inspect(source: impl Read, checks: &PvChecks) -> Result<Inventory, Archiv
         count: Arc::clone(&uncompressed),
         failed: Arc::new(AtomicBool::new(false)),
     };
-    let mut inventory = Inventory::default();
     let mut context = String::from("the tar header of the first entry");
-    let result = read_entries(gunzip, checks, &mut inventory, &mut context);
-    inventory.stats.compressed_bytes = compressed.load(Ordering::Relaxed);
-    inventory.stats.uncompressed_bytes = uncompressed.load(Ordering::Relaxed);
-    match result {
-        Ok(()) => Ok(inventory),
+    match read_entries(gunzip, &mut context, visit) {
+        Ok(()) => Ok((
+            compressed.load(Ordering::Relaxed),
+            uncompressed.load(Ordering::Relaxed),
+        )),
         Err(source) => {
             let offset = compressed.load(Ordering::Relaxed);
             Err(if source_failed.load(Ordering::Relaxed) {
@@ -206,9 +277,8 @@ pub fn inspect(source: impl Read, checks: &PvChecks) -> Result<Inventory, Archiv
 
 fn read_entries(
     reader: impl Read,
-    checks: &PvChecks,
-    inventory: &mut Inventory,
     context: &mut String,
+    mut visit: impl FnMut(Entry<'_>),
 ) -> io::Result<()> {
     let mut archive = tar::Archive::new(reader);
     let mut buffer = Vec::with_capacity(64 * 1024);
@@ -221,7 +291,7 @@ fn read_entries(
         if path == "metadata/version" {
             buffer.clear();
             entry.read_to_end(&mut buffer)?;
-            inventory.format_version = Some(String::from_utf8_lossy(&buffer).trim().to_owned());
+            visit(Entry::Version(&buffer));
             continue;
         }
         let Some(location) = ItemPath::parse(&path) else {
@@ -232,16 +302,16 @@ fn read_entries(
         }
         let size = entry.header().size()?;
         if size > MAX_ITEM_BYTES {
-            inventory.findings.push(
-                Reason::ItemInvalid,
-                format!("{path} is {size} bytes, larger than any Kubernetes object"),
-            );
+            visit(Entry::Oversized { path: &path, size });
             continue;
         }
         buffer.clear();
         entry.read_to_end(&mut buffer)?;
-        inventory.stats.items += 1;
-        inspect_item(&location, &path, &buffer, checks, inventory);
+        visit(Entry::Item {
+            location: &location,
+            path: &path,
+            bytes: &buffer,
+        });
     }
     // The tar end-of-archive marker is two zero blocks; `entries` stops at the first, so a
     // stream cut just after the last entry is caught by gzip's own length and CRC check here.
@@ -358,72 +428,92 @@ fn inspect_object(
     let str_at = |pointer: &str| object.pointer(pointer).and_then(Value::as_str);
     let api_version = str_at("/apiVersion").unwrap_or_default();
     let kind = str_at("/kind").unwrap_or_default();
-    let namespace = location.namespace.unwrap_or_default().to_owned();
-    let name = location.name.to_owned();
-    inventory.item_keys.insert(item_key(
-        &format!("{api_version}/{kind}"),
-        &namespace,
-        &name,
-    ));
+    let namespace = location.namespace.unwrap_or_default();
+    let name = location.name;
+    inventory
+        .item_keys
+        .insert(item_key(&format!("{api_version}/{kind}"), namespace, name));
     match location.group_resource {
         "persistentvolumeclaims" => {
             inventory.stats.persistent_volume_claims += 1;
-            let replica_of = str_at(&format!("/metadata/labels/{}", escape(LABEL_MANAGED_BY)))
-                .filter(|v| *v == MANAGED_BY)
-                .and_then(|_| {
-                    str_at(&format!(
-                        "/metadata/labels/{}",
-                        escape(LABEL_REPLICA_OF_SNAPSHOT_UID)
-                    ))
-                    .or_else(|| {
-                        str_at(&format!(
-                            "/metadata/annotations/{}",
-                            escape(LABEL_REPLICA_OF_SNAPSHOT_UID)
-                        ))
-                    })
-                })
-                .map(str::to_owned);
+            let key = pvc_key(namespace, name);
+            if let Some(uid) = replica_of(&object) {
+                inventory.replicas.insert(replica_key(namespace, uid), key);
+            }
             inventory.pvcs.insert(
-                (namespace, name),
-                PvcInfo {
-                    volume_name: str_at("/spec/volumeName")
-                        .filter(|v| !v.is_empty())
-                        .map(str::to_owned),
-                    replica_of_snapshot: replica_of,
+                key,
+                PvcRef {
+                    volume: volume_name(&object).map(pv_key),
                 },
             );
         }
         "persistentvolumes" => {
             inventory.stats.persistent_volumes += 1;
-            check_pv(&object, &name, checks, inventory);
-            inventory.pvs.insert(name);
+            check_pv(&object, name, checks, inventory);
+            inventory.pvs.insert(pv_key(name));
         }
         "volumesnapshots.snapshot.storage.k8s.io" => {
             inventory.stats.volume_snapshots += 1;
-            let uid = str_at("/metadata/uid").unwrap_or_default().to_owned();
-            inventory.snapshots.push((namespace, name, uid));
+            inventory
+                .snapshots
+                .push(replica_key(namespace, snapshot_uid(&object)));
         }
         "virtualmachines.kubevirt.io" => {
             inventory.stats.virtual_machines += 1;
-            let volumes = object
-                .pointer("/spec/template/spec/volumes")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            for volume in volumes {
-                let claim = volume
-                    .pointer("/persistentVolumeClaim/claimName")
-                    .or_else(|| volume.pointer("/dataVolume/name"))
-                    .and_then(Value::as_str);
-                if let Some(claim) = claim {
-                    inventory
-                        .vm_volumes
-                        .push((namespace.clone(), name.clone(), claim.to_owned()));
-                }
+            for claim in vm_claims(&object) {
+                inventory.vm_volumes.push(pvc_key(namespace, claim));
             }
         }
         _ => {}
     }
+}
+
+/// A PVC's `spec.volumeName`, if set.
+fn volume_name(pvc: &Value) -> Option<&str> {
+    pvc.pointer("/spec/volumeName")
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())
+}
+
+/// For a replica PVC the project made, the UID of the VolumeSnapshot it copies.
+fn replica_of(pvc: &Value) -> Option<&str> {
+    let str_at = |pointer: &str| pvc.pointer(pointer).and_then(Value::as_str);
+    str_at(&format!("/metadata/labels/{}", escape(LABEL_MANAGED_BY)))
+        .filter(|v| *v == MANAGED_BY)
+        .and_then(|_| {
+            str_at(&format!(
+                "/metadata/labels/{}",
+                escape(LABEL_REPLICA_OF_SNAPSHOT_UID)
+            ))
+            .or_else(|| {
+                str_at(&format!(
+                    "/metadata/annotations/{}",
+                    escape(LABEL_REPLICA_OF_SNAPSHOT_UID)
+                ))
+            })
+        })
+}
+
+fn snapshot_uid(snapshot: &Value) -> &str {
+    snapshot
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// The PVC or `DataVolume` names of a VM's disks, in order.
+fn vm_claims(vm: &Value) -> impl Iterator<Item = &str> {
+    vm.pointer("/spec/template/spec/volumes")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|volume| {
+            volume
+                .pointer("/persistentVolumeClaim/claimName")
+                .or_else(|| volume.pointer("/dataVolume/name"))
+                .and_then(Value::as_str)
+        })
 }
 
 /// JSON pointer escaping of a label key.
@@ -585,66 +675,263 @@ impl<'de, F: FnMut(&str, &str)> serde::de::Visitor<'de> for Entries<'_, F> {
 }
 
 /// The checks across items, after the pass: bound PVs, replica PVCs, VM disks, resource list.
-pub fn cross_check(inventory: &mut Inventory, resource_list: Option<&ResourceList>) {
+///
+/// They run on the inventory's hashes. Only if one fails is the tarball read a second time, from
+/// `reopen`, to recover the names of the objects at fault, so each finding names them exactly;
+/// if that read fails the findings stay, with the names replaced by why they are missing.
+pub fn cross_check<R: Read>(
+    inventory: &mut Inventory,
+    resource_list: Option<&ResourceList>,
+    reopen: impl FnOnce() -> io::Result<R>,
+) {
+    let failures = find_failures(inventory);
+    let names = if failures.need_names() {
+        reopen()
+            .map_err(|source| ArchiveError::Source { offset: 0, source })
+            .and_then(|source| recover_names(source, &failures))
+    } else {
+        Ok(Names::default())
+    };
+    report_failures(inventory, &failures, &names, resource_list);
+}
+
+/// What failed the cross checks, by hash and position, before the names are known.
+#[derive(Debug, Default)]
+struct Failures {
+    no_version: bool,
+    /// PVCs bound to a PV that is not in the backup, by [`pvc_key`]: all of them, since the
+    /// findings kept word for word are the first in (namespace, name) order.
+    pvcs_without_pv: HashSet<u64>,
+    /// The first [`KEPT_PER_REASON`] snapshots failing, by position among the snapshots, with
+    /// the [`pvc_key`] of their replica PVC when it is there but unbound.
+    snapshots: Vec<(usize, Option<u64>)>,
+    snapshots_failed: usize,
+    /// The first [`KEPT_PER_REASON`] VM disks failing, by position among the VM disks.
+    vm_volumes: Vec<usize>,
+    vm_volumes_failed: usize,
+}
+
+impl Failures {
+    fn need_names(&self) -> bool {
+        !self.pvcs_without_pv.is_empty() || self.snapshots_failed > 0 || self.vm_volumes_failed > 0
+    }
+}
+
+fn find_failures(inventory: &Inventory) -> Failures {
+    let mut failures = Failures {
+        no_version: inventory.format_version.is_none(),
+        ..Failures::default()
+    };
+    failures.pvcs_without_pv = inventory
+        .pvcs
+        .iter()
+        .filter(|(_, pvc)| pvc.volume.is_some_and(|pv| !inventory.pvs.contains(&pv)))
+        .map(|(key, _)| *key)
+        .collect();
+    for (index, replica) in inventory.snapshots.iter().enumerate() {
+        let failure = match inventory.replicas.get(replica) {
+            None => Some(None),
+            Some(pvc) => inventory
+                .pvcs
+                .get(pvc)
+                .and_then(|p| p.volume)
+                .is_none()
+                .then_some(Some(*pvc)),
+        };
+        if let Some(unbound) = failure {
+            failures.snapshots_failed += 1;
+            if failures.snapshots.len() < KEPT_PER_REASON {
+                failures.snapshots.push((index, unbound));
+            }
+        }
+    }
+    for (index, claim) in inventory.vm_volumes.iter().enumerate() {
+        if !inventory.pvcs.contains_key(claim) {
+            failures.vm_volumes_failed += 1;
+            if failures.vm_volumes.len() < KEPT_PER_REASON {
+                failures.vm_volumes.push(index);
+            }
+        }
+    }
+    failures
+}
+
+/// The names of the objects in the failures kept word for word, read on the second pass.
+#[derive(Debug, Default)]
+struct Names {
+    /// The first PVCs without their PV, in (namespace, name) order, with the PV's name.
+    pvcs_without_pv: BTreeMap<(String, String), String>,
+    /// By position among the snapshots: (namespace, name, uid).
+    snapshots: HashMap<usize, (String, String, String)>,
+    /// Unbound replica PVCs' names, by [`pvc_key`].
+    replica_pvcs: HashMap<u64, String>,
+    /// By position among the VM disks: (namespace, VM name, claim).
+    vm_volumes: HashMap<usize, (String, String, String)>,
+}
+
+/// The second pass: streams the tarball again and keeps the names of what `failures` needs.
+/// Items are counted as in [`inspect`] (same reader, same order, same items skipped), so the
+/// positions recorded in the first pass find the same objects.
+fn recover_names(source: impl Read, failures: &Failures) -> Result<Names, ArchiveError> {
+    let snapshots: HashSet<usize> = failures.snapshots.iter().map(|(i, _)| *i).collect();
+    let replica_pvcs: HashSet<u64> = failures.snapshots.iter().filter_map(|(_, p)| *p).collect();
+    let vm_volumes: HashSet<usize> = failures.vm_volumes.iter().copied().collect();
+    let mut names = Names::default();
+    let (mut snapshot_index, mut vm_volume_index) = (0, 0);
+    read_tarball(source, |entry| {
+        let Entry::Item {
+            location, bytes, ..
+        } = entry
+        else {
+            return;
+        };
+        let namespace = location.namespace.unwrap_or_default();
+        let name = location.name;
+        match location.group_resource {
+            "persistentvolumeclaims" => {
+                let key = pvc_key(namespace, name);
+                let without_pv = failures.pvcs_without_pv.contains(&key);
+                if !without_pv && !replica_pvcs.contains(&key) {
+                    return;
+                }
+                let Ok(object) = serde_json::from_slice::<Value>(bytes) else {
+                    return;
+                };
+                if replica_pvcs.contains(&key) {
+                    names.replica_pvcs.insert(key, name.to_owned());
+                }
+                if without_pv {
+                    let volume = volume_name(&object).unwrap_or_default().to_owned();
+                    let kept = &mut names.pvcs_without_pv;
+                    kept.insert((namespace.to_owned(), name.to_owned()), volume);
+                    if kept.len() > KEPT_PER_REASON {
+                        kept.pop_last();
+                    }
+                }
+            }
+            "volumesnapshots.snapshot.storage.k8s.io" if !snapshots.is_empty() => {
+                let Ok(object) = serde_json::from_slice::<Value>(bytes) else {
+                    return;
+                };
+                if snapshots.contains(&snapshot_index) {
+                    names.snapshots.insert(
+                        snapshot_index,
+                        (
+                            namespace.to_owned(),
+                            name.to_owned(),
+                            snapshot_uid(&object).to_owned(),
+                        ),
+                    );
+                }
+                snapshot_index += 1;
+            }
+            "virtualmachines.kubevirt.io" if !vm_volumes.is_empty() => {
+                let Ok(object) = serde_json::from_slice::<Value>(bytes) else {
+                    return;
+                };
+                for claim in vm_claims(&object) {
+                    if vm_volumes.contains(&vm_volume_index) {
+                        names.vm_volumes.insert(
+                            vm_volume_index,
+                            (namespace.to_owned(), name.to_owned(), claim.to_owned()),
+                        );
+                    }
+                    vm_volume_index += 1;
+                }
+            }
+            _ => {}
+        }
+    })?;
+    Ok(names)
+}
+
+/// Pushes the cross checks' findings, in the order and with the words of a check on names.
+fn report_failures(
+    inventory: &mut Inventory,
+    failures: &Failures,
+    names: &Result<Names, ArchiveError>,
+    resource_list: Option<&ResourceList>,
+) {
     let findings = &mut inventory.findings;
-    if inventory.format_version.is_none() {
+    if failures.no_version {
         findings.push(
             Reason::ItemInvalid,
             "the tarball has no metadata/version: it was not written by Velero",
         );
     }
-    for ((namespace, name), pvc) in &inventory.pvcs {
-        if let Some(volume) = &pvc.volume_name
-            && !inventory.pvs.contains(volume)
-        {
-            findings.push(
-                Reason::PvMissing,
-                format!("PersistentVolumeClaim {namespace}/{name} is bound to PersistentVolume {volume}, which is not in the backup"),
-            );
+    let unnamed = |what: &str| match names {
+        Ok(_) => format!(
+            "{what} (its name was not found when the tarball was read a second time for it)"
+        ),
+        Err(error) => {
+            let mut cause = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(error) = source {
+                cause = format!("{cause}: {error}");
+                source = error.source();
+            }
+            format!(
+                "{what} (its name could not be read: reading the tarball a second time failed: {cause})"
+            )
         }
-    }
-    let replicas: BTreeMap<(&str, &str), &str> = inventory
-        .pvcs
-        .iter()
-        .filter_map(|((namespace, name), pvc)| {
-            pvc.replica_of_snapshot
-                .as_deref()
-                .map(|uid| ((namespace.as_str(), uid), name.as_str()))
+    };
+    let recovered = names.as_ref().ok();
+
+    let mut messages: Vec<String> = recovered
+        .map(|n| &n.pvcs_without_pv)
+        .into_iter()
+        .flatten()
+        .map(|((namespace, name), volume)| {
+            format!("PersistentVolumeClaim {namespace}/{name} is bound to PersistentVolume {volume}, which is not in the backup")
         })
         .collect();
-    for (namespace, name, uid) in &inventory.snapshots {
-        match replicas.get(&(namespace.as_str(), uid.as_str())) {
-            None => findings.push(
-                Reason::ReplicaPvcMissing,
-                format!("VolumeSnapshot {namespace}/{name} (uid {uid}) has no replica PVC in the backup (a PVC labelled {LABEL_MANAGED_BY}={MANAGED_BY}, {LABEL_REPLICA_OF_SNAPSHOT_UID}={uid})"),
+    let listed = failures.pvcs_without_pv.len().min(KEPT_PER_REASON);
+    while messages.len() < listed {
+        messages.push(unnamed(
+            "a PersistentVolumeClaim is bound to a PersistentVolume which is not in the backup",
+        ));
+    }
+    push_counted(
+        findings,
+        Reason::PvMissing,
+        messages,
+        failures.pvcs_without_pv.len(),
+    );
+
+    let messages = failures.snapshots.iter().map(|(index, unbound)| {
+        let snapshot = recovered.and_then(|n| n.snapshots.get(index));
+        match (snapshot, unbound) {
+            (Some((namespace, name, uid)), None) => format!("VolumeSnapshot {namespace}/{name} (uid {uid}) has no replica PVC in the backup (a PVC labelled {LABEL_MANAGED_BY}={MANAGED_BY}, {LABEL_REPLICA_OF_SNAPSHOT_UID}={uid})"),
+            (Some((namespace, name, _)), Some(pvc)) => match recovered.and_then(|n| n.replica_pvcs.get(pvc)) {
+                Some(pvc) => format!("replica PVC {namespace}/{pvc} of VolumeSnapshot {namespace}/{name} was not bound to a PersistentVolume when backed up"),
+                None => unnamed(&format!("the replica PVC of VolumeSnapshot {namespace}/{name} was not bound to a PersistentVolume when backed up")),
+            },
+            (None, None) => unnamed("a VolumeSnapshot has no replica PVC in the backup"),
+            (None, Some(_)) => unnamed("the replica PVC of a VolumeSnapshot was not bound to a PersistentVolume when backed up"),
+        }
+    });
+    push_counted(
+        findings,
+        Reason::ReplicaPvcMissing,
+        messages,
+        failures.snapshots_failed,
+    );
+
+    let messages = failures.vm_volumes.iter().map(|index| {
+        match recovered.and_then(|n| n.vm_volumes.get(index)) {
+            Some((namespace, vm, claim)) => format!(
+                "VirtualMachine {namespace}/{vm} uses PVC {claim}, which is not in the backup"
             ),
-            Some(pvc) => {
-                let bound = inventory
-                    .pvcs
-                    .get(&(namespace.clone(), (*pvc).to_owned()))
-                    .and_then(|p| p.volume_name.as_ref());
-                if bound.is_none() {
-                    findings.push(
-                        Reason::ReplicaPvcMissing,
-                        format!("replica PVC {namespace}/{pvc} of VolumeSnapshot {namespace}/{name} was not bound to a PersistentVolume when backed up"),
-                    );
-                }
-            }
+            None => unnamed("a VirtualMachine uses a PVC which is not in the backup"),
         }
-    }
-    for (namespace, vm, claim) in &inventory.vm_volumes {
-        if !inventory
-            .pvcs
-            .contains_key(&(namespace.clone(), claim.clone()))
-        {
-            findings.push(
-                Reason::VmVolumeMissing,
-                format!(
-                    "VirtualMachine {namespace}/{vm} uses PVC {claim}, which is not in the backup"
-                ),
-            );
-        }
-    }
+    });
+    push_counted(
+        findings,
+        Reason::VmVolumeMissing,
+        messages,
+        failures.vm_volumes_failed,
+    );
+
     if let Some(list) = resource_list {
         let listed = list.len();
         let item_keys = &inventory.item_keys;
@@ -666,6 +953,24 @@ pub fn cross_check(inventory: &mut Inventory, resource_list: Option<&ResourceLis
                 ),
             );
         }
+    }
+}
+
+/// Pushes `messages` (the findings kept word for word), then counts the rest up to `total`.
+fn push_counted(
+    findings: &mut Findings,
+    reason: Reason,
+    messages: impl IntoIterator<Item = String>,
+    total: usize,
+) {
+    let mut pushed = 0;
+    for message in messages {
+        findings.push(reason, message);
+        pushed += 1;
+    }
+    // Past the kept ones, `push` only counts: the message is never stored.
+    for _ in pushed..total {
+        findings.push(reason, String::new());
     }
 }
 

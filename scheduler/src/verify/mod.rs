@@ -220,12 +220,27 @@ impl Verifier {
         let key = location.backup_key(name, &files[1]);
         let body = store.get(&key).await?;
         let reader = SyncIoBridge::new(body.into_async_read());
-        let inspected = tokio::task::spawn_blocking(move || archive::inspect(reader, &checks))
-            .await
-            .map_err(|e| StoreError {
-                reason: Reason::TarballCorrupt,
-                message: format!("the tarball reader panicked: {e}"),
-            })?;
+        // Only when a cross check fails: a second GET, to name the objects at fault.
+        let reopen = {
+            let (store, key) = (store.clone(), key.clone());
+            let runtime = tokio::runtime::Handle::current();
+            move || {
+                let body = runtime
+                    .block_on(store.get(&key))
+                    .map_err(std::io::Error::other)?;
+                Ok(SyncIoBridge::new(body.into_async_read()))
+            }
+        };
+        let inspected = tokio::task::spawn_blocking(move || {
+            let mut inventory = archive::inspect(reader, &checks)?;
+            archive::cross_check(&mut inventory, resource_list.as_ref(), reopen);
+            Ok::<_, archive::ArchiveError>(inventory)
+        })
+        .await
+        .map_err(|e| StoreError {
+            reason: Reason::TarballCorrupt,
+            message: format!("the tarball reader panicked: {e}"),
+        })?;
         let mut inventory = match inspected {
             Ok(inventory) => inventory,
             Err(error) => {
@@ -235,7 +250,6 @@ impl Verifier {
                 });
             }
         };
-        archive::cross_check(&mut inventory, resource_list.as_ref());
         self.check_live_scope(backup, &inventory, findings).await;
         *stats = inventory.stats.clone();
         findings.extend(std::mem::take(&mut inventory.findings));
@@ -395,7 +409,7 @@ impl Verifier {
                     continue;
                 }
                 let key = (pvc.namespace().unwrap_or_default(), pvc.name_any());
-                if !inventory.pvcs.contains_key(&key) {
+                if !inventory.has_pvc(&key.0, &key.1) {
                     findings.push(
                         Reason::PvcMissing,
                         format!(

@@ -99,7 +99,7 @@ pub struct Finding {
 }
 
 /// How many findings of one reason are kept word for word; the rest are counted.
-const KEPT_PER_REASON: usize = 20;
+pub(crate) const KEPT_PER_REASON: usize = 20;
 
 /// Findings, at most 20 kept word for word per reason so a broken backup of 100,000 items
 /// cannot fill memory with messages.

@@ -21,7 +21,7 @@ fn build(objects: &[(&str, Value)]) -> (Vec<u8>, Vec<u8>) {
 fn verify(tarball: &[u8], list: &[u8]) -> (Inventory, Vec<Reason>) {
     let mut inventory = inspect(Cursor::new(tarball), &checks()).expect("readable");
     let list = ResourceList::parse(list.to_vec()).expect("list");
-    cross_check(&mut inventory, Some(&list));
+    cross_check(&mut inventory, Some(&list), || Ok(Cursor::new(tarball)));
     let mut reasons: Vec<Reason> = inventory.findings.counts().keys().copied().collect();
     reasons.sort();
     (inventory, reasons)
@@ -270,8 +270,8 @@ fn a_tarball_without_metadata_version_was_not_written_by_velero() {
     )
     .expect("append");
     let tarball = raw.into_inner().expect("tar").finish().expect("gz");
-    let mut inventory = inspect(Cursor::new(tarball), &checks()).expect("readable");
-    cross_check(&mut inventory, None);
+    let mut inventory = inspect(Cursor::new(&tarball), &checks()).expect("readable");
+    cross_check(&mut inventory, None, || Ok(Cursor::new(&tarball)));
     assert_eq!(
         inventory
             .findings
@@ -301,4 +301,124 @@ fn findings_are_capped_per_reason_but_counted() {
     let (inventory, _) = verify(&tarball, &list);
     assert_eq!(inventory.findings.counts()[&Reason::PvNotRetain], 100);
     assert_eq!(inventory.findings.kept().len(), 20);
+}
+
+#[test]
+fn failures_found_on_hashes_are_named_from_a_second_pass() {
+    let mut objects = without("pv-data");
+    // A replica PVC left unbound, and a VM disk whose PVC is not in the backup.
+    objects.retain(|(_, o)| o["metadata"]["name"] != "db-data-snap-replica");
+    let mut unbound = objects::replica_pvc("vms", "db-data-snap-replica", "", "snap-uid-1");
+    unbound["spec"]["volumeName"] = Value::String(String::new());
+    objects.push(("persistentvolumeclaims", unbound));
+    objects.push((
+        "virtualmachines.kubevirt.io",
+        objects::vm("vms", "web", &["web-root"]),
+    ));
+    let (tarball, list) = build(&objects);
+    let mut inventory = inspect(Cursor::new(&tarball), &checks()).expect("readable");
+    // The first pass keeps no names, only hashes.
+    assert!(!inventory.has_pvc("vms", "web-root"));
+    let list = ResourceList::parse(list).expect("list");
+    let mut reopened = 0;
+    cross_check(&mut inventory, Some(&list), || {
+        reopened += 1;
+        Ok(Cursor::new(&tarball))
+    });
+    assert_eq!(reopened, 1, "one second pass for all the failures");
+    let messages: Vec<_> = inventory
+        .findings
+        .kept()
+        .iter()
+        .map(|f| (f.reason, f.message.as_str()))
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            (
+                Reason::PvMissing,
+                "PersistentVolumeClaim vms/db-data is bound to PersistentVolume pv-data, which is not in the backup"
+            ),
+            (
+                Reason::ReplicaPvcMissing,
+                "replica PVC vms/db-data-snap-replica of VolumeSnapshot vms/db-data-snap was not bound to a PersistentVolume when backed up"
+            ),
+            (
+                Reason::VmVolumeMissing,
+                "VirtualMachine vms/web uses PVC web-root, which is not in the backup"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn a_healthy_backup_is_read_once() {
+    let (tarball, list) = fixture::healthy_vm_backup().expect("fixture");
+    let mut inventory = inspect(Cursor::new(&tarball), &checks()).expect("readable");
+    let list = ResourceList::parse(list).expect("list");
+    cross_check(
+        &mut inventory,
+        Some(&list),
+        || -> io::Result<Cursor<Vec<u8>>> {
+            panic!("a backup that passes is not read a second time")
+        },
+    );
+    assert!(
+        inventory.findings.is_empty(),
+        "{:?}",
+        inventory.findings.kept()
+    );
+}
+
+#[test]
+fn many_failures_keep_the_first_in_name_order_and_count_all() {
+    let mut objects = Vec::new();
+    for i in (0..50).rev() {
+        objects.push((
+            "persistentvolumeclaims",
+            objects::pvc("vms", &format!("claim-{i:02}"), &format!("pv-{i:02}")),
+        ));
+    }
+    let (tarball, list) = build(&objects);
+    let (inventory, reasons) = verify(&tarball, &list);
+    assert_eq!(reasons, [Reason::PvMissing]);
+    assert_eq!(inventory.findings.counts()[&Reason::PvMissing], 50);
+    let named: Vec<_> = inventory
+        .findings
+        .kept()
+        .iter()
+        .filter(|f| f.reason == Reason::PvMissing)
+        .map(|f| f.message.as_str())
+        .collect();
+    assert_eq!(named.len(), 20);
+    for (i, message) in named.iter().enumerate() {
+        assert!(
+            message.starts_with(&format!(
+                "PersistentVolumeClaim vms/claim-{i:02} is bound to PersistentVolume pv-{i:02},"
+            )),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn failures_keep_their_reason_when_the_second_pass_cannot_read() {
+    let (tarball, list) = build(&without("pv-data"));
+    let mut inventory = inspect(Cursor::new(&tarball), &checks()).expect("readable");
+    let list = ResourceList::parse(list).expect("list");
+    cross_check(
+        &mut inventory,
+        Some(&list),
+        || -> io::Result<Cursor<Vec<u8>>> {
+            Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset"))
+        },
+    );
+    let kept = inventory.findings.kept();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].reason, Reason::PvMissing);
+    assert!(
+        kept[0].message.contains("could not be read") && kept[0].message.contains("reset"),
+        "{}",
+        kept[0].message
+    );
 }
