@@ -12,12 +12,14 @@ bash hack/build-kube-peers.sh
 bash hack/build-velero-peers.sh
 bash hack/build-s3-peer.sh
 bash hack/build-conformance.sh >/dev/null
+bash hack/validate-manifests.sh
 
 log "static checks"
 find hack -name "*.sh" -print0 | xargs -0 shellcheck -x .ci/run
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
+bash hack/lint-images.sh
 
 log "tests"
 # The end-to-end tests drive the built binaries, so build them first.

@@ -1,6 +1,6 @@
 //! The `BackupPolicy` custom resource (`replicadr.io/v1alpha1`): what to back up, when, and how to
 //! verify it; and its status, which the scheduler owns. The CRD YAML in
-//! `manifests/crds/backuppolicies.yaml` is generated from these types (`replicadr crd`).
+//! `manifests/base/crds/backuppolicies.yaml` is generated from these types (`replicadr crd`).
 //!
 //! [`ValidPolicy`] is the policy parsed once at the door: every later step works on typed values.
 
@@ -274,7 +274,7 @@ impl BackupPolicyStatus {
     }
 }
 
-/// The CRD manifest, as checked in at `manifests/crds/backuppolicies.yaml`.
+/// The CRD manifest, as checked in at `manifests/base/crds/backuppolicies.yaml`.
 pub fn crd_yaml() -> String {
     use kube::CustomResourceExt as _;
     let crd = serde_yaml_ng::to_string(&BackupPolicy::crd()).expect("a CRD always serialises");
@@ -540,10 +540,10 @@ mod tests {
 
     #[test]
     fn checked_in_crd_matches_the_rust_types() {
-        let checked_in = include_str!("../../manifests/crds/backuppolicies.yaml");
+        let checked_in = include_str!("../../manifests/base/crds/backuppolicies.yaml");
         assert!(
             checked_in == crd_yaml(),
-            "manifests/crds/backuppolicies.yaml is stale: run `cargo run -p replicadr-scheduler -- crd > manifests/crds/backuppolicies.yaml`"
+            "manifests/base/crds/backuppolicies.yaml is stale: run `cargo run -p replicadr-scheduler -- crd > manifests/base/crds/backuppolicies.yaml`"
         );
     }
 }

@@ -162,8 +162,28 @@ fn push_objects(number: usize, value: Value, out: &mut Vec<Document>) -> Result<
 /// for the CRDs among them to be Established. Namespaced objects without a namespace go to
 /// `default`. Returns the objects as the server stored them.
 pub async fn apply_yaml(client: &Client, yaml: &str) -> Result<Vec<DynamicObject>, ApplyError> {
+    apply_documents(client, yaml, &PatchParams::apply(FIELD_MANAGER).force()).await
+}
+
+/// Server-side applies every object of `yaml` as a dry run with strict field validation, as
+/// `kubectl apply --server-side --dry-run=server --validate=strict` does: the API server runs its
+/// schema validation, defaulting and admission on each object, rejects unknown or duplicate
+/// fields, and stores nothing. Kinds defined by CRDs must already be served; CRDs in `yaml` are
+/// themselves only validated. Returns the objects as the server would have stored them.
+pub async fn dry_run_yaml(client: &Client, yaml: &str) -> Result<Vec<DynamicObject>, ApplyError> {
+    let params = PatchParams::apply(FIELD_MANAGER)
+        .force()
+        .dry_run()
+        .validation_strict();
+    apply_documents(client, yaml, &params).await
+}
+
+async fn apply_documents(
+    client: &Client,
+    yaml: &str,
+    params: &PatchParams,
+) -> Result<Vec<DynamicObject>, ApplyError> {
     let documents = parse_documents(yaml)?;
-    let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut pending_crds = Vec::new();
     let mut defined_groups = BTreeSet::new();
     let mut applied = Vec::with_capacity(documents.len());
@@ -188,7 +208,7 @@ pub async fn apply_yaml(client: &Client, yaml: &str) -> Result<Vec<DynamicObject
             ),
         };
         let stored = api
-            .patch(document.name(), &params, &Patch::Apply(&document.object))
+            .patch(document.name(), params, &Patch::Apply(&document.object))
             .await
             .map_err(|source| ApplyError::Apply {
                 number: document.number,
@@ -197,7 +217,8 @@ pub async fn apply_yaml(client: &Client, yaml: &str) -> Result<Vec<DynamicObject
                 source,
             })?;
         tracing::debug!(kind = %document.gvk.kind, name = document.name(), "applied");
-        if document.is_crd() {
+        // A dry-run CRD is never stored, so there is nothing to wait for.
+        if document.is_crd() && !params.dry_run {
             pending_crds.push(document.name().to_owned());
             defined_groups.extend(document.defined_group().map(str::to_owned));
         }

@@ -51,7 +51,7 @@ pub fn velero_crds() -> anyhow::Result<String> {
     Ok(text)
 }
 /// The BackupPolicy CRD as shipped.
-pub const POLICY_CRD: &str = include_str!("../../manifests/crds/backuppolicies.yaml");
+pub const POLICY_CRD: &str = include_str!("../../manifests/base/crds/backuppolicies.yaml");
 
 /// The bucket every test's BackupStorageLocation uses.
 pub const BUCKET: &str = "velero-backups";

@@ -405,7 +405,7 @@ async fn a_failed_backup_is_retried_within_its_slot_and_reported() -> anyhow::Re
 }
 
 /// A client acting as the scheduler's `ServiceAccount`, holding only what
-/// `manifests/scheduler-rbac.yaml` grants.
+/// `manifests/base/scheduler-rbac.yaml` grants.
 async fn service_account_client(env: &BackupEnv) -> anyhow::Result<kube::Client> {
     let kubeconfig = kube::config::Kubeconfig::read_from(env.cluster.kubeconfig_path())?;
     let mut config = kube::Config::from_custom_kubeconfig(
@@ -426,7 +426,7 @@ async fn service_account_client(env: &BackupEnv) -> anyhow::Result<kube::Client>
 async fn the_shipped_rbac_is_enough_for_the_scheduler() -> anyhow::Result<()> {
     let env = BackupEnv::start("velero").await?;
     env.cluster
-        .apply_yaml(include_str!("../../manifests/scheduler-rbac.yaml"))
+        .apply_yaml(include_str!("../../manifests/base/scheduler-rbac.yaml"))
         .await?;
     env.create_policy(
         "vms",
