@@ -697,3 +697,60 @@ async fn pv_retain_changes_the_backed_up_copy_only() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Velero's service account with every permission snapshot-to-pvc needs except creating PVCs.
+const RBAC_WITHOUT_PVC_CREATE: &str = r"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: velero-without-pvc-create}
+rules:
+  - {apiGroups: [''], resources: [configmaps], verbs: [list]}
+  - {apiGroups: [''], resources: [persistentvolumeclaims, persistentvolumes], verbs: [get, list]}
+  - {apiGroups: [snapshot.storage.k8s.io], resources: [volumesnapshots], verbs: [get]}
+  - {apiGroups: [storage.k8s.io], resources: [storageclasses], verbs: [get]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: velero-without-pvc-create}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: velero-without-pvc-create}
+subjects:
+  - {kind: ServiceAccount, name: velero, namespace: velero}
+";
+
+#[tokio::test]
+async fn a_missing_permission_fails_the_operation_at_once_naming_it() -> anyhow::Result<()> {
+    let env = Env::start("fast: replicated-nfs").await?;
+    env.cluster.apply_yaml(RBAC_WITHOUT_PVC_CREATE).await?;
+    let snapshot = env.create_snapshot("snap-p", "disk-1").await?;
+    env.make_ready("snap-p").await?;
+
+    // The plugin process acts as Velero's service account (kubeconfig `as:`), as it would in the
+    // Velero pod.
+    let mut kubeconfig: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(env.cluster.kubeconfig_path())?)?;
+    let user = &mut kubeconfig["users"][0]["user"];
+    user["as"] = "system:serviceaccount:velero:velero".into();
+    user["as-groups"] =
+        serde_yaml_ng::to_value(["system:serviceaccounts", "system:authenticated"])?;
+    let dir = tempfile::tempdir()?;
+    let restricted = dir.path().join("kubeconfig");
+    std::fs::write(&restricted, serde_yaml_ng::to_string(&kubeconfig)?)?;
+
+    let plugin = Plugin::start(&env.plugin, &restricted);
+    let out = plugin.execute(&snapshot).await?;
+    let progress = plugin.progress(&out.operation_id).await?;
+    assert!(progress.completed, "failed, not retrying: {progress:?}");
+    assert!(
+        progress
+            .err
+            .contains("cannot create PersistentVolumeClaim vms/")
+            && progress.err.contains("forbidden")
+            && progress
+                .err
+                .contains("grant that permission to Velero's service account"),
+        "{}",
+        progress.err
+    );
+    assert!(env.replicas_of(&uid(&snapshot)).await?.is_empty());
+    Ok(())
+}

@@ -245,9 +245,13 @@ pub enum ClusterError {
     /// Creating an object whose name is taken.
     #[error("{0} already exists")]
     AlreadyExists(String),
-    /// The API server refused or could not be reached; retrying may help.
+    /// The API server could not be reached or failed; retrying may help.
     #[error("{0}")]
     Api(String),
+    /// The API server refused the request for good (no permission, invalid object, unknown
+    /// resource type); retrying will not help until someone fixes the cause.
+    #[error("{0}")]
+    Rejected(String),
 }
 
 /// The cluster as the actions see it: JSON objects by type, namespace and name. The framework

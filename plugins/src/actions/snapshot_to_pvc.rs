@@ -173,6 +173,7 @@ impl From<ClusterError> for Problem {
     fn from(error: ClusterError) -> Self {
         match error {
             ClusterError::Api(message) => Problem::Unavailable(message),
+            ClusterError::Rejected(message) => Problem::failed(message),
             ClusterError::AlreadyExists(what) => Problem::failed(format!("{what} already exists")),
         }
     }

@@ -238,6 +238,24 @@ fn describe_target(kind: &ResourceType, namespace: Option<&str>, name: &str) -> 
     }
 }
 
+/// Sorts an API failure into "retry later" and "refused until someone fixes it", so an action
+/// can fail at once on a missing permission instead of retrying until Velero's timeout.
+fn classify(context: &str, error: &kube::Error) -> ClusterError {
+    match error {
+        kube::Error::Api(status) => {
+            let message = format!("{context}: {} ({})", status.message, status.reason);
+            match status.code {
+                403 => ClusterError::Rejected(format!(
+                    "{message}; grant that permission to Velero's service account"
+                )),
+                400 | 401 | 404 | 405 | 422 => ClusterError::Rejected(message),
+                _ => ClusterError::Api(message),
+            }
+        }
+        other => ClusterError::Api(format!("{context}: {other}")),
+    }
+}
+
 fn to_json(object: DynamicObject) -> Result<Value, ClusterError> {
     serde_json::to_value(object)
         .map_err(|e| ClusterError::Api(format!("cannot encode object as JSON: {e}")))
@@ -254,10 +272,10 @@ impl Cluster for ClusterAccess {
         let api = self.api(kind, namespace).await?;
         match api.get_opt(name).await {
             Ok(found) => found.map(to_json).transpose(),
-            Err(e) => Err(ClusterError::Api(format!(
-                "cannot read {}: {e}",
-                describe_target(kind, namespace, name)
-            ))),
+            Err(e) => Err(classify(
+                &format!("cannot read {}", describe_target(kind, namespace, name)),
+                &e,
+            )),
         }
     }
 
@@ -281,7 +299,7 @@ impl Cluster for ClusterAccess {
             Err(kube::Error::Api(status)) if status.code == 409 => {
                 Err(ClusterError::AlreadyExists(target))
             }
-            Err(e) => Err(ClusterError::Api(format!("cannot create {target}: {e}"))),
+            Err(e) => Err(classify(&format!("cannot create {target}"), &e)),
         }
     }
 
@@ -296,11 +314,55 @@ impl Cluster for ClusterAccess {
             .list(&ListParams::default().labels(label_selector))
             .await
             .map_err(|e| {
-                ClusterError::Api(format!(
-                    "cannot list {} with labels {label_selector:?}: {e}",
-                    kind.plural
-                ))
+                classify(
+                    &format!("cannot list {} with labels {label_selector:?}", kind.plural),
+                    &e,
+                )
             })?;
         list.items.into_iter().map(to_json).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, reason: &str) -> kube::Error {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "code": code, "reason": reason, "message": "refused"
+        }))
+        .expect("status");
+        kube::Error::Api(Box::new(status))
+    }
+
+    #[test]
+    fn permanent_refusals_are_told_from_passing_failures() {
+        for code in [400, 401, 404, 405, 422] {
+            assert!(
+                matches!(
+                    classify("x", &api_error(code, "Invalid")),
+                    ClusterError::Rejected(_)
+                ),
+                "{code}"
+            );
+        }
+        for code in [429, 500, 503, 504] {
+            assert!(
+                matches!(
+                    classify("x", &api_error(code, "Busy")),
+                    ClusterError::Api(_)
+                ),
+                "{code}"
+            );
+        }
+        let ClusterError::Rejected(message) =
+            classify("cannot create PVC vms/r", &api_error(403, "Forbidden"))
+        else {
+            panic!("403 is a refusal");
+        };
+        assert_eq!(
+            message,
+            "cannot create PVC vms/r: refused (Forbidden); grant that permission to Velero's service account"
+        );
     }
 }
