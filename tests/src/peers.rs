@@ -111,6 +111,11 @@ pub fn cache_dir() -> Result<PathBuf, PeerError> {
         .ok_or(PeerError::NoCacheDir)
 }
 
+/// The value `hack/versions.env` pins for `key`: the one reader of that file for every peer.
+pub fn pinned_value(key: &str) -> Option<&'static str> {
+    pinned(VERSIONS_ENV, key)
+}
+
 /// The value of `key` in a shell-style `KEY=value` file, without surrounding quotes.
 fn pinned<'a>(env_file: &'a str, key: &str) -> Option<&'a str> {
     env_file.lines().find_map(|line| {

@@ -17,8 +17,6 @@ use crate::process::PeerProcess;
 
 /// The build script, which pins the version.
 pub const BUILD_SCRIPT: &str = "hack/build-s3-peer.sh";
-const VERSIONS_ENV: &str =
-    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../hack/versions.env"));
 /// Overrides the located binary.
 pub const OVERRIDE_VAR: &str = "REPLICADR_S3S_FS";
 
@@ -29,11 +27,7 @@ pub const SECRET_KEY: &str = "replicadr-e2e-secret-key";
 
 /// The s3s-fs version hack/versions.env pins.
 pub fn pinned_version() -> anyhow::Result<&'static str> {
-    VERSIONS_ENV
-        .lines()
-        .find_map(|line| line.trim().strip_prefix("S3S_FS_VERSION="))
-        .map(|v| v.trim_matches('"'))
-        .context("hack/versions.env does not pin S3S_FS_VERSION")
+    crate::workspace::pinned("S3S_FS_VERSION")
 }
 
 /// The s3s-fs binary: `$REPLICADR_S3S_FS`, or the cached build.

@@ -11,17 +11,7 @@ use tempfile::TempDir;
 
 use crate::peers::cache_dir;
 use crate::process::PeerProcess;
-
-const VERSIONS_ENV: &str =
-    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../hack/versions.env"));
-
-fn pinned(key: &str) -> anyhow::Result<&'static str> {
-    VERSIONS_ENV
-        .lines()
-        .find_map(|line| line.trim().strip_prefix(key)?.strip_prefix('='))
-        .map(|v| v.trim_matches('"'))
-        .with_context(|| format!("hack/versions.env does not pin {key}"))
-}
+use crate::workspace::pinned;
 
 /// The cached `velero` binary (`$REPLICADR_VELERO` overrides).
 pub fn velero_binary() -> anyhow::Result<PathBuf> {

@@ -33,11 +33,6 @@ pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
 }
 
 /// The pinned value of `key` in hack/versions.env.
-pub fn pinned(key: &str) -> anyhow::Result<String> {
-    let text = include_str!("../../hack/versions.env");
-    text.lines()
-        .filter_map(|line| line.split_once('='))
-        .find(|(k, _)| k.trim() == key)
-        .map(|(_, v)| v.trim().trim_matches('"').to_owned())
-        .with_context(|| format!("hack/versions.env has no {key}"))
+pub fn pinned(key: &str) -> anyhow::Result<&'static str> {
+    crate::peers::pinned_value(key).with_context(|| format!("hack/versions.env does not pin {key}"))
 }
