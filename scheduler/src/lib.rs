@@ -12,6 +12,7 @@ pub mod leader;
 pub mod metrics;
 pub mod policy;
 pub mod publish;
+pub mod recovery;
 pub mod schedule;
 pub mod server;
 pub mod service;

@@ -70,6 +70,10 @@ pub struct BackupPolicySpec {
     /// How long a backup may run before the policy reports it as timed out ("4h" by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_timeout: Option<String>,
+    /// The recovery point objective ("26h", "1h30m"): `replicadr plan` and `failover` report a
+    /// backup older than this as a problem. Unset, age is reported but not judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpo: Option<String>,
     /// The Velero Backup to create for each slot.
     #[serde(default)]
     pub template: BackupTemplate,
@@ -323,6 +327,7 @@ pub struct ValidPolicy {
     /// `template.labelSelector` in query syntax; empty selects everything.
     pub label_query: String,
     pub ttl: Option<GoDuration>,
+    pub rpo: Option<Duration>,
     pub site_map: SiteMapRef,
 }
 
@@ -380,6 +385,18 @@ impl ValidPolicy {
                     })
             })
             .transpose()?;
+        let rpo = spec
+            .rpo
+            .as_deref()
+            .map(|text| {
+                text.parse::<GoDuration>()
+                    .map(GoDuration::as_std)
+                    .map_err(|e| PolicyError::Invalid {
+                        field: "rpo",
+                        message: e.to_string(),
+                    })
+            })
+            .transpose()?;
         let label_query = spec
             .template
             .label_selector
@@ -418,6 +435,7 @@ impl ValidPolicy {
             template: spec.template.clone(),
             label_query,
             ttl,
+            rpo,
             site_map: spec.site_map.clone().unwrap_or(SiteMapRef {
                 name: DEFAULT_SITE_MAP_CONFIGMAP.to_owned(),
                 key: None,

@@ -22,34 +22,10 @@ use crate::TestCluster;
 use crate::s3::S3Server;
 
 /// The KubeVirt VirtualMachine and CSI snapshot CRDs the tests install.
-pub const WORKLOAD_CRDS: [&str; 2] = [
-    include_str!("../crds/kubevirt.io_virtualmachines.yaml"),
-    include_str!("../crds/snapshot.storage.k8s.io.yaml"),
-];
+pub const WORKLOAD_CRDS: [&str; 2] = replicadr_lab::crds::WORKLOAD;
 
-/// Velero's CRDs as the pinned Velero installs them (`velero install --crds-only --dry-run`),
-/// generated once per Velero version and kept beside the binary.
-pub fn velero_crds() -> anyhow::Result<String> {
-    let velero = crate::velero::velero_binary()?;
-    let cached = velero.with_file_name("crds.yaml");
-    if let Ok(text) = std::fs::read_to_string(&cached) {
-        return Ok(text);
-    }
-    let output = std::process::Command::new(&velero)
-        .args(["install", "--crds-only", "--dry-run", "-o", "yaml"])
-        .output()
-        .with_context(|| format!("cannot run {}", velero.display()))?;
-    anyhow::ensure!(
-        output.status.success(),
-        "velero install --crds-only failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let text = String::from_utf8(output.stdout)?;
-    let staging = cached.with_extension(format!("yaml.{}", std::process::id()));
-    std::fs::write(&staging, &text)?;
-    std::fs::rename(&staging, &cached)?;
-    Ok(text)
-}
+pub use replicadr_lab::velero::velero_crds;
+
 /// The BackupPolicy CRD as shipped.
 pub const POLICY_CRD: &str = include_str!("../../manifests/base/crds/backuppolicies.yaml");
 

@@ -1,16 +1,13 @@
-//! End-to-end support for the project's tests: a real etcd + kube-apiserver on loopback
-//! ([`TestCluster`]), the pinned peer binaries it runs ([`peers`]) and manifest application
-//! ([`apply`]). The peers are built by `hack/build-kube-peers.sh`; nothing here downloads them.
+//! End-to-end support for the project's tests. The local-site harness (real etcd +
+//! kube-apiserver, S3 server and Velero) lives in `replicadr-lab`, shared with the drill, and is
+//! re-exported here; this crate adds what only tests need: [`backup_env`], [`plugin`] and
+//! [`workspace`].
 
-pub mod apply;
 pub mod backup_env;
-pub mod cluster;
-pub mod peers;
-pub mod pki;
 pub mod plugin;
-mod process;
-pub mod s3;
-pub mod velero;
 pub mod workspace;
 
-pub use cluster::{PeerInfo, StartError, TestCluster, TestClusterBuilder};
+pub use replicadr_lab::{
+    PeerInfo, StartError, TestCluster, TestClusterBuilder, apply, cluster, crds, peers, pki, s3,
+    velero,
+};

@@ -32,7 +32,4 @@ pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(binary)
 }
 
-/// The pinned value of `key` in hack/versions.env.
-pub fn pinned(key: &str) -> anyhow::Result<&'static str> {
-    crate::peers::pinned_value(key).with_context(|| format!("hack/versions.env does not pin {key}"))
-}
+pub use replicadr_lab::peers::require_pinned as pinned;

@@ -215,6 +215,29 @@ pub fn inspect(source: impl Read, checks: &PvChecks) -> Result<Inventory, Archiv
     Ok(inventory)
 }
 
+/// Reads a `.tar.gz` Velero backup from `source` to its end, handing each canonical item of the
+/// group-resources `wanted` accepts (`persistentvolumes`, `virtualmachines.kubevirt.io`, …) to
+/// `visit` as its group-resource and raw JSON. Returns the number of items in the tarball.
+pub fn read_items(
+    source: impl Read,
+    wanted: impl Fn(&str) -> bool,
+    mut visit: impl FnMut(&str, &[u8]),
+) -> Result<u64, ArchiveError> {
+    let mut items = 0;
+    read_tarball(source, |entry| {
+        if let Entry::Item {
+            location, bytes, ..
+        } = entry
+        {
+            items += 1;
+            if wanted(location.group_resource) {
+                visit(location.group_resource, bytes);
+            }
+        }
+    })?;
+    Ok(items)
+}
+
 /// What [`read_tarball`] hands over, in tarball order.
 enum Entry<'a> {
     /// `metadata/version`.
@@ -469,14 +492,14 @@ fn inspect_object(
 }
 
 /// A PVC's `spec.volumeName`, if set.
-fn volume_name(pvc: &Value) -> Option<&str> {
+pub fn volume_name(pvc: &Value) -> Option<&str> {
     pvc.pointer("/spec/volumeName")
         .and_then(Value::as_str)
         .filter(|v| !v.is_empty())
 }
 
 /// For a replica PVC the project made, the UID of the VolumeSnapshot it copies.
-fn replica_of(pvc: &Value) -> Option<&str> {
+pub fn replica_of(pvc: &Value) -> Option<&str> {
     let str_at = |pointer: &str| pvc.pointer(pointer).and_then(Value::as_str);
     str_at(&format!("/metadata/labels/{}", escape(LABEL_MANAGED_BY)))
         .filter(|v| *v == MANAGED_BY)
@@ -502,7 +525,7 @@ fn snapshot_uid(snapshot: &Value) -> &str {
 }
 
 /// The PVC or `DataVolume` names of a VM's disks, in order.
-fn vm_claims(vm: &Value) -> impl Iterator<Item = &str> {
+pub fn vm_claims(vm: &Value) -> impl Iterator<Item = &str> {
     vm.pointer("/spec/template/spec/volumes")
         .and_then(Value::as_array)
         .map(Vec::as_slice)
@@ -521,7 +544,7 @@ fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
-fn is_nfs(pv: &Value) -> bool {
+pub fn is_nfs(pv: &Value) -> bool {
     pv.pointer("/spec/nfs").is_some()
         || pv.pointer("/spec/csi/driver").and_then(Value::as_str) == Some(NFS_CSI_DRIVER)
 }

@@ -256,6 +256,20 @@ impl Verifier {
         Ok(())
     }
 
+    /// The backup's tarball from its object storage, as a blocking reader (read it on a blocking
+    /// thread). Names the object and why when it cannot be opened.
+    pub async fn open_tarball(
+        &self,
+        backup: &BackupView,
+    ) -> Result<impl std::io::Read + Send + 'static, StoreError> {
+        let location = self.storage_location(backup).await?;
+        let keys = self.credentials(&location).await?;
+        let store = ObjectStore::new(&location, &keys)?;
+        let key = location.backup_key(&backup.name, &format!("{}.tar.gz", backup.name));
+        let body = store.get(&key).await?;
+        Ok(SyncIoBridge::new(body.into_async_read()))
+    }
+
     async fn storage_location(&self, backup: &BackupView) -> Result<StorageLocation, StoreError> {
         let api: Api<DynamicObject> = Api::namespaced_with(
             self.client.clone(),

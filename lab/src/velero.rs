@@ -11,7 +11,7 @@ use tempfile::TempDir;
 
 use crate::peers::cache_dir;
 use crate::process::PeerProcess;
-use crate::workspace::pinned;
+use crate::peers::require_pinned as pinned;
 
 /// The cached `velero` binary (`$REPLICADR_VELERO` overrides).
 pub fn velero_binary() -> anyhow::Result<PathBuf> {
@@ -48,6 +48,29 @@ fn locate(var: &str, dir: &str, name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Velero's CRDs as the pinned Velero installs them (`velero install --crds-only --dry-run`),
+/// generated once per Velero version and kept beside the binary.
+pub fn velero_crds() -> anyhow::Result<String> {
+    let velero = velero_binary()?;
+    let cached = velero.with_file_name("crds.yaml");
+    if let Ok(text) = std::fs::read_to_string(&cached) {
+        return Ok(text);
+    }
+    let output = std::process::Command::new(&velero)
+        .args(["install", "--crds-only", "--dry-run", "-o", "yaml"])
+        .output()
+        .with_context(|| format!("cannot run {}", velero.display()))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "velero install --crds-only failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout)?;
+    let staging = cached.with_extension(format!("yaml.{}", std::process::id()));
+    std::fs::write(&staging, &text)?;
+    std::fs::rename(&staging, &cached)?;
+    Ok(text)
+}
 /// A running `velero server`, stopped on drop.
 #[derive(Debug)]
 pub struct VeleroServer {

@@ -27,7 +27,7 @@ pub const SECRET_KEY: &str = "replicadr-e2e-secret-key";
 
 /// The s3s-fs version hack/versions.env pins.
 pub fn pinned_version() -> anyhow::Result<&'static str> {
-    crate::workspace::pinned("S3S_FS_VERSION")
+    crate::peers::require_pinned("S3S_FS_VERSION")
 }
 
 /// The s3s-fs binary: `$REPLICADR_S3S_FS`, or the cached build.

@@ -116,6 +116,11 @@ pub fn pinned_value(key: &str) -> Option<&'static str> {
     pinned(VERSIONS_ENV, key)
 }
 
+/// [`pinned_value`], or an error naming the key.
+pub fn require_pinned(key: &str) -> anyhow::Result<&'static str> {
+    pinned_value(key).ok_or_else(|| anyhow::anyhow!("hack/versions.env does not pin {key}"))
+}
+
 /// The value of `key` in a shell-style `KEY=value` file, without surrounding quotes.
 fn pinned<'a>(env_file: &'a str, key: &str) -> Option<&'a str> {
     env_file.lines().find_map(|line| {

@@ -1,0 +1,10 @@
+//! The CRDs a local site needs besides Velero's: KubeVirt's VirtualMachine and the CSI snapshot
+//! API, typed only as far as the drill and the tests use them (our own, in `tests/crds/`).
+
+/// KubeVirt `VirtualMachine` (kubevirt.io/v1).
+pub const VIRTUAL_MACHINES: &str = include_str!("../../tests/crds/kubevirt.io_virtualmachines.yaml");
+/// `VolumeSnapshot`, `VolumeSnapshotContent` and `VolumeSnapshotClass` (snapshot.storage.k8s.io/v1).
+pub const VOLUME_SNAPSHOTS: &str = include_str!("../../tests/crds/snapshot.storage.k8s.io.yaml");
+
+/// Both, in the order they are applied.
+pub const WORKLOAD: [&str; 2] = [VIRTUAL_MACHINES, VOLUME_SNAPSHOTS];

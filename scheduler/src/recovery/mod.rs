@@ -1,0 +1,6 @@
+//! The operator's worst day: `replicadr plan` (what a restore of a backup at a site would do),
+//! `failover` and `failback` (do it, check it, start the VMs in order, report). The same site map
+//! serves both directions.
+
+pub mod contents;
+pub mod plan;

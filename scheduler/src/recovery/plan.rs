@@ -1,0 +1,553 @@
+//! `replicadr plan`: what a restore of one backup at one site would do, without doing it. Every
+//! VM, PVC and PV per namespace, each NFS PV's export before and after the restore plugin's
+//! rewrite (the plugin's own code, run on a copy), and every problem that would leave the restore
+//! incomplete. The failover runs the same plan first and checks its result against it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use replicadr_plugins::actions::nfs_volume::NfsLocation;
+use replicadr_plugins::actions::pv_site_remap::{Outcome, PvSiteRemap};
+use replicadr_plugins::sitemap::{SiteMap, SiteName};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::contents::{BackupContents, PvcItem, VmItem};
+
+/// Whether a problem makes the restore incomplete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Severity {
+    /// The restore would be incomplete or wrong: failover refuses without `--force`.
+    Blocking,
+    /// Worth knowing; the restore would still be complete.
+    Warning,
+}
+
+/// One problem, naming the object, what is wrong and what would fix it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub severity: Severity,
+    /// A stable CamelCase reason for scripts.
+    pub reason: &'static str,
+    /// `Kind namespace/name`.
+    pub object: String,
+    pub message: String,
+}
+
+/// How the backup was checked before planning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", content = "detail")]
+pub enum Verification {
+    /// The verifier passed it from object storage at this site.
+    Passed,
+    /// The verifier found problems (its summary).
+    Failed(String),
+    /// Not verified (why: offline, or object storage unreachable).
+    NotRun(String),
+}
+
+/// The backup being planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupFacts {
+    pub name: String,
+    pub policy: Option<String>,
+    /// When Velero started reading the cluster: the recovery point.
+    pub recovery_point: Option<Timestamp>,
+    pub verification: Verification,
+}
+
+/// What the plan reads besides the backup.
+#[derive(Debug)]
+pub struct PlanInput<'a> {
+    pub backup: BackupFacts,
+    pub contents: &'a BackupContents,
+    pub site_map: &'a SiteMap,
+    /// The site the restore runs at.
+    pub site: SiteName,
+    pub now: Timestamp,
+    /// The policy's RPO, if it has one.
+    pub rpo: Option<Duration>,
+    /// The PVs that already exist at the site, by name, when a cluster was reachable.
+    pub existing_pvs: Option<&'a BTreeMap<String, Value>>,
+}
+
+/// What a PV's restore does to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum VolumeAction {
+    /// Restored pointing at this site's replica of its export.
+    Rewrite,
+    /// Restored unchanged: already on this site's export.
+    AlreadyLocal,
+    /// Restored unchanged: not NFS.
+    NotNfs,
+    /// Restored unchanged although it points at another site (`unmapped: keep`).
+    KeptUnmapped,
+    /// The restore plugin fails this PV.
+    Fails,
+    /// Not restored: Velero provisions a new, empty volume (Delete reclaim policy).
+    Reprovisioned,
+}
+
+/// One PV of the backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VolumePlan {
+    pub name: String,
+    /// `namespace/name` of the claim it is bound to.
+    pub claim: Option<String>,
+    pub reclaim_policy: String,
+    pub action: VolumeAction,
+    /// `server:path` in the backup.
+    pub before: Option<String>,
+    /// `server:path` after the restore.
+    pub after: Option<String>,
+}
+
+/// The VMs and PVCs of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespacePlan {
+    pub name: String,
+    pub virtual_machines: Vec<VmItem>,
+    pub claims: Vec<PvcItem>,
+}
+
+/// The dry run's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub backup: String,
+    pub policy: Option<String>,
+    pub site: String,
+    pub recovery_point: Option<Timestamp>,
+    /// The backup's age now: the RPO a failover with it achieves.
+    pub age_seconds: Option<u64>,
+    pub verification: Verification,
+    pub namespaces: Vec<NamespacePlan>,
+    pub volumes: Vec<VolumePlan>,
+    pub problems: Vec<Problem>,
+    /// No blocking problem.
+    pub complete: bool,
+}
+
+impl Plan {
+    /// The planned PV `name`.
+    pub fn volume(&self, name: &str) -> Option<&VolumePlan> {
+        self.volumes.iter().find(|v| v.name == name)
+    }
+
+    /// Every VM, in namespace order.
+    pub fn virtual_machines(&self) -> impl Iterator<Item = &VmItem> {
+        self.namespaces.iter().flat_map(|n| &n.virtual_machines)
+    }
+
+    /// Every PVC, in namespace order.
+    pub fn claims(&self) -> impl Iterator<Item = &PvcItem> {
+        self.namespaces.iter().flat_map(|n| &n.claims)
+    }
+
+    /// The blocking problems.
+    pub fn blocking(&self) -> impl Iterator<Item = &Problem> {
+        self.problems
+            .iter()
+            .filter(|p| p.severity == Severity::Blocking)
+    }
+}
+
+/// Plans the restore.
+pub fn build(input: &PlanInput<'_>) -> Plan {
+    let PlanInput {
+        backup,
+        contents,
+        site_map,
+        site,
+        now,
+        rpo,
+        existing_pvs,
+    } = input;
+    let mut problems = Vec::new();
+    let mut problem = |severity, reason, object: String, message: String| {
+        problems.push(Problem {
+            severity,
+            reason,
+            object,
+            message,
+        });
+    };
+
+    let age = backup
+        .recovery_point
+        .map(|point| now.duration_since(point).as_secs().max(0).unsigned_abs());
+    match &backup.verification {
+        Verification::Passed => {}
+        Verification::Failed(summary) => problem(
+            Severity::Blocking,
+            "BackupNotVerified",
+            format!("Backup {}", backup.name),
+            format!("verification at site {site} failed: {summary}"),
+        ),
+        Verification::NotRun(why) => problem(
+            Severity::Warning,
+            "BackupNotVerified",
+            format!("Backup {}", backup.name),
+            format!("not verified: {why}"),
+        ),
+    }
+    if let (Some(age), Some(rpo)) = (age, rpo)
+        && age > rpo.as_secs()
+    {
+        problem(
+            Severity::Warning,
+            "RpoExceeded",
+            format!("Backup {}", backup.name),
+            format!(
+                "the backup is {} old, more than the policy's RPO of {}: a failover with it loses more than the objective allows",
+                crate::cli::human(Duration::from_secs(age)),
+                crate::cli::human(*rpo)
+            ),
+        );
+    }
+
+    let claims_by_volume: BTreeMap<&str, &PvcItem> = contents
+        .pvcs
+        .iter()
+        .filter_map(|pvc| pvc.volume.as_deref().map(|v| (v, pvc)))
+        .collect();
+    let remap = PvSiteRemap::new((*site_map).clone(), site.clone());
+    let mut volumes = Vec::new();
+    for (name, pv) in &contents.pvs {
+        let object = format!("PersistentVolume {name}");
+        let claim = claims_by_volume
+            .get(name.as_str())
+            .map(|pvc| format!("{}/{}", pvc.namespace, pvc.name));
+        let reclaim_policy = pv
+            .pointer("/spec/persistentVolumeReclaimPolicy")
+            .and_then(Value::as_str)
+            .unwrap_or("Retain")
+            .to_owned();
+        let before = location(pv);
+        let mut plan = VolumePlan {
+            name: name.clone(),
+            claim,
+            reclaim_policy,
+            action: VolumeAction::NotNfs,
+            before: before.clone(),
+            after: before,
+        };
+        if plan.reclaim_policy == "Delete" {
+            plan.action = VolumeAction::Reprovisioned;
+            plan.after = None;
+            problem(
+                Severity::Blocking,
+                "DeleteReclaimPolicy",
+                object,
+                "the backed-up copy has reclaim policy Delete, so Velero would provision a new, empty volume instead of restoring this one; the backup was taken without the replicadr.io/pv-retain plugin — take a new backup with it installed".to_owned(),
+            );
+            volumes.push(plan);
+            continue;
+        }
+        let mut copy = pv.clone();
+        match remap.remap(&mut copy) {
+            Ok(Outcome::Remapped { to, .. }) => {
+                plan.action = VolumeAction::Rewrite;
+                plan.after = Some(to);
+            }
+            Ok(Outcome::AlreadyLocal) => plan.action = VolumeAction::AlreadyLocal,
+            Ok(Outcome::NotNfs) => plan.action = VolumeAction::NotNfs,
+            Ok(Outcome::KeptUnmapped { reason }) => {
+                plan.action = VolumeAction::KeptUnmapped;
+                problem(
+                    Severity::Warning,
+                    "UnmappedExport",
+                    object.clone(),
+                    format!(
+                        "{reason}; restored unchanged because the site map says `unmapped: keep`, so it still points at {}",
+                        plan.before.as_deref().unwrap_or("its old server")
+                    ),
+                );
+            }
+            Err(error) => {
+                plan.action = VolumeAction::Fails;
+                plan.after = None;
+                problem(Severity::Blocking, "UnmappedExport", object.clone(), error.0);
+            }
+        }
+        if let (Some(existing), Some(after)) = (
+            existing_pvs.and_then(|pvs| pvs.get(name)),
+            plan.after.as_deref(),
+        ) {
+            let there = location(existing);
+            if there.as_deref() != Some(after) {
+                problem(
+                    Severity::Blocking,
+                    "PersistentVolumeExists",
+                    object,
+                    format!(
+                        "a PV of this name already exists at site {site} pointing at {}, not {after}: Velero would keep it and the claim would bind to it; delete it (after checking it is stale) and plan again",
+                        there.as_deref().unwrap_or("a non-NFS volume")
+                    ),
+                );
+            }
+        }
+        volumes.push(plan);
+    }
+
+    for pvc in &contents.pvcs {
+        let object = format!("PersistentVolumeClaim {}/{}", pvc.namespace, pvc.name);
+        match pvc.volume.as_deref() {
+            None => problem(
+                Severity::Blocking,
+                "ClaimNotBound",
+                object,
+                "the claim has no spec.volumeName in the backup, so it would be provisioned new and empty at this site".to_owned(),
+            ),
+            Some(volume) if !contents.pvs.contains_key(volume) => problem(
+                Severity::Blocking,
+                "VolumeMissing",
+                object,
+                format!(
+                    "its PersistentVolume {volume} is not in the backup: include cluster-scoped resources (the scheduler's backups do) and back up again"
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+
+    let replicas: HashSet<(&str, &str)> = contents
+        .pvcs
+        .iter()
+        .filter_map(|pvc| {
+            pvc.replica_of_snapshot
+                .as_deref()
+                .map(|uid| (pvc.namespace.as_str(), uid))
+        })
+        .collect();
+    for snapshot in &contents.snapshots {
+        if !replicas.contains(&(snapshot.namespace.as_str(), snapshot.uid.as_str())) {
+            problem(
+                Severity::Blocking,
+                "ReplicaMissing",
+                format!("VolumeSnapshot {}/{}", snapshot.namespace, snapshot.name),
+                "no replica PVC of this snapshot is in the backup, so the snapshot's data is not at this site: check the replicadr.io/snapshot-to-pvc plugin's warnings in the backup log".to_owned(),
+            );
+        }
+    }
+
+    let claims: HashSet<(&str, &str)> = contents
+        .pvcs
+        .iter()
+        .map(|pvc| (pvc.namespace.as_str(), pvc.name.as_str()))
+        .collect();
+    for vm in &contents.vms {
+        for disk in &vm.disks {
+            if !claims.contains(&(vm.namespace.as_str(), disk.as_str())) {
+                problem(
+                    Severity::Blocking,
+                    "DiskMissing",
+                    format!("VirtualMachine {}/{}", vm.namespace, vm.name),
+                    format!("its disk claim {disk} is not in the backup"),
+                );
+            }
+        }
+    }
+
+    let namespaces = contents
+        .namespaces()
+        .into_iter()
+        .map(|name| NamespacePlan {
+            virtual_machines: contents
+                .vms
+                .iter()
+                .filter(|vm| vm.namespace == name)
+                .cloned()
+                .collect(),
+            claims: contents
+                .pvcs
+                .iter()
+                .filter(|pvc| pvc.namespace == name)
+                .cloned()
+                .collect(),
+            name,
+        })
+        .collect();
+    problems.sort_by(|a, b| (a.severity, &a.object).cmp(&(b.severity, &b.object)));
+    let complete = problems.iter().all(|p| p.severity == Severity::Warning);
+    Plan {
+        backup: backup.name.clone(),
+        policy: backup.policy.clone(),
+        site: site.to_string(),
+        recovery_point: backup.recovery_point,
+        age_seconds: age,
+        verification: backup.verification.clone(),
+        namespaces,
+        volumes,
+        problems,
+        complete,
+    }
+}
+
+/// `server:path` of an NFS PV.
+pub fn location(pv: &Value) -> Option<String> {
+    let spec = pv.get("spec")?.as_object()?;
+    let location = NfsLocation::read(spec)?;
+    Some(format!("{}:{}", location.server, location.path))
+}
+
+/// The plan as a `kubectl`-style table.
+pub fn render_table(plan: &Plan) -> String {
+    let mut out = String::new();
+    let age = plan
+        .age_seconds
+        .map(|s| format!(", {} ago", crate::cli::human(Duration::from_secs(s))))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "Backup:        {}{}",
+        plan.backup,
+        plan.policy
+            .as_deref()
+            .map(|p| format!(" (policy {p})"))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "Recovery point: {}{age}",
+        plan.recovery_point
+            .map_or_else(|| "unknown".to_owned(), |t| t.to_string())
+    );
+    let verification = match &plan.verification {
+        Verification::Passed => "passed".to_owned(),
+        Verification::Failed(why) => format!("FAILED: {why}"),
+        Verification::NotRun(why) => format!("not run ({why})"),
+    };
+    let _ = writeln!(out, "Verification:  {verification}");
+    let _ = writeln!(out, "Restore at:    site {}", plan.site);
+    let _ = writeln!(out);
+
+    let mut rows = vec![vec![
+        "NAMESPACE".to_owned(),
+        "KIND".to_owned(),
+        "NAME".to_owned(),
+        "DETAILS".to_owned(),
+    ]];
+    for namespace in &plan.namespaces {
+        for vm in &namespace.virtual_machines {
+            rows.push(vec![
+                namespace.name.clone(),
+                "VirtualMachine".to_owned(),
+                vm.name.clone(),
+                format!(
+                    "start-order {}, {}, disks {}",
+                    vm.start_order
+                        .map_or_else(|| "last".to_owned(), |o| o.to_string()),
+                    vm.run_strategy,
+                    vm.disks.join(",")
+                ),
+            ]);
+        }
+        for pvc in &namespace.claims {
+            let mut details = format!("volume {}", pvc.volume.as_deref().unwrap_or("<none>"));
+            if pvc.replica_of_snapshot.is_some() {
+                details.push_str(", replica of a VolumeSnapshot");
+            }
+            rows.push(vec![
+                namespace.name.clone(),
+                "PersistentVolumeClaim".to_owned(),
+                pvc.name.clone(),
+                details,
+            ]);
+        }
+    }
+    out.push_str(&table(&rows));
+    let _ = writeln!(out);
+
+    let mut rows = vec![vec![
+        "PERSISTENTVOLUME".to_owned(),
+        "CLAIM".to_owned(),
+        "RECLAIM".to_owned(),
+        "ACTION".to_owned(),
+        "BEFORE".to_owned(),
+        "AFTER".to_owned(),
+    ]];
+    for volume in &plan.volumes {
+        rows.push(vec![
+            volume.name.clone(),
+            volume.claim.clone().unwrap_or_else(|| "-".to_owned()),
+            volume.reclaim_policy.clone(),
+            format!("{:?}", volume.action),
+            volume.before.clone().unwrap_or_else(|| "-".to_owned()),
+            volume.after.clone().unwrap_or_else(|| "-".to_owned()),
+        ]);
+    }
+    out.push_str(&table(&rows));
+    let _ = writeln!(out);
+
+    if plan.problems.is_empty() {
+        let _ = writeln!(out, "No problems.");
+    } else {
+        let mut rows = vec![vec![
+            "SEVERITY".to_owned(),
+            "REASON".to_owned(),
+            "OBJECT".to_owned(),
+            "MESSAGE".to_owned(),
+        ]];
+        for p in &plan.problems {
+            rows.push(vec![
+                format!("{:?}", p.severity),
+                p.reason.to_owned(),
+                p.object.clone(),
+                p.message.clone(),
+            ]);
+        }
+        out.push_str(&table(&rows));
+    }
+    let blocking = plan.blocking().count();
+    let _ = writeln!(
+        out,
+        "\n{}",
+        if plan.complete {
+            format!(
+                "The restore would be complete: {} VMs, {} PVCs, {} PVs.",
+                plan.virtual_machines().count(),
+                plan.claims().count(),
+                plan.volumes.len()
+            )
+        } else {
+            format!("The restore would be INCOMPLETE: {blocking} blocking problem(s) above.")
+        }
+    );
+    out
+}
+
+/// Left-aligned columns separated by three spaces, the last column unpadded.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or_default();
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or_default()
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<width$}   ", width = widths[c]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
