@@ -48,12 +48,26 @@ pub enum CliError {
 pub enum Output {
     Table,
     Json,
+    Yaml,
+}
+
+impl Output {
+    /// `value` as JSON or YAML; `None` for a table, which each command renders itself.
+    pub fn structured<T: serde::Serialize>(self, value: &T) -> Option<String> {
+        match self {
+            Output::Table => None,
+            Output::Json => {
+                Some(serde_json::to_string_pretty(value).expect("reports serialise") + "\n")
+            }
+            Output::Yaml => Some(serde_yaml_ng::to_string(value).expect("reports serialise")),
+        }
+    }
 }
 
 /// Renders a verification report.
 pub fn render_report(report: &Report, output: Output) -> String {
-    if output == Output::Json {
-        return serde_json::to_string_pretty(report).expect("a report serialises") + "\n";
+    if let Some(text) = output.structured(report) {
+        return text;
     }
     let mut text = String::new();
     let stats = &report.stats;

@@ -1,7 +1,8 @@
 //! `replicadr`: the scheduler service (`replicadr scheduler`) and the operator commands
-//! (`backup now`, `verify`, `status`, `gc`, `crd`). Parses arguments, wires the library's parts
-//! together, and maps outcomes to exit codes: 0 success, 1 a backup failed verification,
-//! 2 the command could not run.
+//! (`backup now`, `verify`, `status`, `gc`, `crd`, `plan`, `failover`, `failback`, `drill`).
+//! Parses arguments, wires the library's parts together, and maps outcomes to exit codes:
+//! 0 success, 1 a backup failed verification / a plan is incomplete / a recovery failed,
+//! 2 the command could not run, 3 a recovery was refused by a precondition.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -15,7 +16,12 @@ use replicadr_scheduler::cli::{self, Output};
 use replicadr_scheduler::clock::{Clock, SystemClock};
 use replicadr_scheduler::leader::Election;
 use replicadr_scheduler::metrics::Metrics;
+use replicadr_scheduler::duration::GoDuration;
 use replicadr_scheduler::policy;
+use replicadr_scheduler::recovery::failover::{self, Operation};
+use replicadr_scheduler::recovery::report::{self, Outcome};
+use replicadr_scheduler::recovery::site::{self, BackupChoice};
+use replicadr_scheduler::recovery::plan;
 use replicadr_scheduler::publish::Publisher;
 use replicadr_scheduler::server::Health;
 use replicadr_scheduler::service::{Service, ServiceConfig};
@@ -65,6 +71,73 @@ enum Command {
     },
     /// Print the BackupPolicy CRD.
     Crd,
+    /// Dry run: what restoring a backup at a site would do, and every problem (exit 1 when the
+    /// restore would be incomplete).
+    Plan(PlanArgs),
+    /// Restore the newest verified backup at this site, check it, start the VMs in order.
+    Failover(RecoveryArgs),
+    /// The same as failover, back to the original site after it is repaired.
+    Failback(RecoveryArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PlanArgs {
+    /// The site the restore would run at.
+    #[arg(long)]
+    site: String,
+    /// The backup; the newest one that verifies at this site when not given.
+    #[arg(long, conflicts_with = "latest_verified")]
+    backup: Option<String>,
+    /// Choose the newest backup that verifies at this site (the default).
+    #[arg(long)]
+    latest_verified: bool,
+    /// Only this BackupPolicy's backups; its RPO judges the backup's age.
+    #[arg(long)]
+    policy: Option<String>,
+    /// Plan a `<backup>.tar.gz` on disk instead, with no cluster (needs --site-map).
+    #[arg(long, requires = "site_map", conflicts_with_all = ["backup", "policy"])]
+    from_file: Option<std::path::PathBuf>,
+    /// The site map file for --from-file.
+    #[arg(long)]
+    site_map: Option<std::path::PathBuf>,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+struct RecoveryArgs {
+    /// The site this runs at; the restore plugin's ConfigMap must name it as localSite.
+    #[arg(long)]
+    site: String,
+    /// The backup to restore; the newest one that verifies at this site when not given.
+    #[arg(long)]
+    backup: Option<String>,
+    /// Only this BackupPolicy's backups.
+    #[arg(long)]
+    policy: Option<String>,
+    /// Go on although preconditions fail (each one is logged and reported).
+    #[arg(long)]
+    force: bool,
+    /// Confirm without a prompt that replication to this site is stopped and its exports promoted.
+    #[arg(long, short = 'y')]
+    yes: bool,
+    /// Connect to port 2049 of each of this site's NFS servers first.
+    #[arg(long)]
+    check_exports: bool,
+    /// Leave the restored VMs halted.
+    #[arg(long)]
+    no_start: bool,
+    /// How long Velero may take to restore.
+    #[arg(long, default_value = "1h")]
+    restore_timeout: GoDuration,
+    /// How long restored PVCs may take to be Bound.
+    #[arg(long, default_value = "5m")]
+    bind_timeout: GoDuration,
+    /// How long each group of VMs may take to be Running.
+    #[arg(long, default_value = "10m")]
+    vm_timeout: GoDuration,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    output: Output,
 }
 
 #[derive(Debug, clap::Args)]
@@ -131,12 +204,39 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         print!("{}", policy::crd_yaml());
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Plan(PlanArgs {
+        from_file: Some(tarball),
+        site_map: Some(site_map),
+        site,
+        output,
+        ..
+    }) = &args.command
+    {
+        let plan = site::plan_from_file(tarball, site_map, site, jiff::Timestamp::now())?;
+        return Ok(print_plan(&plan, *output));
+    }
     let client = Client::try_default()
         .await
         .context("cannot reach the Kubernetes API (kubeconfig or in-cluster config)")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     match args.command {
         Command::Crd => unreachable!("handled above"),
+        Command::Plan(options) => {
+            let choice = options.backup.map_or(BackupChoice::LatestVerified, BackupChoice::Named);
+            let planned = site::plan_at_site(
+                &client,
+                &namespace,
+                &options.site,
+                &choice,
+                options.policy.as_deref(),
+                clock.now(),
+                &mut |line| eprintln!("{line}"),
+            )
+            .await?;
+            Ok(print_plan(&planned.plan, options.output))
+        }
+        Command::Failover(options) => recover(&client, &namespace, Operation::Failover, options).await,
+        Command::Failback(options) => recover(&client, &namespace, Operation::Failback, options).await,
         Command::Scheduler(options) => run_scheduler(client, &namespace, clock, options).await,
         Command::Backup {
             command: BackupCommand::Now { policy, output },
@@ -245,6 +345,65 @@ async fn run_scheduler(
     shutdown.notify_waiters();
     let _ = server.await;
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_plan(plan: &plan::Plan, output: Output) -> ExitCode {
+    print!(
+        "{}",
+        output
+            .structured(plan)
+            .unwrap_or_else(|| plan::render_table(plan))
+    );
+    exit_for(plan.complete)
+}
+
+/// `failover` / `failback`: 0 succeeded, 1 failed, 3 refused by a precondition.
+async fn recover(
+    client: &Client,
+    namespace: &str,
+    operation: Operation,
+    args: RecoveryArgs,
+) -> anyhow::Result<ExitCode> {
+    let mut options = failover::Options::new(operation, &args.site);
+    options.backup = args.backup.map_or(BackupChoice::LatestVerified, BackupChoice::Named);
+    options.policy = args.policy;
+    options.force = args.force;
+    options.check_exports = args.check_exports;
+    options.start_vms = !args.no_start;
+    options.restore_timeout = args.restore_timeout.as_std();
+    options.bind_timeout = args.bind_timeout.as_std();
+    options.vm_timeout = args.vm_timeout.as_std();
+    options.replication_confirmed = args.yes || confirm_replication(&args.site);
+    if args.force {
+        tracing::warn!("--force given: failed preconditions are reported, not enforced");
+    }
+    let report = failover::run(client, namespace, &options, &mut |line| eprintln!("{line}")).await?;
+    print!(
+        "{}",
+        args.output
+            .structured(&report)
+            .unwrap_or_else(|| report::render_table(&report))
+    );
+    Ok(match report.outcome {
+        Outcome::Succeeded => ExitCode::SUCCESS,
+        Outcome::Refused => ExitCode::from(3),
+        Outcome::Running | Outcome::Failed => ExitCode::from(1),
+    })
+}
+
+/// Asks on the terminal whether replication to `site` was stopped and its exports promoted;
+/// without a terminal the answer is no (pass --yes).
+fn confirm_replication(site: &str) -> bool {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    if !std::io::stdin().is_terminal() {
+        return false;
+    }
+    eprint!(
+        "ReplicaDR does not drive the storage array. Has replication to site {site} been stopped and have {site}'s exports been promoted read-write? Type yes to continue: "
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer).is_ok() && answer.trim() == "yes"
 }
 
 fn exit_for(verified: bool) -> ExitCode {

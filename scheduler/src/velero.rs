@@ -43,6 +43,11 @@ pub fn backup_resource() -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk("velero.io", "v1", "Backup"))
 }
 
+/// `Restore` as a dynamic resource.
+pub fn restore_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk("velero.io", "v1", "Restore"))
+}
+
 /// `BackupStorageLocation` as a dynamic resource.
 pub fn storage_location_resource() -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(
@@ -304,10 +309,19 @@ impl StorageLocation {
 
     /// The object key of `file` in a backup's directory.
     pub fn backup_key(&self, backup: &str, file: &str) -> String {
+        self.key("backups", backup, file)
+    }
+
+    /// The object key of `file` in a restore's directory.
+    pub fn restore_key(&self, restore: &str, file: &str) -> String {
+        self.key("restores", restore, file)
+    }
+
+    fn key(&self, kind: &str, name: &str, file: &str) -> String {
         if self.prefix.is_empty() {
-            format!("backups/{backup}/{file}")
+            format!("{kind}/{name}/{file}")
         } else {
-            format!("{}/backups/{backup}/{file}", self.prefix)
+            format!("{}/{kind}/{name}/{file}", self.prefix)
         }
     }
 

@@ -3,4 +3,7 @@
 //! serves both directions.
 
 pub mod contents;
+pub mod failover;
 pub mod plan;
+pub mod report;
+pub mod site;

@@ -270,6 +270,27 @@ impl Verifier {
         Ok(SyncIoBridge::new(body.into_async_read()))
     }
 
+    /// The results Velero stored for restore `restore` of `backup` (`restores/<name>/
+    /// restore-<name>-results.gz`: `{"warnings": …, "errors": …}`).
+    pub async fn restore_results(
+        &self,
+        backup: &BackupView,
+        restore: &str,
+    ) -> Result<serde_json::Value, StoreError> {
+        let location = self.storage_location(backup).await?;
+        let keys = self.credentials(&location).await?;
+        let store = ObjectStore::new(&location, &keys)?;
+        let key = location.restore_key(restore, &format!("restore-{restore}-results.gz"));
+        let bytes = store.get_bytes(&key).await?;
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes.as_slice()), &mut text)
+            .and_then(|_| serde_json::from_slice(&text).map_err(std::io::Error::other))
+            .map_err(|e| StoreError {
+                reason: Reason::TarballCorrupt,
+                message: format!("s3://{}/{key}: {e}", location.bucket),
+            })
+    }
+
     async fn storage_location(&self, backup: &BackupView) -> Result<StorageLocation, StoreError> {
         let api: Api<DynamicObject> = Api::namespaced_with(
             self.client.clone(),

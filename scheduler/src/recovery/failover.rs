@@ -1,0 +1,975 @@
+//! `replicadr failover` and `failback`: one command that checks its preconditions, restores the
+//! chosen backup with Velero at this site, checks the result against the plan, starts the VMs in
+//! order and stores a report. Safe to re-run: it finds its own Restore of the same backup at the
+//! same site and continues from it; it never deletes and never overwrites what exists (Velero's
+//! `existingResourcePolicy: none`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource as _, ResourceExt as _};
+use serde_json::{Value, json};
+
+use super::contents::VmItem;
+use super::plan::{self, Plan, VolumeAction};
+use super::report::{Outcome, PhaseTime, Precondition, RecoveryReport, VmStart};
+use super::site::{self, BackupChoice, Planned, RecoveryError};
+use crate::velero::{self, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::verify::Verifier;
+
+/// The field manager and event reporter of what the recovery commands write.
+pub const FIELD_MANAGER: &str = "replicadr-recovery";
+/// On our Restores and reports: the operation, `failover` or `failback`.
+pub const LABEL_OPERATION: &str = "replicadr.io/operation";
+/// On our Restores and reports: the site restored to.
+pub const LABEL_SITE: &str = "replicadr.io/site";
+/// On our Restores and reports: the backup restored.
+pub const LABEL_BACKUP: &str = "replicadr.io/backup";
+/// On our Restores: the attempt number, 1 for the first Restore of a backup at a site.
+pub const ANNOTATION_ATTEMPT: &str = "replicadr.io/attempt";
+/// The resource-modifier ConfigMap that restores VMs halted, so they start in order afterwards.
+pub const HALT_VMS_CONFIGMAP: &str = "replicadr-restore-vms-halted";
+
+/// Which way the sites swap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    Failover,
+    Failback,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Failover => "failover",
+            Operation::Failback => "failback",
+        }
+    }
+}
+
+/// What the operator asked for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub operation: Operation,
+    /// The site this runs at (the restore plugin's `localSite` must say the same).
+    pub site: String,
+    pub backup: BackupChoice,
+    pub policy: Option<String>,
+    /// Go on although preconditions fail (each is logged and reported).
+    pub force: bool,
+    /// The operator confirmed that replication to this site was stopped and its exports promoted.
+    pub replication_confirmed: bool,
+    /// Connect to port 2049 of each of this site's NFS servers before restoring.
+    pub check_exports: bool,
+    /// Leave the VMs halted.
+    pub start_vms: bool,
+    pub restore_timeout: Duration,
+    pub bind_timeout: Duration,
+    pub vm_timeout: Duration,
+    pub poll: Duration,
+}
+
+impl Options {
+    /// Defaults for `operation` at `site`: newest verified backup, VMs started, generous timeouts.
+    pub fn new(operation: Operation, site: &str) -> Self {
+        Self {
+            operation,
+            site: site.to_owned(),
+            backup: BackupChoice::LatestVerified,
+            policy: None,
+            force: false,
+            replication_confirmed: false,
+            check_exports: false,
+            start_vms: true,
+            restore_timeout: Duration::from_hours(1),
+            bind_timeout: Duration::from_mins(5),
+            vm_timeout: Duration::from_mins(10),
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Runs a failover or failback; `progress` receives a line per step. The report is returned
+/// whatever happened after the preconditions (and stored in the cluster once a Restore exists).
+pub async fn run(
+    client: &Client,
+    namespace: &str,
+    options: &Options,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<RecoveryReport, RecoveryError> {
+    let started = Instant::now();
+    let mut report = RecoveryReport::new(options.operation.as_str(), &options.site, Timestamp::now());
+
+    // Plan: preconditions, backup, contents.
+    let config = site::site_config(client, namespace).await?;
+    report.precondition(Precondition::new(
+        "PluginConfig",
+        config.local_site == options.site,
+        format!(
+            "ConfigMap {namespace}/{} names localSite {:?}{}",
+            config.configmap,
+            config.local_site,
+            if config.local_site == options.site {
+                String::new()
+            } else {
+                format!(
+                    ": the restore plugin would rewrite PVs onto {}'s exports, not {}'s",
+                    config.local_site, options.site
+                )
+            }
+        ),
+    ));
+    report.precondition(storage_location_available(client, namespace).await);
+    let planned = site::plan_at_site(
+        client,
+        namespace,
+        &options.site,
+        &options.backup,
+        options.policy.as_deref(),
+        Timestamp::now(),
+        progress,
+    )
+    .await?;
+    let Planned { backup, plan, .. } = &planned;
+    report.set_backup(backup, plan);
+    report.precondition(Precondition::new(
+        "BackupVerified",
+        matches!(plan.verification, plan::Verification::Passed),
+        format!("backup {}: {:?}", backup.name, plan.verification),
+    ));
+    let blocking: Vec<String> = plan
+        .blocking()
+        .map(|p| format!("{} {}: {}", p.reason, p.object, p.message))
+        .collect();
+    report.precondition(Precondition::new(
+        "PlanComplete",
+        blocking.is_empty(),
+        if blocking.is_empty() {
+            format!(
+                "{} VMs, {} PVCs, {} PVs would be restored",
+                plan.virtual_machines().count(),
+                plan.claims().count(),
+                plan.volumes.len()
+            )
+        } else {
+            blocking.join("; ")
+        },
+    ));
+    report.precondition(if options.check_exports {
+        exports_reachable(plan).await
+    } else {
+        Precondition::skipped(
+            "ExportsReachable",
+            "not checked (pass --check-exports to connect to each NFS server of this site)",
+        )
+    });
+    report.precondition(Precondition::new(
+        "ReplicationPromoted",
+        options.replication_confirmed,
+        if options.replication_confirmed {
+            "the operator confirmed replication to this site is stopped and its exports are promoted read-write".to_owned()
+        } else {
+            "not confirmed: ReplicaDR does not drive the storage array; stop replication and promote this site's exports, then confirm".to_owned()
+        },
+    ));
+    report.phase(PhaseTime::new("plan", started.elapsed()));
+    let failed: Vec<&Precondition> = report.preconditions.iter().filter(|p| p.failed()).collect();
+    if !failed.is_empty() {
+        if !options.force {
+            report.outcome = Outcome::Refused;
+            report.failures = failed
+                .iter()
+                .map(|p| format!("precondition {} failed: {}", p.name, p.detail))
+                .collect();
+            return Ok(report);
+        }
+        for precondition in failed {
+            tracing::warn!(precondition = precondition.name, detail = %precondition.detail, "--force: going on although a precondition failed");
+            progress(format!(
+                "WARNING --force: going on although precondition {} failed: {}",
+                precondition.name, precondition.detail
+            ));
+        }
+        report.forced = true;
+    }
+
+    // Restore.
+    let restore_started = Instant::now();
+    let restores = Restores::new(client, namespace);
+    let restore = restores
+        .ensure(options, &backup.name, plan, progress)
+        .await?;
+    report.restore = Some(restore.clone());
+    let finished = restores
+        .watch(&restore, options.restore_timeout, options.poll, progress)
+        .await;
+    report.phase(PhaseTime::new("restore", restore_started.elapsed()));
+    let view = match finished {
+        Ok(view) => view,
+        Err(message) => {
+            report.fail(message);
+            return finish(client, namespace, report, started).await;
+        }
+    };
+    report.restore_phase = view.phase.clone();
+    report.restore_warnings = view.warnings;
+    report.restore_errors = view.errors;
+    if let Ok(results) = Verifier::new(client.clone(), namespace)
+        .restore_results(backup, &restore)
+        .await
+    {
+        report.restore_messages = summarize_results(&results);
+    }
+    if !matches!(view.phase.as_deref(), Some("Completed" | "PartiallyFailed")) {
+        report.fail(format!(
+            "Velero finished Restore {namespace}/{restore} as {}{}; re-run the same command to retry with a new Restore",
+            view.phase.as_deref().unwrap_or("?"),
+            view.failure_reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        ));
+        return finish(client, namespace, report, started).await;
+    }
+
+    // Check what was restored against the plan.
+    let binding_started = Instant::now();
+    check_volumes(client, plan, &mut report).await?;
+    check_claims(client, plan, options, &mut report, progress).await?;
+    check_vms(client, plan, &mut report).await?;
+    report.phase(PhaseTime::new("binding", binding_started.elapsed()));
+
+    // Start the VMs, group by group.
+    let start_started = Instant::now();
+    if options.start_vms {
+        start_vms(client, plan, options, &mut report, progress).await?;
+    } else {
+        progress("VMs left halted (--no-start)".to_owned());
+    }
+    report.phase(PhaseTime::new("vm-start", start_started.elapsed()));
+    finish(client, namespace, report, started).await
+}
+
+/// Ends the report, stores it, records an Event on the Restore.
+async fn finish(
+    client: &Client,
+    namespace: &str,
+    mut report: RecoveryReport,
+    started: Instant,
+) -> Result<RecoveryReport, RecoveryError> {
+    if report.outcome == Outcome::Running {
+        report.outcome = if report.failures.is_empty() {
+            Outcome::Succeeded
+        } else {
+            Outcome::Failed
+        };
+    }
+    report.total_seconds = started.elapsed().as_secs_f64();
+    report.finished = Some(Timestamp::now());
+    store(client, namespace, &report).await?;
+    Ok(report)
+}
+
+/// Velero's BSL at this site must be Available, or Velero cannot read the backup.
+async fn storage_location_available(client: &Client, namespace: &str) -> Precondition {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &velero::storage_location_resource());
+    match api.list(&ListParams::default()).await {
+        Ok(list) => {
+            let phases: Vec<String> = list
+                .items
+                .iter()
+                .map(|bsl| {
+                    format!(
+                        "{}={}",
+                        bsl.name_any(),
+                        bsl.data
+                            .pointer("/status/phase")
+                            .and_then(Value::as_str)
+                            .unwrap_or("Unknown")
+                    )
+                })
+                .collect();
+            let ok = phases.iter().any(|p| p.ends_with("=Available"));
+            Precondition::new(
+                "StorageLocationAvailable",
+                ok,
+                if phases.is_empty() {
+                    format!("no BackupStorageLocation in namespace {namespace}: Velero at this site cannot read backups")
+                } else {
+                    format!("BackupStorageLocations: {}", phases.join(", "))
+                },
+            )
+        }
+        Err(error) => Precondition::new(
+            "StorageLocationAvailable",
+            false,
+            format!("cannot list BackupStorageLocations: {error}"),
+        ),
+    }
+}
+
+/// Connects to port 2049 of every NFS server the plan rewrites PVs onto.
+async fn exports_reachable(plan: &Plan) -> Precondition {
+    let mut servers: Vec<&str> = plan
+        .volumes
+        .iter()
+        .filter_map(|v| v.after.as_deref())
+        .filter_map(|after| after.split_once(':').map(|(server, _)| server))
+        .collect();
+    servers.sort_unstable();
+    servers.dedup();
+    let mut unreachable = Vec::new();
+    for server in &servers {
+        let address = format!("{server}:2049");
+        let connect = tokio::net::TcpStream::connect(address.clone());
+        match tokio::time::timeout(Duration::from_secs(3), connect).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => unreachable.push(format!("{address}: {error}")),
+            Err(_) => unreachable.push(format!("{address}: no answer in 3s")),
+        }
+    }
+    Precondition::new(
+        "ExportsReachable",
+        unreachable.is_empty(),
+        if unreachable.is_empty() {
+            format!("NFS answers on {}", servers.join(", "))
+        } else {
+            unreachable.join("; ")
+        },
+    )
+}
+
+/// A Restore as the failover reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreView {
+    pub name: String,
+    pub phase: Option<String>,
+    pub attempt: u32,
+    pub items_restored: u64,
+    pub total_items: u64,
+    pub warnings: u64,
+    pub errors: u64,
+    pub failure_reason: Option<String>,
+}
+
+impl RestoreView {
+    fn from_object(object: &DynamicObject) -> Self {
+        let number = |pointer: &str| object.data.pointer(pointer).and_then(Value::as_u64).unwrap_or_default();
+        Self {
+            name: object.name_any(),
+            phase: object
+                .data
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            attempt: object
+                .annotations()
+                .get(ANNOTATION_ATTEMPT)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(1),
+            items_restored: number("/status/progress/itemsRestored"),
+            total_items: number("/status/progress/totalItems"),
+            warnings: number("/status/warnings"),
+            errors: number("/status/errors"),
+            failure_reason: object
+                .data
+                .pointer("/status/failureReason")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        }
+    }
+
+    /// Velero is done with it.
+    pub fn finished(&self) -> bool {
+        matches!(
+            self.phase.as_deref(),
+            Some("Completed" | "PartiallyFailed" | "Failed" | "FailedValidation")
+        )
+    }
+
+    /// Finished without restoring (a new attempt is needed).
+    pub fn failed(&self) -> bool {
+        matches!(self.phase.as_deref(), Some("Failed" | "FailedValidation"))
+    }
+}
+
+/// The Restores of one Velero namespace.
+struct Restores {
+    client: Client,
+    namespace: String,
+    api: Api<DynamicObject>,
+}
+
+impl Restores {
+    fn new(client: &Client, namespace: &str) -> Self {
+        Self {
+            client: client.clone(),
+            namespace: namespace.to_owned(),
+            api: Api::namespaced_with(client.clone(), namespace, &velero::restore_resource()),
+        }
+    }
+
+    /// The Restore to follow: the newest attempt of this backup at this site unless it failed,
+    /// else a new attempt.
+    async fn ensure(
+        &self,
+        options: &Options,
+        backup: &str,
+        plan: &Plan,
+        progress: &mut (dyn FnMut(String) + Send),
+    ) -> Result<String, RecoveryError> {
+        let selector = format!(
+            "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_SITE}={},{LABEL_BACKUP}={backup}",
+            options.site
+        );
+        let mut attempts: Vec<RestoreView> = self
+            .api
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .iter()
+            .map(RestoreView::from_object)
+            .collect();
+        attempts.sort_by_key(|r| r.attempt);
+        let attempt = match attempts.last() {
+            Some(last) if !last.failed() => {
+                progress(format!(
+                    "continuing with Restore {}/{} (attempt {}, {})",
+                    self.namespace,
+                    last.name,
+                    last.attempt,
+                    last.phase.as_deref().unwrap_or("New")
+                ));
+                return Ok(last.name.clone());
+            }
+            Some(last) => {
+                progress(format!(
+                    "Restore {} ended {}{}: starting attempt {}",
+                    last.name,
+                    last.phase.as_deref().unwrap_or("?"),
+                    last.failure_reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default(),
+                    last.attempt + 1
+                ));
+                last.attempt + 1
+            }
+            None => 1,
+        };
+        let name = restore_name(options.operation, &options.site, backup, attempt);
+        let halt = plan.virtual_machines().next().is_some();
+        if halt {
+            self.put_halt_modifier().await?;
+        }
+        let restore = build_restore(&name, &self.namespace, options, backup, attempt, halt);
+        self.api.create(&PostParams::default(), &restore).await?;
+        progress(format!(
+            "created Restore {}/{name} of backup {backup}",
+            self.namespace
+        ));
+        Ok(name)
+    }
+
+    /// The resource modifier that restores every VM with `runStrategy: Halted`.
+    async fn put_halt_modifier(&self) -> Result<(), kube::Error> {
+        let configmap: ConfigMap = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {
+                "name": HALT_VMS_CONFIGMAP, "namespace": self.namespace,
+                "labels": {LABEL_MANAGED_BY: MANAGED_BY},
+            },
+            "data": {"rules.yaml": HALT_VMS_RULES},
+        }))
+        .expect("a valid ConfigMap");
+        Api::<ConfigMap>::namespaced(self.client.clone(), &self.namespace)
+            .patch(
+                HALT_VMS_CONFIGMAP,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&configmap),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Follows the Restore until Velero finishes it, printing phase and progress changes.
+    async fn watch(
+        &self,
+        name: &str,
+        timeout: Duration,
+        poll: Duration,
+        progress: &mut (dyn FnMut(String) + Send),
+    ) -> Result<RestoreView, String> {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            match self.api.get_opt(name).await {
+                Ok(Some(object)) => {
+                    let view = RestoreView::from_object(&object);
+                    let line = format!(
+                        "Restore {name}: {} {}/{} items, {} warnings, {} errors",
+                        view.phase.as_deref().unwrap_or("New"),
+                        view.items_restored,
+                        view.total_items,
+                        view.warnings,
+                        view.errors
+                    );
+                    if last.as_ref() != Some(&line) {
+                        progress(line.clone());
+                        last = Some(line);
+                    }
+                    if view.finished() {
+                        return Ok(view);
+                    }
+                }
+                Ok(None) => return Err(format!("Restore {}/{name} disappeared", self.namespace)),
+                Err(error) => progress(format!("cannot read Restore {name} (retrying): {error}")),
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "Restore {}/{name} did not finish within {}: is Velero running at this site? Re-run the same command to continue following it (Velero marks a restore it was running when it restarted as Failed; the re-run then starts a new attempt)",
+                    self.namespace,
+                    crate::cli::human(timeout)
+                ));
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+}
+
+/// Merge patches leave no error when `running` is absent; Velero applies the rule to every VM the
+/// restore creates (resource modifiers need Velero 1.13 or later).
+const HALT_VMS_RULES: &str = r#"version: v1
+resourceModifierRules:
+  - conditions:
+      groupResource: virtualmachines.kubevirt.io
+    mergePatches:
+      - patchData: '{"spec": {"running": null, "runStrategy": "Halted"}}'
+"#;
+
+/// `<operation>-<site>-<backup>[-<attempt>]`, at most 63 characters (Velero puts restore names
+/// in labels).
+pub fn restore_name(operation: Operation, site: &str, backup: &str, attempt: u32) -> String {
+    let suffix = if attempt > 1 {
+        format!("-{attempt}")
+    } else {
+        String::new()
+    };
+    let mut name = format!("{}-{site}-{backup}", operation.as_str());
+    let room = 63 - suffix.len();
+    if name.len() > room {
+        name.truncate(room);
+    }
+    let name = name.trim_end_matches(['-', '.']).to_owned();
+    name + &suffix
+}
+
+/// The Restore: the whole backup, PVs restored as backed up (the site-remap plugin rewrites
+/// them), nothing that exists overwritten, VMs halted until started in order.
+fn build_restore(
+    name: &str,
+    namespace: &str,
+    options: &Options,
+    backup: &str,
+    attempt: u32,
+    halt: bool,
+) -> DynamicObject {
+    let mut spec = json!({
+        "backupName": backup,
+        // Metadata-only backups have no volume snapshots: `restorePVs` only matters for those;
+        // PVs are restored as objects because the backed-up copies are Retain.
+        "restorePVs": true,
+        // Never patch an object that exists (it may be the operator's); Velero reports each one
+        // as a warning, and a re-run after a partial restore skips what is already there.
+        "existingResourcePolicy": "none",
+    });
+    if halt {
+        spec["resourceModifier"] = json!({"kind": "ConfigMap", "name": HALT_VMS_CONFIGMAP});
+    }
+    let mut restore = DynamicObject::new(name, &velero::restore_resource()).within(namespace);
+    restore.metadata.labels = Some(BTreeMap::from([
+        (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
+        (LABEL_OPERATION.to_owned(), options.operation.as_str().to_owned()),
+        (LABEL_SITE.to_owned(), options.site.clone()),
+        (LABEL_BACKUP.to_owned(), backup.to_owned()),
+    ]));
+    restore.metadata.annotations = Some(BTreeMap::from([(
+        ANNOTATION_ATTEMPT.to_owned(),
+        attempt.to_string(),
+    )]));
+    restore.data = json!({ "spec": spec });
+    restore
+}
+
+/// Every planned PV exists and points where the plan says.
+async fn check_volumes(
+    client: &Client,
+    plan: &Plan,
+    report: &mut RecoveryReport,
+) -> Result<(), kube::Error> {
+    let api: Api<PersistentVolume> = Api::all(client.clone());
+    for volume in &plan.volumes {
+        if volume.action == VolumeAction::Reprovisioned {
+            report.fail(format!(
+                "PersistentVolume {} was not restored (reclaim policy Delete in the backup): Velero provisions a new, empty volume for claim {}",
+                volume.name,
+                volume.claim.as_deref().unwrap_or("-")
+            ));
+            continue;
+        }
+        let Some(pv) = api.get_opt(&volume.name).await? else {
+            report.fail(format!(
+                "PersistentVolume {} was not restored; see the Restore's errors",
+                volume.name
+            ));
+            continue;
+        };
+        let pv = serde_json::to_value(pv).unwrap_or_default();
+        let now = plan::location(&pv);
+        if volume.after.is_some() && now != volume.after {
+            report.fail(format!(
+                "PersistentVolume {} points at {}, not at this site's {}",
+                volume.name,
+                now.as_deref().unwrap_or("a non-NFS volume"),
+                volume.after.as_deref().unwrap_or("-")
+            ));
+        } else if volume.action == VolumeAction::Rewrite {
+            report.rewritten.push(volume.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Every planned PVC exists and is Bound to its PV, waiting up to the bind timeout; names why
+/// not for each one that is not.
+async fn check_claims(
+    client: &Client,
+    plan: &Plan,
+    options: &Options,
+    report: &mut RecoveryReport,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<(), kube::Error> {
+    let deadline = Instant::now() + options.bind_timeout;
+    let mut announced = false;
+    loop {
+        let mut pending = Vec::new();
+        for namespace in &plan.namespaces {
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace.name);
+            let mut live: HashMap<String, PersistentVolumeClaim> = api
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .map(|pvc| (pvc.name_any(), pvc))
+                .collect();
+            for claim in &namespace.claims {
+                let bound = live.get(&claim.name).is_some_and(|pvc| {
+                    pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+                });
+                if !bound {
+                    pending.push((namespace.name.as_str(), claim, live.remove(&claim.name)));
+                }
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let volumes: Api<PersistentVolume> = Api::all(client.clone());
+            for (namespace, claim, live) in pending {
+                let why = match (&live, claim.volume.as_deref()) {
+                    (None, _) => "it was not restored; see the Restore's errors".to_owned(),
+                    (Some(_), None) => "it names no volume, so it waits for a provisioner".to_owned(),
+                    (Some(pvc), Some(volume)) => match volumes.get_opt(volume).await? {
+                        None => format!("its PersistentVolume {volume} does not exist"),
+                        Some(pv) => {
+                            let claim_ref = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
+                            let bound_to = claim_ref.map(|r| {
+                                format!(
+                                    "{}/{}",
+                                    r.namespace.as_deref().unwrap_or_default(),
+                                    r.name.as_deref().unwrap_or_default()
+                                )
+                            });
+                            format!(
+                                "it is {} and PersistentVolume {volume} is {} with claimRef {}: the PV controller has not bound them",
+                                pvc.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending"),
+                                pv.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending"),
+                                bound_to.as_deref().unwrap_or("<none>")
+                            )
+                        }
+                    },
+                };
+                report.fail(format!(
+                    "PersistentVolumeClaim {namespace}/{} is not Bound after {}: {why}",
+                    claim.name,
+                    crate::cli::human(options.bind_timeout)
+                ));
+            }
+            return Ok(());
+        }
+        if !announced {
+            progress(format!("waiting for {} PVCs to be Bound", pending.len()));
+            announced = true;
+        }
+        tokio::time::sleep(options.poll).await;
+    }
+}
+
+/// KubeVirt's `VirtualMachine`.
+pub fn vm_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"))
+}
+
+async fn check_vms(client: &Client, plan: &Plan, report: &mut RecoveryReport) -> Result<(), kube::Error> {
+    for vm in plan.virtual_machines() {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
+        if api.get_opt(&vm.name).await?.is_none() {
+            report.fail(format!(
+                "VirtualMachine {}/{} was not restored; see the Restore's errors",
+                vm.namespace, vm.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The VMs that run, grouped by start order (lower first, unordered last).
+pub fn start_groups(plan: &Plan) -> Vec<(Option<i64>, Vec<&VmItem>)> {
+    let mut groups: BTreeMap<(bool, i64), Vec<&VmItem>> = BTreeMap::new();
+    for vm in plan.virtual_machines().filter(|vm| vm.runs()) {
+        let key = (vm.start_order.is_none(), vm.start_order.unwrap_or_default());
+        groups.entry(key).or_default().push(vm);
+    }
+    groups
+        .into_iter()
+        .map(|((unordered, order), vms)| ((!unordered).then_some(order), vms))
+        .collect()
+}
+
+/// Starts each group and waits for it to run before the next; stops at the first group that
+/// does not come up.
+async fn start_vms(
+    client: &Client,
+    plan: &Plan,
+    options: &Options,
+    report: &mut RecoveryReport,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<(), kube::Error> {
+    for (index, (order, vms)) in start_groups(plan).into_iter().enumerate() {
+        let group = order.map_or_else(|| "unordered".to_owned(), |o| o.to_string());
+        progress(format!(
+            "starting VM group {} (start-order {group}): {}",
+            index + 1,
+            vms.iter().map(|vm| format!("{}/{}", vm.namespace, vm.name)).collect::<Vec<_>>().join(", ")
+        ));
+        let group_started = Instant::now();
+        for vm in &vms {
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
+            let Some(live) = api.get_opt(&vm.name).await? else {
+                continue;
+            };
+            if super::contents::run_strategy(&live.data) != vm.run_strategy {
+                api.patch(
+                    &vm.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"spec": {"running": null, "runStrategy": vm.run_strategy}})),
+                )
+                .await?;
+            }
+        }
+        let deadline = Instant::now() + options.vm_timeout;
+        let mut waiting: Vec<&VmItem> = vms.clone();
+        while !waiting.is_empty() {
+            let mut still = Vec::new();
+            for vm in waiting {
+                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
+                let running = api.get_opt(&vm.name).await?.is_some_and(|live| vm_running(&live.data));
+                if running {
+                    report.vm_starts.push(VmStart {
+                        namespace: vm.namespace.clone(),
+                        name: vm.name.clone(),
+                        group: index + 1,
+                        start_order: vm.start_order,
+                        running_after_seconds: group_started.elapsed().as_secs_f64(),
+                    });
+                } else {
+                    still.push(vm);
+                }
+            }
+            waiting = still;
+            if waiting.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                for vm in &waiting {
+                    report.fail(format!(
+                        "VirtualMachine {}/{} is not Running {} after it was started; later groups were not started",
+                        vm.namespace,
+                        vm.name,
+                        crate::cli::human(options.vm_timeout)
+                    ));
+                }
+                return Ok(());
+            }
+            tokio::time::sleep(options.poll).await;
+        }
+        progress(format!(
+            "VM group {} running after {:.1}s",
+            index + 1,
+            group_started.elapsed().as_secs_f64()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether KubeVirt reports the VM running.
+pub fn vm_running(vm: &Value) -> bool {
+    vm.pointer("/status/printableStatus").and_then(Value::as_str) == Some("Running")
+        || vm.pointer("/status/ready").and_then(Value::as_bool) == Some(true)
+}
+
+/// The first messages of Velero's restore results, `namespace: message`.
+fn summarize_results(results: &Value) -> Vec<String> {
+    let mut lines = Vec::new();
+    for kind in ["errors", "warnings"] {
+        let Some(result) = results.get(kind) else {
+            continue;
+        };
+        for scope in ["velero", "cluster"] {
+            for message in result.get(scope).and_then(Value::as_array).into_iter().flatten() {
+                lines.push(format!("{kind}: {scope}: {}", message.as_str().unwrap_or_default()));
+            }
+        }
+        if let Some(namespaces) = result.get("namespaces").and_then(Value::as_object) {
+            for (namespace, messages) in namespaces {
+                for message in messages.as_array().into_iter().flatten() {
+                    lines.push(format!("{kind}: {namespace}: {}", message.as_str().unwrap_or_default()));
+                }
+            }
+        }
+    }
+    lines.truncate(50);
+    lines
+}
+
+/// Stores the report as a ConfigMap named after the Restore and records an Event on the Restore.
+async fn store(client: &Client, namespace: &str, report: &RecoveryReport) -> Result<(), kube::Error> {
+    let Some(restore) = &report.restore else {
+        return Ok(());
+    };
+    let name = format!("{}-report", restore.chars().take(56).collect::<String>().trim_end_matches('-'));
+    let configmap: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {
+            "name": name, "namespace": namespace,
+            "labels": {
+                LABEL_MANAGED_BY: MANAGED_BY,
+                LABEL_OPERATION: report.operation,
+                LABEL_SITE: report.site,
+                LABEL_BACKUP: report.backup,
+            },
+        },
+        "data": {
+            "report.json": serde_json::to_string_pretty(report).unwrap_or_default(),
+            "summary.txt": super::report::render_table(report),
+        },
+    }))
+    .expect("a valid ConfigMap");
+    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&configmap))
+        .await?;
+    let restores: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &velero::restore_resource());
+    if let Some(object) = restores.get_opt(restore).await? {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: FIELD_MANAGER.to_owned(),
+                instance: None,
+            },
+        );
+        let reference = object.object_ref(&velero::restore_resource());
+        let succeeded = report.outcome == Outcome::Succeeded;
+        let event = Event {
+            type_: if succeeded { EventType::Normal } else { EventType::Warning },
+            reason: format!(
+                "{}{}",
+                capitalize(&report.operation),
+                if succeeded { "Succeeded" } else { "Failed" }
+            ),
+            note: Some(report.summary().chars().take(1000).collect()),
+            action: capitalize(&report.operation),
+            secondary: None,
+        };
+        if let Err(error) = recorder.publish(&event, &reference).await {
+            tracing::warn!(%error, "cannot record the report Event");
+        }
+    }
+    Ok(())
+}
+
+fn capitalize(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|first| first.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_names_fit_a_label_and_number_attempts() {
+        assert_eq!(
+            restore_name(Operation::Failover, "dr", "vms-20261122-1800", 1),
+            "failover-dr-vms-20261122-1800"
+        );
+        assert_eq!(
+            restore_name(Operation::Failback, "primary", "b", 3),
+            "failback-primary-b-3"
+        );
+        let long = restore_name(Operation::Failover, "dr", &"x".repeat(80), 12);
+        assert_eq!(long.len(), 63, "{long}");
+        assert!(long.ends_with("-12"), "{long}");
+    }
+
+    #[test]
+    fn the_halt_rules_parse_as_velero_reads_them() {
+        let rules: Value = serde_yaml_ng::from_str(HALT_VMS_RULES).expect("yaml");
+        assert_eq!(rules["version"], "v1");
+        let rule = &rules["resourceModifierRules"][0];
+        assert_eq!(rule["conditions"]["groupResource"], "virtualmachines.kubevirt.io");
+        let patch: Value = serde_json::from_str(
+            rule["mergePatches"][0]["patchData"].as_str().expect("patchData"),
+        )
+        .expect("json");
+        assert_eq!(patch["spec"]["runStrategy"], "Halted");
+        assert!(patch["spec"]["running"].is_null());
+    }
+
+    #[test]
+    fn results_are_flattened_errors_first() {
+        let results = json!({
+            "warnings": {"namespaces": {"vms": ["could not restore, PersistentVolumeClaim \"a\" already exists"]}},
+            "errors": {"velero": ["boom"], "namespaces": {"vms": ["bad pv"]}},
+        });
+        assert_eq!(
+            summarize_results(&results),
+            [
+                "errors: velero: boom",
+                "errors: vms: bad pv",
+                "warnings: vms: could not restore, PersistentVolumeClaim \"a\" already exists"
+            ]
+        );
+    }
+}

@@ -1,0 +1,322 @@
+//! What a site knows about itself and its backups: the restore plugin's ConfigMap (site map and
+//! `localSite`), the backup to restore (named, or the newest one that verifies here), and the plan
+//! for it, read from object storage.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume};
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::{Client, ResourceExt as _};
+use replicadr_plugins::actions::CONFIG_SITE_MAP;
+use replicadr_plugins::actions::pv_site_remap::{CONFIG_LOCAL_SITE, NAME as PV_SITE_REMAP};
+use replicadr_plugins::framework::PLUGIN_CONFIG_LABEL;
+use replicadr_plugins::sitemap::{SiteMap, SiteName};
+
+use super::contents::BackupContents;
+use super::plan::{self, BackupFacts, Plan, PlanInput, Verification};
+use crate::policy::{BackupPolicy, ValidPolicy};
+use crate::velero::{self, BackupView, PhaseClass};
+use crate::verify::{Report, SiteMapSource, Verifier};
+
+/// Why planning or recovering could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    NoBackup(String),
+    #[error("cannot read backup {backup}: {message}")]
+    Unreadable { backup: String, message: String },
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+}
+
+/// The restore plugin's configuration at a site.
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    /// The ConfigMap it was read from.
+    pub configmap: String,
+    /// Its `localSite`.
+    pub local_site: String,
+    pub site_map: SiteMap,
+}
+
+/// Reads the plugin ConfigMap of the Velero namespace `namespace`, found as Velero finds it (the
+/// plugin-config label and `replicadr.io/pv-site-remap: RestoreItemAction`).
+pub async fn site_config(client: &Client, namespace: &str) -> Result<SiteConfig, RecoveryError> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("{PLUGIN_CONFIG_LABEL},{PV_SITE_REMAP}=RestoreItemAction");
+    let found = api
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items;
+    let configmap = match found.as_slice() {
+        [one] => one,
+        [] => {
+            return Err(RecoveryError::Config(format!(
+                "no ConfigMap in namespace {namespace} is labelled {selector}: the restore plugin has no site map at this site. Apply the plugin ConfigMap of this site's overlay (manifests/overlays/<site>)"
+            )));
+        }
+        many => {
+            return Err(RecoveryError::Config(format!(
+                "ConfigMaps {} in namespace {namespace} are all labelled {selector}; Velero hands the plugin only one, so keep exactly one",
+                many.iter().map(kube::ResourceExt::name_any).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    };
+    let name = configmap.name_any();
+    let value = |key: &str| {
+        configmap
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .cloned()
+            .ok_or_else(|| {
+                RecoveryError::Config(format!(
+                    "ConfigMap {namespace}/{name} has no data key {key}; the restore plugin needs localSite and siteMap"
+                ))
+            })
+    };
+    let local_site = value(CONFIG_LOCAL_SITE)?.trim().to_owned();
+    let site_map = SiteMap::from_yaml(&value(CONFIG_SITE_MAP)?).map_err(|e| {
+        RecoveryError::Config(format!(
+            "ConfigMap {namespace}/{name} key {CONFIG_SITE_MAP}: {e}"
+        ))
+    })?;
+    Ok(SiteConfig {
+        configmap: name,
+        local_site,
+        site_map,
+    })
+}
+
+/// Which backup to restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackupChoice {
+    /// This one.
+    Named(String),
+    /// The newest finished backup (of the policy, if given) that verifies at this site.
+    LatestVerified,
+}
+
+/// A planned restore at a site.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub backup: BackupView,
+    pub plan: Plan,
+    pub contents: BackupContents,
+    /// The verification run at this site, if it could run.
+    pub verification: Option<Report>,
+}
+
+/// How many finished backups `LatestVerified` tries, newest first, before giving up.
+const CANDIDATES: usize = 10;
+
+/// Chooses the backup, verifies it from object storage, reads it and plans its restore at
+/// `site`. `progress` receives one line per step.
+pub async fn plan_at_site(
+    client: &Client,
+    namespace: &str,
+    site: &str,
+    choice: &BackupChoice,
+    policy: Option<&str>,
+    now: Timestamp,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<Planned, RecoveryError> {
+    let config = site_config(client, namespace).await?;
+    let site_name = config.site_map.site(site).map_err(|e| {
+        RecoveryError::Config(format!(
+            "site {site:?}: {e} (the site map in ConfigMap {namespace}/{})",
+            config.configmap
+        ))
+    })?;
+    let verifier = Verifier::new(client.clone(), namespace);
+    let source = SiteMapSource {
+        configmap: config.configmap.clone(),
+        key: CONFIG_SITE_MAP.to_owned(),
+    };
+    let (backup, report) = match choice {
+        BackupChoice::Named(name) => {
+            let (_, view) = verifier
+                .backup(name)
+                .await
+                .map_err(|e| RecoveryError::NoBackup(e.to_string()))?;
+            progress(format!("verifying backup {name} from object storage"));
+            let report = verifier.verify(name, &source).await.ok();
+            (view, report)
+        }
+        BackupChoice::LatestVerified => {
+            latest_verified(client, namespace, policy, &verifier, &source, progress).await?
+        }
+    };
+    let verification = match &report {
+        Some(report) if report.verified => Verification::Passed,
+        Some(report) => Verification::Failed(report.summary()),
+        None => Verification::NotRun("the verifier could not run".to_owned()),
+    };
+    progress(format!("reading backup {} from object storage", backup.name));
+    let reader = verifier
+        .open_tarball(&backup)
+        .await
+        .map_err(|e| RecoveryError::Unreadable {
+            backup: backup.name.clone(),
+            message: e.message,
+        })?;
+    let contents = tokio::task::spawn_blocking(move || BackupContents::read(reader))
+        .await
+        .map_err(|e| RecoveryError::Unreadable {
+            backup: backup.name.clone(),
+            message: format!("the reader panicked: {e}"),
+        })?
+        .map_err(|e| RecoveryError::Unreadable {
+            backup: backup.name.clone(),
+            message: e.to_string(),
+        })?;
+    let existing: BTreeMap<String, serde_json::Value> = Api::<PersistentVolume>::all(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|pv| Some((pv.name_any(), serde_json::to_value(pv).ok()?)))
+        .collect();
+    let rpo = policy_rpo(client, namespace, policy.or(backup.policy.as_deref())).await;
+    let plan = plan::build(&PlanInput {
+        backup: BackupFacts {
+            name: backup.name.clone(),
+            policy: backup.policy.clone(),
+            recovery_point: backup.recovery_point(),
+            verification,
+        },
+        contents: &contents,
+        site_map: &config.site_map,
+        site: site_name.clone(),
+        now,
+        rpo,
+        existing_pvs: Some(&existing),
+    });
+    Ok(Planned {
+        backup,
+        plan,
+        contents,
+        verification: report,
+    })
+}
+
+/// Plans a restore of a backup tarball on disk, with a site map file: no cluster, no object
+/// storage.
+pub fn plan_from_file(
+    tarball: &Path,
+    site_map: &Path,
+    site: &str,
+    now: Timestamp,
+) -> Result<Plan, RecoveryError> {
+    let read = |path: &Path| {
+        std::fs::read(path)
+            .map_err(|e| RecoveryError::Config(format!("cannot read {}: {e}", path.display())))
+    };
+    let map_text = String::from_utf8(read(site_map)?).map_err(|_| {
+        RecoveryError::Config(format!("{} is not UTF-8 text", site_map.display()))
+    })?;
+    let map = SiteMap::from_yaml(&map_text)
+        .map_err(|e| RecoveryError::Config(format!("{}: {e}", site_map.display())))?;
+    let site_name: SiteName = map
+        .site(site)
+        .map_err(|e| RecoveryError::Config(format!("site {site:?}: {e}")))?
+        .clone();
+    let file = std::fs::File::open(tarball)
+        .map_err(|e| RecoveryError::Config(format!("cannot open {}: {e}", tarball.display())))?;
+    let contents =
+        BackupContents::read(std::io::BufReader::new(file)).map_err(|e| RecoveryError::Unreadable {
+            backup: tarball.display().to_string(),
+            message: e.to_string(),
+        })?;
+    let name = tarball
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map_or("backup", |n| n.trim_end_matches(".tar.gz"))
+        .to_owned();
+    Ok(plan::build(&PlanInput {
+        backup: BackupFacts {
+            name,
+            policy: None,
+            recovery_point: None,
+            verification: Verification::NotRun(format!(
+                "offline plan of {}; `replicadr verify` checks a backup in object storage",
+                tarball.display()
+            )),
+        },
+        contents: &contents,
+        site_map: &map,
+        site: site_name,
+        now,
+        rpo: None,
+        existing_pvs: None,
+    }))
+}
+
+async fn latest_verified(
+    client: &Client,
+    namespace: &str,
+    policy: Option<&str>,
+    verifier: &Verifier,
+    source: &SiteMapSource,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<(BackupView, Option<Report>), RecoveryError> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &velero::backup_resource());
+    let mut params = ListParams::default();
+    if let Some(policy) = policy {
+        params = params.labels(&format!("{}={policy}", velero::LABEL_POLICY));
+    }
+    let mut finished: Vec<BackupView> = api
+        .list(&params)
+        .await?
+        .items
+        .iter()
+        .map(BackupView::from_object)
+        .filter(|b| b.class == PhaseClass::Succeeded)
+        .collect();
+    finished.sort_by_key(|b| std::cmp::Reverse(b.recovery_point()));
+    let scope = policy.map(|p| format!(" of policy {p}")).unwrap_or_default();
+    let mut rejected = Vec::new();
+    for backup in finished.into_iter().take(CANDIDATES) {
+        progress(format!(
+            "verifying backup {} from object storage",
+            backup.name
+        ));
+        match verifier.verify(&backup.name, source).await {
+            Ok(report) if report.verified => return Ok((backup, Some(report))),
+            Ok(report) => {
+                progress(format!("  skipped {}: {}", backup.name, report.summary()));
+                rejected.push(format!("{}: {}", backup.name, report.summary()));
+            }
+            Err(error) => {
+                progress(format!("  skipped {}: {error}", backup.name));
+                rejected.push(format!("{}: {error}", backup.name));
+            }
+        }
+    }
+    Err(RecoveryError::NoBackup(if rejected.is_empty() {
+        format!(
+            "no completed Backup{scope} in namespace {namespace}: has Velero at this site synced the backups from object storage (BackupStorageLocation Available, --backup-sync-period)?"
+        )
+    } else {
+        format!(
+            "none of the newest {} completed backups{scope} verifies at this site:\n  {}\nname one with --backup and --force to restore it anyway",
+            rejected.len(),
+            rejected.join("\n  ")
+        )
+    }))
+}
+
+/// The RPO of `policy` when it exists at this site and sets one.
+async fn policy_rpo(client: &Client, namespace: &str, policy: Option<&str>) -> Option<Duration> {
+    let api: Api<BackupPolicy> = Api::namespaced(client.clone(), namespace);
+    let policy = api.get_opt(policy?).await.ok()??;
+    ValidPolicy::from_policy(&policy).ok()?.rpo
+}
