@@ -6,7 +6,14 @@
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 
+use std::collections::BTreeMap;
+
 use anyhow::{Context as _, bail};
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams};
+use serde_json::json;
 use tempfile::TempDir;
 
 use crate::peers::cache_dir;
@@ -71,6 +78,143 @@ pub fn velero_crds() -> anyhow::Result<String> {
     std::fs::rename(&staging, &cached)?;
     Ok(text)
 }
+/// The field manager of what the harness applies.
+const FIELD_MANAGER: &str = "replicadr-lab";
+
+/// Velero's plugin-config labels for the project's three plugins.
+pub const PLUGIN_CONFIG_LABELS: [(&str, &str); 4] = [
+    ("velero.io/plugin-config", ""),
+    ("replicadr.io/pv-retain", "BackupItemAction"),
+    ("replicadr.io/snapshot-to-pvc", "BackupItemActionV2"),
+    ("replicadr.io/pv-site-remap", "RestoreItemAction"),
+];
+
+/// The name of the plugins' ConfigMap.
+pub const PLUGIN_CONFIGMAP: &str = "replicadr-plugins";
+
+/// Creates or replaces the Secret `name` in `namespace` holding `text` under `key`.
+pub async fn put_credentials(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    key: &str,
+    text: &str,
+) -> anyhow::Result<()> {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            key.to_owned(),
+            ByteString(text.as_bytes().to_vec()),
+        )])),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .with_context(|| format!("cannot write Secret {namespace}/{name}"))?;
+    Ok(())
+}
+
+/// Where a BackupStorageLocation points.
+#[derive(Debug, Clone)]
+pub struct ObjectStorage<'a> {
+    pub endpoint: &'a str,
+    pub bucket: &'a str,
+    pub prefix: &'a str,
+}
+
+/// `BackupStorageLocation` as a dynamic resource.
+pub fn storage_location_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "velero.io",
+        "v1",
+        "BackupStorageLocation",
+    ))
+}
+
+/// Creates or replaces an AWS-provider BackupStorageLocation on an S3 endpoint (path style),
+/// the default one when named `default`.
+pub async fn put_storage_location(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    storage: &ObjectStorage<'_>,
+    credential: Option<(&str, &str)>,
+) -> anyhow::Result<()> {
+    let mut spec = json!({
+        "provider": "aws",
+        "default": name == "default",
+        "objectStorage": {"bucket": storage.bucket, "prefix": storage.prefix},
+        "config": {
+            "region": "us-east-1",
+            "s3Url": storage.endpoint,
+            "s3ForcePathStyle": "true",
+            "checksumAlgorithm": "",
+        },
+    });
+    if let Some((secret, key)) = credential {
+        spec["credential"] = json!({"name": secret, "key": key});
+    }
+    let object = json!({
+        "apiVersion": "velero.io/v1", "kind": "BackupStorageLocation",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    });
+    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &storage_location_resource())
+        .patch(
+            name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .with_context(|| format!("cannot write BackupStorageLocation {namespace}/{name}"))?;
+    Ok(())
+}
+
+/// Creates or replaces the plugins' ConfigMap (with Velero's plugin-config labels) in `namespace`.
+pub async fn put_plugin_config(
+    client: &Client,
+    namespace: &str,
+    data: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let configmap = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(PLUGIN_CONFIGMAP.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            labels: Some(
+                PLUGIN_CONFIG_LABELS
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .patch(
+            PLUGIN_CONFIGMAP,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&configmap),
+        )
+        .await
+        .with_context(|| format!("cannot write ConfigMap {namespace}/{PLUGIN_CONFIGMAP}"))?;
+    Ok(())
+}
+
 /// A running `velero server`, stopped on drop.
 #[derive(Debug)]
 pub struct VeleroServer {
@@ -79,8 +223,27 @@ pub struct VeleroServer {
 }
 
 impl VeleroServer {
-    /// Starts Velero for `namespace` with the given plugin binaries (linked into its plugin dir).
+    /// Starts Velero for `namespace` with the given plugin binaries (linked into its plugin dir),
+    /// debug logging, and backup sync off.
     pub fn start(kubeconfig: &Path, namespace: &str, plugins: &[PathBuf]) -> anyhow::Result<Self> {
+        Self::start_with(
+            kubeconfig,
+            namespace,
+            plugins,
+            &[
+                "--backup-sync-period=0s".to_owned(),
+                "--log-level=debug".to_owned(),
+            ],
+        )
+    }
+
+    /// Starts Velero with more flags after the harness's own (a later flag wins).
+    pub fn start_with(
+        kubeconfig: &Path,
+        namespace: &str,
+        plugins: &[PathBuf],
+        extra_args: &[String],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("replicadr-velero-")
             .tempdir()?;
@@ -97,7 +260,7 @@ impl VeleroServer {
                 .local_addr()?
                 .port())
         };
-        let args = vec![
+        let mut args = vec![
             "server".to_owned(),
             format!("--kubeconfig={}", kubeconfig.display()),
             format!("--namespace={namespace}"),
@@ -106,12 +269,21 @@ impl VeleroServer {
             format!("--metrics-address=127.0.0.1:{}", port()?),
             format!("--profiler-address=127.0.0.1:{}", port()?),
             "--store-validation-frequency=5s".to_owned(),
-            "--backup-sync-period=0s".to_owned(),
-            "--log-level=debug".to_owned(),
         ];
+        args.extend_from_slice(extra_args);
         let log = dir.path().join("velero.log");
         let process = PeerProcess::spawn("velero", &velero_binary()?, &args, log)?;
         Ok(Self { process, dir })
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash or a lost node would.
+    pub fn kill(&mut self) {
+        self.process.stop();
+    }
+
+    /// The server's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("velero.log")
     }
 
     /// The last lines of Velero's log.

@@ -106,7 +106,9 @@ pub struct BackupRequest<'a> {
 }
 
 /// The metadata-only Velero Backup for a policy: no snapshots, no file-system backup, no data
-/// movement; cluster resources (PVs) included.
+/// movement. `includeClusterResources` stays unset: Velero then takes the cluster-scoped objects
+/// the namespaced ones need (each PVC's PV), and not every CRD and ClusterRole of the cluster,
+/// which a restore at the other site would only trip over.
 pub fn build_backup(request: &BackupRequest<'_>) -> DynamicObject {
     let policy = request.policy;
     let template = &policy.template;
@@ -114,7 +116,6 @@ pub fn build_backup(request: &BackupRequest<'_>) -> DynamicObject {
         "snapshotVolumes": false,
         "defaultVolumesToFsBackup": false,
         "snapshotMoveData": false,
-        "includeClusterResources": true,
     });
     let fields = spec.as_object_mut().expect("built as an object");
     if !template.included_namespaces.is_empty() {
@@ -376,7 +377,7 @@ mod tests {
         assert_eq!(spec["snapshotVolumes"], false);
         assert_eq!(spec["defaultVolumesToFsBackup"], false);
         assert_eq!(spec["snapshotMoveData"], false);
-        assert_eq!(spec["includeClusterResources"], true);
+        assert!(spec.get("includeClusterResources").is_none(), "{spec}");
         assert_eq!(spec["includedNamespaces"], json!(["prod"]));
         assert_eq!(spec["labelSelector"], json!({"matchLabels": {"dr": "yes"}}));
         assert_eq!(spec["ttl"], "72h0m0s");

@@ -5,13 +5,10 @@
 //! site map ConfigMap. [`BackupEnv::complete_backup`] plays Velero's part: it uploads a backup's
 //! files in Velero's layout and writes the Backup's final status.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use jiff::Timestamp;
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use replicadr_scheduler::policy::BackupPolicy;
@@ -25,6 +22,7 @@ use crate::s3::S3Server;
 pub const WORKLOAD_CRDS: [&str; 2] = replicadr_lab::crds::WORKLOAD;
 
 pub use replicadr_lab::velero::velero_crds;
+use replicadr_lab::velero::{ObjectStorage, put_credentials, put_plugin_config, put_storage_location};
 
 /// The BackupPolicy CRD as shipped.
 pub const POLICY_CRD: &str = include_str!("../../manifests/base/crds/backuppolicies.yaml");
@@ -91,27 +89,13 @@ impl BackupEnv {
         bucket: &str,
         credential: Option<(&str, &str)>,
     ) -> anyhow::Result<()> {
-        let mut spec = json!({
-            "provider": "aws",
-            "default": name == "default",
-            "objectStorage": {"bucket": bucket, "prefix": PREFIX},
-            "config": {
-                "region": "us-east-1",
-                "s3Url": self.s3.endpoint(),
-                "s3ForcePathStyle": "true",
-                "checksumAlgorithm": "",
-            },
-        });
-        if let Some((secret, key)) = credential {
-            spec["credential"] = json!({"name": secret, "key": key});
-        }
-        let object = json!({
-            "apiVersion": "velero.io/v1", "kind": "BackupStorageLocation",
-            "metadata": {"name": name, "namespace": self.namespace},
-            "spec": spec,
-        });
-        self.apply(&velero::storage_location_resource(), name, object)
-            .await?;
+        let endpoint = self.s3.endpoint();
+        let storage = ObjectStorage {
+            endpoint: &endpoint,
+            bucket,
+            prefix: PREFIX,
+        };
+        put_storage_location(&self.client, &self.namespace, name, &storage, credential).await?;
         self.set_storage_location_phase(name, "Available").await
     }
 
@@ -133,77 +117,17 @@ impl BackupEnv {
 
     /// Creates or replaces a credentials Secret.
     pub async fn put_credentials(&self, name: &str, key: &str, text: &str) -> anyhow::Result<()> {
-        let secret = Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.to_owned()),
-                namespace: Some(self.namespace.clone()),
-                ..Default::default()
-            },
-            data: Some(BTreeMap::from([(
-                key.to_owned(),
-                ByteString(text.as_bytes().to_vec()),
-            )])),
-            ..Default::default()
-        };
-        Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
-            .patch(
-                name,
-                &PatchParams::apply("replicadr-e2e").force(),
-                &Patch::Apply(&secret),
-            )
-            .await?;
-        Ok(())
+        put_credentials(&self.client, &self.namespace, name, key, text).await
     }
 
     /// Creates or replaces the plugin ConfigMap's site map.
     pub async fn put_site_map(&self, yaml: &str) -> anyhow::Result<()> {
-        let configmap = ConfigMap {
-            metadata: kube::api::ObjectMeta {
-                name: Some("replicadr-plugins".to_owned()),
-                namespace: Some(self.namespace.clone()),
-                // Velero's plugin-config convention, so the real Velero hands it to each plugin.
-                labels: Some(BTreeMap::from(
-                    [
-                        ("velero.io/plugin-config", ""),
-                        ("replicadr.io/pv-retain", "BackupItemAction"),
-                        ("replicadr.io/snapshot-to-pvc", "BackupItemAction"),
-                        ("replicadr.io/pv-site-remap", "RestoreItemAction"),
-                    ]
-                    .map(|(k, v)| (k.to_owned(), v.to_owned())),
-                )),
-                ..Default::default()
-            },
-            data: Some(BTreeMap::from([
-                ("siteMap".to_owned(), yaml.to_owned()),
-                ("localSite".to_owned(), "primary".to_owned()),
-            ])),
-            ..Default::default()
-        };
-        Api::<ConfigMap>::namespaced(self.client.clone(), &self.namespace)
-            .patch(
-                "replicadr-plugins",
-                &PatchParams::apply("replicadr-e2e").force(),
-                &Patch::Apply(&configmap),
-            )
-            .await?;
-        Ok(())
-    }
-
-    async fn apply(
-        &self,
-        resource: &kube::api::ApiResource,
-        name: &str,
-        object: serde_json::Value,
-    ) -> anyhow::Result<()> {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &self.namespace, resource);
-        api.patch(
-            name,
-            &PatchParams::apply("replicadr-e2e").force(),
-            &Patch::Apply(&object),
+        put_plugin_config(
+            &self.client,
+            &self.namespace,
+            &[("siteMap", yaml), ("localSite", "primary")],
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     /// Creates a BackupPolicy from its spec.
