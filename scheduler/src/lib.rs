@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod drill;
 pub mod duration;
 pub mod leader;
 pub mod metrics;

@@ -78,6 +78,33 @@ enum Command {
     Failover(RecoveryArgs),
     /// The same as failover, back to the original site after it is repaired.
     Failback(RecoveryArgs),
+    /// A complete DR drill on a local two-site environment it starts and tears down: backup at
+    /// primary, verification, failover to dr, checks, failback.
+    Drill(DrillArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DrillArgs {
+    /// Leave both sites running after the drill, until Ctrl-C.
+    #[arg(long)]
+    keep: bool,
+    /// Further VMs, with two NFS PVs each, for scale runs.
+    #[arg(long, default_value_t = 0)]
+    vms: usize,
+    /// Stop after the failover.
+    #[arg(long)]
+    no_failback: bool,
+    /// Kill the dr site's Velero while it restores, then run the failover again.
+    #[arg(long)]
+    kill_velero_mid_restore: bool,
+    /// The plugin binary; `replicadr-velero-plugins` next to this binary by default.
+    #[arg(long, env = "REPLICADR_PLUGIN_BINARY")]
+    plugin_binary: Option<std::path::PathBuf>,
+    /// Velero's log level at both sites.
+    #[arg(long, default_value = "info")]
+    velero_log_level: String,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    output: Output,
 }
 
 #[derive(Debug, clap::Args)]
@@ -204,6 +231,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         print!("{}", policy::crd_yaml());
         return Ok(ExitCode::SUCCESS);
     }
+    if let Command::Drill(options) = args.command {
+        return drill(options).await;
+    }
     if let Command::Plan(PlanArgs {
         from_file: Some(tarball),
         site_map: Some(site_map),
@@ -220,7 +250,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("cannot reach the Kubernetes API (kubeconfig or in-cluster config)")?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     match args.command {
-        Command::Crd => unreachable!("handled above"),
+        Command::Crd | Command::Drill(_) => unreachable!("handled above"),
         Command::Plan(options) => {
             let choice = options.backup.map_or(BackupChoice::LatestVerified, BackupChoice::Named);
             let planned = site::plan_at_site(
@@ -345,6 +375,42 @@ async fn run_scheduler(
     shutdown.notify_waiters();
     let _ = server.await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `drill`: 0 when every check passed and both recoveries succeeded, 1 otherwise.
+async fn drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
+    let plugin_binary = match args.plugin_binary {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .context("cannot locate this binary")?
+            .with_file_name("replicadr-velero-plugins"),
+    };
+    let options = replicadr_scheduler::drill::DrillOptions {
+        plugin_binary,
+        scale_vms: args.vms,
+        failback: !args.no_failback,
+        kill_velero_mid_restore: args.kill_velero_mid_restore,
+        velero_log_level: args.velero_log_level,
+    };
+    let (environment, report) =
+        replicadr_scheduler::drill::run(options, &mut |line| eprintln!("drill: {line}")).await?;
+    print!(
+        "{}",
+        args.output
+            .structured(&report)
+            .unwrap_or_else(|| replicadr_scheduler::drill::render(&report))
+    );
+    if args.keep {
+        eprintln!(
+            "drill: both sites stay up until Ctrl-C\n  primary: KUBECONFIG={}\n  dr:      KUBECONFIG={}\n  S3:      {}",
+            environment.primary.cluster.kubeconfig_path().display(),
+            environment.dr.cluster.kubeconfig_path().display(),
+            environment.s3.endpoint()
+        );
+        wait_for_signal().await;
+    }
+    drop(environment);
+    Ok(exit_for(report.passed()))
 }
 
 fn print_plan(plan: &plan::Plan, output: Output) -> ExitCode {

@@ -28,8 +28,13 @@ pub struct VmItem {
 impl VmItem {
     /// Whether the VM was meant to run: it is started after the restore.
     pub fn runs(&self) -> bool {
-        !matches!(self.run_strategy.as_str(), "Halted" | "Manual")
+        strategy_runs(&self.run_strategy)
     }
+}
+
+/// Whether KubeVirt keeps a VM with this run strategy running.
+pub fn strategy_runs(run_strategy: &str) -> bool {
+    !matches!(run_strategy, "Halted" | "Manual")
 }
 
 /// A PersistentVolumeClaim in the backup.

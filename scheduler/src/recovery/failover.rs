@@ -589,6 +589,12 @@ fn build_restore(
         // Never patch an object that exists (it may be the operator's); Velero reports each one
         // as a warning, and a re-run after a partial restore skips what is already there.
         "existingResourcePolicy": "none",
+        // Arrays do not replicate snapshots, so a VolumeSnapshot restored here would name a
+        // snapshot handle that does not exist at this site; its data came over as the replica PVC.
+        "excludedResources": [
+            "volumesnapshots.snapshot.storage.k8s.io",
+            "volumesnapshotcontents.snapshot.storage.k8s.io",
+        ],
     });
     if halt {
         spec["resourceModifier"] = json!({"kind": "ConfigMap", "name": HALT_VMS_CONFIGMAP});

@@ -1,0 +1,609 @@
+//! `replicadr drill`: a complete DR drill on a local two-site environment. Two control planes
+//! (real etcd + kube-apiserver: sites `primary` and `dr`), one real S3 server both sites' Velero
+//! use, a real Velero server per site with the project's plugin binary and
+//! velero-plugin-for-aws, the CRDs, a sample workload at `primary`, the plugin ConfigMaps with the
+//! site map; then the scheduler's verified backup at `primary`, `failover` at `dr`, the drill's
+//! checks, optionally `failback` to `primary`, and the report. No pods run, so the drill plays the
+//! PV controller, the NFS provisioner, the snapshot controller and KubeVirt ([`controllers`]).
+
+pub mod controllers;
+pub mod workload;
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use replicadr_lab::TestCluster;
+use replicadr_lab::s3::S3Server;
+use replicadr_lab::velero::{self as velero_peer, ObjectStorage, VeleroServer};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::clock::{Clock, SystemClock};
+use crate::metrics::Metrics;
+use crate::publish::Publisher;
+use crate::recovery::failover::{self, Operation, vm_resource};
+use crate::recovery::plan;
+use crate::recovery::report::{Outcome, RecoveryReport};
+use crate::recovery::site::BackupChoice;
+use crate::velero::{self, BackupView, PhaseClass};
+use crate::verify::Report;
+use controllers::{Export, Played};
+use workload::SiteExport;
+
+/// The Velero namespace at both sites.
+pub const VELERO_NAMESPACE: &str = "velero";
+/// The drill's BackupPolicy.
+pub const POLICY: &str = "drill";
+const BUCKET: &str = "replicadr-drill";
+const PREFIX: &str = "velero";
+const CREDENTIALS: (&str, &str) = ("cloud-credentials", "cloud");
+
+/// The NFS exports of the two sites, as the array would replicate them.
+pub const PRIMARY_EXPORT: SiteExport<'static> = SiteExport {
+    server: "nfs-primary.drill.internal",
+    base: "/exports/vms",
+};
+/// The replica at `dr`.
+pub const DR_EXPORT: SiteExport<'static> = SiteExport {
+    server: "nfs-dr.drill.internal",
+    base: "/replica/vms",
+};
+
+/// The site map both sites share.
+pub fn site_map() -> String {
+    format!(
+        "sites: [primary, dr]\nexports:\n  - name: vm-disks\n    primary: {{server: {}, path: {}}}\n    dr: {{server: {}, path: {}}}\nunmapped: fail\n",
+        PRIMARY_EXPORT.server, PRIMARY_EXPORT.base, DR_EXPORT.server, DR_EXPORT.base
+    )
+}
+
+/// What to drill.
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    /// The plugin binary Velero runs at both sites.
+    pub plugin_binary: PathBuf,
+    /// Further VMs (two PVs each) in `drill-scale`.
+    pub scale_vms: usize,
+    /// Fail back to `primary` after the failover.
+    pub failback: bool,
+    /// Kill the DR site's Velero while it restores, then run the failover again.
+    pub kill_velero_mid_restore: bool,
+    /// Velero's log level at both sites.
+    pub velero_log_level: String,
+}
+
+/// One check of the drill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// The drill's result.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrillReport {
+    pub backup: String,
+    pub backup_verified: bool,
+    pub backup_seconds: f64,
+    pub failover: Option<RecoveryReport>,
+    /// The failover interrupted by the fault, when one was injected.
+    pub interrupted_failover: Option<String>,
+    pub failback: Option<RecoveryReport>,
+    pub checks: Vec<Check>,
+    pub setup_seconds: f64,
+    pub total_seconds: f64,
+}
+
+impl DrillReport {
+    /// Every check passed and every recovery succeeded.
+    pub fn passed(&self) -> bool {
+        self.backup_verified
+            && self.checks.iter().all(|c| c.passed)
+            && self
+                .failover
+                .as_ref()
+                .is_some_and(|r| r.outcome == Outcome::Succeeded)
+            && self
+                .failback
+                .as_ref()
+                .is_none_or(|r| r.outcome == Outcome::Succeeded)
+    }
+}
+
+/// One local site: a control plane, its Velero, its played controllers.
+pub struct Site {
+    pub name: &'static str,
+    pub cluster: TestCluster,
+    pub client: Client,
+    velero: Option<VeleroServer>,
+    _played: Played,
+}
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site")
+            .field("name", &self.name)
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Site {
+    /// Velero's log at this site, if it runs.
+    pub fn velero_log(&self) -> Option<PathBuf> {
+        self.velero.as_ref().map(VeleroServer::log_path)
+    }
+}
+
+/// The two sites and the object store, up and configured.
+#[derive(Debug)]
+pub struct Environment {
+    pub s3: S3Server,
+    pub primary: Site,
+    pub dr: Site,
+    options: DrillOptions,
+}
+
+impl Environment {
+    /// Starts both sites and the object store and configures them; `progress` gets a line per
+    /// step.
+    pub async fn start(options: DrillOptions, progress: &mut (dyn FnMut(String) + Send)) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            options.plugin_binary.is_file(),
+            "the plugin binary {} does not exist: build it with `cargo build -p replicadr-velero-plugins`, or pass --plugin-binary",
+            options.plugin_binary.display()
+        );
+        progress("starting the object store and two control planes (etcd + kube-apiserver): primary, dr".to_owned());
+        let (s3, primary, dr) = tokio::try_join!(S3Server::start(), TestCluster::start(), TestCluster::start())?;
+        s3.create_bucket(BUCKET)?;
+        let velero_crds = velero_peer::velero_crds()?;
+        let mut sites = Vec::new();
+        for (name, cluster, export) in [("primary", primary, PRIMARY_EXPORT), ("dr", dr, DR_EXPORT)] {
+            let client = cluster.client().await?;
+            progress(format!("site {name}: {} (kubeconfig {})", cluster.server_url(), cluster.kubeconfig_path().display()));
+            cluster.apply_yaml(&velero_crds).await.context("Velero's CRDs")?;
+            for crds in replicadr_lab::crds::WORKLOAD {
+                cluster.apply_yaml(crds).await.context("workload CRDs")?;
+            }
+            cluster.apply_yaml(&crate::policy::crd_yaml()).await.context("BackupPolicy CRD")?;
+            cluster.create_namespace(VELERO_NAMESPACE).await?;
+            velero_peer::put_credentials(&client, VELERO_NAMESPACE, CREDENTIALS.0, CREDENTIALS.1, &s3.credentials_file()).await?;
+            let endpoint = s3.endpoint();
+            velero_peer::put_storage_location(
+                &client,
+                VELERO_NAMESPACE,
+                "default",
+                &ObjectStorage { endpoint: &endpoint, bucket: BUCKET, prefix: PREFIX },
+                Some(CREDENTIALS),
+            )
+            .await?;
+            let map = site_map();
+            velero_peer::put_plugin_config(&client, VELERO_NAMESPACE, &[("siteMap", &map), ("localSite", name)]).await?;
+            let played = Played::start(client.clone(), Export { server: export.server.to_owned(), share: export.base.to_owned() });
+            sites.push(Site { name, cluster, client, velero: None, _played: played });
+        }
+        let dr = sites.pop().expect("two sites");
+        let primary = sites.pop().expect("two sites");
+        let mut environment = Self { s3, primary, dr, options };
+        environment.start_velero(true).await?;
+        environment.start_velero(false).await?;
+        Ok(environment)
+    }
+
+    /// Starts Velero at a site and waits for its storage location to be Available.
+    pub async fn start_velero(&mut self, primary: bool) -> anyhow::Result<()> {
+        let plugins = [velero_peer::plugin_for_aws_binary()?, self.options.plugin_binary.clone()];
+        let args = [
+            "--backup-sync-period=2s".to_owned(),
+            "--item-operation-sync-frequency=1s".to_owned(),
+            "--store-validation-frequency=2s".to_owned(),
+            format!("--log-level={}", self.options.velero_log_level),
+        ];
+        let site = if primary { &mut self.primary } else { &mut self.dr };
+        site.velero = Some(VeleroServer::start_with(site.cluster.kubeconfig_path(), VELERO_NAMESPACE, &plugins, &args)?);
+        let locations: Api<DynamicObject> = Api::namespaced_with(site.client.clone(), VELERO_NAMESPACE, &velero::storage_location_resource());
+        let deadline = Instant::now() + Duration::from_mins(2);
+        loop {
+            let phase = locations.get("default").await?.data.pointer("/status/phase").and_then(Value::as_str).map(str::to_owned);
+            if phase.as_deref() == Some("Available") {
+                return Ok(());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "Velero at site {} never marked its BackupStorageLocation Available:\n{}", site.name, site.velero.as_ref().map(VeleroServer::log_tail).unwrap_or_default());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Kills Velero at a site.
+    pub fn kill_velero(&mut self, primary: bool) {
+        let site = if primary { &mut self.primary } else { &mut self.dr };
+        if let Some(velero) = site.velero.as_mut() {
+            velero.kill();
+        }
+    }
+}
+
+/// Runs the drill in a fresh environment, handing it back (for `--keep`) with the report.
+pub async fn run(options: DrillOptions, progress: &mut (dyn FnMut(String) + Send)) -> anyhow::Result<(Environment, DrillReport)> {
+    let started = Instant::now();
+    let mut env = Environment::start(options.clone(), progress).await?;
+    let setup_seconds = started.elapsed().as_secs_f64();
+    progress(format!("both sites up in {setup_seconds:.1}s; creating the sample workload at primary ({} VMs)", 4 + options.scale_vms));
+    create_workload(&env.primary.client, options.scale_vms).await?;
+    wait_workload_ready(&env.primary.client, progress).await?;
+
+    let backup_started = Instant::now();
+    let (backup, verification) = verified_backup(&env.primary.client, progress).await?;
+    let backup_seconds = backup_started.elapsed().as_secs_f64();
+    let mut report = DrillReport {
+        backup: backup.clone(),
+        backup_verified: verification.verified,
+        backup_seconds,
+        failover: None,
+        interrupted_failover: None,
+        failback: None,
+        checks: Vec::new(),
+        setup_seconds,
+        total_seconds: 0.0,
+    };
+    if !verification.verified {
+        progress(format!("the backup did not verify: {}", verification.summary()));
+        report.total_seconds = started.elapsed().as_secs_f64();
+        return Ok((env, report));
+    }
+    wait_synced(&env.dr.client, &backup, progress).await?;
+
+    if options.kill_velero_mid_restore {
+        report.interrupted_failover = Some(interrupted_failover(&mut env, progress).await?);
+    }
+    progress("failover to site dr".to_owned());
+    let failover = recover(&env.dr.client, Operation::Failover, "dr", progress).await?;
+    let primary_names = workload_pv_names(&env.primary.client).await?;
+    report.checks.extend(check_site(&env.dr.client, &failover, &DR_EXPORT, &primary_names).await?);
+    report.checks.push(check_start_order(&failover));
+    if options.kill_velero_mid_restore {
+        report.checks.push(check_attempts(&env.dr.client).await?);
+    }
+    report.failover = Some(failover);
+
+    if options.failback {
+        progress("failback: the dr site backs up, the old primary's stale workload is cleared, primary restores".to_owned());
+        let (dr_backup, dr_verification) = verified_backup(&env.dr.client, progress).await?;
+        report.checks.push(Check {
+            name: "DrBackupVerified".to_owned(),
+            passed: dr_verification.verified,
+            detail: format!("{dr_backup}: {}", dr_verification.summary()),
+        });
+        clear_workload(&env.primary.client, progress).await?;
+        wait_synced(&env.primary.client, &dr_backup, progress).await?;
+        let failback = recover(&env.primary.client, Operation::Failback, "primary", progress).await?;
+        report.checks.extend(check_site(&env.primary.client, &failback, &PRIMARY_EXPORT, &primary_names).await?);
+        report.failback = Some(failback);
+    }
+    for site in [&env.primary, &env.dr] {
+        if let Some(log) = site.velero_log() {
+            let errors = std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains("level=error")).count();
+            progress(format!("Velero at {} logged {errors} error line(s) ({})", site.name, log.display()));
+        }
+    }
+    report.total_seconds = started.elapsed().as_secs_f64();
+    Ok((env, report))
+}
+
+async fn create_workload(client: &Client, scale_vms: usize) -> anyhow::Result<()> {
+    workload::apply(client, &workload::objects(&PRIMARY_EXPORT, scale_vms)).await?;
+    Ok(())
+}
+
+/// Waits until every claim is Bound and every running VM Running (the played controllers), then
+/// takes the snapshot.
+async fn wait_workload_ready(client: &Client, progress: &mut (dyn FnMut(String) + Send)) -> anyhow::Result<()> {
+    wait_claims_bound(client, Duration::from_mins(5)).await?;
+    workload::apply(client, &[workload::snapshot()]).await?;
+    progress("workload ready: claims Bound, VMs Running, VolumeSnapshot app-data-snap taken".to_owned());
+    Ok(())
+}
+
+async fn wait_claims_bound(client: &Client, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let claims = Api::<PersistentVolumeClaim>::all(client.clone()).list(&ListParams::default()).await?.items;
+        let pending: Vec<String> = claims
+            .iter()
+            .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound"))
+            .map(|c| format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any()))
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "claims not Bound after {timeout:?}: {}", pending.join(", "));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The scheduler's path for one backup: the policy, `backup now`, verification.
+async fn verified_backup(client: &Client, progress: &mut (dyn FnMut(String) + Send)) -> anyhow::Result<(String, Report)> {
+    let policies: Api<crate::policy::BackupPolicy> = Api::namespaced(client.clone(), VELERO_NAMESPACE);
+    if policies.get_opt(POLICY).await?.is_none() {
+        let policy: crate::policy::BackupPolicy = serde_json::from_value(json!({
+            "apiVersion": "replicadr.io/v1alpha1", "kind": "BackupPolicy",
+            "metadata": {"name": POLICY, "namespace": VELERO_NAMESPACE},
+            "spec": {
+                "schedule": "0 2 * * *", "rpo": "26h",
+                "template": {"includedNamespaces": [workload::NAMESPACE, workload::SCALE_NAMESPACE], "ttl": "72h"},
+            },
+        }))?;
+        policies.create(&PostParams::default(), &policy).await?;
+    }
+    let (_, metrics) = Metrics::new_registry();
+    let publisher = Publisher::new(client.clone(), VELERO_NAMESPACE, "replicadr-drill", metrics);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut lines = Vec::new();
+    let report = crate::cli::backup_now(client, VELERO_NAMESPACE, POLICY, clock, &publisher, Duration::from_millis(500), |line| {
+        lines.push(line.to_owned());
+    })
+    .await?;
+    for line in lines {
+        progress(line);
+    }
+    progress(format!("verification: {}", report.summary()));
+    Ok((report.backup.clone(), report))
+}
+
+/// Waits until Velero at a site has synced `backup` from object storage.
+async fn wait_synced(client: &Client, backup: &str, progress: &mut (dyn FnMut(String) + Send)) -> anyhow::Result<()> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), VELERO_NAMESPACE, &velero::backup_resource());
+    let deadline = Instant::now() + Duration::from_mins(2);
+    loop {
+        if let Some(object) = api.get_opt(backup).await?
+            && BackupView::from_object(&object).class == PhaseClass::Succeeded
+        {
+            progress(format!("backup {backup} synced to this site by Velero"));
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "Velero did not sync backup {backup} from object storage within 2 minutes");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn recover(client: &Client, operation: Operation, site: &str, progress: &mut (dyn FnMut(String) + Send)) -> anyhow::Result<RecoveryReport> {
+    let mut options = failover::Options::new(operation, site);
+    options.backup = BackupChoice::LatestVerified;
+    options.policy = Some(POLICY.to_owned());
+    options.replication_confirmed = true;
+    options.restore_timeout = Duration::from_mins(30);
+    options.bind_timeout = Duration::from_mins(5);
+    options.vm_timeout = Duration::from_mins(5);
+    options.poll = Duration::from_millis(500);
+    let report = failover::run(client, VELERO_NAMESPACE, &options, progress).await?;
+    Ok(report)
+}
+
+/// Starts the failover, kills Velero at dr once the Restore is InProgress, drops the failover
+/// (the operator's session died with it), and starts Velero again.
+async fn interrupted_failover(env: &mut Environment, progress: &mut (dyn FnMut(String) + Send)) -> anyhow::Result<String> {
+    progress("fault: failover at dr with Velero killed mid-restore".to_owned());
+    let client = env.dr.client.clone();
+    let restores: Api<DynamicObject> = Api::namespaced_with(client.clone(), VELERO_NAMESPACE, &velero::restore_resource());
+    let attempt = tokio::spawn(async move {
+        let mut lines = Vec::new();
+        let result = recover(&client, Operation::Failover, "dr", &mut |line| lines.push(line)).await;
+        (result, lines)
+    });
+    let deadline = Instant::now() + Duration::from_mins(3);
+    let killed = loop {
+        let in_progress = restores
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .find(|r| r.data.pointer("/status/phase").and_then(Value::as_str) == Some("InProgress"))
+            .map(ResourceExt::name_any);
+        if let Some(name) = in_progress {
+            env.kill_velero(false);
+            break name;
+        }
+        if attempt.is_finished() || Instant::now() > deadline {
+            attempt.abort();
+            anyhow::bail!("the restore never was InProgress while the fault could be injected (it finished first: use more --vms)");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    progress(format!("fault: killed Velero at dr while Restore {killed} was InProgress"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    attempt.abort();
+    progress("fault: the interrupted failover was abandoned; starting Velero at dr again".to_owned());
+    env.start_velero(false).await?;
+    Ok(killed)
+}
+
+/// The names of the workload's PVs at a site.
+async fn workload_pv_names(client: &Client) -> anyhow::Result<BTreeSet<String>> {
+    Ok(Api::<PersistentVolume>::all(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter(|pv| {
+            pv.spec
+                .as_ref()
+                .and_then(|s| s.claim_ref.as_ref())
+                .and_then(|r| r.namespace.as_deref())
+                .is_some_and(|ns| ns == workload::NAMESPACE || ns == workload::SCALE_NAMESPACE)
+        })
+        .map(ResourceExt::name_any)
+        .collect())
+}
+
+/// After a recovery at a site: every workload PV there points at this site's exports, the
+/// provisioned (Delete) PV was restored rather than re-provisioned, the snapshot's replica claim
+/// exists, every PVC is Bound, every VM exists, nothing is duplicated.
+async fn check_site(client: &Client, report: &RecoveryReport, export: &SiteExport<'_>, expected_pvs: &BTreeSet<String>) -> anyhow::Result<Vec<Check>> {
+    let mut checks = Vec::new();
+    let site = &report.site;
+    let pvs = Api::<PersistentVolume>::all(client.clone()).list(&ListParams::default()).await?.items;
+    let mut wrong = Vec::new();
+    let mut names = BTreeSet::new();
+    for pv in &pvs {
+        let value = serde_json::to_value(pv)?;
+        let Some(location) = plan::location(&value) else { continue };
+        let name = pv.name_any();
+        if !location.starts_with(&format!("{}:{}", export.server, export.base)) {
+            wrong.push(format!("{name} → {location}"));
+        }
+        names.insert(name);
+    }
+    checks.push(Check {
+        name: format!("{site}: PVs on {site}'s exports"),
+        passed: wrong.is_empty() && !names.is_empty(),
+        detail: if wrong.is_empty() { format!("{} NFS PVs, all on {}:{}", names.len(), export.server, export.base) } else { wrong.join(", ") },
+    });
+    let missing: Vec<&String> = expected_pvs.iter().filter(|n| !names.contains(*n)).collect();
+    checks.push(Check {
+        name: format!("{site}: every primary PV restored under its name"),
+        passed: missing.is_empty(),
+        detail: if missing.is_empty() { format!("{} PVs, none re-provisioned", expected_pvs.len()) } else { format!("missing: {missing:?}") },
+    });
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), workload::NAMESPACE).list(&ListParams::default()).await?.items;
+    let app_data = claims.iter().find(|c| c.name_any() == "app-data");
+    let delete_pv = app_data.and_then(|c| c.spec.as_ref()?.volume_name.clone());
+    let delete_restored = match &delete_pv {
+        Some(volume) => pvs.iter().any(|pv| &pv.name_any() == volume && expected_pvs.contains(volume)),
+        None => false,
+    };
+    checks.push(Check {
+        name: format!("{site}: Delete-policy PV restored, not re-provisioned"),
+        passed: delete_restored,
+        detail: format!("app-data is bound to {}", delete_pv.as_deref().unwrap_or("<none>")),
+    });
+    let replicas: Vec<String> = claims
+        .iter()
+        .filter(|c| c.labels().contains_key(crate::verify::archive::LABEL_REPLICA_OF_SNAPSHOT_UID))
+        .map(ResourceExt::name_any)
+        .collect();
+    checks.push(Check {
+        name: format!("{site}: replica PVC of the VolumeSnapshot restored"),
+        passed: !replicas.is_empty(),
+        detail: if replicas.is_empty() { "no replica PVC in drill-vms".to_owned() } else { replicas.join(", ") },
+    });
+    let all_claims = Api::<PersistentVolumeClaim>::all(client.clone()).list(&ListParams::default()).await?.items;
+    let unbound: Vec<String> = all_claims
+        .iter()
+        .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound"))
+        .map(|c| format!("{}/{}", c.namespace().unwrap_or_default(), c.name_any()))
+        .collect();
+    checks.push(Check {
+        name: format!("{site}: every PVC Bound"),
+        passed: unbound.is_empty(),
+        detail: if unbound.is_empty() { format!("{} PVCs", all_claims.len()) } else { format!("not Bound: {}", unbound.join(", ")) },
+    });
+    let vms = Api::<DynamicObject>::all_with(client.clone(), &vm_resource()).list(&ListParams::default()).await?.items;
+    let halted_ok = vms.iter().filter(|vm| vm.name_any() == "tools").all(|vm| !failover::vm_running(&vm.data));
+    checks.push(Check {
+        name: format!("{site}: VMs restored, the halted one left halted"),
+        passed: !vms.is_empty() && halted_ok && report.vm_starts.len() + 1 == vms.len(),
+        detail: format!("{} VMs, {} started", vms.len(), report.vm_starts.len()),
+    });
+    Ok(checks)
+}
+
+/// VMs came up group by group in ascending start order.
+fn check_start_order(report: &RecoveryReport) -> Check {
+    let orders: Vec<Option<i64>> = report.vm_starts.iter().map(|s| s.start_order).collect();
+    let ordered = orders.windows(2).all(|w| match (w[0], w[1]) {
+        (Some(a), Some(b)) => a <= b,
+        (None, Some(_)) => false,
+        _ => true,
+    });
+    let first: Vec<String> = report.vm_starts.iter().take(4).map(|s| format!("{}/{}", s.namespace, s.name)).collect();
+    Check {
+        name: "dr: VMs started in start order".to_owned(),
+        passed: ordered && !orders.is_empty(),
+        detail: format!("{} VMs in {} groups; first: {}", orders.len(), report.vm_starts.iter().map(|s| s.group).max().unwrap_or_default(), first.join(", ")),
+    }
+}
+
+/// After the fault: the first Restore failed, a second one completed, and nothing is duplicated.
+async fn check_attempts(client: &Client) -> anyhow::Result<Check> {
+    let restores: Vec<(String, String)> = Api::<DynamicObject>::namespaced_with(client.clone(), VELERO_NAMESPACE, &velero::restore_resource())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(|r| (r.name_any(), r.data.pointer("/status/phase").and_then(Value::as_str).unwrap_or("New").to_owned()))
+        .collect();
+    let failed = restores.iter().filter(|(_, p)| p == "Failed").count();
+    let completed = restores.iter().filter(|(_, p)| p == "Completed" || p == "PartiallyFailed").count();
+    let vms = Api::<DynamicObject>::all_with(client.clone(), &vm_resource()).list(&ListParams::default()).await?.items.len();
+    let pvcs = Api::<PersistentVolumeClaim>::all(client.clone()).list(&ListParams::default()).await?.items.len();
+    Ok(Check {
+        name: "dr: re-run after Velero was killed mid-restore".to_owned(),
+        passed: failed == 1 && completed == 1,
+        detail: format!("restores {restores:?}; {vms} VMs, {pvcs} PVCs after both attempts"),
+    })
+}
+
+/// Clears the stale workload at the old primary before failback, as the runbook says: only the
+/// objects the drill created (labelled), their protection finalizers removed (no controller runs
+/// here to do it).
+async fn clear_workload(client: &Client, progress: &mut (dyn FnMut(String) + Send)) -> anyhow::Result<()> {
+    let selector = ListParams::default().labels(&format!("{}=true", workload::LABEL_DRILL));
+    let unprotect = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    let params = PatchParams::default();
+    let mut cleared = 0;
+    for namespace in [workload::NAMESPACE, workload::SCALE_NAMESPACE] {
+        let vms: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &vm_resource());
+        for vm in vms.list(&selector).await?.items {
+            vms.delete(&vm.name_any(), &DeleteParams::default()).await?;
+            cleared += 1;
+        }
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+        for claim in claims.list(&ListParams::default()).await?.items {
+            claims.patch(&claim.name_any(), &params, &unprotect).await?;
+            claims.delete(&claim.name_any(), &DeleteParams::default()).await?;
+            cleared += 1;
+        }
+    }
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    for pv in volumes.list(&ListParams::default()).await?.items {
+        let ours = pv.labels().contains_key(workload::LABEL_DRILL)
+            || pv.spec.as_ref().and_then(|s| s.storage_class_name.as_deref()) == Some(controllers::STORAGE_CLASS)
+            || pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).and_then(|r| r.namespace.as_deref()).is_some_and(|ns| ns == workload::NAMESPACE || ns == workload::SCALE_NAMESPACE);
+        if ours {
+            volumes.patch(&pv.name_any(), &params, &unprotect).await?;
+            volumes.delete(&pv.name_any(), &DeleteParams::default()).await?;
+            cleared += 1;
+        }
+    }
+    progress(format!("cleared {cleared} stale workload objects the drill had created at primary"));
+    Ok(())
+}
+
+/// The drill's report for a terminal.
+pub fn render(report: &DrillReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "\n=== ReplicaDR drill: {} ===", if report.passed() { "PASSED" } else { "FAILED" });
+    let _ = writeln!(out, "The drill played the PV controller, the NFS provisioner, the snapshot controller and KubeVirt by writing status: no pods ran.\n");
+    for recovery in [&report.failover, &report.failback].into_iter().flatten() {
+        out.push_str(&crate::recovery::report::render_table(recovery));
+        let _ = writeln!(out);
+    }
+    let rows: Vec<Vec<String>> = std::iter::once(vec!["CHECK".to_owned(), "RESULT".to_owned(), "DETAIL".to_owned()])
+        .chain(report.checks.iter().map(|c| vec![c.name.clone(), if c.passed { "passed" } else { "FAILED" }.to_owned(), c.detail.clone()]))
+        .collect();
+    out.push_str(&plan::table(&rows));
+    let _ = writeln!(
+        out,
+        "\nsetup {:.1}s, backup + verification {:.1}s, total {:.1}s",
+        report.setup_seconds, report.backup_seconds, report.total_seconds
+    );
+    out
+}
