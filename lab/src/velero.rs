@@ -215,6 +215,39 @@ pub async fn put_plugin_config(
     Ok(())
 }
 
+/// Creates the `velero` Deployment `velero install` would create, with the pinned image. Nothing
+/// runs it (Velero runs as a local process), but Velero's restores read it: the pod-volume restore
+/// action takes its restore-helper image from it and fails every restore when it is missing.
+pub async fn put_server_deployment(client: &Client, namespace: &str) -> anyhow::Result<()> {
+    let version = pinned("VELERO_VERSION")?;
+    let labels = json!({"component": "velero", "deploy": "velero"});
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "velero", "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "velero", "image": format!("velero/velero:{version}"), "command": ["/velero"], "args": ["server"]}]},
+            },
+        },
+    });
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &ApiResource::from_gvk(&GroupVersionKind::gvk("apps", "v1", "Deployment")),
+    );
+    api.patch(
+        "velero",
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&deployment),
+    )
+    .await
+    .with_context(|| format!("cannot write Deployment {namespace}/velero"))?;
+    Ok(())
+}
+
 /// A running `velero server`, stopped on drop.
 #[derive(Debug)]
 pub struct VeleroServer {

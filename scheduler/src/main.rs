@@ -209,10 +209,16 @@ enum BackupCommand {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    // The drill probes control planes while they start; their refusals are expected.
+    let default_filter = if matches!(args.command, Command::Drill(_)) {
+        "warn,kube_client=off"
+    } else {
+        "info,kube_lease_manager=warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube_lease_manager=warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -138,6 +138,16 @@ impl std::fmt::Debug for Site {
 }
 
 impl Site {
+    /// Fails, quoting Velero's log, when Velero at this site has exited.
+    fn velero_is_running(&mut self) -> anyhow::Result<()> {
+        if let Some(velero) = self.velero.as_mut()
+            && let Some(status) = velero.exited()
+        {
+            anyhow::bail!("Velero at site {} exited ({status}):\n{}", self.name, velero.log_tail());
+        }
+        Ok(())
+    }
+
     /// Velero's log at this site, if it runs.
     pub fn velero_log(&self) -> Option<PathBuf> {
         self.velero.as_ref().map(VeleroServer::log_path)
@@ -186,6 +196,7 @@ impl Environment {
                 Some(CREDENTIALS),
             )
             .await?;
+            velero_peer::put_server_deployment(&client, VELERO_NAMESPACE).await?;
             let map = site_map();
             velero_peer::put_plugin_config(&client, VELERO_NAMESPACE, &[("siteMap", &map), ("localSite", name)]).await?;
             let played = Played::start(client.clone(), Export { server: export.server.to_owned(), share: export.base.to_owned() });
@@ -195,20 +206,31 @@ impl Environment {
         let primary = sites.pop().expect("two sites");
         let mut environment = Self { s3, primary, dr, options };
         environment.start_velero(true).await?;
-        environment.start_velero(false).await?;
         Ok(environment)
     }
 
-    /// Starts Velero at a site and waits for its storage location to be Available.
+    /// Starts Velero at a site and waits for its storage location to be Available. One Velero runs
+    /// at a time: its controller manager binds port 8080 whatever the flags say, and a failover
+    /// happens when the other site's Velero is gone anyway.
     pub async fn start_velero(&mut self, primary: bool) -> anyhow::Result<()> {
         let plugins = [velero_peer::plugin_for_aws_binary()?, self.options.plugin_binary.clone()];
         let args = [
             "--backup-sync-period=2s".to_owned(),
             "--item-operation-sync-frequency=1s".to_owned(),
             "--store-validation-frequency=2s".to_owned(),
+            // Velero's default API client limit (20 requests/s) would make the restore, not
+            // ReplicaDR, the measure of a large drill; production installs raise it the same way.
+            "--client-qps=100".to_owned(),
+            "--client-burst=200".to_owned(),
             format!("--log-level={}", self.options.velero_log_level),
         ];
         let site = if primary { &mut self.primary } else { &mut self.dr };
+        if let Err(error) = std::net::TcpListener::bind(("0.0.0.0", 8080)) {
+            anyhow::bail!(
+                "cannot start Velero at site {}: port 8080, which Velero's controller manager always binds, is taken ({error}); is another Velero or drill running?",
+                site.name
+            );
+        }
         site.velero = Some(VeleroServer::start_with(site.cluster.kubeconfig_path(), VELERO_NAMESPACE, &plugins, &args)?);
         let locations: Api<DynamicObject> = Api::namespaced_with(site.client.clone(), VELERO_NAMESPACE, &velero::storage_location_resource());
         let deadline = Instant::now() + Duration::from_mins(2);
@@ -216,6 +238,11 @@ impl Environment {
             let phase = locations.get("default").await?.data.pointer("/status/phase").and_then(Value::as_str).map(str::to_owned);
             if phase.as_deref() == Some("Available") {
                 return Ok(());
+            }
+            if let Some(velero) = site.velero.as_mut()
+                && let Some(status) = velero.exited()
+            {
+                anyhow::bail!("Velero at site {} exited ({status}):\n{}", site.name, velero.log_tail());
             }
             anyhow::ensure!(Instant::now() < deadline, "Velero at site {} never marked its BackupStorageLocation Available:\n{}", site.name, site.velero.as_ref().map(VeleroServer::log_tail).unwrap_or_default());
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -242,6 +269,7 @@ pub async fn run(options: DrillOptions, progress: &mut (dyn FnMut(String) + Send
 
     let backup_started = Instant::now();
     let (backup, verification) = verified_backup(&env.primary.client, progress).await?;
+    env.primary.velero_is_running()?;
     let backup_seconds = backup_started.elapsed().as_secs_f64();
     let mut report = DrillReport {
         backup: backup.clone(),
@@ -256,10 +284,16 @@ pub async fn run(options: DrillOptions, progress: &mut (dyn FnMut(String) + Send
     };
     if !verification.verified {
         progress(format!("the backup did not verify: {}", verification.summary()));
+        if let Some(velero) = &env.primary.velero {
+            progress(format!("Velero's errors at primary:\n{}", velero.errors()));
+        }
         report.total_seconds = started.elapsed().as_secs_f64();
         return Ok((env, report));
     }
-    wait_synced(&env.dr.client, &backup, progress).await?;
+    progress("the primary site is lost: its Velero stops; Velero at dr starts and syncs the backups".to_owned());
+    env.kill_velero(true);
+    env.start_velero(false).await?;
+    wait_synced(&env.dr, &backup, progress).await?;
 
     if options.kill_velero_mid_restore {
         report.interrupted_failover = Some(interrupted_failover(&mut env, progress).await?);
@@ -283,7 +317,9 @@ pub async fn run(options: DrillOptions, progress: &mut (dyn FnMut(String) + Send
             detail: format!("{dr_backup}: {}", dr_verification.summary()),
         });
         clear_workload(&env.primary.client, progress).await?;
-        wait_synced(&env.primary.client, &dr_backup, progress).await?;
+        env.kill_velero(false);
+        env.start_velero(true).await?;
+        wait_synced(&env.primary, &dr_backup, progress).await?;
         let failback = recover(&env.primary.client, Operation::Failback, "primary", progress).await?;
         report.checks.extend(check_site(&env.primary.client, &failback, &PRIMARY_EXPORT, &primary_names).await?);
         report.failback = Some(failback);
@@ -359,8 +395,8 @@ async fn verified_backup(client: &Client, progress: &mut (dyn FnMut(String) + Se
 }
 
 /// Waits until Velero at a site has synced `backup` from object storage.
-async fn wait_synced(client: &Client, backup: &str, progress: &mut (dyn FnMut(String) + Send)) -> anyhow::Result<()> {
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), VELERO_NAMESPACE, &velero::backup_resource());
+async fn wait_synced(site: &Site, backup: &str, progress: &mut (dyn FnMut(String) + Send)) -> anyhow::Result<()> {
+    let api: Api<DynamicObject> = Api::namespaced_with(site.client.clone(), VELERO_NAMESPACE, &velero::backup_resource());
     let deadline = Instant::now() + Duration::from_mins(2);
     loop {
         if let Some(object) = api.get_opt(backup).await?
@@ -369,7 +405,12 @@ async fn wait_synced(client: &Client, backup: &str, progress: &mut (dyn FnMut(St
             progress(format!("backup {backup} synced to this site by Velero"));
             return Ok(());
         }
-        anyhow::ensure!(Instant::now() < deadline, "Velero did not sync backup {backup} from object storage within 2 minutes");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "Velero at site {} did not sync backup {backup} from object storage within 2 minutes; its errors:\n{}",
+            site.name,
+            site.velero.as_ref().map(VeleroServer::errors).unwrap_or_default()
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

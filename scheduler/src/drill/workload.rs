@@ -8,7 +8,7 @@
 //! - `web` (start-order 3): an in-tree NFS PV, Retain;
 //! - `tools`: halted, stays halted.
 //!
-//! Namespace `drill-scale` (`--vms N`): `vm-0001` … each with two in-tree NFS disks, start orders
+//! Namespace `drill-scale` (always there, empty unless `--vms N`): `vm-0001` … each with two in-tree NFS disks, start orders
 //! 1–4 in turn.
 
 use kube::Client;
@@ -131,9 +131,9 @@ pub fn objects(primary: &SiteExport<'_>, scale_vms: usize) -> Vec<Value> {
         vm(ns, "web", Some(3), "RerunOnFailure", &["web-root"]),
         vm(ns, "tools", None, "Halted", &[]),
     ];
-    if scale_vms > 0 {
-        let ns = SCALE_NAMESPACE;
-        objects.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels()}}));
+    let ns = SCALE_NAMESPACE;
+    objects.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels()}}));
+    {
         for i in 1..=scale_vms {
             let name = format!("vm-{i:04}");
             let mut disks = Vec::new();

@@ -161,6 +161,9 @@ pub async fn run(
             blocking.join("; ")
         },
     ));
+    if plan.virtual_machines().next().is_some() {
+        report.precondition(vm_api_served(client).await);
+    }
     report.precondition(if options.check_exports {
         exports_reachable(plan).await
     } else {
@@ -311,6 +314,24 @@ async fn storage_location_available(client: &Client, namespace: &str) -> Precond
             "StorageLocationAvailable",
             false,
             format!("cannot list BackupStorageLocations: {error}"),
+        ),
+    }
+}
+
+/// KubeVirt's VirtualMachine API must be served here, or Velero cannot restore the VMs.
+async fn vm_api_served(client: &Client) -> Precondition {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &vm_resource());
+    match api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Precondition::new("VirtualMachineApi", true, "kubevirt.io/v1 VirtualMachines are served"),
+        Err(kube::Error::Api(status)) if status.code == 404 => Precondition::new(
+            "VirtualMachineApi",
+            false,
+            "kubevirt.io/v1 VirtualMachine is not served at this site: install OpenShift Virtualization (KubeVirt) before failing over",
+        ),
+        Err(error) => Precondition::new(
+            "VirtualMachineApi",
+            false,
+            format!("cannot list VirtualMachines: {error}"),
         ),
     }
 }
@@ -591,9 +612,13 @@ fn build_restore(
         "existingResourcePolicy": "none",
         // Arrays do not replicate snapshots, so a VolumeSnapshot restored here would name a
         // snapshot handle that does not exist at this site; its data came over as the replica PVC.
+        // CRDs belong to their operators at this site (KubeVirt's, the CSI snapshotter's); a
+        // backed-up copy would only differ from them. The VirtualMachineApi precondition checks
+        // that the VM API is served here.
         "excludedResources": [
             "volumesnapshots.snapshot.storage.k8s.io",
             "volumesnapshotcontents.snapshot.storage.k8s.io",
+            "customresourcedefinitions.apiextensions.k8s.io",
         ],
     });
     if halt {
