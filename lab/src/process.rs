@@ -25,10 +25,22 @@ impl PeerProcess {
         args: &[String],
         log: PathBuf,
     ) -> std::io::Result<Self> {
+        Self::spawn_with_env(name, program, args, &[], log)
+    }
+
+    /// [`Self::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        name: &'static str,
+        program: &Path,
+        args: &[String],
+        env: &[(&str, &Path)],
+        log: PathBuf,
+    ) -> std::io::Result<Self> {
         let out = File::options().create(true).append(true).open(&log)?;
         let err = out.try_clone()?;
         let child = Command::new(program)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

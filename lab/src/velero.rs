@@ -305,7 +305,18 @@ impl VeleroServer {
         ];
         args.extend_from_slice(extra_args);
         let log = dir.path().join("velero.log");
-        let process = PeerProcess::spawn("velero", &velero_binary()?, &args, log)?;
+        // Velero keeps credentials files under $TMPDIR/credentials and rewrites them in place
+        // (truncate, then write) on every use: servers sharing a directory read each other's
+        // half-written files. Each server gets its own.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp)?;
+        let process = PeerProcess::spawn_with_env(
+            "velero",
+            &velero_binary()?,
+            &args,
+            &[("TMPDIR", &tmp)],
+            log,
+        )?;
         Ok(Self { process, dir })
     }
 

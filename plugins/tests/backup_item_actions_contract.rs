@@ -59,10 +59,15 @@ async fn backup_actions_apply_to_their_resources_only() {
         .into_inner()
         .resource_selector
         .expect("selector");
+    // Claims too: Velero 1.17+ never hands VolumeSnapshots to an action.
     assert_eq!(
         snapshots.included_resources,
-        vec!["volumesnapshots.snapshot.storage.k8s.io"]
+        vec![
+            "volumesnapshots.snapshot.storage.k8s.io",
+            "persistentvolumeclaims"
+        ]
     );
+    assert!(snapshots.included_namespaces.is_empty() && snapshots.selector.is_empty());
 }
 
 #[tokio::test]

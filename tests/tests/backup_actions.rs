@@ -273,7 +273,11 @@ impl Plugin {
         self.0.channel().await.expect("connect to plugin socket")
     }
 
-    async fn execute(&self, item: &DynamicObject) -> Result<v2::ExecuteResponse, tonic::Status> {
+    /// Execute on a VolumeSnapshot or (as Velero 1.17+ hands them) a PersistentVolumeClaim.
+    async fn execute(
+        &self,
+        item: &impl serde::Serialize,
+    ) -> Result<v2::ExecuteResponse, tonic::Status> {
         V2Client::new(self.channel().await)
             .execute(v2::ExecuteRequest {
                 plugin: SNAPSHOT_TO_PVC.into(),
@@ -431,6 +435,142 @@ async fn first_backup_creates_a_bound_replica_and_the_next_backup_reuses_it() ->
     assert_eq!(
         source_after.metadata.resource_version,
         source_before.metadata.resource_version
+    );
+    Ok(())
+}
+
+/// Velero 1.17+ excludes VolumeSnapshots from every backup, so the action only ever sees their
+/// source claims; Velero 1.14–1.16 hands both in one backup.
+#[tokio::test]
+async fn a_source_claim_brings_the_replica_of_its_snapshot() -> anyhow::Result<()> {
+    let env = Env::start("fast: replicated-nfs").await?;
+    env.create_snapshot("snap-c", "disk-1").await?;
+    let snapshot = env.make_ready("snap-c").await?;
+    let claim = env.pvcs().get("disk-1").await?;
+
+    let plugin = env.start_plugin();
+    let out = plugin.execute(&claim).await?;
+    let item: Value = serde_json::from_slice(&out.item)?;
+    assert_eq!(
+        item,
+        serde_json::to_value(&claim)?,
+        "the claim is backed up unchanged"
+    );
+    let replicas = env.replicas_of(&uid(&snapshot)).await?;
+    assert_eq!(replicas.len(), 1);
+    let replica = &replicas[0];
+    let replica_name = replica.metadata.name.clone().unwrap_or_default();
+    assert!(
+        replica_name.starts_with("replica-snap-c-"),
+        "{replica_name}"
+    );
+    assert_replica_of_vm_disk(replica, "snap-c")?;
+    assert_eq!(
+        names(&out.additional_items),
+        [("persistentvolumeclaims".to_owned(), replica_name.clone())]
+    );
+    assert_eq!(
+        names(&out.post_operation_items),
+        names(&out.additional_items)
+    );
+    assert_eq!(out.operation_id, format!("{NS}/snap-c/{}", uid(&snapshot)));
+
+    // Velero 1.16 and earlier: the snapshot in the same backup lands on the same replica.
+    let from_snapshot = plugin.execute(&snapshot).await?;
+    assert_eq!(from_snapshot.operation_id, out.operation_id);
+    assert_eq!(
+        names(&from_snapshot.additional_items),
+        names(&out.additional_items)
+    );
+    assert_eq!(env.replicas_of(&uid(&snapshot)).await?.len(), 1);
+
+    // The replica comes back as an additional item of its source: it is not a source itself.
+    let replica_object = env.pvcs().get(&replica_name).await?;
+    let skipped = plugin.execute(&replica_object).await?;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&skipped.item)?,
+        serde_json::to_value(&replica_object)?
+    );
+    assert!(skipped.operation_id.is_empty() && skipped.additional_items.is_empty());
+    drop(plugin);
+
+    env.bind(&replica_name, "pv-replica-c").await?;
+    let progress = env.poll(&out.operation_id).await?;
+    assert!(
+        progress.completed && progress.err.is_empty(),
+        "{progress:?}"
+    );
+
+    // The next backup: the bound replica and its volume, nothing to wait for.
+    let again = env.start_plugin().execute(&claim).await?;
+    assert_eq!(again.operation_id, "");
+    assert_eq!(
+        names(&again.additional_items),
+        [
+            ("persistentvolumeclaims".to_owned(), replica_name.clone()),
+            ("persistentvolumes".to_owned(), "pv-replica-c".to_owned())
+        ]
+    );
+    assert_eq!(env.replicas_of(&uid(&snapshot)).await?.len(), 1);
+    let source_after = env.pvcs().get("disk-1").await?;
+    assert_eq!(
+        source_after.metadata.resource_version,
+        claim.metadata.resource_version
+    );
+    Ok(())
+}
+
+/// Two snapshots of one claim, neither replica bound: both replicas are made, and the one
+/// operation Velero takes per item follows one of them.
+#[tokio::test]
+async fn a_claim_with_two_pending_snapshots_returns_one_operation() -> anyhow::Result<()> {
+    let env = Env::start("fast: replicated-nfs").await?;
+    env.create_snapshot("snap-a", "disk-1").await?;
+    let a = env.make_ready("snap-a").await?;
+    env.create_snapshot("snap-b", "disk-1").await?;
+    let b = env.make_ready("snap-b").await?;
+    let out = env
+        .start_plugin()
+        .execute(&env.pvcs().get("disk-1").await?)
+        .await?;
+    let mut replicas = Vec::new();
+    for snapshot in [&a, &b] {
+        let found = env.replicas_of(&uid(snapshot)).await?;
+        assert_eq!(
+            found.len(),
+            1,
+            "one replica of {:?}",
+            snapshot.metadata.name
+        );
+        let operation_id = format!(
+            "{NS}/{}/{}",
+            snapshot.metadata.name.clone().unwrap_or_default(),
+            uid(snapshot)
+        );
+        replicas.push((
+            operation_id,
+            found[0].metadata.name.clone().unwrap_or_default(),
+        ));
+    }
+    let mut additional: Vec<&str> = out
+        .additional_items
+        .iter()
+        .map(|i| i.name.as_str())
+        .collect();
+    additional.sort_unstable();
+    let mut expected: Vec<&str> = replicas.iter().map(|(_, name)| name.as_str()).collect();
+    expected.sort_unstable();
+    assert_eq!(
+        additional, expected,
+        "both replicas exist and are backed up"
+    );
+    let (_, followed) = replicas
+        .iter()
+        .find(|(operation_id, _)| *operation_id == out.operation_id)
+        .context("the operation follows one of the two snapshots")?;
+    assert_eq!(
+        names(&out.post_operation_items),
+        [("persistentvolumeclaims".to_owned(), followed.clone())]
     );
     Ok(())
 }
@@ -752,5 +892,16 @@ async fn a_missing_permission_fails_the_operation_at_once_naming_it() -> anyhow:
         progress.err
     );
     assert!(env.replicas_of(&uid(&snapshot)).await?.is_empty());
+
+    // The claim path cannot even list snapshots with these grants. The claim is still backed up,
+    // unchanged: an error would make Velero leave it out of the backup (the refusal is logged as
+    // an error instead, which Velero counts against the backup).
+    let claim = env.pvcs().get("disk-1").await?;
+    let out = plugin.execute(&claim).await?;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&out.item)?,
+        serde_json::to_value(&claim)?
+    );
+    assert!(out.operation_id.is_empty() && out.additional_items.is_empty());
     Ok(())
 }

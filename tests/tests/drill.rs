@@ -20,7 +20,12 @@ async fn failover_survives_velero_killed_mid_restore_and_failback_restores_prima
         velero_log_level: "info".to_owned(),
     };
     let mut lines = Vec::new();
-    let (_environment, report) = drill::run(options, &mut |line| lines.push(line)).await?;
+    // Printed as they come: the harness shows them when the test fails.
+    let (_environment, report) = drill::run(options, &mut |line| {
+        eprintln!("drill: {line}");
+        lines.push(line);
+    })
+    .await?;
     let text = drill::render(&report);
     let context = format!("{text}\n--- progress ---\n{}", lines.join("\n"));
     assert!(report.passed(), "{context}");

@@ -3,15 +3,20 @@
 //! the replicated array. Arrays replicate volumes, not snapshots: this is how a VM snapshot
 //! reaches the DR site.
 //!
-//! Velero calls `execute` once per snapshot, then `progress` from a new plugin process every few
-//! seconds. Nothing is kept in memory: the operation ID is `<namespace>/<snapshot>/<uid>`, the
-//! replica's name derives from the snapshot's name and UID, and every call re-reads the cluster
-//! and moves the replica one step on: snapshot ready → PVC created → PVC bound. A replica is
-//! recognised by its labels, reused by later backups, and never overwritten when a PVC of that
-//! name is someone else's. The snapshot, its content and its source PVC are only ever read.
+//! Velero calls `execute` once per item, then `progress` from a new plugin process every few
+//! seconds. The action applies to two resources. A VolumeSnapshot item is replicated itself; a
+//! PersistentVolumeClaim item has every snapshot taken of it replicated (`pvc_item`), because
+//! Velero 1.17 and later exclude VolumeSnapshots from every backup and never hand them to an
+//! action. Older Velero hands both, and both paths land on the same replica. Nothing is kept in
+//! memory: the operation ID is `<namespace>/<snapshot>/<uid>`, the replica's name derives from
+//! the snapshot's name and UID, and every call re-reads the cluster and moves the replica one step
+//! on: snapshot ready → PVC created → PVC bound. A replica is recognised by its labels, reused by
+//! later backups, and never overwritten when a PVC of that name is someone else's. The snapshot,
+//! its content and its source PVC are only ever read.
 
 mod naming;
 mod objects;
+mod pvc_item;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -28,12 +33,16 @@ use objects::{PERSISTENT_VOLUME_CLAIMS, STORAGE_CLASSES, VOLUME_SNAPSHOTS, pvc_r
 
 use super::{
     ActionFactory, AsyncBackupItemAction, BackupInput, BackupOutput, BuildContext, Cluster,
-    ClusterError, ConfigError, ItemError, OperationProgress, PluginConfig, ResourceSelector,
-    ResourceType, string_at,
+    ClusterError, ConfigError, ItemError, OperationProgress, PluginConfig, ResourceId,
+    ResourceSelector, ResourceType, string_at,
 };
 
 /// The plugin name Velero registers and sends in every request.
 pub const NAME: &str = "replicadr.io/snapshot-to-pvc";
+
+/// The item kinds `execute` dispatches on.
+const PERSISTENT_VOLUME_CLAIMS_KIND: &str = PERSISTENT_VOLUME_CLAIMS.kind;
+const VOLUME_SNAPSHOTS_KIND: &str = VOLUME_SNAPSHOTS.kind;
 
 /// ConfigMap key: YAML mapping of source StorageClass to the class the replica PVC gets.
 pub const CONFIG_STORAGE_CLASS_MAP: &str = "storageClassMap";
@@ -52,7 +61,11 @@ impl ActionFactory for SnapshotToPvcFactory {
     type Action = SnapshotToPvc;
 
     fn applies_to(&self) -> ResourceSelector {
-        ResourceSelector::resources(&["volumesnapshots.snapshot.storage.k8s.io"])
+        // One plugin name for both, so the ConfigMap labelled with it configures both paths.
+        ResourceSelector::resources(&[
+            "volumesnapshots.snapshot.storage.k8s.io",
+            "persistentvolumeclaims",
+        ])
     }
 
     fn build(&self, context: BuildContext<'_>) -> Result<SnapshotToPvc, ConfigError> {
@@ -478,9 +491,61 @@ fn now() -> i64 {
     k8s_openapi::jiff::Timestamp::now().as_second()
 }
 
-#[async_trait::async_trait]
-impl AsyncBackupItemAction for SnapshotToPvc {
-    async fn execute(&self, input: BackupInput) -> Result<BackupOutput, ItemError> {
+/// What one snapshot's replica adds to the output of the item that led to it.
+#[derive(Debug, Default)]
+struct Replication {
+    additional_items: Vec<ResourceId>,
+    /// The operation to follow until the replica is bound (or has failed), with the items to back
+    /// up again when it completes.
+    operation: Option<(OperationId, Vec<ResourceId>)>,
+    /// Set when the operation would only report this failure.
+    failure: Option<String>,
+}
+
+impl SnapshotToPvc {
+    /// Takes the first step for `snapshot` within `execute`, and says what the item's output gets.
+    /// The snapshot path and the PVC path both come here, so they create identical replicas.
+    async fn replicate(&self, snapshot: Snapshot) -> Replication {
+        let what = snapshot.describe();
+        let id = snapshot.operation_id();
+        let replica = pvc_resource_id(&id.namespace, &id.replica_name());
+        let mut replication = Replication::default();
+        match self.advance(&id, Some(snapshot)).await {
+            Ok(State::Bound(pvc)) => {
+                replication.additional_items.push(pvc.resource_id());
+                replication
+                    .additional_items
+                    .extend(pvc.volume_resource_id());
+                return replication;
+            }
+            Ok(State::Created { pvc, .. }) => replication.additional_items.push(pvc.resource_id()),
+            Ok(State::WaitingForSnapshot(_)) => {
+                tracing::info!(snapshot = %what, "snapshot not ready; replica follows as an operation");
+            }
+            Err(Problem::Failed {
+                message,
+                replica_exists,
+            }) => {
+                tracing::warn!(snapshot = %what, error = %message, "no replica; the operation reports the error");
+                replication.failure = Some(message);
+                if replica_exists {
+                    replication.additional_items.push(replica.clone());
+                } else {
+                    // Velero would log an error at finalize for a post-operation item it cannot get.
+                    replication.operation = Some((id, Vec::new()));
+                    return replication;
+                }
+            }
+            Err(Problem::Unavailable(message)) => {
+                tracing::warn!(snapshot = %what, error = %message, "cannot read the cluster; the operation retries");
+            }
+        }
+        replication.operation = Some((id, vec![replica]));
+        replication
+    }
+
+    /// `execute` for a VolumeSnapshot item (Velero 1.16 and earlier hand them over).
+    async fn execute_snapshot(&self, input: BackupInput) -> Result<BackupOutput, ItemError> {
         let snapshot = Snapshot::from_item(&input.item)?;
         // The snapshot itself is always backed up exactly as it came.
         let mut output = BackupOutput::item(input.item);
@@ -496,38 +561,27 @@ impl AsyncBackupItemAction for SnapshotToPvc {
             tracing::warn!(snapshot = %what, content = %content, "pre-provisioned snapshot has no source pvc to copy; backed up without a replica");
             return Ok(output);
         }
-        let id = snapshot.operation_id();
-        let replica = pvc_resource_id(&id.namespace, &id.replica_name());
-        match self.advance(&id, Some(snapshot)).await {
-            Ok(State::Bound(pvc)) => {
-                output.additional_items.push(pvc.resource_id());
-                output.additional_items.extend(pvc.volume_resource_id());
-                return Ok(output);
-            }
-            Ok(State::Created { pvc, .. }) => output.additional_items.push(pvc.resource_id()),
-            Ok(State::WaitingForSnapshot(_)) => {
-                tracing::info!(snapshot = %what, "snapshot not ready; replica follows as an operation");
-            }
-            Err(Problem::Failed {
-                message,
-                replica_exists,
-            }) => {
-                tracing::warn!(snapshot = %what, error = %message, "no replica; the operation reports the error");
-                if replica_exists {
-                    output.additional_items.push(replica.clone());
-                } else {
-                    // Velero would log an error at finalize for a post-operation item it cannot get.
-                    output.operation_id = Some(id.to_string());
-                    return Ok(output);
-                }
-            }
-            Err(Problem::Unavailable(message)) => {
-                tracing::warn!(snapshot = %what, error = %message, "cannot read the cluster; the operation retries");
-            }
+        let replication = self.replicate(snapshot).await;
+        output.additional_items = replication.additional_items;
+        if let Some((id, post_operation_items)) = replication.operation {
+            output.operation_id = Some(id.to_string());
+            output.post_operation_items = post_operation_items;
         }
-        output.operation_id = Some(id.to_string());
-        output.post_operation_items.push(replica);
         Ok(output)
+    }
+}
+
+#[async_trait::async_trait]
+impl AsyncBackupItemAction for SnapshotToPvc {
+    async fn execute(&self, input: BackupInput) -> Result<BackupOutput, ItemError> {
+        match string_at(&input.item, "/kind") {
+            Some(PERSISTENT_VOLUME_CLAIMS_KIND) => Ok(self.execute_pvc(input).await),
+            None | Some(VOLUME_SNAPSHOTS_KIND) => self.execute_snapshot(input).await,
+            Some(kind) => Err(ItemError(format!(
+                "{}: {NAME} only handles VolumeSnapshots and PersistentVolumeClaims, got kind {kind:?}",
+                super::describe(&input.item)
+            ))),
+        }
     }
 
     async fn progress(

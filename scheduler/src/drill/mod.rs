@@ -148,6 +148,13 @@ impl Site {
         Ok(())
     }
 
+    /// Hands Velero's error lines at this site to `progress`.
+    fn report_velero_errors(&self, progress: &mut (dyn FnMut(String) + Send)) {
+        if let Some(velero) = &self.velero {
+            progress(format!("Velero's errors at {}:\n{}", self.name, velero.errors()));
+        }
+    }
+
     /// Velero's log at this site, if it runs.
     pub fn velero_log(&self) -> Option<PathBuf> {
         self.velero.as_ref().map(VeleroServer::log_path)
@@ -217,7 +224,9 @@ impl Environment {
         let args = [
             "--backup-sync-period=2s".to_owned(),
             "--item-operation-sync-frequency=1s".to_owned(),
-            "--store-validation-frequency=2s".to_owned(),
+            // Each validation rewrites the credentials file a restore may be reading (Velero
+            // truncates it first): validate rarely, as production's 1 minute does.
+            "--store-validation-frequency=1m".to_owned(),
             // Velero's default API client limit (20 requests/s) would make the restore, not
             // ReplicaDR, the measure of a large drill; production installs raise it the same way.
             "--client-qps=100".to_owned(),
@@ -284,9 +293,7 @@ pub async fn run(options: DrillOptions, progress: &mut (dyn FnMut(String) + Send
     };
     if !verification.verified {
         progress(format!("the backup did not verify: {}", verification.summary()));
-        if let Some(velero) = &env.primary.velero {
-            progress(format!("Velero's errors at primary:\n{}", velero.errors()));
-        }
+        env.primary.report_velero_errors(progress);
         report.total_seconds = started.elapsed().as_secs_f64();
         return Ok((env, report));
     }
@@ -306,16 +313,26 @@ pub async fn run(options: DrillOptions, progress: &mut (dyn FnMut(String) + Send
     if options.kill_velero_mid_restore {
         report.checks.push(check_attempts(&env.dr.client).await?);
     }
+    let failed_over = failover.outcome == Outcome::Succeeded;
+    if !failed_over {
+        progress(format!("the failover did not succeed: {}", failover.summary()));
+        env.dr.report_velero_errors(progress);
+    }
     report.failover = Some(failover);
 
-    if options.failback {
+    if options.failback && failed_over {
         progress("failback: the dr site backs up, the old primary's stale workload is cleared, primary restores".to_owned());
         let (dr_backup, dr_verification) = verified_backup(&env.dr.client, progress).await?;
         report.checks.push(Check {
-            name: "DrBackupVerified".to_owned(),
+            name: "dr: backup for the failback verified".to_owned(),
             passed: dr_verification.verified,
             detail: format!("{dr_backup}: {}", dr_verification.summary()),
         });
+        if !dr_verification.verified {
+            env.dr.report_velero_errors(progress);
+            report.total_seconds = started.elapsed().as_secs_f64();
+            return Ok((env, report));
+        }
         clear_workload(&env.primary.client, progress).await?;
         env.kill_velero(false);
         env.start_velero(true).await?;

@@ -31,8 +31,10 @@ pub struct SiteExport<'a> {
     pub base: &'a str,
 }
 
+/// The sample workload stands for the user's VMs, so it carries only the drill's label: ReplicaDR's
+/// managed-by label marks objects its plugins made (replica PVCs), which the workload is not.
 fn labels() -> Value {
-    json!({LABEL_DRILL: "true", crate::velero::LABEL_MANAGED_BY: crate::velero::MANAGED_BY})
+    json!({LABEL_DRILL: "true"})
 }
 
 fn in_tree_pv(name: &str, export: &SiteExport<'_>, dir: &str) -> Value {

@@ -19,6 +19,8 @@ const CREATED: &str = "2025-01-02T03:04:05Z";
 struct MemoryCluster {
     objects: Mutex<BTreeMap<(String, String, String), Value>>,
     unavailable: AtomicBool,
+    /// Lists are refused as without the permission.
+    lists_forbidden: AtomicBool,
     creates: AtomicUsize,
 }
 
@@ -117,11 +119,29 @@ impl Cluster for MemoryCluster {
 
     async fn list(
         &self,
-        _: &ResourceType,
-        _: Option<&str>,
-        _: &str,
+        kind: &ResourceType,
+        namespace: Option<&str>,
+        label_selector: &str,
     ) -> Result<Vec<Value>, ClusterError> {
-        unreachable!("the action never lists")
+        self.check()?;
+        assert_eq!(label_selector, "", "the action lists without labels");
+        if self.lists_forbidden.load(Ordering::SeqCst) {
+            return Err(ClusterError::Rejected(format!(
+                "cannot list {} with labels \"\": forbidden (Forbidden); grant that permission to Velero's service account",
+                kind.plural
+            )));
+        }
+        let namespace = namespace.filter(|_| kind.namespaced).unwrap_or_default();
+        Ok(self
+            .objects
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|((plural, ns, _), _)| {
+                plural == kind.plural && (namespace.is_empty() || ns == namespace)
+            })
+            .map(|(_, object)| object.clone())
+            .collect())
     }
 }
 
@@ -209,11 +229,14 @@ fn pvc_id(name: &str) -> ResourceId {
 }
 
 #[test]
-fn applies_to_volume_snapshots_only() {
+fn applies_to_volume_snapshots_and_their_source_claims() {
     let selector = SnapshotToPvcFactory.applies_to();
     assert_eq!(
         selector.included_resources,
-        vec!["volumesnapshots.snapshot.storage.k8s.io"]
+        vec![
+            "volumesnapshots.snapshot.storage.k8s.io",
+            "persistentvolumeclaims"
+        ]
     );
     assert!(selector.included_namespaces.is_empty());
 }
@@ -717,7 +740,7 @@ async fn malformed_snapshots_are_rejected_naming_what_is_missing() {
         ),
         (
             wrong_kind,
-            "only handles VolumeSnapshots, got kind \"Secret\"",
+            "Secret vms/s: replicadr.io/snapshot-to-pvc only handles VolumeSnapshots and PersistentVolumeClaims, got kind \"Secret\"",
         ),
     ] {
         let error = action.execute(input(item)).await.expect_err(expected);
@@ -872,4 +895,254 @@ async fn statically_bound_sources_need_a_mapped_class() {
         .object(&PERSISTENT_VOLUME_CLAIMS, "vms", &replica_name())
         .expect("created");
     assert_eq!(pvc["spec"]["storageClassName"], "replicated-nfs");
+}
+
+// The PVC path: Velero 1.17+ hands the snapshots' source claims, never the snapshots.
+
+fn snapshot_at(name: &str, uid: &str, ready: bool, created: &str) -> Value {
+    let mut snapshot = snapshot(name, uid, ready);
+    snapshot["metadata"]["creationTimestamp"] = json!(created);
+    snapshot
+}
+
+#[tokio::test]
+async fn a_source_pvc_gets_the_replica_the_snapshot_path_would_make() {
+    let cluster = cluster();
+    cluster.put(&VOLUME_SNAPSHOTS, snapshot("snap-1", UID, true));
+    let action = action(
+        &cluster,
+        &[(CONFIG_STORAGE_CLASS_MAP, "fast: replicated-nfs\n")],
+    );
+    let claim = source_pvc("fast");
+    let out = action
+        .execute(input(claim.clone()))
+        .await
+        .expect("executed");
+    assert_eq!(out.item, claim, "the claim is backed up unchanged");
+    let name = replica_name();
+    assert_eq!(out.additional_items, vec![pvc_id(&name)]);
+    assert_eq!(out.post_operation_items, vec![pvc_id(&name)]);
+    assert_eq!(out.operation_id, Some(snapshot_operation_id()));
+    let from_pvc = cluster
+        .object(&PERSISTENT_VOLUME_CLAIMS, "vms", &name)
+        .expect("created");
+
+    // The snapshot path on a fresh cluster makes the very same object.
+    let other = self::cluster();
+    self::action(
+        &other,
+        &[(CONFIG_STORAGE_CLASS_MAP, "fast: replicated-nfs\n")],
+    )
+    .execute(input(snapshot("snap-1", UID, true)))
+    .await
+    .expect("snapshot path");
+    assert_eq!(
+        other.object(&PERSISTENT_VOLUME_CLAIMS, "vms", &name),
+        Some(from_pvc)
+    );
+
+    // Velero 1.16 and earlier also hand the snapshot in the same backup: same answer, no second
+    // claim.
+    let again = action
+        .execute(input(snapshot("snap-1", UID, true)))
+        .await
+        .expect("snapshot path");
+    assert_eq!(again.additional_items, out.additional_items);
+    assert_eq!(again.operation_id, out.operation_id);
+    assert_eq!(cluster.creates.load(Ordering::SeqCst), 1);
+
+    // The operation is the snapshot path's: progress follows it to bound.
+    bind(&cluster, "pv-replica");
+    let progress = action
+        .progress(&snapshot_operation_id(), &json!({}))
+        .await
+        .expect("progress");
+    assert!(
+        progress.completed && progress.error.is_none(),
+        "{progress:?}"
+    );
+    // The next backup: bound, so the claim and its volume, and nothing to wait for.
+    let next = action.execute(input(claim)).await.expect("next backup");
+    assert_eq!(next.operation_id, None);
+    assert_eq!(
+        next.additional_items,
+        vec![
+            pvc_id(&name),
+            ResourceId {
+                group: String::new(),
+                resource: "persistentvolumes".into(),
+                namespace: String::new(),
+                name: "pv-replica".into()
+            }
+        ]
+    );
+    assert_eq!(cluster.creates.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_pvc_without_snapshots_of_its_own_is_passed_through() {
+    let cluster = cluster();
+    // Snapshots that are not this claim's to replicate: another claim's, Velero's temporary one,
+    // one being deleted, and a pre-provisioned one.
+    let mut other_claim = snapshot("snap-other", "uid-other", true);
+    other_claim["spec"]["source"] = json!({"persistentVolumeClaimName": "disk-2"});
+    let mut velero = snapshot("velero-disk-1-abcde", "uid-velero", true);
+    velero["metadata"]["labels"] = json!({"velero.io/backup-name": "b1"});
+    let mut deleting = snapshot("snap-deleting", "uid-deleting", true);
+    deleting["metadata"]["deletionTimestamp"] = json!("2025-03-01T00:00:00Z");
+    let mut pre = snapshot("imported", "uid-imported", true);
+    pre["spec"]["source"] = json!({"volumeSnapshotContentName": "snapcontent-imported"});
+    let mut elsewhere = snapshot("snap-1", UID, true);
+    elsewhere["metadata"]["namespace"] = json!("other");
+    for object in [other_claim, velero, deleting, pre, elsewhere] {
+        cluster.put(&VOLUME_SNAPSHOTS, object);
+    }
+    let action = action(&cluster, &[]);
+    let claim = source_pvc("fast");
+    let out = action
+        .execute(input(claim.clone()))
+        .await
+        .expect("executed");
+    assert_eq!(out.item, claim);
+    assert!(out.additional_items.is_empty() && out.post_operation_items.is_empty());
+    assert_eq!(out.operation_id, None);
+    assert_eq!(cluster.creates.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn replica_pvcs_and_finalize_are_skipped() {
+    let cluster = cluster();
+    cluster.put(&VOLUME_SNAPSHOTS, snapshot("snap-1", UID, true));
+    let action = action(&cluster, &[]);
+    // At finalize Velero refuses new operations.
+    let out = action
+        .execute(BackupInput {
+            item: source_pvc("fast"),
+            backup: json!({"status": {"phase": "FinalizingPartiallyFailed"}}),
+        })
+        .await
+        .expect("finalize");
+    assert!(out.operation_id.is_none() && out.additional_items.is_empty());
+    assert_eq!(cluster.creates.load(Ordering::SeqCst), 0);
+
+    action
+        .execute(input(source_pvc("fast")))
+        .await
+        .expect("executed");
+    let replica = cluster
+        .object(&PERSISTENT_VOLUME_CLAIMS, "vms", &replica_name())
+        .expect("created");
+    // The replica comes back as an additional item of its source; a snapshot taken of it (at the
+    // DR site, say) must not make a replica of the replica.
+    let mut of_replica = snapshot_at("snap-of-replica", "uid-r", true, "2025-06-01T00:00:00Z");
+    of_replica["spec"]["source"] = json!({"persistentVolumeClaimName": replica_name()});
+    cluster.put(&VOLUME_SNAPSHOTS, of_replica);
+    let mut only_uid_label = replica.clone();
+    only_uid_label["metadata"]["labels"] = json!({LABEL_SNAPSHOT_UID: UID});
+    for item in [replica, only_uid_label] {
+        let out = action.execute(input(item.clone())).await.expect("skipped");
+        assert_eq!(out.item, item);
+        assert!(out.additional_items.is_empty() && out.operation_id.is_none());
+    }
+    assert_eq!(cluster.creates.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn two_pending_snapshots_give_two_replicas_and_one_operation() {
+    let cluster = cluster();
+    cluster.put(
+        &VOLUME_SNAPSHOTS,
+        snapshot_at("snap-old", "uid-old", true, "2025-01-01T00:00:00Z"),
+    );
+    cluster.put(
+        &VOLUME_SNAPSHOTS,
+        snapshot_at("snap-new", "uid-new", true, "2025-01-02T00:00:00Z"),
+    );
+    let action = action(&cluster, &[]);
+    let out = action
+        .execute(input(source_pvc("fast")))
+        .await
+        .expect("executed");
+    let new = replica_pvc_name("snap-new", "uid-new");
+    let old = replica_pvc_name("snap-old", "uid-old");
+    assert_eq!(cluster.creates.load(Ordering::SeqCst), 2, "both replicas");
+    assert_eq!(out.additional_items, vec![pvc_id(&new), pvc_id(&old)]);
+    assert_eq!(
+        out.operation_id.as_deref(),
+        Some("vms/snap-new/uid-new"),
+        "the newest snapshot is followed"
+    );
+    assert_eq!(out.post_operation_items, vec![pvc_id(&new)]);
+}
+
+#[tokio::test]
+async fn a_pending_snapshot_is_followed_before_a_failed_one() {
+    let cluster = cluster();
+    // The newest snapshot's replica name is taken by someone else's claim: it fails.
+    cluster.put(
+        &VOLUME_SNAPSHOTS,
+        snapshot_at("snap-new", "uid-new", true, "2025-01-02T00:00:00Z"),
+    );
+    let foreign = replica_pvc_name("snap-new", "uid-new");
+    cluster.put(
+        &PERSISTENT_VOLUME_CLAIMS,
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": foreign, "namespace": "vms"}, "status": {"phase": "Bound"}}),
+    );
+    cluster.put(
+        &VOLUME_SNAPSHOTS,
+        snapshot_at("snap-old", "uid-old", false, "2025-01-01T00:00:00Z"),
+    );
+    let action = action(&cluster, &[]);
+    let out = action
+        .execute(input(source_pvc("fast")))
+        .await
+        .expect("executed");
+    assert_eq!(out.operation_id.as_deref(), Some("vms/snap-old/uid-old"));
+    assert_eq!(
+        out.post_operation_items,
+        vec![pvc_id(&replica_pvc_name("snap-old", "uid-old"))]
+    );
+    assert!(
+        out.additional_items.is_empty(),
+        "{:?}",
+        out.additional_items
+    );
+
+    // Only the failure left: it is followed, so the operation reports it.
+    cluster
+        .objects
+        .lock()
+        .expect("lock")
+        .remove(&MemoryCluster::key(
+            &VOLUME_SNAPSHOTS,
+            Some("vms"),
+            "snap-old",
+        ));
+    let out = action
+        .execute(input(source_pvc("fast")))
+        .await
+        .expect("executed");
+    assert_eq!(out.operation_id.as_deref(), Some("vms/snap-new/uid-new"));
+    assert!(out.post_operation_items.is_empty());
+}
+
+#[tokio::test]
+async fn a_refused_or_failed_snapshot_list_leaves_the_pvc_in_the_backup() {
+    let cluster = cluster();
+    cluster.put(&VOLUME_SNAPSHOTS, snapshot("snap-1", UID, true));
+    let action = action(&cluster, &[]);
+    let claim = source_pvc("fast");
+    cluster.lists_forbidden.store(true, Ordering::SeqCst);
+    let out = action
+        .execute(input(claim.clone()))
+        .await
+        .expect("never an item error: Velero would drop the claim");
+    assert_eq!(out.item, claim);
+    assert!(out.operation_id.is_none() && out.additional_items.is_empty());
+    cluster.lists_forbidden.store(false, Ordering::SeqCst);
+    cluster.unavailable.store(true, Ordering::SeqCst);
+    let out = action.execute(input(claim.clone())).await.expect("passed");
+    assert_eq!(out.item, claim);
+    assert!(out.operation_id.is_none());
+    assert_eq!(cluster.creates.load(Ordering::SeqCst), 0);
 }
