@@ -2,7 +2,8 @@
 //! API, typed only as far as the drill and the tests use them (our own, in `tests/crds/`).
 
 /// KubeVirt `VirtualMachine` (kubevirt.io/v1).
-pub const VIRTUAL_MACHINES: &str = include_str!("../../tests/crds/kubevirt.io_virtualmachines.yaml");
+pub const VIRTUAL_MACHINES: &str =
+    include_str!("../../tests/crds/kubevirt.io_virtualmachines.yaml");
 /// `VolumeSnapshot`, `VolumeSnapshotContent` and `VolumeSnapshotClass` (snapshot.storage.k8s.io/v1).
 pub const VOLUME_SNAPSHOTS: &str = include_str!("../../tests/crds/snapshot.storage.k8s.io.yaml");
 

@@ -12,13 +12,15 @@ use anyhow::{Context as _, bail};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::Client;
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ObjectMeta, Patch, PatchParams,
+};
 use serde_json::json;
 use tempfile::TempDir;
 
 use crate::peers::cache_dir;
-use crate::process::PeerProcess;
 use crate::peers::require_pinned as pinned;
+use crate::process::PeerProcess;
 
 /// The cached `velero` binary (`$REPLICADR_VELERO` overrides).
 pub fn velero_binary() -> anyhow::Result<PathBuf> {

@@ -14,15 +14,15 @@ use clap::{Parser, Subcommand};
 use kube::Client;
 use replicadr_scheduler::cli::{self, Output};
 use replicadr_scheduler::clock::{Clock, SystemClock};
+use replicadr_scheduler::duration::GoDuration;
 use replicadr_scheduler::leader::Election;
 use replicadr_scheduler::metrics::Metrics;
-use replicadr_scheduler::duration::GoDuration;
 use replicadr_scheduler::policy;
+use replicadr_scheduler::publish::Publisher;
 use replicadr_scheduler::recovery::failover::{self, Operation};
+use replicadr_scheduler::recovery::plan;
 use replicadr_scheduler::recovery::report::{self, Outcome};
 use replicadr_scheduler::recovery::site::{self, BackupChoice};
-use replicadr_scheduler::recovery::plan;
-use replicadr_scheduler::publish::Publisher;
 use replicadr_scheduler::server::Health;
 use replicadr_scheduler::service::{Service, ServiceConfig};
 use tokio::sync::Notify;
@@ -132,6 +132,7 @@ struct PlanArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[expect(clippy::struct_excessive_bools, reason = "command-line switches")]
 struct RecoveryArgs {
     /// The site this runs at; the restore plugin's ConfigMap must name it as localSite.
     #[arg(long)]
@@ -222,7 +223,7 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(args).await {
+    match Box::pin(run(args)).await {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -238,7 +239,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Command::Drill(options) = args.command {
-        return drill(options).await;
+        return Box::pin(drill(options)).await;
     }
     if let Command::Plan(PlanArgs {
         from_file: Some(tarball),
@@ -258,7 +259,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Crd | Command::Drill(_) => unreachable!("handled above"),
         Command::Plan(options) => {
-            let choice = options.backup.map_or(BackupChoice::LatestVerified, BackupChoice::Named);
+            let choice = options
+                .backup
+                .map_or(BackupChoice::LatestVerified, BackupChoice::Named);
             let planned = site::plan_at_site(
                 &client,
                 &namespace,
@@ -271,8 +274,12 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await?;
             Ok(print_plan(&planned.plan, options.output))
         }
-        Command::Failover(options) => recover(&client, &namespace, Operation::Failover, options).await,
-        Command::Failback(options) => recover(&client, &namespace, Operation::Failback, options).await,
+        Command::Failover(options) => {
+            recover(&client, &namespace, Operation::Failover, options).await
+        }
+        Command::Failback(options) => {
+            recover(&client, &namespace, Operation::Failback, options).await
+        }
         Command::Scheduler(options) => run_scheduler(client, &namespace, clock, options).await,
         Command::Backup {
             command: BackupCommand::Now { policy, output },
@@ -398,8 +405,10 @@ async fn drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
         kill_velero_mid_restore: args.kill_velero_mid_restore,
         velero_log_level: args.velero_log_level,
     };
-    let (environment, report) =
-        replicadr_scheduler::drill::run(options, &mut |line| eprintln!("drill: {line}")).await?;
+    let (environment, report) = Box::pin(replicadr_scheduler::drill::run(options, &mut |line| {
+        eprintln!("drill: {line}");
+    }))
+    .await?;
     print!(
         "{}",
         args.output
@@ -437,7 +446,9 @@ async fn recover(
     args: RecoveryArgs,
 ) -> anyhow::Result<ExitCode> {
     let mut options = failover::Options::new(operation, &args.site);
-    options.backup = args.backup.map_or(BackupChoice::LatestVerified, BackupChoice::Named);
+    options.backup = args
+        .backup
+        .map_or(BackupChoice::LatestVerified, BackupChoice::Named);
     options.policy = args.policy;
     options.force = args.force;
     options.check_exports = args.check_exports;
@@ -449,7 +460,8 @@ async fn recover(
     if args.force {
         tracing::warn!("--force given: failed preconditions are reported, not enforced");
     }
-    let report = failover::run(client, namespace, &options, &mut |line| eprintln!("{line}")).await?;
+    let report =
+        failover::run(client, namespace, &options, &mut |line| eprintln!("{line}")).await?;
     print!(
         "{}",
         args.output

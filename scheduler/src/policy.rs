@@ -331,6 +331,18 @@ pub struct ValidPolicy {
     pub site_map: SiteMapRef,
 }
 
+/// An optional Go-syntax duration field.
+fn go_duration(field: &'static str, text: Option<&str>) -> Result<Option<GoDuration>, PolicyError> {
+    text.map(|text| {
+        text.parse::<GoDuration>()
+            .map_err(|e| PolicyError::Invalid {
+                field,
+                message: e.to_string(),
+            })
+    })
+    .transpose()
+}
+
 /// Labels are 63 characters at most, and the policy name is one (`velero.io/schedule-name`).
 const MAX_POLICY_NAME: usize = 63;
 
@@ -373,30 +385,8 @@ impl ValidPolicy {
             spec.backup_timeout.as_deref(),
             DEFAULT_BACKUP_TIMEOUT,
         )?;
-        let ttl = spec
-            .template
-            .ttl
-            .as_deref()
-            .map(|text| {
-                text.parse::<GoDuration>()
-                    .map_err(|e| PolicyError::Invalid {
-                        field: "template.ttl",
-                        message: e.to_string(),
-                    })
-            })
-            .transpose()?;
-        let rpo = spec
-            .rpo
-            .as_deref()
-            .map(|text| {
-                text.parse::<GoDuration>()
-                    .map(GoDuration::as_std)
-                    .map_err(|e| PolicyError::Invalid {
-                        field: "rpo",
-                        message: e.to_string(),
-                    })
-            })
-            .transpose()?;
+        let ttl = go_duration("template.ttl", spec.template.ttl.as_deref())?;
+        let rpo = go_duration("rpo", spec.rpo.as_deref())?.map(GoDuration::as_std);
         let label_query = spec
             .template
             .label_selector

@@ -107,7 +107,7 @@ pub struct BackupRequest<'a> {
 
 /// The metadata-only Velero Backup for a policy: no snapshots, no file-system backup, no data
 /// movement. `includeClusterResources` stays unset: Velero then takes the cluster-scoped objects
-/// the namespaced ones need (each PVC's PV), and not every CRD and ClusterRole of the cluster,
+/// the namespaced ones need (each PVC's PV), and not every CRD and `ClusterRole` of the cluster,
 /// which a restore at the other site would only trip over.
 pub fn build_backup(request: &BackupRequest<'_>) -> DynamicObject {
     let policy = request.policy;

@@ -21,10 +21,10 @@ async fn failover_survives_velero_killed_mid_restore_and_failback_restores_prima
     };
     let mut lines = Vec::new();
     // Printed as they come: the harness shows them when the test fails.
-    let (_environment, report) = drill::run(options, &mut |line| {
+    let (_environment, report) = Box::pin(drill::run(options, &mut |line| {
         eprintln!("drill: {line}");
         lines.push(line);
-    })
+    }))
     .await?;
     let text = drill::render(&report);
     let context = format!("{text}\n--- progress ---\n{}", lines.join("\n"));
@@ -34,14 +34,17 @@ async fn failover_survives_velero_killed_mid_restore_and_failback_restores_prima
     let failover = report.failover.as_ref().expect("a failover");
     assert_eq!(failover.outcome, Outcome::Succeeded, "{context}");
     assert_eq!(failover.site, "dr");
-    // 4 fixed VMs (one halted) + 40 scale VMs; 4 + 80 PVs.
+    // 4 fixed VMs (one halted) + 40 scale VMs; 4 fixed PVs, the replica's PV and 80 scale PVs.
     assert_eq!(failover.vm_starts.len(), 43, "{context}");
-    assert_eq!(failover.rewritten.len(), 84, "{context}");
+    assert_eq!(failover.rewritten.len(), 85, "{context}");
     let dr_prefix = format!("{}:{}", DR_EXPORT.server, DR_EXPORT.base);
     for volume in &failover.rewritten {
         assert_eq!(volume.action, VolumeAction::Rewrite);
         assert!(
-            volume.after.as_deref().is_some_and(|a| a.starts_with(&dr_prefix)),
+            volume
+                .after
+                .as_deref()
+                .is_some_and(|a| a.starts_with(&dr_prefix)),
             "{volume:?}"
         );
     }
@@ -56,16 +59,22 @@ async fn failover_survives_velero_killed_mid_restore_and_failback_restores_prima
     assert!(position("db") < position("app") && position("app") < position("web"));
     let groups: Vec<usize> = failover.vm_starts.iter().map(|s| s.group).collect();
     assert!(groups.windows(2).all(|w| w[0] <= w[1]), "{groups:?}");
-    assert!(failover.restore.as_deref().is_some_and(|r| r.ends_with("-2")), "the re-run made attempt 2: {context}");
+    assert!(
+        failover
+            .restore
+            .as_deref()
+            .is_some_and(|r| r.ends_with("-2")),
+        "the re-run made attempt 2: {context}"
+    );
 
     let failback = report.failback.as_ref().expect("a failback");
     assert_eq!(failback.outcome, Outcome::Succeeded, "{context}");
     let primary_prefix = format!("{}:{}", PRIMARY_EXPORT.server, PRIMARY_EXPORT.base);
     assert!(
-        failback
-            .rewritten
-            .iter()
-            .all(|v| v.after.as_deref().is_some_and(|a| a.starts_with(&primary_prefix))),
+        failback.rewritten.iter().all(|v| v
+            .after
+            .as_deref()
+            .is_some_and(|a| a.starts_with(&primary_prefix))),
         "{context}"
     );
     for check in [

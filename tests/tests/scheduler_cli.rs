@@ -211,3 +211,92 @@ async fn the_scheduler_serves_metrics_backs_up_and_stops_cleanly_on_sigterm() ->
     );
     Ok(())
 }
+
+#[test]
+fn plan_from_a_file_needs_no_cluster_and_its_exit_code_says_if_the_restore_is_complete()
+-> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let map = dir.path().join("site-map.yaml");
+    std::fs::write(&map, fixture::SITE_MAP)?;
+    let healthy = dir.path().join("healthy.tar.gz");
+    std::fs::write(&healthy, fixture::healthy_vm_backup()?.0)?;
+    // No kubeconfig at all: the offline plan must not need one.
+    let nowhere = dir.path().join("no-kubeconfig");
+    let (code, stdout, stderr) = replicadr(
+        &nowhere,
+        &[
+            "plan",
+            "--from-file",
+            healthy.to_str().expect("utf-8"),
+            "--site-map",
+            map.to_str().expect("utf-8"),
+            "--site",
+            "dr",
+            "-o",
+            "json",
+        ],
+    )?;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let plan: serde_json::Value = serde_json::from_str(&stdout)?;
+    assert_eq!(plan["complete"], true);
+    assert_eq!(plan["verification"]["result"], "NotRun");
+    assert!(
+        plan["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .all(|v| v["after"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("nfs-b.example.com:/replica/vms/"))),
+        "{stdout}"
+    );
+
+    let mut writer = fixture::ArchiveWriter::new(Vec::new())?;
+    for (group_resource, mut object) in fixture::healthy_vm_objects() {
+        if object["metadata"]["name"] == "pv-root" {
+            object["spec"]["persistentVolumeReclaimPolicy"] = json!("Delete");
+        }
+        writer.add(group_resource, &object)?;
+    }
+    let broken = dir.path().join("broken.tar.gz");
+    std::fs::write(&broken, writer.finish()?.0)?;
+    let (code, stdout, stderr) = replicadr(
+        &nowhere,
+        &[
+            "plan",
+            "--from-file",
+            broken.to_str().expect("utf-8"),
+            "--site-map",
+            map.to_str().expect("utf-8"),
+            "--site",
+            "dr",
+        ],
+    )?;
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    for needle in [
+        "DeleteReclaimPolicy",
+        "PersistentVolume pv-root",
+        "INCOMPLETE: 1 blocking problem(s)",
+    ] {
+        assert!(stdout.contains(needle), "{needle:?} missing from\n{stdout}");
+    }
+
+    let (code, _, stderr) = replicadr(
+        &nowhere,
+        &[
+            "plan",
+            "--from-file",
+            healthy.to_str().expect("utf-8"),
+            "--site-map",
+            map.to_str().expect("utf-8"),
+            "--site",
+            "elsewhere",
+        ],
+    )?;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("elsewhere") && stderr.contains("primary"),
+        "{stderr}"
+    );
+    Ok(())
+}

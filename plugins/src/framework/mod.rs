@@ -8,6 +8,7 @@ pub mod logging;
 mod names;
 pub mod process;
 mod services;
+pub mod stats;
 mod status;
 
 use std::collections::BTreeMap;
@@ -318,6 +319,7 @@ fn watch_signals(shutdown: watch::Sender<bool>) -> anyhow::Result<()> {
 fn exit_after_grace(mut shutdown: watch::Receiver<bool>, socket: std::path::PathBuf) {
     tokio::spawn(async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
+        stats::log_summary();
         tokio::time::sleep(SHUTDOWN_GRACE).await;
         let _ = std::fs::remove_file(&socket);
         std::process::exit(0);

@@ -161,6 +161,7 @@ impl RestoreItemActionService for Actions<dyn RestoreItemAction> {
         let request = request.into_inner();
         let plugin = request.plugin.as_str();
         self.entry(plugin)?;
+        let _timer = super::stats::Timer::start(plugin);
         // Bad input is reported as such whatever the state of the configuration.
         let input = RestoreInput {
             item: decode(plugin, "item", &request.item)?,
@@ -203,6 +204,7 @@ impl BackupItemActionService for Actions<dyn BackupItemAction> {
         let request = request.into_inner();
         let plugin = request.plugin.as_str();
         self.entry(plugin)?;
+        let _timer = super::stats::Timer::start(plugin);
         let input = backup_input(plugin, &request.item, &request.backup)?;
         let output = self.call(plugin, |action| action.execute(input)).await?;
         Ok(Response::new(generated::ExecuteResponse {
@@ -230,6 +232,7 @@ impl BackupItemActionV2Service for Actions<dyn AsyncBackupItemAction> {
         let request = request.into_inner();
         let plugin = request.plugin.as_str();
         self.entry(plugin)?;
+        let _timer = super::stats::Timer::start(plugin);
         let input = backup_input(plugin, &request.item, &request.backup)?;
         let action = self.action(plugin).await?;
         let output = status::guarded_async(plugin, async {

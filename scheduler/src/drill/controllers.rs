@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -79,10 +81,18 @@ async fn pass(client: &Client, export: &Export) -> Result<(), kube::Error> {
 fn is_bound<T: serde::Serialize>(object: &T) -> bool {
     serde_json::to_value(object)
         .ok()
-        .and_then(|v| v.pointer("/status/phase").and_then(Value::as_str).map(|p| p == "Bound"))
+        .and_then(|v| {
+            v.pointer("/status/phase")
+                .and_then(Value::as_str)
+                .map(|p| p == "Bound")
+        })
         .unwrap_or(false)
 }
 
+#[expect(
+    clippy::too_many_lines,
+    reason = "bind, or provision then bind, one claim after the other"
+)]
 async fn bind_claims(client: &Client, export: &Export) -> Result<(), kube::Error> {
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     let claims: Vec<PersistentVolumeClaim> = Api::<PersistentVolumeClaim>::all(client.clone())
@@ -112,7 +122,8 @@ async fn bind_claims(client: &Client, export: &Export) -> Result<(), kube::Error
                 let Some(pv) = pvs.get(volume) else { continue };
                 let claim_ref = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
                 let names_other = claim_ref.is_some_and(|r| {
-                    r.namespace.as_deref() != Some(namespace.as_str()) || r.name.as_deref() != Some(name.as_str())
+                    r.namespace.as_deref() != Some(namespace.as_str())
+                        || r.name.as_deref() != Some(name.as_str())
                 });
                 if names_other {
                     continue;
@@ -146,7 +157,11 @@ async fn bind_claims(client: &Client, export: &Export) -> Result<(), kube::Error
                 .expect("a valid PV");
                 volumes.create(&PostParams::default(), &pv).await?;
                 Api::<PersistentVolumeClaim>::namespaced(client.clone(), &namespace)
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"volumeName": volume}})))
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({"spec": {"volumeName": volume}})),
+                    )
                     .await?;
                 volume
             }
@@ -163,7 +178,11 @@ async fn bind_claims(client: &Client, export: &Export) -> Result<(), kube::Error
             )
             .await?;
         volumes
-            .patch_status(&volume, &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Bound"}})))
+            .patch_status(
+                &volume,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Bound"}})),
+            )
             .await?;
         let pv = volumes.get(&volume).await?;
         let pv_spec = pv.spec.unwrap_or_default();
@@ -190,13 +209,19 @@ async fn snapshots(client: &Client) -> Result<(), kube::Error> {
     let snapshot_resource = resource("snapshot.storage.k8s.io", "VolumeSnapshot");
     let content_resource = resource("snapshot.storage.k8s.io", "VolumeSnapshotContent");
     let contents: Api<DynamicObject> = Api::all_with(client.clone(), &content_resource);
-    let pending: Vec<DynamicObject> = Api::<DynamicObject>::all_with(client.clone(), &snapshot_resource)
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|s| s.data.pointer("/status/readyToUse").and_then(Value::as_bool) != Some(true))
-        .collect();
+    let pending: Vec<DynamicObject> =
+        Api::<DynamicObject>::all_with(client.clone(), &snapshot_resource)
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|s| {
+                s.data
+                    .pointer("/status/readyToUse")
+                    .and_then(Value::as_bool)
+                    != Some(true)
+            })
+            .collect();
     for snapshot in pending {
         let namespace = snapshot.namespace().unwrap_or_default();
         let name = snapshot.name_any();
@@ -246,16 +271,27 @@ async fn vms(client: &Client) -> Result<(), kube::Error> {
     for vm in all.list(&ListParams::default()).await?.items {
         let runs = strategy_runs(&run_strategy(&vm.data));
         let status = if runs { "Running" } else { "Stopped" };
-        if vm.data.pointer("/status/printableStatus").and_then(Value::as_str) == Some(status) {
+        if vm
+            .data
+            .pointer("/status/printableStatus")
+            .and_then(Value::as_str)
+            == Some(status)
+        {
             continue;
         }
-        Api::<DynamicObject>::namespaced_with(client.clone(), &vm.namespace().unwrap_or_default(), &vm_resource())
-            .patch_status(
-                &vm.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {"printableStatus": status, "ready": runs, "created": runs}})),
-            )
-            .await?;
+        Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            &vm.namespace().unwrap_or_default(),
+            &vm_resource(),
+        )
+        .patch_status(
+            &vm.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"printableStatus": status, "ready": runs, "created": runs}}),
+            ),
+        )
+        .await?;
     }
     Ok(())
 }

@@ -99,6 +99,8 @@ pub struct DrillReport {
     pub interrupted_failover: Option<String>,
     pub failback: Option<RecoveryReport>,
     pub checks: Vec<Check>,
+    /// The failover's Restore, as Velero's log at `dr` accounts it.
+    pub plugin_time: Option<PluginTime>,
     pub setup_seconds: f64,
     pub total_seconds: f64,
 }
@@ -143,7 +145,11 @@ impl Site {
         if let Some(velero) = self.velero.as_mut()
             && let Some(status) = velero.exited()
         {
-            anyhow::bail!("Velero at site {} exited ({status}):\n{}", self.name, velero.log_tail());
+            anyhow::bail!(
+                "Velero at site {} exited ({status}):\n{}",
+                self.name,
+                velero.log_tail()
+            );
         }
         Ok(())
     }
@@ -151,7 +157,11 @@ impl Site {
     /// Hands Velero's error lines at this site to `progress`.
     fn report_velero_errors(&self, progress: &mut (dyn FnMut(String) + Send)) {
         if let Some(velero) = &self.velero {
-            progress(format!("Velero's errors at {}:\n{}", self.name, velero.errors()));
+            progress(format!(
+                "Velero's errors at {}:\n{}",
+                self.name,
+                velero.errors()
+            ));
         }
     }
 
@@ -173,45 +183,99 @@ pub struct Environment {
 impl Environment {
     /// Starts both sites and the object store and configures them; `progress` gets a line per
     /// step.
-    pub async fn start(options: DrillOptions, progress: &mut (dyn FnMut(String) + Send)) -> anyhow::Result<Self> {
+    pub async fn start(
+        options: DrillOptions,
+        progress: &mut (dyn FnMut(String) + Send),
+    ) -> anyhow::Result<Self> {
         anyhow::ensure!(
             options.plugin_binary.is_file(),
             "the plugin binary {} does not exist: build it with `cargo build -p replicadr-velero-plugins`, or pass --plugin-binary",
             options.plugin_binary.display()
         );
-        progress("starting the object store and two control planes (etcd + kube-apiserver): primary, dr".to_owned());
-        let (s3, primary, dr) = tokio::try_join!(S3Server::start(), TestCluster::start(), TestCluster::start())?;
+        progress(
+            "starting the object store and two control planes (etcd + kube-apiserver): primary, dr"
+                .to_owned(),
+        );
+        let (s3, primary, dr) = tokio::try_join!(
+            S3Server::start(),
+            TestCluster::start(),
+            TestCluster::start()
+        )?;
         s3.create_bucket(BUCKET)?;
         let velero_crds = velero_peer::velero_crds()?;
         let mut sites = Vec::new();
-        for (name, cluster, export) in [("primary", primary, PRIMARY_EXPORT), ("dr", dr, DR_EXPORT)] {
+        for (name, cluster, export) in [("primary", primary, PRIMARY_EXPORT), ("dr", dr, DR_EXPORT)]
+        {
             let client = cluster.client().await?;
-            progress(format!("site {name}: {} (kubeconfig {})", cluster.server_url(), cluster.kubeconfig_path().display()));
-            cluster.apply_yaml(&velero_crds).await.context("Velero's CRDs")?;
+            progress(format!(
+                "site {name}: {} (kubeconfig {})",
+                cluster.server_url(),
+                cluster.kubeconfig_path().display()
+            ));
+            cluster
+                .apply_yaml(&velero_crds)
+                .await
+                .context("Velero's CRDs")?;
             for crds in replicadr_lab::crds::WORKLOAD {
                 cluster.apply_yaml(crds).await.context("workload CRDs")?;
             }
-            cluster.apply_yaml(&crate::policy::crd_yaml()).await.context("BackupPolicy CRD")?;
+            cluster
+                .apply_yaml(&crate::policy::crd_yaml())
+                .await
+                .context("BackupPolicy CRD")?;
             cluster.create_namespace(VELERO_NAMESPACE).await?;
-            velero_peer::put_credentials(&client, VELERO_NAMESPACE, CREDENTIALS.0, CREDENTIALS.1, &s3.credentials_file()).await?;
+            velero_peer::put_credentials(
+                &client,
+                VELERO_NAMESPACE,
+                CREDENTIALS.0,
+                CREDENTIALS.1,
+                &s3.credentials_file(),
+            )
+            .await?;
             let endpoint = s3.endpoint();
             velero_peer::put_storage_location(
                 &client,
                 VELERO_NAMESPACE,
                 "default",
-                &ObjectStorage { endpoint: &endpoint, bucket: BUCKET, prefix: PREFIX },
+                &ObjectStorage {
+                    endpoint: &endpoint,
+                    bucket: BUCKET,
+                    prefix: PREFIX,
+                },
                 Some(CREDENTIALS),
             )
             .await?;
             velero_peer::put_server_deployment(&client, VELERO_NAMESPACE).await?;
             let map = site_map();
-            velero_peer::put_plugin_config(&client, VELERO_NAMESPACE, &[("siteMap", &map), ("localSite", name)]).await?;
-            let played = Played::start(client.clone(), Export { server: export.server.to_owned(), share: export.base.to_owned() });
-            sites.push(Site { name, cluster, client, velero: None, _played: played });
+            velero_peer::put_plugin_config(
+                &client,
+                VELERO_NAMESPACE,
+                &[("siteMap", &map), ("localSite", name)],
+            )
+            .await?;
+            let played = Played::start(
+                client.clone(),
+                Export {
+                    server: export.server.to_owned(),
+                    share: export.base.to_owned(),
+                },
+            );
+            sites.push(Site {
+                name,
+                cluster,
+                client,
+                velero: None,
+                _played: played,
+            });
         }
         let dr = sites.pop().expect("two sites");
         let primary = sites.pop().expect("two sites");
-        let mut environment = Self { s3, primary, dr, options };
+        let mut environment = Self {
+            s3,
+            primary,
+            dr,
+            options,
+        };
         environment.start_velero(true).await?;
         Ok(environment)
     }
@@ -220,7 +284,10 @@ impl Environment {
     /// at a time: its controller manager binds port 8080 whatever the flags say, and a failover
     /// happens when the other site's Velero is gone anyway.
     pub async fn start_velero(&mut self, primary: bool) -> anyhow::Result<()> {
-        let plugins = [velero_peer::plugin_for_aws_binary()?, self.options.plugin_binary.clone()];
+        let plugins = [
+            velero_peer::plugin_for_aws_binary()?,
+            self.options.plugin_binary.clone(),
+        ];
         let args = [
             "--backup-sync-period=2s".to_owned(),
             "--item-operation-sync-frequency=1s".to_owned(),
@@ -233,34 +300,69 @@ impl Environment {
             "--client-burst=200".to_owned(),
             format!("--log-level={}", self.options.velero_log_level),
         ];
-        let site = if primary { &mut self.primary } else { &mut self.dr };
+        let site = if primary {
+            &mut self.primary
+        } else {
+            &mut self.dr
+        };
         if let Err(error) = std::net::TcpListener::bind(("0.0.0.0", 8080)) {
             anyhow::bail!(
                 "cannot start Velero at site {}: port 8080, which Velero's controller manager always binds, is taken ({error}); is another Velero or drill running?",
                 site.name
             );
         }
-        site.velero = Some(VeleroServer::start_with(site.cluster.kubeconfig_path(), VELERO_NAMESPACE, &plugins, &args)?);
-        let locations: Api<DynamicObject> = Api::namespaced_with(site.client.clone(), VELERO_NAMESPACE, &velero::storage_location_resource());
+        site.velero = Some(VeleroServer::start_with(
+            site.cluster.kubeconfig_path(),
+            VELERO_NAMESPACE,
+            &plugins,
+            &args,
+        )?);
+        let locations: Api<DynamicObject> = Api::namespaced_with(
+            site.client.clone(),
+            VELERO_NAMESPACE,
+            &velero::storage_location_resource(),
+        );
         let deadline = Instant::now() + Duration::from_mins(2);
         loop {
-            let phase = locations.get("default").await?.data.pointer("/status/phase").and_then(Value::as_str).map(str::to_owned);
+            let phase = locations
+                .get("default")
+                .await?
+                .data
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             if phase.as_deref() == Some("Available") {
                 return Ok(());
             }
             if let Some(velero) = site.velero.as_mut()
                 && let Some(status) = velero.exited()
             {
-                anyhow::bail!("Velero at site {} exited ({status}):\n{}", site.name, velero.log_tail());
+                anyhow::bail!(
+                    "Velero at site {} exited ({status}):\n{}",
+                    site.name,
+                    velero.log_tail()
+                );
             }
-            anyhow::ensure!(Instant::now() < deadline, "Velero at site {} never marked its BackupStorageLocation Available:\n{}", site.name, site.velero.as_ref().map(VeleroServer::log_tail).unwrap_or_default());
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "Velero at site {} never marked its BackupStorageLocation Available:\n{}",
+                site.name,
+                site.velero
+                    .as_ref()
+                    .map(VeleroServer::log_tail)
+                    .unwrap_or_default()
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
     /// Kills Velero at a site.
     pub fn kill_velero(&mut self, primary: bool) {
-        let site = if primary { &mut self.primary } else { &mut self.dr };
+        let site = if primary {
+            &mut self.primary
+        } else {
+            &mut self.dr
+        };
         if let Some(velero) = site.velero.as_mut() {
             velero.kill();
         }
@@ -268,11 +370,18 @@ impl Environment {
 }
 
 /// Runs the drill in a fresh environment, handing it back (for `--keep`) with the report.
-pub async fn run(options: DrillOptions, progress: &mut (dyn FnMut(String) + Send)) -> anyhow::Result<(Environment, DrillReport)> {
+#[expect(clippy::too_many_lines, reason = "the drill's steps, in order")]
+pub async fn run(
+    options: DrillOptions,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<(Environment, DrillReport)> {
     let started = Instant::now();
     let mut env = Environment::start(options.clone(), progress).await?;
     let setup_seconds = started.elapsed().as_secs_f64();
-    progress(format!("both sites up in {setup_seconds:.1}s; creating the sample workload at primary ({} VMs)", 4 + options.scale_vms));
+    progress(format!(
+        "both sites up in {setup_seconds:.1}s; creating the sample workload at primary ({} VMs)",
+        4 + options.scale_vms
+    ));
     create_workload(&env.primary.client, options.scale_vms).await?;
     wait_workload_ready(&env.primary.client, progress).await?;
 
@@ -288,16 +397,23 @@ pub async fn run(options: DrillOptions, progress: &mut (dyn FnMut(String) + Send
         interrupted_failover: None,
         failback: None,
         checks: Vec::new(),
+        plugin_time: None,
         setup_seconds,
         total_seconds: 0.0,
     };
     if !verification.verified {
-        progress(format!("the backup did not verify: {}", verification.summary()));
+        progress(format!(
+            "the backup did not verify: {}",
+            verification.summary()
+        ));
         env.primary.report_velero_errors(progress);
         report.total_seconds = started.elapsed().as_secs_f64();
         return Ok((env, report));
     }
-    progress("the primary site is lost: its Velero stops; Velero at dr starts and syncs the backups".to_owned());
+    progress(
+        "the primary site is lost: its Velero stops; Velero at dr starts and syncs the backups"
+            .to_owned(),
+    );
     env.kill_velero(true);
     env.start_velero(false).await?;
     wait_synced(&env.dr, &backup, progress).await?;
@@ -308,14 +424,23 @@ pub async fn run(options: DrillOptions, progress: &mut (dyn FnMut(String) + Send
     progress("failover to site dr".to_owned());
     let failover = recover(&env.dr.client, Operation::Failover, "dr", progress).await?;
     let primary_names = workload_pv_names(&env.primary.client).await?;
-    report.checks.extend(check_site(&env.dr.client, &failover, &DR_EXPORT, &primary_names).await?);
+    report
+        .checks
+        .extend(check_site(&env.dr.client, &failover, &DR_EXPORT, &primary_names).await?);
     report.checks.push(check_start_order(&failover));
     if options.kill_velero_mid_restore {
         report.checks.push(check_attempts(&env.dr.client).await?);
     }
+    report.plugin_time = match (&failover.restore, env.dr.velero_log()) {
+        (Some(restore), Some(log)) => plugin_time(&log, restore, &failover),
+        _ => None,
+    };
     let failed_over = failover.outcome == Outcome::Succeeded;
     if !failed_over {
-        progress(format!("the failover did not succeed: {}", failover.summary()));
+        progress(format!(
+            "the failover did not succeed: {}",
+            failover.summary()
+        ));
         env.dr.report_velero_errors(progress);
     }
     report.failover = Some(failover);
@@ -337,14 +462,36 @@ pub async fn run(options: DrillOptions, progress: &mut (dyn FnMut(String) + Send
         env.kill_velero(false);
         env.start_velero(true).await?;
         wait_synced(&env.primary, &dr_backup, progress).await?;
-        let failback = recover(&env.primary.client, Operation::Failback, "primary", progress).await?;
-        report.checks.extend(check_site(&env.primary.client, &failback, &PRIMARY_EXPORT, &primary_names).await?);
+        let failback = recover(
+            &env.primary.client,
+            Operation::Failback,
+            "primary",
+            progress,
+        )
+        .await?;
+        report.checks.extend(
+            check_site(
+                &env.primary.client,
+                &failback,
+                &PRIMARY_EXPORT,
+                &primary_names,
+            )
+            .await?,
+        );
         report.failback = Some(failback);
     }
     for site in [&env.primary, &env.dr] {
         if let Some(log) = site.velero_log() {
-            let errors = std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains("level=error")).count();
-            progress(format!("Velero at {} logged {errors} error line(s) ({})", site.name, log.display()));
+            let errors = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains("level=error"))
+                .count();
+            progress(format!(
+                "Velero at {} logged {errors} error line(s) ({})",
+                site.name,
+                log.display()
+            ));
         }
     }
     report.total_seconds = started.elapsed().as_secs_f64();
@@ -358,17 +505,25 @@ async fn create_workload(client: &Client, scale_vms: usize) -> anyhow::Result<()
 
 /// Waits until every claim is Bound and every running VM Running (the played controllers), then
 /// takes the snapshot.
-async fn wait_workload_ready(client: &Client, progress: &mut (dyn FnMut(String) + Send)) -> anyhow::Result<()> {
+async fn wait_workload_ready(
+    client: &Client,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<()> {
     wait_claims_bound(client, Duration::from_mins(5)).await?;
     workload::apply(client, &[workload::snapshot()]).await?;
-    progress("workload ready: claims Bound, VMs Running, VolumeSnapshot app-data-snap taken".to_owned());
+    progress(
+        "workload ready: claims Bound, VMs Running, VolumeSnapshot app-data-snap taken".to_owned(),
+    );
     Ok(())
 }
 
 async fn wait_claims_bound(client: &Client, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        let claims = Api::<PersistentVolumeClaim>::all(client.clone()).list(&ListParams::default()).await?.items;
+        let claims = Api::<PersistentVolumeClaim>::all(client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items;
         let pending: Vec<String> = claims
             .iter()
             .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound"))
@@ -377,14 +532,22 @@ async fn wait_claims_bound(client: &Client, timeout: Duration) -> anyhow::Result
         if pending.is_empty() {
             return Ok(());
         }
-        anyhow::ensure!(Instant::now() < deadline, "claims not Bound after {timeout:?}: {}", pending.join(", "));
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "claims not Bound after {timeout:?}: {}",
+            pending.join(", ")
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
 
 /// The scheduler's path for one backup: the policy, `backup now`, verification.
-async fn verified_backup(client: &Client, progress: &mut (dyn FnMut(String) + Send)) -> anyhow::Result<(String, Report)> {
-    let policies: Api<crate::policy::BackupPolicy> = Api::namespaced(client.clone(), VELERO_NAMESPACE);
+async fn verified_backup(
+    client: &Client,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<(String, Report)> {
+    let policies: Api<crate::policy::BackupPolicy> =
+        Api::namespaced(client.clone(), VELERO_NAMESPACE);
     if policies.get_opt(POLICY).await?.is_none() {
         let policy: crate::policy::BackupPolicy = serde_json::from_value(json!({
             "apiVersion": "replicadr.io/v1alpha1", "kind": "BackupPolicy",
@@ -400,9 +563,17 @@ async fn verified_backup(client: &Client, progress: &mut (dyn FnMut(String) + Se
     let publisher = Publisher::new(client.clone(), VELERO_NAMESPACE, "replicadr-drill", metrics);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut lines = Vec::new();
-    let report = crate::cli::backup_now(client, VELERO_NAMESPACE, POLICY, clock, &publisher, Duration::from_millis(500), |line| {
-        lines.push(line.to_owned());
-    })
+    let report = crate::cli::backup_now(
+        client,
+        VELERO_NAMESPACE,
+        POLICY,
+        clock,
+        &publisher,
+        Duration::from_millis(500),
+        |line| {
+            lines.push(line.to_owned());
+        },
+    )
     .await?;
     for line in lines {
         progress(line);
@@ -412,8 +583,16 @@ async fn verified_backup(client: &Client, progress: &mut (dyn FnMut(String) + Se
 }
 
 /// Waits until Velero at a site has synced `backup` from object storage.
-async fn wait_synced(site: &Site, backup: &str, progress: &mut (dyn FnMut(String) + Send)) -> anyhow::Result<()> {
-    let api: Api<DynamicObject> = Api::namespaced_with(site.client.clone(), VELERO_NAMESPACE, &velero::backup_resource());
+async fn wait_synced(
+    site: &Site,
+    backup: &str,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<()> {
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        site.client.clone(),
+        VELERO_NAMESPACE,
+        &velero::backup_resource(),
+    );
     let deadline = Instant::now() + Duration::from_mins(2);
     loop {
         if let Some(object) = api.get_opt(backup).await?
@@ -426,13 +605,21 @@ async fn wait_synced(site: &Site, backup: &str, progress: &mut (dyn FnMut(String
             Instant::now() < deadline,
             "Velero at site {} did not sync backup {backup} from object storage within 2 minutes; its errors:\n{}",
             site.name,
-            site.velero.as_ref().map(VeleroServer::errors).unwrap_or_default()
+            site.velero
+                .as_ref()
+                .map(VeleroServer::errors)
+                .unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-async fn recover(client: &Client, operation: Operation, site: &str, progress: &mut (dyn FnMut(String) + Send)) -> anyhow::Result<RecoveryReport> {
+async fn recover(
+    client: &Client,
+    operation: Operation,
+    site: &str,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<RecoveryReport> {
     let mut options = failover::Options::new(operation, site);
     options.backup = BackupChoice::LatestVerified;
     options.policy = Some(POLICY.to_owned());
@@ -445,15 +632,25 @@ async fn recover(client: &Client, operation: Operation, site: &str, progress: &m
     Ok(report)
 }
 
-/// Starts the failover, kills Velero at dr once the Restore is InProgress, drops the failover
+/// Starts the failover, kills Velero at dr once the Restore is `InProgress`, drops the failover
 /// (the operator's session died with it), and starts Velero again.
-async fn interrupted_failover(env: &mut Environment, progress: &mut (dyn FnMut(String) + Send)) -> anyhow::Result<String> {
+async fn interrupted_failover(
+    env: &mut Environment,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<String> {
     progress("fault: failover at dr with Velero killed mid-restore".to_owned());
     let client = env.dr.client.clone();
-    let restores: Api<DynamicObject> = Api::namespaced_with(client.clone(), VELERO_NAMESPACE, &velero::restore_resource());
+    let restores: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        VELERO_NAMESPACE,
+        &velero::restore_resource(),
+    );
     let attempt = tokio::spawn(async move {
         let mut lines = Vec::new();
-        let result = recover(&client, Operation::Failover, "dr", &mut |line| lines.push(line)).await;
+        let result = recover(&client, Operation::Failover, "dr", &mut |line| {
+            lines.push(line);
+        })
+        .await;
         (result, lines)
     });
     let deadline = Instant::now() + Duration::from_mins(3);
@@ -471,14 +668,20 @@ async fn interrupted_failover(env: &mut Environment, progress: &mut (dyn FnMut(S
         }
         if attempt.is_finished() || Instant::now() > deadline {
             attempt.abort();
-            anyhow::bail!("the restore never was InProgress while the fault could be injected (it finished first: use more --vms)");
+            anyhow::bail!(
+                "the restore never was InProgress while the fault could be injected (it finished first: use more --vms)"
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    progress(format!("fault: killed Velero at dr while Restore {killed} was InProgress"));
+    progress(format!(
+        "fault: killed Velero at dr while Restore {killed} was InProgress"
+    ));
     tokio::time::sleep(Duration::from_secs(2)).await;
     attempt.abort();
-    progress("fault: the interrupted failover was abandoned; starting Velero at dr again".to_owned());
+    progress(
+        "fault: the interrupted failover was abandoned; starting Velero at dr again".to_owned(),
+    );
     env.start_velero(false).await?;
     Ok(killed)
 }
@@ -504,15 +707,26 @@ async fn workload_pv_names(client: &Client) -> anyhow::Result<BTreeSet<String>> 
 /// After a recovery at a site: every workload PV there points at this site's exports, the
 /// provisioned (Delete) PV was restored rather than re-provisioned, the snapshot's replica claim
 /// exists, every PVC is Bound, every VM exists, nothing is duplicated.
-async fn check_site(client: &Client, report: &RecoveryReport, export: &SiteExport<'_>, expected_pvs: &BTreeSet<String>) -> anyhow::Result<Vec<Check>> {
+#[expect(clippy::too_many_lines, reason = "one check after the other")]
+async fn check_site(
+    client: &Client,
+    report: &RecoveryReport,
+    export: &SiteExport<'_>,
+    expected_pvs: &BTreeSet<String>,
+) -> anyhow::Result<Vec<Check>> {
     let mut checks = Vec::new();
     let site = &report.site;
-    let pvs = Api::<PersistentVolume>::all(client.clone()).list(&ListParams::default()).await?.items;
+    let pvs = Api::<PersistentVolume>::all(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
     let mut wrong = Vec::new();
     let mut names = BTreeSet::new();
     for pv in &pvs {
         let value = serde_json::to_value(pv)?;
-        let Some(location) = plan::location(&value) else { continue };
+        let Some(location) = plan::location(&value) else {
+            continue;
+        };
         let name = pv.name_any();
         if !location.starts_with(&format!("{}:{}", export.server, export.base)) {
             wrong.push(format!("{name} → {location}"));
@@ -522,37 +736,71 @@ async fn check_site(client: &Client, report: &RecoveryReport, export: &SiteExpor
     checks.push(Check {
         name: format!("{site}: PVs on {site}'s exports"),
         passed: wrong.is_empty() && !names.is_empty(),
-        detail: if wrong.is_empty() { format!("{} NFS PVs, all on {}:{}", names.len(), export.server, export.base) } else { wrong.join(", ") },
+        detail: if wrong.is_empty() {
+            format!(
+                "{} NFS PVs, all on {}:{}",
+                names.len(),
+                export.server,
+                export.base
+            )
+        } else {
+            wrong.join(", ")
+        },
     });
-    let missing: Vec<&String> = expected_pvs.iter().filter(|n| !names.contains(*n)).collect();
+    let missing: Vec<&String> = expected_pvs
+        .iter()
+        .filter(|n| !names.contains(*n))
+        .collect();
     checks.push(Check {
         name: format!("{site}: every primary PV restored under its name"),
         passed: missing.is_empty(),
-        detail: if missing.is_empty() { format!("{} PVs, none re-provisioned", expected_pvs.len()) } else { format!("missing: {missing:?}") },
+        detail: if missing.is_empty() {
+            format!("{} PVs, none re-provisioned", expected_pvs.len())
+        } else {
+            format!("missing: {missing:?}")
+        },
     });
-    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), workload::NAMESPACE).list(&ListParams::default()).await?.items;
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), workload::NAMESPACE)
+        .list(&ListParams::default())
+        .await?
+        .items;
     let app_data = claims.iter().find(|c| c.name_any() == "app-data");
     let delete_pv = app_data.and_then(|c| c.spec.as_ref()?.volume_name.clone());
     let delete_restored = match &delete_pv {
-        Some(volume) => pvs.iter().any(|pv| &pv.name_any() == volume && expected_pvs.contains(volume)),
+        Some(volume) => pvs
+            .iter()
+            .any(|pv| &pv.name_any() == volume && expected_pvs.contains(volume)),
         None => false,
     };
     checks.push(Check {
         name: format!("{site}: Delete-policy PV restored, not re-provisioned"),
         passed: delete_restored,
-        detail: format!("app-data is bound to {}", delete_pv.as_deref().unwrap_or("<none>")),
+        detail: format!(
+            "app-data is bound to {}",
+            delete_pv.as_deref().unwrap_or("<none>")
+        ),
     });
     let replicas: Vec<String> = claims
         .iter()
-        .filter(|c| c.labels().contains_key(crate::verify::archive::LABEL_REPLICA_OF_SNAPSHOT_UID))
+        .filter(|c| {
+            c.labels()
+                .contains_key(crate::verify::archive::LABEL_REPLICA_OF_SNAPSHOT_UID)
+        })
         .map(ResourceExt::name_any)
         .collect();
     checks.push(Check {
         name: format!("{site}: replica PVC of the VolumeSnapshot restored"),
         passed: !replicas.is_empty(),
-        detail: if replicas.is_empty() { "no replica PVC in drill-vms".to_owned() } else { replicas.join(", ") },
+        detail: if replicas.is_empty() {
+            "no replica PVC in drill-vms".to_owned()
+        } else {
+            replicas.join(", ")
+        },
     });
-    let all_claims = Api::<PersistentVolumeClaim>::all(client.clone()).list(&ListParams::default()).await?.items;
+    let all_claims = Api::<PersistentVolumeClaim>::all(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items;
     let unbound: Vec<String> = all_claims
         .iter()
         .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound"))
@@ -561,10 +809,20 @@ async fn check_site(client: &Client, report: &RecoveryReport, export: &SiteExpor
     checks.push(Check {
         name: format!("{site}: every PVC Bound"),
         passed: unbound.is_empty(),
-        detail: if unbound.is_empty() { format!("{} PVCs", all_claims.len()) } else { format!("not Bound: {}", unbound.join(", ")) },
+        detail: if unbound.is_empty() {
+            format!("{} PVCs", all_claims.len())
+        } else {
+            format!("not Bound: {}", unbound.join(", "))
+        },
     });
-    let vms = Api::<DynamicObject>::all_with(client.clone(), &vm_resource()).list(&ListParams::default()).await?.items;
-    let halted_ok = vms.iter().filter(|vm| vm.name_any() == "tools").all(|vm| !failover::vm_running(&vm.data));
+    let vms = Api::<DynamicObject>::all_with(client.clone(), &vm_resource())
+        .list(&ListParams::default())
+        .await?
+        .items;
+    let halted_ok = vms
+        .iter()
+        .filter(|vm| vm.name_any() == "tools")
+        .all(|vm| !failover::vm_running(&vm.data));
     checks.push(Check {
         name: format!("{site}: VMs restored, the halted one left halted"),
         passed: !vms.is_empty() && halted_ok && report.vm_starts.len() + 1 == vms.len(),
@@ -581,27 +839,66 @@ fn check_start_order(report: &RecoveryReport) -> Check {
         (None, Some(_)) => false,
         _ => true,
     });
-    let first: Vec<String> = report.vm_starts.iter().take(4).map(|s| format!("{}/{}", s.namespace, s.name)).collect();
+    let first: Vec<String> = report
+        .vm_starts
+        .iter()
+        .take(4)
+        .map(|s| format!("{}/{}", s.namespace, s.name))
+        .collect();
     Check {
         name: "dr: VMs started in start order".to_owned(),
         passed: ordered && !orders.is_empty(),
-        detail: format!("{} VMs in {} groups; first: {}", orders.len(), report.vm_starts.iter().map(|s| s.group).max().unwrap_or_default(), first.join(", ")),
+        detail: format!(
+            "{} VMs in {} groups; first: {}",
+            orders.len(),
+            report
+                .vm_starts
+                .iter()
+                .map(|s| s.group)
+                .max()
+                .unwrap_or_default(),
+            first.join(", ")
+        ),
     }
 }
 
 /// After the fault: the first Restore failed, a second one completed, and nothing is duplicated.
 async fn check_attempts(client: &Client) -> anyhow::Result<Check> {
-    let restores: Vec<(String, String)> = Api::<DynamicObject>::namespaced_with(client.clone(), VELERO_NAMESPACE, &velero::restore_resource())
+    let restores: Vec<(String, String)> = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        VELERO_NAMESPACE,
+        &velero::restore_resource(),
+    )
+    .list(&ListParams::default())
+    .await?
+    .items
+    .iter()
+    .map(|r| {
+        (
+            r.name_any(),
+            r.data
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .unwrap_or("New")
+                .to_owned(),
+        )
+    })
+    .collect();
+    let failed = restores.iter().filter(|(_, p)| p == "Failed").count();
+    let completed = restores
+        .iter()
+        .filter(|(_, p)| p == "Completed" || p == "PartiallyFailed")
+        .count();
+    let vms = Api::<DynamicObject>::all_with(client.clone(), &vm_resource())
         .list(&ListParams::default())
         .await?
         .items
-        .iter()
-        .map(|r| (r.name_any(), r.data.pointer("/status/phase").and_then(Value::as_str).unwrap_or("New").to_owned()))
-        .collect();
-    let failed = restores.iter().filter(|(_, p)| p == "Failed").count();
-    let completed = restores.iter().filter(|(_, p)| p == "Completed" || p == "PartiallyFailed").count();
-    let vms = Api::<DynamicObject>::all_with(client.clone(), &vm_resource()).list(&ListParams::default()).await?.items.len();
-    let pvcs = Api::<PersistentVolumeClaim>::all(client.clone()).list(&ListParams::default()).await?.items.len();
+        .len();
+    let pvcs = Api::<PersistentVolumeClaim>::all(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .len();
     Ok(Check {
         name: "dr: re-run after Velero was killed mid-restore".to_owned(),
         passed: failed == 1 && completed == 1,
@@ -612,13 +909,17 @@ async fn check_attempts(client: &Client) -> anyhow::Result<Check> {
 /// Clears the stale workload at the old primary before failback, as the runbook says: only the
 /// objects the drill created (labelled), their protection finalizers removed (no controller runs
 /// here to do it).
-async fn clear_workload(client: &Client, progress: &mut (dyn FnMut(String) + Send)) -> anyhow::Result<()> {
+async fn clear_workload(
+    client: &Client,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<()> {
     let selector = ListParams::default().labels(&format!("{}=true", workload::LABEL_DRILL));
     let unprotect = Patch::Merge(json!({"metadata": {"finalizers": null}}));
     let params = PatchParams::default();
     let mut cleared = 0;
     for namespace in [workload::NAMESPACE, workload::SCALE_NAMESPACE] {
-        let vms: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &vm_resource());
+        let vms: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), namespace, &vm_resource());
         for vm in vms.list(&selector).await?.items {
             vms.delete(&vm.name_any(), &DeleteParams::default()).await?;
             cleared += 1;
@@ -626,38 +927,135 @@ async fn clear_workload(client: &Client, progress: &mut (dyn FnMut(String) + Sen
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
         for claim in claims.list(&ListParams::default()).await?.items {
             claims.patch(&claim.name_any(), &params, &unprotect).await?;
-            claims.delete(&claim.name_any(), &DeleteParams::default()).await?;
+            claims
+                .delete(&claim.name_any(), &DeleteParams::default())
+                .await?;
             cleared += 1;
         }
     }
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     for pv in volumes.list(&ListParams::default()).await?.items {
         let ours = pv.labels().contains_key(workload::LABEL_DRILL)
-            || pv.spec.as_ref().and_then(|s| s.storage_class_name.as_deref()) == Some(controllers::STORAGE_CLASS)
-            || pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()).and_then(|r| r.namespace.as_deref()).is_some_and(|ns| ns == workload::NAMESPACE || ns == workload::SCALE_NAMESPACE);
+            || pv
+                .spec
+                .as_ref()
+                .and_then(|s| s.storage_class_name.as_deref())
+                == Some(controllers::STORAGE_CLASS)
+            || pv
+                .spec
+                .as_ref()
+                .and_then(|s| s.claim_ref.as_ref())
+                .and_then(|r| r.namespace.as_deref())
+                .is_some_and(|ns| ns == workload::NAMESPACE || ns == workload::SCALE_NAMESPACE);
         if ours {
             volumes.patch(&pv.name_any(), &params, &unprotect).await?;
-            volumes.delete(&pv.name_any(), &DeleteParams::default()).await?;
+            volumes
+                .delete(&pv.name_any(), &DeleteParams::default())
+                .await?;
             cleared += 1;
         }
     }
-    progress(format!("cleared {cleared} stale workload objects the drill had created at primary"));
+    progress(format!(
+        "cleared {cleared} stale workload objects the drill had created at primary"
+    ));
     Ok(())
+}
+
+/// The time the project's plugins spent serving a restore, against the restore's duration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginTime {
+    /// Execute calls served, over every plugin process of the restore.
+    pub calls: u64,
+    /// Time inside those calls (decode, action, encode), as the plugin measured it.
+    pub execute_seconds: f64,
+    /// The failover's restore phase (create to Velero finishing).
+    pub restore_seconds: f64,
+    /// `execute_seconds / restore_seconds`.
+    pub share: f64,
+}
+
+/// Sums the plugin's own "execute time served by this process" lines Velero logged for `restore`.
+fn plugin_time(
+    log: &std::path::Path,
+    restore: &str,
+    report: &RecoveryReport,
+) -> Option<PluginTime> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let tag = format!("restore={VELERO_NAMESPACE}/{restore}");
+    let field = |line: &str, key: &str| -> Option<f64> {
+        let start = line.find(&format!(" {key}="))? + key.len() + 2;
+        line[start..]
+            .split_whitespace()
+            .next()?
+            .trim_matches('"')
+            .parse()
+            .ok()
+    };
+    let (mut calls, mut millis) = (0_u64, 0.0_f64);
+    for line in text
+        .lines()
+        .filter(|l| l.contains("execute time served by this process") && l.contains(&tag))
+    {
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a call count"
+        )]
+        {
+            calls += field(line, "calls").unwrap_or_default() as u64;
+        }
+        millis += field(line, "execute_ms").unwrap_or_default();
+    }
+    let restore_seconds = report.phases.iter().find(|p| p.name == "restore")?.seconds;
+    (calls > 0).then(|| PluginTime {
+        calls,
+        execute_seconds: millis / 1000.0,
+        restore_seconds,
+        share: millis / 1000.0 / restore_seconds,
+    })
 }
 
 /// The drill's report for a terminal.
 pub fn render(report: &DrillReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "\n=== ReplicaDR drill: {} ===", if report.passed() { "PASSED" } else { "FAILED" });
-    let _ = writeln!(out, "The drill played the PV controller, the NFS provisioner, the snapshot controller and KubeVirt by writing status: no pods ran.\n");
+    let _ = writeln!(
+        out,
+        "\n=== ReplicaDR drill: {} ===",
+        if report.passed() { "PASSED" } else { "FAILED" }
+    );
+    let _ = writeln!(
+        out,
+        "The drill played the PV controller, the NFS provisioner, the snapshot controller and KubeVirt by writing status: no pods ran.\n"
+    );
     for recovery in [&report.failover, &report.failback].into_iter().flatten() {
         out.push_str(&crate::recovery::report::render_table(recovery));
         let _ = writeln!(out);
     }
-    let rows: Vec<Vec<String>> = std::iter::once(vec!["CHECK".to_owned(), "RESULT".to_owned(), "DETAIL".to_owned()])
-        .chain(report.checks.iter().map(|c| vec![c.name.clone(), if c.passed { "passed" } else { "FAILED" }.to_owned(), c.detail.clone()]))
-        .collect();
+    let rows: Vec<Vec<String>> = std::iter::once(vec![
+        "CHECK".to_owned(),
+        "RESULT".to_owned(),
+        "DETAIL".to_owned(),
+    ])
+    .chain(report.checks.iter().map(|c| {
+        vec![
+            c.name.clone(),
+            if c.passed { "passed" } else { "FAILED" }.to_owned(),
+            c.detail.clone(),
+        ]
+    }))
+    .collect();
     out.push_str(&plan::table(&rows));
+    if let Some(time) = &report.plugin_time {
+        let _ = writeln!(
+            out,
+            "\nReplicaDR plugins during the failover restore: {} Execute calls, {:.3}s of {:.1}s ({:.2}% of the restore)",
+            time.calls,
+            time.execute_seconds,
+            time.restore_seconds,
+            time.share * 100.0
+        );
+    }
     let _ = writeln!(
         out,
         "\nsetup {:.1}s, backup + verification {:.1}s, total {:.1}s",

@@ -88,7 +88,13 @@ fn claim(namespace: &str, name: &str, volume: Option<&str>) -> Value {
     })
 }
 
-fn vm(namespace: &str, name: &str, order: Option<i64>, run_strategy: &str, disks: &[&str]) -> Value {
+fn vm(
+    namespace: &str,
+    name: &str,
+    order: Option<i64>,
+    run_strategy: &str,
+    disks: &[&str],
+) -> Value {
     let volumes: Vec<Value> = disks
         .iter()
         .enumerate()

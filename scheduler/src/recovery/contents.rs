@@ -86,15 +86,24 @@ impl BackupContents {
             |group_resource| WANTED.contains(&group_resource),
             |group_resource, bytes| contents.add(group_resource, bytes),
         )?;
-        contents.vms.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        contents.pvcs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        contents
+            .vms
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        contents
+            .pvcs
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         Ok(contents)
     }
 
     fn add(&mut self, group_resource: &str, bytes: &[u8]) {
         let Ok(object) = serde_json::from_slice::<Value>(bytes) else {
-            self.unreadable
-                .push(format!("{group_resource}: {}", String::from_utf8_lossy(bytes).chars().take(80).collect::<String>()));
+            self.unreadable.push(format!(
+                "{group_resource}: {}",
+                String::from_utf8_lossy(bytes)
+                    .chars()
+                    .take(80)
+                    .collect::<String>()
+            ));
             return;
         };
         let text = |pointer: &str| {
@@ -179,7 +188,12 @@ mod tests {
         assert_eq!(contents.vms[0].run_strategy, "Always");
         assert!(contents.vms[0].runs());
         assert!(!contents.pvcs.is_empty() && !contents.pvs.is_empty());
-        assert!(contents.pvcs.iter().any(|p| p.replica_of_snapshot.is_some()));
+        assert!(
+            contents
+                .pvcs
+                .iter()
+                .any(|p| p.replica_of_snapshot.is_some())
+        );
         assert_eq!(contents.snapshots.len(), 1);
         assert_eq!(contents.namespaces(), vec!["vms".to_owned()]);
         assert!(contents.items > 5, "{}", contents.items);
@@ -194,7 +208,11 @@ mod tests {
         vm["metadata"]["annotations"] = json!({START_ORDER: " -1 "});
         assert_eq!(start_order(&vm), Some(-1), "the annotation wins");
         vm["metadata"]["annotations"] = json!({START_ORDER: "first"});
-        assert_eq!(start_order(&vm), Some(2), "a non-integer annotation is ignored");
+        assert_eq!(
+            start_order(&vm),
+            Some(2),
+            "a non-integer annotation is ignored"
+        );
         vm["spec"] = json!({"running": true});
         assert_eq!(run_strategy(&vm), "Always");
         vm["spec"] = json!({"running": false});

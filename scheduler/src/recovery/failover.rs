@@ -33,6 +33,8 @@ pub const LABEL_SITE: &str = "replicadr.io/site";
 pub const LABEL_BACKUP: &str = "replicadr.io/backup";
 /// On our Restores: the attempt number, 1 for the first Restore of a backup at a site.
 pub const ANNOTATION_ATTEMPT: &str = "replicadr.io/attempt";
+/// How many times one run starts a new Restore after Velero restarted during the previous one.
+const MAX_RESTARTS: u32 = 3;
 /// The resource-modifier ConfigMap that restores VMs halted, so they start in order afterwards.
 pub const HALT_VMS_CONFIGMAP: &str = "replicadr-restore-vms-halted";
 
@@ -55,6 +57,7 @@ impl Operation {
 
 /// What the operator asked for.
 #[derive(Debug, Clone)]
+#[expect(clippy::struct_excessive_bools, reason = "the command's switches")]
 pub struct Options {
     pub operation: Operation,
     /// The site this runs at (the restore plugin's `localSite` must say the same).
@@ -104,83 +107,12 @@ pub async fn run(
     progress: &mut (dyn FnMut(String) + Send),
 ) -> Result<RecoveryReport, RecoveryError> {
     let started = Instant::now();
-    let mut report = RecoveryReport::new(options.operation.as_str(), &options.site, Timestamp::now());
+    let mut report =
+        RecoveryReport::new(options.operation.as_str(), &options.site, Timestamp::now());
 
-    // Plan: preconditions, backup, contents.
-    let config = site::site_config(client, namespace).await?;
-    report.precondition(Precondition::new(
-        "PluginConfig",
-        config.local_site == options.site,
-        format!(
-            "ConfigMap {namespace}/{} names localSite {:?}{}",
-            config.configmap,
-            config.local_site,
-            if config.local_site == options.site {
-                String::new()
-            } else {
-                format!(
-                    ": the restore plugin would rewrite PVs onto {}'s exports, not {}'s",
-                    config.local_site, options.site
-                )
-            }
-        ),
-    ));
-    report.precondition(storage_location_available(client, namespace).await);
-    let planned = site::plan_at_site(
-        client,
-        namespace,
-        &options.site,
-        &options.backup,
-        options.policy.as_deref(),
-        Timestamp::now(),
-        progress,
-    )
-    .await?;
+    let planned =
+        plan_with_preconditions(client, namespace, options, &mut report, progress).await?;
     let Planned { backup, plan, .. } = &planned;
-    report.set_backup(backup, plan);
-    report.precondition(Precondition::new(
-        "BackupVerified",
-        matches!(plan.verification, plan::Verification::Passed),
-        format!("backup {}: {:?}", backup.name, plan.verification),
-    ));
-    let blocking: Vec<String> = plan
-        .blocking()
-        .map(|p| format!("{} {}: {}", p.reason, p.object, p.message))
-        .collect();
-    report.precondition(Precondition::new(
-        "PlanComplete",
-        blocking.is_empty(),
-        if blocking.is_empty() {
-            format!(
-                "{} VMs, {} PVCs, {} PVs would be restored",
-                plan.virtual_machines().count(),
-                plan.claims().count(),
-                plan.volumes.len()
-            )
-        } else {
-            blocking.join("; ")
-        },
-    ));
-    if plan.virtual_machines().next().is_some() {
-        report.precondition(vm_api_served(client).await);
-    }
-    report.precondition(if options.check_exports {
-        exports_reachable(plan).await
-    } else {
-        Precondition::skipped(
-            "ExportsReachable",
-            "not checked (pass --check-exports to connect to each NFS server of this site)",
-        )
-    });
-    report.precondition(Precondition::new(
-        "ReplicationPromoted",
-        options.replication_confirmed,
-        if options.replication_confirmed {
-            "the operator confirmed replication to this site is stopped and its exports are promoted read-write".to_owned()
-        } else {
-            "not confirmed: ReplicaDR does not drive the storage array; stop replication and promote this site's exports, then confirm".to_owned()
-        },
-    ));
     report.phase(PhaseTime::new("plan", started.elapsed()));
     let failed: Vec<&Precondition> = report.preconditions.iter().filter(|p| p.failed()).collect();
     if !failed.is_empty() {
@@ -205,13 +137,33 @@ pub async fn run(
     // Restore.
     let restore_started = Instant::now();
     let restores = Restores::new(client, namespace);
-    let restore = restores
-        .ensure(options, &backup.name, plan, progress)
-        .await?;
+    let mut restarts = 0;
+    let (restore, finished) = loop {
+        let restore = restores
+            .ensure(options, &backup.name, plan, progress)
+            .await?;
+        let finished = restores
+            .watch(&restore, options.restore_timeout, options.poll, progress)
+            .await;
+        // Velero marks the restore it was running Failed when it restarts: that attempt is
+        // over, not wrong, so the next one starts (what is restored already is skipped).
+        let restarted = finished.as_ref().is_ok_and(|view| {
+            view.failed()
+                && view
+                    .failure_reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("during the server starting"))
+        });
+        if restarted && restarts < MAX_RESTARTS {
+            restarts += 1;
+            progress(format!(
+                "Velero restarted during Restore {restore}; starting the next attempt"
+            ));
+            continue;
+        }
+        break (restore, finished);
+    };
     report.restore = Some(restore.clone());
-    let finished = restores
-        .watch(&restore, options.restore_timeout, options.poll, progress)
-        .await;
     report.phase(PhaseTime::new("restore", restore_started.elapsed()));
     let view = match finished {
         Ok(view) => view,
@@ -259,6 +211,91 @@ pub async fn run(
     finish(client, namespace, report, started).await
 }
 
+/// Checks and reports every precondition and plans the restore.
+async fn plan_with_preconditions(
+    client: &Client,
+    namespace: &str,
+    options: &Options,
+    report: &mut RecoveryReport,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<Planned, RecoveryError> {
+    let config = site::site_config(client, namespace).await?;
+    report.precondition(Precondition::new(
+        "PluginConfig",
+        config.local_site == options.site,
+        format!(
+            "ConfigMap {namespace}/{} names localSite {:?}{}",
+            config.configmap,
+            config.local_site,
+            if config.local_site == options.site {
+                String::new()
+            } else {
+                format!(
+                    ": the restore plugin would rewrite PVs onto {}'s exports, not {}'s",
+                    config.local_site, options.site
+                )
+            }
+        ),
+    ));
+    report.precondition(storage_location_available(client, namespace).await);
+    let planned = site::plan_at_site(
+        client,
+        namespace,
+        &options.site,
+        &options.backup,
+        options.policy.as_deref(),
+        Timestamp::now(),
+        progress,
+    )
+    .await?;
+    report.set_backup(&planned.backup, &planned.plan);
+    let (backup, plan) = (&planned.backup, &planned.plan);
+    report.precondition(Precondition::new(
+        "BackupVerified",
+        matches!(plan.verification, plan::Verification::Passed),
+        format!("backup {}: {:?}", backup.name, plan.verification),
+    ));
+    let blocking: Vec<String> = plan
+        .blocking()
+        .map(|p| format!("{} {}: {}", p.reason, p.object, p.message))
+        .collect();
+    report.precondition(Precondition::new(
+        "PlanComplete",
+        blocking.is_empty(),
+        if blocking.is_empty() {
+            format!(
+                "{} VMs, {} PVCs, {} PVs would be restored",
+                plan.virtual_machines().count(),
+                plan.claims().count(),
+                plan.volumes.len()
+            )
+        } else {
+            blocking.join("; ")
+        },
+    ));
+    if plan.virtual_machines().next().is_some() {
+        report.precondition(vm_api_served(client).await);
+    }
+    report.precondition(if options.check_exports {
+        exports_reachable(plan).await
+    } else {
+        Precondition::skipped(
+            "ExportsReachable",
+            "not checked (pass --check-exports to connect to each NFS server of this site)",
+        )
+    });
+    report.precondition(Precondition::new(
+        "ReplicationPromoted",
+        options.replication_confirmed,
+        if options.replication_confirmed {
+            "the operator confirmed replication to this site is stopped and its exports are promoted read-write".to_owned()
+        } else {
+            "not confirmed: ReplicaDR does not drive the storage array; stop replication and promote this site's exports, then confirm".to_owned()
+        },
+    ));
+    Ok(planned)
+}
+
 /// Ends the report, stores it, records an Event on the Restore.
 async fn finish(
     client: &Client,
@@ -281,8 +318,11 @@ async fn finish(
 
 /// Velero's BSL at this site must be Available, or Velero cannot read the backup.
 async fn storage_location_available(client: &Client, namespace: &str) -> Precondition {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), namespace, &velero::storage_location_resource());
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        namespace,
+        &velero::storage_location_resource(),
+    );
     match api.list(&ListParams::default()).await {
         Ok(list) => {
             let phases: Vec<String> = list
@@ -304,7 +344,9 @@ async fn storage_location_available(client: &Client, namespace: &str) -> Precond
                 "StorageLocationAvailable",
                 ok,
                 if phases.is_empty() {
-                    format!("no BackupStorageLocation in namespace {namespace}: Velero at this site cannot read backups")
+                    format!(
+                        "no BackupStorageLocation in namespace {namespace}: Velero at this site cannot read backups"
+                    )
                 } else {
                     format!("BackupStorageLocations: {}", phases.join(", "))
                 },
@@ -322,7 +364,11 @@ async fn storage_location_available(client: &Client, namespace: &str) -> Precond
 async fn vm_api_served(client: &Client) -> Precondition {
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &vm_resource());
     match api.list(&ListParams::default().limit(1)).await {
-        Ok(_) => Precondition::new("VirtualMachineApi", true, "kubevirt.io/v1 VirtualMachines are served"),
+        Ok(_) => Precondition::new(
+            "VirtualMachineApi",
+            true,
+            "kubevirt.io/v1 VirtualMachines are served",
+        ),
         Err(kube::Error::Api(status)) if status.code == 404 => Precondition::new(
             "VirtualMachineApi",
             false,
@@ -382,7 +428,13 @@ pub struct RestoreView {
 
 impl RestoreView {
     fn from_object(object: &DynamicObject) -> Self {
-        let number = |pointer: &str| object.data.pointer(pointer).and_then(Value::as_u64).unwrap_or_default();
+        let number = |pointer: &str| {
+            object
+                .data
+                .pointer(pointer)
+                .and_then(Value::as_u64)
+                .unwrap_or_default()
+        };
         Self {
             name: object.name_any(),
             phase: object
@@ -627,7 +679,10 @@ fn build_restore(
     let mut restore = DynamicObject::new(name, &velero::restore_resource()).within(namespace);
     restore.metadata.labels = Some(BTreeMap::from([
         (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
-        (LABEL_OPERATION.to_owned(), options.operation.as_str().to_owned()),
+        (
+            LABEL_OPERATION.to_owned(),
+            options.operation.as_str().to_owned(),
+        ),
         (LABEL_SITE.to_owned(), options.site.clone()),
         (LABEL_BACKUP.to_owned(), backup.to_owned()),
     ]));
@@ -717,7 +772,9 @@ async fn check_claims(
             for (namespace, claim, live) in pending {
                 let why = match (&live, claim.volume.as_deref()) {
                     (None, _) => "it was not restored; see the Restore's errors".to_owned(),
-                    (Some(_), None) => "it names no volume, so it waits for a provisioner".to_owned(),
+                    (Some(_), None) => {
+                        "it names no volume, so it waits for a provisioner".to_owned()
+                    }
                     (Some(pvc), Some(volume)) => match volumes.get_opt(volume).await? {
                         None => format!("its PersistentVolume {volume} does not exist"),
                         Some(pv) => {
@@ -731,8 +788,14 @@ async fn check_claims(
                             });
                             format!(
                                 "it is {} and PersistentVolume {volume} is {} with claimRef {}: the PV controller has not bound them",
-                                pvc.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending"),
-                                pv.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("Pending"),
+                                pvc.status
+                                    .as_ref()
+                                    .and_then(|s| s.phase.as_deref())
+                                    .unwrap_or("Pending"),
+                                pv.status
+                                    .as_ref()
+                                    .and_then(|s| s.phase.as_deref())
+                                    .unwrap_or("Pending"),
                                 bound_to.as_deref().unwrap_or("<none>")
                             )
                         }
@@ -756,12 +819,21 @@ async fn check_claims(
 
 /// KubeVirt's `VirtualMachine`.
 pub fn vm_resource() -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"))
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "kubevirt.io",
+        "v1",
+        "VirtualMachine",
+    ))
 }
 
-async fn check_vms(client: &Client, plan: &Plan, report: &mut RecoveryReport) -> Result<(), kube::Error> {
+async fn check_vms(
+    client: &Client,
+    plan: &Plan,
+    report: &mut RecoveryReport,
+) -> Result<(), kube::Error> {
     for vm in plan.virtual_machines() {
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
         if api.get_opt(&vm.name).await?.is_none() {
             report.fail(format!(
                 "VirtualMachine {}/{} was not restored; see the Restore's errors",
@@ -799,11 +871,15 @@ async fn start_vms(
         progress(format!(
             "starting VM group {} (start-order {group}): {}",
             index + 1,
-            vms.iter().map(|vm| format!("{}/{}", vm.namespace, vm.name)).collect::<Vec<_>>().join(", ")
+            vms.iter()
+                .map(|vm| format!("{}/{}", vm.namespace, vm.name))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
         let group_started = Instant::now();
         for vm in &vms {
-            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
             let Some(live) = api.get_opt(&vm.name).await? else {
                 continue;
             };
@@ -811,7 +887,9 @@ async fn start_vms(
                 api.patch(
                     &vm.name,
                     &PatchParams::default(),
-                    &Patch::Merge(json!({"spec": {"running": null, "runStrategy": vm.run_strategy}})),
+                    &Patch::Merge(
+                        json!({"spec": {"running": null, "runStrategy": vm.run_strategy}}),
+                    ),
                 )
                 .await?;
             }
@@ -821,8 +899,12 @@ async fn start_vms(
         while !waiting.is_empty() {
             let mut still = Vec::new();
             for vm in waiting {
-                let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
-                let running = api.get_opt(&vm.name).await?.is_some_and(|live| vm_running(&live.data));
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
+                let running = api
+                    .get_opt(&vm.name)
+                    .await?
+                    .is_some_and(|live| vm_running(&live.data));
                 if running {
                     report.vm_starts.push(VmStart {
                         namespace: vm.namespace.clone(),
@@ -863,7 +945,9 @@ async fn start_vms(
 
 /// Whether KubeVirt reports the VM running.
 pub fn vm_running(vm: &Value) -> bool {
-    vm.pointer("/status/printableStatus").and_then(Value::as_str) == Some("Running")
+    vm.pointer("/status/printableStatus")
+        .and_then(Value::as_str)
+        == Some("Running")
         || vm.pointer("/status/ready").and_then(Value::as_bool) == Some(true)
 }
 
@@ -875,14 +959,25 @@ fn summarize_results(results: &Value) -> Vec<String> {
             continue;
         };
         for scope in ["velero", "cluster"] {
-            for message in result.get(scope).and_then(Value::as_array).into_iter().flatten() {
-                lines.push(format!("{kind}: {scope}: {}", message.as_str().unwrap_or_default()));
+            for message in result
+                .get(scope)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                lines.push(format!(
+                    "{kind}: {scope}: {}",
+                    message.as_str().unwrap_or_default()
+                ));
             }
         }
         if let Some(namespaces) = result.get("namespaces").and_then(Value::as_object) {
             for (namespace, messages) in namespaces {
                 for message in messages.as_array().into_iter().flatten() {
-                    lines.push(format!("{kind}: {namespace}: {}", message.as_str().unwrap_or_default()));
+                    lines.push(format!(
+                        "{kind}: {namespace}: {}",
+                        message.as_str().unwrap_or_default()
+                    ));
                 }
             }
         }
@@ -892,11 +987,22 @@ fn summarize_results(results: &Value) -> Vec<String> {
 }
 
 /// Stores the report as a ConfigMap named after the Restore and records an Event on the Restore.
-async fn store(client: &Client, namespace: &str, report: &RecoveryReport) -> Result<(), kube::Error> {
+async fn store(
+    client: &Client,
+    namespace: &str,
+    report: &RecoveryReport,
+) -> Result<(), kube::Error> {
     let Some(restore) = &report.restore else {
         return Ok(());
     };
-    let name = format!("{}-report", restore.chars().take(56).collect::<String>().trim_end_matches('-'));
+    let name = format!(
+        "{}-report",
+        restore
+            .chars()
+            .take(56)
+            .collect::<String>()
+            .trim_end_matches('-')
+    );
     let configmap: ConfigMap = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {
@@ -915,7 +1021,11 @@ async fn store(client: &Client, namespace: &str, report: &RecoveryReport) -> Res
     }))
     .expect("a valid ConfigMap");
     Api::<ConfigMap>::namespaced(client.clone(), namespace)
-        .patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&configmap))
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&configmap),
+        )
         .await?;
     let restores: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &velero::restore_resource());
@@ -930,7 +1040,11 @@ async fn store(client: &Client, namespace: &str, report: &RecoveryReport) -> Res
         let reference = object.object_ref(&velero::restore_resource());
         let succeeded = report.outcome == Outcome::Succeeded;
         let event = Event {
-            type_: if succeeded { EventType::Normal } else { EventType::Warning },
+            type_: if succeeded {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
             reason: format!(
                 "{}{}",
                 capitalize(&report.operation),
@@ -979,9 +1093,14 @@ mod tests {
         let rules: Value = serde_yaml_ng::from_str(HALT_VMS_RULES).expect("yaml");
         assert_eq!(rules["version"], "v1");
         let rule = &rules["resourceModifierRules"][0];
-        assert_eq!(rule["conditions"]["groupResource"], "virtualmachines.kubevirt.io");
+        assert_eq!(
+            rule["conditions"]["groupResource"],
+            "virtualmachines.kubevirt.io"
+        );
         let patch: Value = serde_json::from_str(
-            rule["mergePatches"][0]["patchData"].as_str().expect("patchData"),
+            rule["mergePatches"][0]["patchData"]
+                .as_str()
+                .expect("patchData"),
         )
         .expect("json");
         assert_eq!(patch["spec"]["runStrategy"], "Halted");

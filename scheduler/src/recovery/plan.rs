@@ -156,6 +156,21 @@ impl Plan {
     }
 }
 
+/// The problems found so far.
+#[derive(Debug, Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, severity: Severity, reason: &'static str, object: String, message: String) {
+        self.0.push(Problem {
+            severity,
+            reason,
+            object,
+            message,
+        });
+    }
+}
+
 /// Plans the restore.
 pub fn build(input: &PlanInput<'_>) -> Plan {
     let PlanInput {
@@ -167,28 +182,67 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
         rpo,
         existing_pvs,
     } = input;
-    let mut problems = Vec::new();
-    let mut problem = |severity, reason, object: String, message: String| {
-        problems.push(Problem {
-            severity,
-            reason,
-            object,
-            message,
-        });
-    };
-
+    let mut problems = Problems::default();
     let age = backup
         .recovery_point
         .map(|point| now.duration_since(point).as_secs().max(0).unsigned_abs());
+    backup_problems(backup, site, age, *rpo, &mut problems);
+    let remap = PvSiteRemap::new((*site_map).clone(), site.clone());
+    let volumes = volume_plans(contents, &remap, site, *existing_pvs, &mut problems);
+    claim_problems(contents, &mut problems);
+    let namespaces = contents
+        .namespaces()
+        .into_iter()
+        .map(|name| NamespacePlan {
+            virtual_machines: contents
+                .vms
+                .iter()
+                .filter(|vm| vm.namespace == name)
+                .cloned()
+                .collect(),
+            claims: contents
+                .pvcs
+                .iter()
+                .filter(|pvc| pvc.namespace == name)
+                .cloned()
+                .collect(),
+            name,
+        })
+        .collect();
+    let mut problems = problems.0;
+    problems.sort_by(|a, b| (a.severity, &a.object).cmp(&(b.severity, &b.object)));
+    let complete = problems.iter().all(|p| p.severity == Severity::Warning);
+    Plan {
+        backup: backup.name.clone(),
+        policy: backup.policy.clone(),
+        site: site.to_string(),
+        recovery_point: backup.recovery_point,
+        age_seconds: age,
+        verification: backup.verification.clone(),
+        namespaces,
+        volumes,
+        problems,
+        complete,
+    }
+}
+
+/// The backup's own problems: verification and age.
+fn backup_problems(
+    backup: &BackupFacts,
+    site: &SiteName,
+    age: Option<u64>,
+    rpo: Option<Duration>,
+    problems: &mut Problems,
+) {
     match &backup.verification {
         Verification::Passed => {}
-        Verification::Failed(summary) => problem(
+        Verification::Failed(summary) => problems.push(
             Severity::Blocking,
             "BackupNotVerified",
             format!("Backup {}", backup.name),
             format!("verification at site {site} failed: {summary}"),
         ),
-        Verification::NotRun(why) => problem(
+        Verification::NotRun(why) => problems.push(
             Severity::Warning,
             "BackupNotVerified",
             format!("Backup {}", backup.name),
@@ -198,24 +252,32 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
     if let (Some(age), Some(rpo)) = (age, rpo)
         && age > rpo.as_secs()
     {
-        problem(
+        problems.push(
             Severity::Warning,
             "RpoExceeded",
             format!("Backup {}", backup.name),
             format!(
                 "the backup is {} old, more than the policy's RPO of {}: a failover with it loses more than the objective allows",
                 crate::cli::human(Duration::from_secs(age)),
-                crate::cli::human(*rpo)
+                crate::cli::human(rpo)
             ),
         );
     }
+}
 
+/// Each PV before and after the restore plugin's rewrite, and its problems.
+fn volume_plans(
+    contents: &BackupContents,
+    remap: &PvSiteRemap,
+    site: &SiteName,
+    existing_pvs: Option<&BTreeMap<String, Value>>,
+    problems: &mut Problems,
+) -> Vec<VolumePlan> {
     let claims_by_volume: BTreeMap<&str, &PvcItem> = contents
         .pvcs
         .iter()
         .filter_map(|pvc| pvc.volume.as_deref().map(|v| (v, pvc)))
         .collect();
-    let remap = PvSiteRemap::new((*site_map).clone(), site.clone());
     let mut volumes = Vec::new();
     for (name, pv) in &contents.pvs {
         let object = format!("PersistentVolume {name}");
@@ -239,7 +301,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
         if plan.reclaim_policy == "Delete" {
             plan.action = VolumeAction::Reprovisioned;
             plan.after = None;
-            problem(
+            problems.push(
                 Severity::Blocking,
                 "DeleteReclaimPolicy",
                 object,
@@ -258,7 +320,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
             Ok(Outcome::NotNfs) => plan.action = VolumeAction::NotNfs,
             Ok(Outcome::KeptUnmapped { reason }) => {
                 plan.action = VolumeAction::KeptUnmapped;
-                problem(
+                problems.push(
                     Severity::Warning,
                     "UnmappedExport",
                     object.clone(),
@@ -271,7 +333,12 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
             Err(error) => {
                 plan.action = VolumeAction::Fails;
                 plan.after = None;
-                problem(Severity::Blocking, "UnmappedExport", object.clone(), error.0);
+                problems.push(
+                    Severity::Blocking,
+                    "UnmappedExport",
+                    object.clone(),
+                    error.0,
+                );
             }
         }
         if let (Some(existing), Some(after)) = (
@@ -280,7 +347,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
         ) {
             let there = location(existing);
             if there.as_deref() != Some(after) {
-                problem(
+                problems.push(
                     Severity::Blocking,
                     "PersistentVolumeExists",
                     object,
@@ -293,17 +360,21 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
         }
         volumes.push(plan);
     }
+    volumes
+}
 
+/// Claims without their PV, snapshots without their replica, VM disks without their claim.
+fn claim_problems(contents: &BackupContents, problems: &mut Problems) {
     for pvc in &contents.pvcs {
         let object = format!("PersistentVolumeClaim {}/{}", pvc.namespace, pvc.name);
         match pvc.volume.as_deref() {
-            None => problem(
+            None => problems.push(
                 Severity::Blocking,
                 "ClaimNotBound",
                 object,
                 "the claim has no spec.volumeName in the backup, so it would be provisioned new and empty at this site".to_owned(),
             ),
-            Some(volume) if !contents.pvs.contains_key(volume) => problem(
+            Some(volume) if !contents.pvs.contains_key(volume) => problems.push(
                 Severity::Blocking,
                 "VolumeMissing",
                 object,
@@ -326,7 +397,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
         .collect();
     for snapshot in &contents.snapshots {
         if !replicas.contains(&(snapshot.namespace.as_str(), snapshot.uid.as_str())) {
-            problem(
+            problems.push(
                 Severity::Blocking,
                 "ReplicaMissing",
                 format!("VolumeSnapshot {}/{}", snapshot.namespace, snapshot.name),
@@ -343,7 +414,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
     for vm in &contents.vms {
         for disk in &vm.disks {
             if !claims.contains(&(vm.namespace.as_str(), disk.as_str())) {
-                problem(
+                problems.push(
                     Severity::Blocking,
                     "DiskMissing",
                     format!("VirtualMachine {}/{}", vm.namespace, vm.name),
@@ -351,40 +422,6 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
                 );
             }
         }
-    }
-
-    let namespaces = contents
-        .namespaces()
-        .into_iter()
-        .map(|name| NamespacePlan {
-            virtual_machines: contents
-                .vms
-                .iter()
-                .filter(|vm| vm.namespace == name)
-                .cloned()
-                .collect(),
-            claims: contents
-                .pvcs
-                .iter()
-                .filter(|pvc| pvc.namespace == name)
-                .cloned()
-                .collect(),
-            name,
-        })
-        .collect();
-    problems.sort_by(|a, b| (a.severity, &a.object).cmp(&(b.severity, &b.object)));
-    let complete = problems.iter().all(|p| p.severity == Severity::Warning);
-    Plan {
-        backup: backup.name.clone(),
-        policy: backup.policy.clone(),
-        site: site.to_string(),
-        recovery_point: backup.recovery_point,
-        age_seconds: age,
-        verification: backup.verification.clone(),
-        namespaces,
-        volumes,
-        problems,
-        complete,
     }
 }
 
@@ -426,62 +463,9 @@ pub fn render_table(plan: &Plan) -> String {
     let _ = writeln!(out, "Restore at:    site {}", plan.site);
     let _ = writeln!(out);
 
-    let mut rows = vec![vec![
-        "NAMESPACE".to_owned(),
-        "KIND".to_owned(),
-        "NAME".to_owned(),
-        "DETAILS".to_owned(),
-    ]];
-    for namespace in &plan.namespaces {
-        for vm in &namespace.virtual_machines {
-            rows.push(vec![
-                namespace.name.clone(),
-                "VirtualMachine".to_owned(),
-                vm.name.clone(),
-                format!(
-                    "start-order {}, {}, disks {}",
-                    vm.start_order
-                        .map_or_else(|| "last".to_owned(), |o| o.to_string()),
-                    vm.run_strategy,
-                    vm.disks.join(",")
-                ),
-            ]);
-        }
-        for pvc in &namespace.claims {
-            let mut details = format!("volume {}", pvc.volume.as_deref().unwrap_or("<none>"));
-            if pvc.replica_of_snapshot.is_some() {
-                details.push_str(", replica of a VolumeSnapshot");
-            }
-            rows.push(vec![
-                namespace.name.clone(),
-                "PersistentVolumeClaim".to_owned(),
-                pvc.name.clone(),
-                details,
-            ]);
-        }
-    }
-    out.push_str(&table(&rows));
+    out.push_str(&objects_table(plan));
     let _ = writeln!(out);
-
-    let mut rows = vec![vec![
-        "PERSISTENTVOLUME".to_owned(),
-        "CLAIM".to_owned(),
-        "RECLAIM".to_owned(),
-        "ACTION".to_owned(),
-        "BEFORE".to_owned(),
-        "AFTER".to_owned(),
-    ]];
-    for volume in &plan.volumes {
-        rows.push(vec![
-            volume.name.clone(),
-            volume.claim.clone().unwrap_or_else(|| "-".to_owned()),
-            volume.reclaim_policy.clone(),
-            format!("{:?}", volume.action),
-            volume.before.clone().unwrap_or_else(|| "-".to_owned()),
-            volume.after.clone().unwrap_or_else(|| "-".to_owned()),
-        ]);
-    }
-    out.push_str(&table(&rows));
+    out.push_str(&volumes_table(plan));
     let _ = writeln!(out);
 
     if plan.problems.is_empty() {
@@ -519,6 +503,68 @@ pub fn render_table(plan: &Plan) -> String {
         }
     );
     out
+}
+
+/// Every VM and PVC, by namespace.
+fn objects_table(plan: &Plan) -> String {
+    let mut rows = vec![vec![
+        "NAMESPACE".to_owned(),
+        "KIND".to_owned(),
+        "NAME".to_owned(),
+        "DETAILS".to_owned(),
+    ]];
+    for namespace in &plan.namespaces {
+        for vm in &namespace.virtual_machines {
+            rows.push(vec![
+                namespace.name.clone(),
+                "VirtualMachine".to_owned(),
+                vm.name.clone(),
+                format!(
+                    "start-order {}, {}, disks {}",
+                    vm.start_order
+                        .map_or_else(|| "last".to_owned(), |o| o.to_string()),
+                    vm.run_strategy,
+                    vm.disks.join(",")
+                ),
+            ]);
+        }
+        for pvc in &namespace.claims {
+            let mut details = format!("volume {}", pvc.volume.as_deref().unwrap_or("<none>"));
+            if pvc.replica_of_snapshot.is_some() {
+                details.push_str(", replica of a VolumeSnapshot");
+            }
+            rows.push(vec![
+                namespace.name.clone(),
+                "PersistentVolumeClaim".to_owned(),
+                pvc.name.clone(),
+                details,
+            ]);
+        }
+    }
+    table(&rows)
+}
+
+/// Every PV before and after.
+fn volumes_table(plan: &Plan) -> String {
+    let mut rows = vec![vec![
+        "PERSISTENTVOLUME".to_owned(),
+        "CLAIM".to_owned(),
+        "RECLAIM".to_owned(),
+        "ACTION".to_owned(),
+        "BEFORE".to_owned(),
+        "AFTER".to_owned(),
+    ]];
+    for volume in &plan.volumes {
+        rows.push(vec![
+            volume.name.clone(),
+            volume.claim.clone().unwrap_or_else(|| "-".to_owned()),
+            volume.reclaim_policy.clone(),
+            format!("{:?}", volume.action),
+            volume.before.clone().unwrap_or_else(|| "-".to_owned()),
+            volume.after.clone().unwrap_or_else(|| "-".to_owned()),
+        ]);
+    }
+    table(&rows)
 }
 
 /// Left-aligned columns separated by three spaces, the last column unpadded.

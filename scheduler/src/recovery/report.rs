@@ -165,10 +165,10 @@ impl RecoveryReport {
 
     /// One line: what happened.
     pub fn summary(&self) -> String {
-        let rpo = self
-            .rpo_achieved_seconds
-            .map(|s| crate::cli::human(Duration::from_secs(s)))
-            .unwrap_or_else(|| "unknown".to_owned());
+        let rpo = self.rpo_achieved_seconds.map_or_else(
+            || "unknown".to_owned(),
+            |s| crate::cli::human(Duration::from_secs(s)),
+        );
         let mut line = format!(
             "{} to site {} {:?}: backup {} (RPO {rpo}), {} PVs rewritten, {} VMs running, {:.1}s",
             self.operation,
@@ -186,7 +186,30 @@ impl RecoveryReport {
     }
 }
 
+/// Each precondition and its result.
+fn preconditions_table(report: &RecoveryReport) -> String {
+    let mut rows = vec![vec![
+        "PRECONDITION".to_owned(),
+        "RESULT".to_owned(),
+        "DETAIL".to_owned(),
+    ]];
+    for p in &report.preconditions {
+        rows.push(vec![
+            p.name.to_owned(),
+            match p.passed {
+                Some(true) => "passed",
+                Some(false) => "FAILED",
+                None => "skipped",
+            }
+            .to_owned(),
+            p.detail.clone(),
+        ]);
+    }
+    table(&rows)
+}
+
 /// The report for a terminal.
+#[expect(clippy::too_many_lines, reason = "one section after the other")]
 pub fn render_table(report: &RecoveryReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -204,9 +227,10 @@ pub fn render_table(report: &RecoveryReport) -> String {
         report
             .recovery_point
             .map_or_else(|| "unknown".to_owned(), |t| t.to_string()),
-        report
-            .rpo_achieved_seconds
-            .map_or_else(|| "unknown".to_owned(), |s| crate::cli::human(Duration::from_secs(s)))
+        report.rpo_achieved_seconds.map_or_else(
+            || "unknown".to_owned(),
+            |s| crate::cli::human(Duration::from_secs(s))
+        )
     );
     if let Some(restore) = &report.restore {
         let _ = writeln!(
@@ -218,27 +242,17 @@ pub fn render_table(report: &RecoveryReport) -> String {
         );
     }
     let _ = writeln!(out);
-    let mut rows = vec![vec!["PRECONDITION".to_owned(), "RESULT".to_owned(), "DETAIL".to_owned()]];
-    for p in &report.preconditions {
-        rows.push(vec![
-            p.name.to_owned(),
-            match p.passed {
-                Some(true) => "passed",
-                Some(false) => "FAILED",
-                None => "skipped",
-            }
-            .to_owned(),
-            p.detail.clone(),
-        ]);
-    }
-    out.push_str(&table(&rows));
+    out.push_str(&preconditions_table(report));
     if !report.phases.is_empty() {
         let _ = writeln!(out);
         let mut rows = vec![vec!["PHASE".to_owned(), "SECONDS".to_owned()]];
         for phase in &report.phases {
             rows.push(vec![phase.name.to_owned(), format!("{:.1}", phase.seconds)]);
         }
-        rows.push(vec!["total".to_owned(), format!("{:.1}", report.total_seconds)]);
+        rows.push(vec![
+            "total".to_owned(),
+            format!("{:.1}", report.total_seconds),
+        ]);
         out.push_str(&table(&rows));
     }
     if !report.rewritten.is_empty() {
@@ -270,7 +284,8 @@ pub fn render_table(report: &RecoveryReport) -> String {
         for vm in &report.vm_starts {
             rows.push(vec![
                 vm.group.to_string(),
-                vm.start_order.map_or_else(|| "-".to_owned(), |o| o.to_string()),
+                vm.start_order
+                    .map_or_else(|| "-".to_owned(), |o| o.to_string()),
                 format!("{}/{}", vm.namespace, vm.name),
                 format!("{:.1}s", vm.running_after_seconds),
             ]);
@@ -278,8 +293,18 @@ pub fn render_table(report: &RecoveryReport) -> String {
         out.push_str(&table(&rows));
     }
     for (title, lines) in [
-        ("Plan problems:", report.problems.iter().map(|p| format!("{:?} {} {}: {}", p.severity, p.reason, p.object, p.message)).collect::<Vec<_>>()),
-        ("Velero's restore messages:", report.restore_messages.clone()),
+        (
+            "Plan problems:",
+            report
+                .problems
+                .iter()
+                .map(|p| format!("{:?} {} {}: {}", p.severity, p.reason, p.object, p.message))
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "Velero's restore messages:",
+            report.restore_messages.clone(),
+        ),
         ("FAILURES:", report.failures.clone()),
     ] {
         if !lines.is_empty() {

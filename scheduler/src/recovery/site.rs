@@ -65,7 +65,10 @@ pub async fn site_config(client: &Client, namespace: &str) -> Result<SiteConfig,
         many => {
             return Err(RecoveryError::Config(format!(
                 "ConfigMaps {} in namespace {namespace} are all labelled {selector}; Velero hands the plugin only one, so keep exactly one",
-                many.iter().map(kube::ResourceExt::name_any).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(kube::ResourceExt::name_any)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
     };
@@ -159,7 +162,10 @@ pub async fn plan_at_site(
         Some(report) => Verification::Failed(report.summary()),
         None => Verification::NotRun("the verifier could not run".to_owned()),
     };
-    progress(format!("reading backup {} from object storage", backup.name));
+    progress(format!(
+        "reading backup {} from object storage",
+        backup.name
+    ));
     let reader = verifier
         .open_tarball(&backup)
         .await
@@ -177,13 +183,14 @@ pub async fn plan_at_site(
             backup: backup.name.clone(),
             message: e.to_string(),
         })?;
-    let existing: BTreeMap<String, serde_json::Value> = Api::<PersistentVolume>::all(client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter_map(|pv| Some((pv.name_any(), serde_json::to_value(pv).ok()?)))
-        .collect();
+    let existing: BTreeMap<String, serde_json::Value> =
+        Api::<PersistentVolume>::all(client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|pv| Some((pv.name_any(), serde_json::to_value(pv).ok()?)))
+            .collect();
     let rpo = policy_rpo(client, namespace, policy.or(backup.policy.as_deref())).await;
     let plan = plan::build(&PlanInput {
         backup: BackupFacts {
@@ -219,9 +226,8 @@ pub fn plan_from_file(
         std::fs::read(path)
             .map_err(|e| RecoveryError::Config(format!("cannot read {}: {e}", path.display())))
     };
-    let map_text = String::from_utf8(read(site_map)?).map_err(|_| {
-        RecoveryError::Config(format!("{} is not UTF-8 text", site_map.display()))
-    })?;
+    let map_text = String::from_utf8(read(site_map)?)
+        .map_err(|_| RecoveryError::Config(format!("{} is not UTF-8 text", site_map.display())))?;
     let map = SiteMap::from_yaml(&map_text)
         .map_err(|e| RecoveryError::Config(format!("{}: {e}", site_map.display())))?;
     let site_name: SiteName = map
@@ -230,11 +236,12 @@ pub fn plan_from_file(
         .clone();
     let file = std::fs::File::open(tarball)
         .map_err(|e| RecoveryError::Config(format!("cannot open {}: {e}", tarball.display())))?;
-    let contents =
-        BackupContents::read(std::io::BufReader::new(file)).map_err(|e| RecoveryError::Unreadable {
+    let contents = BackupContents::read(std::io::BufReader::new(file)).map_err(|e| {
+        RecoveryError::Unreadable {
             backup: tarball.display().to_string(),
             message: e.to_string(),
-        })?;
+        }
+    })?;
     let name = tarball
         .file_name()
         .and_then(|n| n.to_str())
@@ -282,7 +289,9 @@ async fn latest_verified(
         .filter(|b| b.class == PhaseClass::Succeeded)
         .collect();
     finished.sort_by_key(|b| std::cmp::Reverse(b.recovery_point()));
-    let scope = policy.map(|p| format!(" of policy {p}")).unwrap_or_default();
+    let scope = policy
+        .map(|p| format!(" of policy {p}"))
+        .unwrap_or_default();
     let mut rejected = Vec::new();
     for backup in finished.into_iter().take(CANDIDATES) {
         progress(format!(

@@ -283,12 +283,15 @@ impl Verifier {
         let key = location.restore_key(restore, &format!("restore-{restore}-results.gz"));
         let bytes = store.get_bytes(&key).await?;
         let mut text = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(bytes.as_slice()), &mut text)
-            .and_then(|_| serde_json::from_slice(&text).map_err(std::io::Error::other))
-            .map_err(|e| StoreError {
-                reason: Reason::TarballCorrupt,
-                message: format!("s3://{}/{key}: {e}", location.bucket),
-            })
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(bytes.as_slice()),
+            &mut text,
+        )
+        .and_then(|_| serde_json::from_slice(&text).map_err(std::io::Error::other))
+        .map_err(|e| StoreError {
+            reason: Reason::TarballCorrupt,
+            message: format!("s3://{}/{key}: {e}", location.bucket),
+        })
     }
 
     async fn storage_location(&self, backup: &BackupView) -> Result<StorageLocation, StoreError> {

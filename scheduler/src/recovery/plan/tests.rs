@@ -110,7 +110,10 @@ fn every_kind_of_gap_is_a_blocking_problem_naming_the_object() {
         "persistentvolumes",
         objects::nfs_pv("pv-odd", "nfs-z.example.com", "/elsewhere/x", "Retain"),
     ));
-    objects.push(("persistentvolumeclaims", objects::pvc("vms", "odd", "pv-odd")));
+    objects.push((
+        "persistentvolumeclaims",
+        objects::pvc("vms", "odd", "pv-odd"),
+    ));
     objects.push((
         "persistentvolumeclaims",
         objects::pvc("vms", "lost", "pv-lost"),
@@ -136,7 +139,10 @@ fn every_kind_of_gap_is_a_blocking_problem_naming_the_object() {
         ("ReplicaMissing", "VolumeSnapshot vms/orphan-snap"),
         ("DiskMissing", "VirtualMachine vms/web"),
     ] {
-        assert!(reasons.contains(&expected), "{expected:?} not in {reasons:?}");
+        assert!(
+            reasons.contains(&expected),
+            "{expected:?} not in {reasons:?}"
+        );
     }
     let unmapped = plan
         .problems
@@ -167,13 +173,17 @@ fn keep_unmapped_and_an_old_backup_are_warnings_only() {
         "dr",
         &contents_of(objects),
         &map,
-        Some(Duration::from_secs(3600)),
+        Some(Duration::from_hours(1)),
         None,
     );
     assert!(plan.complete, "{:#?}", plan.problems);
     let reasons: Vec<&str> = plan.problems.iter().map(|p| p.reason).collect();
     assert_eq!(reasons, ["RpoExceeded", "UnmappedExport"], "{plan:#?}");
-    assert!(plan.problems[0].message.contains("2h"), "{:?}", plan.problems);
+    assert!(
+        plan.problems[0].message.contains("2h"),
+        "{:?}",
+        plan.problems
+    );
 }
 
 #[test]
@@ -181,7 +191,12 @@ fn a_stale_pv_at_the_site_pointing_elsewhere_blocks_and_a_restored_one_does_not(
     let contents = contents_of(fixture::healthy_vm_objects());
     let stale = BTreeMap::from([(
         "pv-root".to_owned(),
-        objects::nfs_pv("pv-root", "nfs-a.example.com", "/exports/vms/root", "Retain"),
+        objects::nfs_pv(
+            "pv-root",
+            "nfs-a.example.com",
+            "/exports/vms/root",
+            "Retain",
+        ),
     )]);
     let plan = plan_with("dr", &contents, fixture::SITE_MAP, None, Some(&stale));
     assert_eq!(
@@ -190,7 +205,12 @@ fn a_stale_pv_at_the_site_pointing_elsewhere_blocks_and_a_restored_one_does_not(
     );
     let restored = BTreeMap::from([(
         "pv-root".to_owned(),
-        objects::nfs_pv("pv-root", "nfs-b.example.com", "/replica/vms/root", "Retain"),
+        objects::nfs_pv(
+            "pv-root",
+            "nfs-b.example.com",
+            "/replica/vms/root",
+            "Retain",
+        ),
     )]);
     let plan = plan_with("dr", &contents, fixture::SITE_MAP, None, Some(&restored));
     assert!(plan.complete, "{:#?}", plan.problems);

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Benchmark a large failover: the drill with many VMs (default 500, two NFS PVs each: 1,000 PVs plus the fixed
+# workload), release build, failover only. Prints the RTO breakdown of the failover (plan, restore, PV binding, VM
+# start) and the share of the restore spent inside the ReplicaDR plugins (their own Execute timing, summed from
+# Velero's log) against the whole restore measured in the same run.
+#
+# Usage: hack/bench/drill-bench.sh [vms]
+# Not a timed test: it fails only if the drill does.
+set -euo pipefail
+
+# shellcheck source=hack/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+require_tools cargo jq
+
+vms="${1:-500}"
+[[ "${vms}" =~ ^[0-9]+$ ]] || die "vms must be a number, got '${vms}'"
+
+cd "${REPO_ROOT}"
+bash hack/build-kube-peers.sh
+bash hack/build-velero-peers.sh
+bash hack/build-s3-peer.sh
+cargo build --quiet --locked --release -p replicadr-velero-plugins -p replicadr-scheduler
+target="$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/release"
+
+report="$(mktemp)"
+trap 'rm -f "${report}"' EXIT
+log "drill with ${vms} more VMs (this takes minutes)"
+/usr/bin/time -f '%M' -o "${report}.rss" "${target}/replicadr" drill --no-failback --vms "${vms}" \
+  --plugin-binary "${target}/replicadr-velero-plugins" -o json >"${report}" || {
+  cat "${report}" >&2
+  die "the drill failed"
+}
+
+jq -r '
+  .failover as $f |
+  "VMs started:          \($f.vmStarts | length)",
+  "PVs rewritten:        \($f.rewritten | length)",
+  "RPO achieved:         \($f.rpoAchievedSeconds) s",
+  "",
+  "RTO breakdown (seconds):",
+  ($f.phases[] | "  \(.name | . + "            " | .[0:12]) \(.seconds * 10 | round / 10)"),
+  "  total        \($f.totalSeconds * 10 | round / 10)",
+  "",
+  "Backup + verification at primary: \(.backupSeconds * 10 | round / 10) s",
+  (if .pluginTime then
+    "ReplicaDR plugins in the restore: \(.pluginTime.calls) Execute calls, \(.pluginTime.executeSeconds * 1000 | round) ms of \(.pluginTime.restoreSeconds * 10 | round / 10) s = \(.pluginTime.share * 10000 | round / 100) % (goal < 5 %)"
+   else "ReplicaDR plugins in the restore: no timing found in Velero'"'"'s log" end),
+  "Drill passed: \(.checks | all(.passed))"
+' "${report}"
+echo "Peak RSS of the replicadr process (drill driver, played controllers included): $(($(cat "${report}.rss") / 1024)) MiB"
+rm -f "${report}.rss"
