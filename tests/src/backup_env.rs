@@ -22,7 +22,9 @@ use crate::s3::S3Server;
 pub const WORKLOAD_CRDS: [&str; 2] = replicadr_lab::crds::WORKLOAD;
 
 pub use replicadr_lab::velero::velero_crds;
-use replicadr_lab::velero::{ObjectStorage, put_credentials, put_plugin_config, put_storage_location};
+use replicadr_lab::velero::{
+    ObjectStorage, put_credentials, put_plugin_config, put_storage_location,
+};
 
 /// The BackupPolicy CRD as shipped.
 pub const POLICY_CRD: &str = include_str!("../../manifests/base/crds/backuppolicies.yaml");
