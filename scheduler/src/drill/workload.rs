@@ -37,36 +37,40 @@ fn labels() -> Value {
     json!({LABEL_DRILL: "true"})
 }
 
-fn in_tree_pv(name: &str, export: &SiteExport<'_>, dir: &str) -> Value {
+/// A Retain PV with `source` (`{"nfs": …}` or `{"csi": …}`) merged into its spec.
+fn pv(name: &str, source: Value) -> Value {
+    let mut spec = json!({
+        "capacity": {"storage": "10Gi"},
+        "accessModes": ["ReadWriteMany"],
+        "persistentVolumeReclaimPolicy": "Retain",
+        "storageClassName": "",
+    });
+    if let (Some(spec), Value::Object(source)) = (spec.as_object_mut(), source) {
+        spec.extend(source);
+    }
     json!({
         "apiVersion": "v1", "kind": "PersistentVolume",
         "metadata": {"name": name, "labels": labels()},
-        "spec": {
-            "capacity": {"storage": "10Gi"},
-            "accessModes": ["ReadWriteMany"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
-            "nfs": {"server": export.server, "path": format!("{}/{dir}", export.base)},
-        },
+        "spec": spec,
     })
 }
 
+fn in_tree_pv(name: &str, export: &SiteExport<'_>, dir: &str) -> Value {
+    pv(
+        name,
+        json!({"nfs": {"server": export.server, "path": format!("{}/{dir}", export.base)}}),
+    )
+}
+
 fn csi_pv(name: &str, export: &SiteExport<'_>, dir: &str) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": name, "labels": labels()},
-        "spec": {
-            "capacity": {"storage": "10Gi"},
-            "accessModes": ["ReadWriteMany"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
-            "csi": {
-                "driver": NFS_CSI_DRIVER,
-                "volumeHandle": format!("{}#{}#{dir}#{name}", export.server, export.base.trim_matches('/')),
-                "volumeAttributes": {"server": export.server, "share": export.base, "subdir": dir},
-            },
-        },
-    })
+    pv(
+        name,
+        json!({"csi": {
+            "driver": NFS_CSI_DRIVER,
+            "volumeHandle": format!("{}#{}#{dir}#{name}", export.server, export.base.trim_matches('/')),
+            "volumeAttributes": {"server": export.server, "share": export.base, "subdir": dir},
+        }}),
+    )
 }
 
 fn claim(namespace: &str, name: &str, volume: Option<&str>) -> Value {
