@@ -17,6 +17,7 @@ use kube::{Client, Resource as _};
 use replicadr_e2e::TestCluster;
 use replicadr_e2e::plugin::PluginProcess;
 use replicadr_e2e::workspace::{repo_root, workspace_binary};
+use replicadr_plugins::actions::snapshot_to_pvc::replica_pvc_name;
 use replicadr_proto::generated::{self, backup_item_action_client::BackupItemActionClient};
 use replicadr_proto::v2::{self, backup_item_action_client::BackupItemActionClient as V2Client};
 use serde_json::{Value, json};
@@ -106,9 +107,11 @@ spec: {runStrategy: Halted, template: {spec: {domain: {devices: {}}}}}
         Ok(env)
     }
 
-    /// Replaces the shared plugin ConfigMap's data (keys of every plugin).
+    /// Replaces the shared plugin ConfigMap's data (keys of every plugin). No provisioner runs
+    /// here, so `execute` does not wait for a replica to bind unless `extra` says so.
     async fn configure(&self, extra: &[(&str, &str)]) -> anyhow::Result<()> {
-        let mut data = json!({"localSite": "dr", "siteMap": SITE_MAP});
+        let mut data =
+            json!({"localSite": "dr", "siteMap": SITE_MAP, "replicaBindWaitSeconds": "0"});
         for (key, value) in extra {
             data[*key] = json!(value);
         }
@@ -364,13 +367,14 @@ async fn first_backup_creates_a_bound_replica_and_the_next_backup_reuses_it() ->
     let replica = &replicas[0];
     let replica_name = replica.metadata.name.clone().unwrap_or_default();
     assert!(replica_name.starts_with("replica-snap-1-") && replica_name.len() <= 63);
+    assert_eq!(replica_name, replica_pvc_name("snap-1", &uid(&snapshot)));
     assert_eq!(
         names(&out.additional_items),
         [("persistentvolumeclaims".to_owned(), replica_name.clone())]
     );
-    assert_eq!(
-        names(&out.post_operation_items),
-        names(&out.additional_items)
+    assert!(
+        out.post_operation_items.is_empty(),
+        "Velero 1.18's finalizer panics on a PVC or PV"
     );
     assert_eq!(out.operation_id, format!("{NS}/snap-1/{}", uid(&snapshot)));
 
@@ -469,10 +473,7 @@ async fn a_source_claim_brings_the_replica_of_its_snapshot() -> anyhow::Result<(
         names(&out.additional_items),
         [("persistentvolumeclaims".to_owned(), replica_name.clone())]
     );
-    assert_eq!(
-        names(&out.post_operation_items),
-        names(&out.additional_items)
-    );
+    assert!(out.post_operation_items.is_empty());
     assert_eq!(out.operation_id, format!("{NS}/snap-c/{}", uid(&snapshot)));
 
     // Velero 1.16 and earlier: the snapshot in the same backup lands on the same replica.
@@ -564,14 +565,62 @@ async fn a_claim_with_two_pending_snapshots_returns_one_operation() -> anyhow::R
         additional, expected,
         "both replicas exist and are backed up"
     );
-    let (_, followed) = replicas
-        .iter()
-        .find(|(operation_id, _)| *operation_id == out.operation_id)
-        .context("the operation follows one of the two snapshots")?;
-    assert_eq!(
-        names(&out.post_operation_items),
-        [("persistentvolumeclaims".to_owned(), followed.clone())]
+    assert!(
+        replicas
+            .iter()
+            .any(|(operation_id, _)| *operation_id == out.operation_id),
+        "the operation follows one of the two snapshots: {}",
+        out.operation_id
     );
+    assert!(out.post_operation_items.is_empty());
+    Ok(())
+}
+
+/// The common case with a live provisioner: the replica binds within `replicaBindWaitSeconds`, so
+/// `execute` returns it bound, with its PV, and no operation (whose post-operation items Velero
+/// 1.18's finalizer could not back up).
+#[tokio::test]
+async fn a_replica_bound_while_execute_waits_comes_with_its_volume() -> anyhow::Result<()> {
+    let env = Env::start("fast: replicated-nfs").await?;
+    env.configure(&[
+        ("storageClassMap", "fast: replicated-nfs"),
+        ("replicaBindWaitSeconds", "20"),
+    ])
+    .await?;
+    env.create_snapshot("snap-q", "disk-1").await?;
+    let snapshot = env.make_ready("snap-q").await?;
+    let replica_name = replica_pvc_name("snap-q", &uid(&snapshot));
+
+    // Plays the provisioner: binds the replica as soon as it appears.
+    let provisioner = async {
+        for _ in 0..200 {
+            if env.pvcs().get_opt(&replica_name).await?.is_some() {
+                return env.bind(&replica_name, "pv-replica-q").await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("the plugin never created {replica_name}")
+    };
+    let plugin = env.start_plugin();
+    let started = std::time::Instant::now();
+    let (out, bound) = tokio::join!(plugin.execute(&snapshot), provisioner);
+    bound?;
+    let out = out?;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "returns once bound, not at the end of the wait: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        names(&out.additional_items),
+        [
+            ("persistentvolumeclaims".to_owned(), replica_name.clone()),
+            ("persistentvolumes".to_owned(), "pv-replica-q".to_owned())
+        ]
+    );
+    assert_eq!(out.operation_id, "", "bound: nothing to follow");
+    assert!(out.post_operation_items.is_empty());
+    assert_replica_of_vm_disk(&env.pvcs().get(&replica_name).await?, "snap-q")?;
     Ok(())
 }
 
@@ -581,12 +630,9 @@ async fn a_snapshot_that_becomes_ready_later_is_followed_across_processes() -> a
     let snapshot = env.create_snapshot("snap-late", "disk-1").await?;
     let out = env.start_plugin().execute(&snapshot).await?;
     assert!(out.additional_items.is_empty(), "nothing exists yet");
-    assert_eq!(
-        out.post_operation_items.len(),
-        1,
-        "the replica, backed up at finalize"
-    );
-    let replica_name = out.post_operation_items[0].name.clone();
+    assert!(out.post_operation_items.is_empty());
+    assert!(!out.operation_id.is_empty());
+    let replica_name = replica_pvc_name("snap-late", &uid(&snapshot));
     assert!(env.replicas_of(&uid(&snapshot)).await?.is_empty());
 
     let progress = env.poll(&out.operation_id).await?;
@@ -638,7 +684,7 @@ async fn wait_for_first_consumer_is_reported_and_optionally_accepted() -> anyhow
     let snapshot = env.make_ready("snap-w").await?;
     let out = env.start_plugin().execute(&snapshot).await?;
     assert!(
-        out.post_operation_items.is_empty(),
+        out.additional_items.is_empty() && out.post_operation_items.is_empty(),
         "no claim that would never bind"
     );
     let progress = env.poll(&out.operation_id).await?;
@@ -690,9 +736,11 @@ async fn wait_for_first_consumer_is_reported_and_optionally_accepted() -> anyhow
 async fn a_foreign_claim_with_the_replica_name_fails_and_stays_untouched() -> anyhow::Result<()> {
     let env = Env::start("").await?;
     let snapshot = env.create_snapshot("snap-f", "disk-1").await?;
-    // The name the replica would get, learnt from the plugin while the snapshot is not ready.
+    // The operation is returned while the snapshot is not ready; then a claim takes the name the
+    // replica would get.
     let out = env.start_plugin().execute(&snapshot).await?;
-    let replica_name = out.post_operation_items[0].name.clone();
+    assert!(out.post_operation_items.is_empty());
+    let replica_name = replica_pvc_name("snap-f", &uid(&snapshot));
     let foreign = json!({
         "apiVersion": "v1", "kind": "PersistentVolumeClaim",
         "metadata": {"name": replica_name, "namespace": NS, "labels": {"app": "someone-else"}},
@@ -782,7 +830,7 @@ async fn an_unreachable_api_server_delays_the_operation_without_failing_or_dupli
     // The server is back: the operation resumes where it stands.
     let progress = env.poll(&out.operation_id).await?;
     assert_eq!(progress.n_completed, 2, "{progress:?}");
-    let replica_name = out.post_operation_items[0].name.clone();
+    let replica_name = replica_pvc_name("snap-u", &uid(&snapshot));
     env.bind(&replica_name, "pv-u").await?;
     let progress = env.poll(&out.operation_id).await?;
     assert!(

@@ -20,6 +20,7 @@ mod pvc_item;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -49,6 +50,17 @@ pub const CONFIG_STORAGE_CLASS_MAP: &str = "storageClassMap";
 /// ConfigMap key: `"true"` to count a created but unbound replica PVC as done.
 pub const CONFIG_CREATED_NOT_BOUND_IS_DONE: &str = "createdNotBoundIsDone";
 
+/// ConfigMap key: whole seconds `execute` waits for a replica it created to bind, 0 to not wait.
+pub const CONFIG_REPLICA_BIND_WAIT_SECONDS: &str = "replicaBindWaitSeconds";
+
+/// A provisioner usually binds within a second or two.
+const DEFAULT_BIND_WAIT: Duration = Duration::from_secs(5);
+/// Each replica's `execute` may wait this long, and Velero backs items up one at a time by
+/// default, so a longer wait would stall the whole backup; a slower provisioner's replica is in the
+/// next backup.
+const MAX_BIND_WAIT_SECONDS: u64 = 60;
+const BIND_POLL: Duration = Duration::from_millis(250);
+
 /// The steps an operation reports: snapshot ready, PVC created, PVC bound.
 const STEPS: i64 = 3;
 const STEP_UNITS: &str = "steps";
@@ -77,12 +89,24 @@ impl ActionFactory for SnapshotToPvcFactory {
 }
 
 /// The action's settings; every key is optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotToPvcConfig {
     /// Source StorageClass → replica StorageClass; classes not listed are kept.
     pub storage_class_map: BTreeMap<String, String>,
     /// Count "created, not bound" as done instead of waiting for the claim to bind.
     pub created_not_bound_is_done: bool,
+    /// How long `execute` waits for a replica it created to bind; zero does not wait.
+    pub replica_bind_wait: Duration,
+}
+
+impl Default for SnapshotToPvcConfig {
+    fn default() -> Self {
+        Self {
+            storage_class_map: BTreeMap::new(),
+            created_not_bound_is_done: false,
+            replica_bind_wait: DEFAULT_BIND_WAIT,
+        }
+    }
 }
 
 impl SnapshotToPvcConfig {
@@ -100,9 +124,18 @@ impl SnapshotToPvcConfig {
                 ))
             })?,
         };
+        let replica_bind_wait = match config.data.get(CONFIG_REPLICA_BIND_WAIT_SECONDS) {
+            None => DEFAULT_BIND_WAIT,
+            Some(text) => parse_bind_wait(text).ok_or_else(|| {
+                config.invalid(format!(
+                    "key {CONFIG_REPLICA_BIND_WAIT_SECONDS:?}: {text:?} is not a whole number of seconds from 0 to {MAX_BIND_WAIT_SECONDS}; expected e.g. \"5\" (the default) or \"0\" to not wait"
+                ))
+            })?,
+        };
         Ok(Self {
             storage_class_map,
             created_not_bound_is_done: config.flag(CONFIG_CREATED_NOT_BOUND_IS_DONE, false)?,
+            replica_bind_wait,
         })
     }
 
@@ -125,6 +158,11 @@ fn parse_class_map(text: &str) -> Result<BTreeMap<String, String>, String> {
         ));
     }
     Ok(map)
+}
+
+fn parse_bind_wait(text: &str) -> Option<Duration> {
+    let seconds: u64 = text.trim().parse().ok()?;
+    (seconds <= MAX_BIND_WAIT_SECONDS).then(|| Duration::from_secs(seconds))
 }
 
 fn is_dns_subdomain(value: &str) -> bool {
@@ -495,9 +533,8 @@ fn now() -> i64 {
 #[derive(Debug, Default)]
 struct Replication {
     additional_items: Vec<ResourceId>,
-    /// The operation to follow until the replica is bound (or has failed), with the items to back
-    /// up again when it completes.
-    operation: Option<(OperationId, Vec<ResourceId>)>,
+    /// The operation to follow until the replica is bound (or has failed).
+    operation: Option<OperationId>,
     /// Set when the operation would only report this failure.
     failure: Option<String>,
 }
@@ -518,7 +555,25 @@ impl SnapshotToPvc {
                     .extend(pvc.volume_resource_id());
                 return replication;
             }
-            Ok(State::Created { pvc, .. }) => replication.additional_items.push(pvc.resource_id()),
+            Ok(State::Created {
+                pvc,
+                wait_for_first_consumer,
+            }) => {
+                // A class that binds only for a pod is not worth waiting for.
+                let bound = if wait_for_first_consumer {
+                    None
+                } else {
+                    self.wait_bound(&id).await
+                };
+                if let Some(bound) = bound {
+                    replication.additional_items.push(bound.resource_id());
+                    replication
+                        .additional_items
+                        .extend(bound.volume_resource_id());
+                    return replication;
+                }
+                replication.additional_items.push(pvc.resource_id());
+            }
             Ok(State::WaitingForSnapshot(_)) => {
                 tracing::info!(snapshot = %what, "snapshot not ready; replica follows as an operation");
             }
@@ -529,10 +584,9 @@ impl SnapshotToPvc {
                 tracing::warn!(snapshot = %what, error = %message, "no replica; the operation reports the error");
                 replication.failure = Some(message);
                 if replica_exists {
-                    replication.additional_items.push(replica.clone());
+                    replication.additional_items.push(replica);
                 } else {
-                    // Velero would log an error at finalize for a post-operation item it cannot get.
-                    replication.operation = Some((id, Vec::new()));
+                    replication.operation = Some(id);
                     return replication;
                 }
             }
@@ -540,8 +594,32 @@ impl SnapshotToPvc {
                 tracing::warn!(snapshot = %what, error = %message, "cannot read the cluster; the operation retries");
             }
         }
-        replication.operation = Some((id, vec![replica]));
+        // The replica is not handed back as a post-operation item: Velero 1.18's backup finalizer
+        // backs such items up with an item backupper that has no volume helper, and a PVC (whose
+        // PV Velero's PVC action adds) or a PV makes it panic, leaving the backup in Finalizing
+        // for good. The operation still reports progress and errors; a replica that binds after
+        // this backup is in the next one.
+        tracing::info!(snapshot = %what, pvc = %id.replica_name(), "replica not bound yet; the operation follows it and the next backup carries it");
+        replication.operation = Some(id);
         replication
+    }
+
+    /// Polls the replica of `id` for up to `replicaBindWaitSeconds`, as a provisioner usually
+    /// binds within a second or two: the bound replica and its PV then go into this backup.
+    async fn wait_bound(&self, id: &OperationId) -> Option<ReplicaPvc> {
+        let deadline = tokio::time::Instant::now() + self.config.replica_bind_wait;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(BIND_POLL).await;
+            match self.advance(id, None).await {
+                Ok(State::Bound(pvc)) => return Some(pvc),
+                Ok(State::Created {
+                    wait_for_first_consumer: false,
+                    ..
+                }) => {}
+                Ok(_) | Err(_) => return None,
+            }
+        }
+        None
     }
 
     /// `execute` for a VolumeSnapshot item (Velero 1.16 and earlier hand them over).
@@ -563,9 +641,8 @@ impl SnapshotToPvc {
         }
         let replication = self.replicate(snapshot).await;
         output.additional_items = replication.additional_items;
-        if let Some((id, post_operation_items)) = replication.operation {
+        if let Some(id) = replication.operation {
             output.operation_id = Some(id.to_string());
-            output.post_operation_items = post_operation_items;
         }
         Ok(output)
     }

@@ -55,12 +55,11 @@ impl SnapshotToPvc {
             not_followed,
         } = follow_one(replications);
         output.additional_items = additional_items;
-        if let Some((id, post_operation_items)) = operation {
+        if let Some(id) = operation {
             if !not_followed.is_empty() {
                 tracing::warn!(pvc = %what, operation = %id, snapshots = %not_followed.join(", "), "one operation per item: replicas of these other snapshots are not followed in this backup; the next backup takes them bound");
             }
             output.operation_id = Some(id.to_string());
-            output.post_operation_items = post_operation_items;
         }
         output
     }
@@ -112,7 +111,7 @@ fn is_replica(claim: &Value) -> bool {
 #[derive(Debug, Default)]
 struct Merged {
     additional_items: Vec<ResourceId>,
-    operation: Option<(OperationId, Vec<ResourceId>)>,
+    operation: Option<OperationId>,
     /// `namespace/name` of pending snapshots whose operation is not returned.
     not_followed: Vec<String>,
 }

@@ -22,6 +22,11 @@ struct MemoryCluster {
     /// Lists are refused as without the permission.
     lists_forbidden: AtomicBool,
     creates: AtomicUsize,
+    /// Reads of a pending claim, which is how the action polls its replica.
+    pending_reads: AtomicUsize,
+    /// Plays a provisioner: a pending claim is bound (to `pv-<claim>`) when read this many
+    /// times; 0 never binds.
+    binds_at_read: AtomicUsize,
 }
 
 impl MemoryCluster {
@@ -84,12 +89,20 @@ impl Cluster for MemoryCluster {
         name: &str,
     ) -> Result<Option<Value>, ClusterError> {
         self.check()?;
-        Ok(self
-            .objects
-            .lock()
-            .expect("lock")
-            .get(&Self::key(kind, namespace, name))
-            .cloned())
+        let mut objects = self.objects.lock().expect("lock");
+        let Some(object) = objects.get_mut(&Self::key(kind, namespace, name)) else {
+            return Ok(None);
+        };
+        if kind.plural == PERSISTENT_VOLUME_CLAIMS.plural
+            && object.pointer("/status/phase") == Some(&json!("Pending"))
+        {
+            let reads = self.pending_reads.fetch_add(1, Ordering::SeqCst) + 1;
+            if reads == self.binds_at_read.load(Ordering::SeqCst) {
+                object["spec"]["volumeName"] = json!(format!("pv-{name}"));
+                object["status"]["phase"] = json!("Bound");
+            }
+        }
+        Ok(Some(object.clone()))
     }
 
     async fn create(
@@ -199,8 +212,15 @@ fn config(data: &[(&str, &str)]) -> PluginConfig {
     }
 }
 
+/// The action configured with `data`; without a bind wait unless `data` sets one, as nothing
+/// binds a replica here unless a test plays the provisioner.
 fn action(cluster: &Arc<MemoryCluster>, data: &[(&str, &str)]) -> SnapshotToPvc {
-    let config = SnapshotToPvcConfig::from_config(Some(&config(data))).expect("valid config");
+    let mut config = config(data);
+    config
+        .data
+        .entry(CONFIG_REPLICA_BIND_WAIT_SECONDS.to_owned())
+        .or_insert_with(|| "0".to_owned());
+    let config = SnapshotToPvcConfig::from_config(Some(&config)).expect("valid config");
     SnapshotToPvc::new(Arc::clone(cluster) as Arc<dyn Cluster>, config)
 }
 
@@ -253,7 +273,7 @@ async fn ready_snapshot_gets_a_replica_at_execute_and_an_operation_until_bound()
     assert_eq!(out.item, item, "the snapshot is backed up unchanged");
     let name = replica_name();
     assert_eq!(out.additional_items, vec![pvc_id(&name)]);
-    assert_eq!(out.post_operation_items, vec![pvc_id(&name)]);
+    assert!(out.post_operation_items.is_empty());
     assert_eq!(
         out.operation_id.as_deref(),
         Some(format!("vms/snap-1/{UID}").as_str())
@@ -360,6 +380,76 @@ async fn later_backups_reuse_the_replica_and_bring_its_volume() {
     );
 }
 
+fn pv_id(name: &str) -> ResourceId {
+    ResourceId {
+        group: String::new(),
+        resource: "persistentvolumes".into(),
+        namespace: String::new(),
+        name: name.into(),
+    }
+}
+
+#[tokio::test]
+async fn a_replica_bound_during_the_wait_comes_with_its_volume_and_no_operation() {
+    let cluster = cluster();
+    // Bound at the third poll, about 750 ms into the wait.
+    cluster.binds_at_read.store(3, Ordering::SeqCst);
+    let action = action(&cluster, &[(CONFIG_REPLICA_BIND_WAIT_SECONDS, "5")]);
+    let started = std::time::Instant::now();
+    let out = action
+        .execute(input(snapshot("snap-1", UID, true)))
+        .await
+        .expect("executed");
+    let waited = started.elapsed();
+    let name = replica_name();
+    assert_eq!(
+        out.additional_items,
+        vec![pvc_id(&name), pv_id(&format!("pv-{name}"))]
+    );
+    assert_eq!(out.operation_id, None, "bound: nothing to follow");
+    assert!(out.post_operation_items.is_empty());
+    assert_eq!(cluster.pending_reads.load(Ordering::SeqCst), 3);
+    assert!(
+        waited < Duration::from_secs(3),
+        "returns once bound: {waited:?}"
+    );
+    assert_eq!(cluster.creates.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_replica_still_unbound_after_the_wait_is_followed_by_an_operation() {
+    let cluster = cluster();
+    let action = action(&cluster, &[(CONFIG_REPLICA_BIND_WAIT_SECONDS, "1")]);
+    let started = std::time::Instant::now();
+    let out = action
+        .execute(input(snapshot("snap-1", UID, true)))
+        .await
+        .expect("executed");
+    let waited = started.elapsed();
+    assert_eq!(out.additional_items, vec![pvc_id(&replica_name())]);
+    assert_eq!(out.operation_id, Some(snapshot_operation_id()));
+    assert!(
+        out.post_operation_items.is_empty(),
+        "Velero 1.18's finalizer panics on a PVC or PV"
+    );
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    let polls = cluster.pending_reads.load(Ordering::SeqCst);
+    assert!((2..=4).contains(&polls), "polled every 250 ms: {polls}");
+
+    // No wait: the replica is not read again after it is created.
+    let cluster = self::cluster();
+    let out = self::action(&cluster, &[(CONFIG_REPLICA_BIND_WAIT_SECONDS, "0")])
+        .execute(input(snapshot("snap-1", UID, true)))
+        .await
+        .expect("executed");
+    assert_eq!(out.additional_items, vec![pvc_id(&replica_name())]);
+    assert_eq!(out.operation_id, Some(snapshot_operation_id()));
+    assert_eq!(cluster.pending_reads.load(Ordering::SeqCst), 0);
+}
+
 #[tokio::test]
 async fn snapshot_ready_late_is_followed_by_progress() {
     let cluster = cluster();
@@ -369,7 +459,7 @@ async fn snapshot_ready_late_is_followed_by_progress() {
         .await
         .expect("executed");
     assert!(out.additional_items.is_empty());
-    assert_eq!(out.post_operation_items, vec![pvc_id(&replica_name())]);
+    assert!(out.post_operation_items.is_empty());
     let id = out.operation_id.expect("op");
     assert_eq!(cluster.creates.load(Ordering::SeqCst), 0);
 
@@ -525,6 +615,7 @@ async fn wait_for_first_consumer_classes_fail_clearly_or_count_as_done() {
         &[
             (CONFIG_STORAGE_CLASS_MAP, "fast: wffc"),
             (CONFIG_CREATED_NOT_BOUND_IS_DONE, "true"),
+            (CONFIG_REPLICA_BIND_WAIT_SECONDS, "5"),
         ],
     );
     let out = lenient
@@ -532,6 +623,11 @@ async fn wait_for_first_consumer_classes_fail_clearly_or_count_as_done() {
         .await
         .expect("executed");
     assert_eq!(out.additional_items, vec![pvc_id(&replica_name())]);
+    assert_eq!(
+        cluster.pending_reads.load(Ordering::SeqCst),
+        0,
+        "a claim that binds only for a pod is not waited for"
+    );
     let progress = lenient
         .progress(&out.operation_id.expect("op"), &json!({}))
         .await
@@ -566,7 +662,7 @@ async fn an_unreachable_api_server_is_retried_not_failed() {
         .execute(input(snapshot("snap-1", UID, true)))
         .await
         .expect("the snapshot is still backed up");
-    assert_eq!(out.post_operation_items, vec![pvc_id(&replica_name())]);
+    assert!(out.post_operation_items.is_empty());
     let id = out.operation_id.expect("op");
     let progress = action.progress(&id, &json!({})).await.expect("progress");
     assert!(
@@ -791,6 +887,7 @@ fn config_is_optional_and_validated() {
                 ("gold.example".into(), "replicated-gold".into())
             ]),
             created_not_bound_is_done: true,
+            replica_bind_wait: Duration::from_secs(5),
         }
     );
     for (key, value, expected) in [
@@ -820,6 +917,35 @@ fn config_is_optional_and_validated() {
                 && text.contains(expected),
             "{text}"
         );
+    }
+}
+
+#[test]
+fn the_bind_wait_is_whole_seconds_up_to_a_minute() {
+    let wait = |value: &str| {
+        SnapshotToPvcConfig::from_config(Some(&config(&[(
+            CONFIG_REPLICA_BIND_WAIT_SECONDS,
+            value,
+        )])))
+        .map(|c| c.replica_bind_wait)
+    };
+    assert_eq!(
+        SnapshotToPvcConfig::default().replica_bind_wait,
+        Duration::from_secs(5)
+    );
+    for (value, seconds) in [("0", 0), (" 12 ", 12), ("60", 60)] {
+        assert_eq!(wait(value), Ok(Duration::from_secs(seconds)), "{value:?}");
+    }
+    for value in ["61", "3600", "-1", "2.5", "5s", "", "five"] {
+        let text = wait(value).expect_err(value).to_string();
+        for expected in [
+            "velero/replicadr-plugins",
+            CONFIG_REPLICA_BIND_WAIT_SECONDS,
+            &format!("{value:?}"),
+            "whole number of seconds from 0 to 60",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing from {text}");
+        }
     }
 }
 
@@ -921,7 +1047,7 @@ async fn a_source_pvc_gets_the_replica_the_snapshot_path_would_make() {
     assert_eq!(out.item, claim, "the claim is backed up unchanged");
     let name = replica_name();
     assert_eq!(out.additional_items, vec![pvc_id(&name)]);
-    assert_eq!(out.post_operation_items, vec![pvc_id(&name)]);
+    assert!(out.post_operation_items.is_empty());
     assert_eq!(out.operation_id, Some(snapshot_operation_id()));
     let from_pvc = cluster
         .object(&PERSISTENT_VOLUME_CLAIMS, "vms", &name)
@@ -1072,7 +1198,7 @@ async fn two_pending_snapshots_give_two_replicas_and_one_operation() {
         Some("vms/snap-new/uid-new"),
         "the newest snapshot is followed"
     );
-    assert_eq!(out.post_operation_items, vec![pvc_id(&new)]);
+    assert!(out.post_operation_items.is_empty());
 }
 
 #[tokio::test]
@@ -1098,10 +1224,7 @@ async fn a_pending_snapshot_is_followed_before_a_failed_one() {
         .await
         .expect("executed");
     assert_eq!(out.operation_id.as_deref(), Some("vms/snap-old/uid-old"));
-    assert_eq!(
-        out.post_operation_items,
-        vec![pvc_id(&replica_pvc_name("snap-old", "uid-old"))]
-    );
+    assert!(out.post_operation_items.is_empty());
     assert!(
         out.additional_items.is_empty(),
         "{:?}",
