@@ -103,6 +103,19 @@ struct DrillArgs {
     /// Velero's log level at both sites.
     #[arg(long, default_value = "info")]
     velero_log_level: String,
+    /// Drill real clusters instead: the kubeconfig context of the DR site. Restores into scratch
+    /// namespaces there, checks, and deletes what it restored; nothing fails over.
+    #[arg(long)]
+    dr_context: Option<String>,
+    /// With --dr-context: the primary site's context, to compare its VMs with the backup's.
+    #[arg(long, requires = "dr_context")]
+    primary_context: Option<String>,
+    /// With --dr-context: the backup; the newest one that verifies at the DR site by default.
+    #[arg(long, requires = "dr_context")]
+    backup: Option<String>,
+    /// With --dr-context: only this BackupPolicy's backups.
+    #[arg(long, requires = "dr_context")]
+    policy: Option<String>,
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     output: Output,
 }
@@ -239,6 +252,9 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Command::Drill(options) = args.command {
+        if options.dr_context.is_some() {
+            return Box::pin(drill_live(options, &namespace)).await;
+        }
         return Box::pin(drill(options)).await;
     }
     if let Command::Plan(PlanArgs {
@@ -388,6 +404,49 @@ async fn run_scheduler(
     shutdown.notify_waiters();
     let _ = server.await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `drill --dr-context`: the drill on real clusters.
+async fn drill_live(args: DrillArgs, namespace: &str) -> anyhow::Result<ExitCode> {
+    let context_client = |context: String| async move {
+        let options = kube::config::KubeConfigOptions {
+            context: Some(context.clone()),
+            ..Default::default()
+        };
+        let config = kube::Config::from_kubeconfig(&options)
+            .await
+            .with_context(|| format!("cannot read kubeconfig context {context}"))?;
+        anyhow::Ok(Client::try_from(config)?)
+    };
+    let dr = context_client(args.dr_context.clone().unwrap_or_default()).await?;
+    let primary = match args.primary_context.clone() {
+        Some(context) => Some(context_client(context).await?),
+        None => None,
+    };
+    let options = replicadr_scheduler::drill::live::LiveOptions {
+        backup: args
+            .backup
+            .map_or(BackupChoice::LatestVerified, BackupChoice::Named),
+        policy: args.policy,
+        keep: args.keep,
+        restore_timeout: Duration::from_hours(1),
+        poll: Duration::from_secs(1),
+    };
+    let report = Box::pin(replicadr_scheduler::drill::live::run(
+        primary.as_ref(),
+        &dr,
+        namespace,
+        &options,
+        &mut |line| eprintln!("drill: {line}"),
+    ))
+    .await?;
+    print!(
+        "{}",
+        args.output
+            .structured(&report)
+            .unwrap_or_else(|| replicadr_scheduler::drill::live::render(&report))
+    );
+    Ok(exit_for(report.passed()))
 }
 
 /// `drill`: 0 when every check passed and both recoveries succeeded, 1 otherwise.

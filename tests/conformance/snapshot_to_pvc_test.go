@@ -146,8 +146,9 @@ func TestSnapshotToPVC(t *testing.T) {
 		if len(additional) != 0 {
 			t.Errorf("additional items = %v, want none: there is no replica yet", describeIDs(additional))
 		}
-		if !reflect.DeepEqual(postOperation, []velero.ResourceIdentifier{replicaID}) {
-			t.Errorf("post-operation items = %v, want the replica PVC %v", describeIDs(postOperation), describeIDs([]velero.ResourceIdentifier{replicaID}))
+		// No post-operation items: Velero 1.18's backup finalizer panics on a PVC or PV among them.
+		if len(postOperation) != 0 {
+			t.Errorf("post-operation items = %v, want none (the next backup carries the replica %v bound)", describeIDs(postOperation), describeIDs([]velero.ResourceIdentifier{replicaID}))
 		}
 		expectNoPVC(t, kube, vmNamespace, replicaName)
 

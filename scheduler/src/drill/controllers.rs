@@ -5,13 +5,16 @@
 //! - the NFS CSI provisioner: a claim of the drill's StorageClass gets a new PV on this site's
 //!   export (reclaim policy Delete, as provisioned volumes have);
 //! - the snapshot controller: a VolumeSnapshot gets a VolumeSnapshotContent and becomes ready;
-//! - KubeVirt: a VM whose run strategy runs is reported Running, any other Stopped.
+//! - KubeVirt: a VM whose run strategy runs is reported Running, any other Stopped;
+//! - the PV/PVC protection and namespace controllers: a deleted claim or volume loses its
+//!   protection finalizer (no pod uses anything here), and a deleted namespace is finalized once
+//!   it holds no claim or VM.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
@@ -73,6 +76,7 @@ impl Drop for Played {
 }
 
 async fn pass(client: &Client, export: &Export) -> Result<(), kube::Error> {
+    finish_deletions(client).await?;
     bind_claims(client, export).await?;
     snapshots(client).await?;
     vms(client).await
@@ -196,6 +200,61 @@ async fn bind_claims(client: &Client, export: &Export) -> Result<(), kube::Error
                     "capacity": pv_spec.capacity,
                 }})),
             )
+            .await?;
+    }
+    Ok(())
+}
+
+/// Lets deletions finish as the controllers would.
+async fn finish_deletions(client: &Client) -> Result<(), kube::Error> {
+    let unprotect = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    let params = PatchParams::default();
+    let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
+    for claim in claims.list(&ListParams::default()).await?.items {
+        if claim.metadata.deletion_timestamp.is_some() && !claim.finalizers().is_empty() {
+            Api::<PersistentVolumeClaim>::namespaced(
+                client.clone(),
+                &claim.namespace().unwrap_or_default(),
+            )
+            .patch(&claim.name_any(), &params, &unprotect)
+            .await?;
+        }
+    }
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    for volume in volumes.list(&ListParams::default()).await?.items {
+        if volume.metadata.deletion_timestamp.is_some() && !volume.finalizers().is_empty() {
+            volumes
+                .patch(&volume.name_any(), &params, &unprotect)
+                .await?;
+        }
+    }
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for namespace in namespaces.list(&ListParams::default()).await?.items {
+        let name = namespace.name_any();
+        let finalizers = namespace.spec.as_ref().and_then(|s| s.finalizers.as_ref());
+        if namespace.metadata.deletion_timestamp.is_none() || finalizers.is_none_or(Vec::is_empty) {
+            continue;
+        }
+        let claims_left = !Api::<PersistentVolumeClaim>::namespaced(client.clone(), &name)
+            .list(&ListParams::default().limit(1))
+            .await?
+            .items
+            .is_empty();
+        let vms_left =
+            !Api::<DynamicObject>::namespaced_with(client.clone(), &name, &vm_resource())
+                .list(&ListParams::default().limit(1))
+                .await?
+                .items
+                .is_empty();
+        if claims_left || vms_left {
+            continue;
+        }
+        let mut finalized = namespace.clone();
+        if let Some(spec) = finalized.spec.as_mut() {
+            spec.finalizers = Some(Vec::new());
+        }
+        namespaces
+            .replace_subresource("finalize", &name, &PostParams::default(), &finalized)
             .await?;
     }
     Ok(())

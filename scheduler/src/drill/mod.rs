@@ -7,6 +7,7 @@
 //! PV controller, the NFS provisioner, the snapshot controller and KubeVirt ([`controllers`]).
 
 pub mod controllers;
+pub mod live;
 pub mod workload;
 
 use std::collections::BTreeSet;
@@ -498,14 +499,14 @@ pub async fn run(
     Ok((env, report))
 }
 
-async fn create_workload(client: &Client, scale_vms: usize) -> anyhow::Result<()> {
+pub async fn create_workload(client: &Client, scale_vms: usize) -> anyhow::Result<()> {
     workload::apply(client, &workload::objects(&PRIMARY_EXPORT, scale_vms)).await?;
     Ok(())
 }
 
 /// Waits until every claim is Bound and every running VM Running (the played controllers), then
 /// takes the snapshot.
-async fn wait_workload_ready(
+pub async fn wait_workload_ready(
     client: &Client,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> anyhow::Result<()> {
@@ -542,7 +543,7 @@ async fn wait_claims_bound(client: &Client, timeout: Duration) -> anyhow::Result
 }
 
 /// The scheduler's path for one backup: the policy, `backup now`, verification.
-async fn verified_backup(
+pub async fn verified_backup(
     client: &Client,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> anyhow::Result<(String, Report)> {
@@ -583,7 +584,7 @@ async fn verified_backup(
 }
 
 /// Waits until Velero at a site has synced `backup` from object storage.
-async fn wait_synced(
+pub async fn wait_synced(
     site: &Site,
     backup: &str,
     progress: &mut (dyn FnMut(String) + Send),

@@ -44,6 +44,8 @@ pub const HALT_VMS_CONFIGMAP: &str = "replicadr-restore-vms-halted";
 pub enum Operation {
     Failover,
     Failback,
+    /// A restore into scratch namespaces, to prove a backup restorable at a live site.
+    Drill,
 }
 
 impl Operation {
@@ -51,6 +53,7 @@ impl Operation {
         match self {
             Operation::Failover => "failover",
             Operation::Failback => "failback",
+            Operation::Drill => "drill",
         }
     }
 }
@@ -76,6 +79,8 @@ pub struct Options {
     pub bind_timeout: Duration,
     pub vm_timeout: Duration,
     pub poll: Duration,
+    /// Velero's `namespaceMapping` (drills restore into scratch namespaces).
+    pub namespace_mapping: BTreeMap<String, String>,
 }
 
 impl Options {
@@ -94,6 +99,7 @@ impl Options {
             bind_timeout: Duration::from_mins(5),
             vm_timeout: Duration::from_mins(10),
             poll: Duration::from_secs(1),
+            namespace_mapping: BTreeMap::new(),
         }
     }
 }
@@ -474,14 +480,14 @@ impl RestoreView {
 }
 
 /// The Restores of one Velero namespace.
-struct Restores {
+pub(crate) struct Restores {
     client: Client,
     namespace: String,
     api: Api<DynamicObject>,
 }
 
 impl Restores {
-    fn new(client: &Client, namespace: &str) -> Self {
+    pub(crate) fn new(client: &Client, namespace: &str) -> Self {
         Self {
             client: client.clone(),
             namespace: namespace.to_owned(),
@@ -491,7 +497,7 @@ impl Restores {
 
     /// The Restore to follow: the newest attempt of this backup at this site unless it failed,
     /// else a new attempt.
-    async fn ensure(
+    pub(crate) async fn ensure(
         &self,
         options: &Options,
         backup: &str,
@@ -499,8 +505,9 @@ impl Restores {
         progress: &mut (dyn FnMut(String) + Send),
     ) -> Result<String, RecoveryError> {
         let selector = format!(
-            "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_SITE}={},{LABEL_BACKUP}={backup}",
-            options.site
+            "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_SITE}={},{LABEL_BACKUP}={backup},{LABEL_OPERATION}={}",
+            options.site,
+            options.operation.as_str()
         );
         let mut attempts: Vec<RestoreView> = self
             .api
@@ -511,8 +518,13 @@ impl Restores {
             .map(RestoreView::from_object)
             .collect();
         attempts.sort_by_key(|r| r.attempt);
+        // A drill proves the backup restorable again each time: only a drill still running is
+        // followed; a failover continues with any attempt that did not fail.
+        let reusable = |last: &RestoreView| {
+            !last.failed() && (options.operation != Operation::Drill || !last.finished())
+        };
         let attempt = match attempts.last() {
-            Some(last) if !last.failed() => {
+            Some(last) if reusable(last) => {
                 progress(format!(
                     "continuing with Restore {}/{} (attempt {}, {})",
                     self.namespace,
@@ -573,7 +585,7 @@ impl Restores {
     }
 
     /// Follows the Restore until Velero finishes it, printing phase and progress changes.
-    async fn watch(
+    pub(crate) async fn watch(
         &self,
         name: &str,
         timeout: Duration,
@@ -675,6 +687,9 @@ fn build_restore(
     });
     if halt {
         spec["resourceModifier"] = json!({"kind": "ConfigMap", "name": HALT_VMS_CONFIGMAP});
+    }
+    if !options.namespace_mapping.is_empty() {
+        spec["namespaceMapping"] = json!(options.namespace_mapping);
     }
     let mut restore = DynamicObject::new(name, &velero::restore_resource()).within(namespace);
     restore.metadata.labels = Some(BTreeMap::from([

@@ -1,0 +1,131 @@
+//! The drill on "real" clusters (`replicadr drill --dr-context …`), run against the local two-site
+//! environment standing in for them: a verified backup at `primary`, Velero at `dr` synced, then
+//! the live drill restores it into scratch namespaces at `dr`, checks it and deletes exactly what
+//! its Restore created. A separate test binary from `drill.rs`: one Velero runs at a time.
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolume};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use replicadr_e2e::workspace::workspace_binary;
+use replicadr_scheduler::drill::live::{self, LABEL_RESTORE_NAME, LiveOptions};
+use replicadr_scheduler::drill::{self, DR_EXPORT, DrillOptions, Environment};
+use replicadr_scheduler::recovery::site::BackupChoice;
+use std::time::Duration;
+
+#[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
+async fn a_live_drill_restores_into_scratch_namespaces_checks_and_removes_only_what_it_restored()
+-> anyhow::Result<()> {
+    let mut log = |line: String| eprintln!("drill: {line}");
+    let options = DrillOptions {
+        plugin_binary: workspace_binary("replicadr-velero-plugins")?,
+        scale_vms: 2,
+        failback: false,
+        kill_velero_mid_restore: false,
+        velero_log_level: "info".to_owned(),
+    };
+    let mut env = Box::pin(Environment::start(options, &mut log)).await?;
+    drill::create_workload(&env.primary.client, 2).await?;
+    drill::wait_workload_ready(&env.primary.client, &mut log).await?;
+    let (backup, verification) =
+        Box::pin(drill::verified_backup(&env.primary.client, &mut log)).await?;
+    assert!(verification.verified, "{verification:#?}");
+    env.kill_velero(true);
+    env.start_velero(false).await?;
+    drill::wait_synced(&env.dr, &backup, &mut log).await?;
+
+    let live_options = LiveOptions {
+        backup: BackupChoice::LatestVerified,
+        policy: Some(drill::POLICY.to_owned()),
+        keep: false,
+        restore_timeout: Duration::from_mins(5),
+        poll: Duration::from_millis(500),
+    };
+    let dr = env.dr.client.clone();
+    let report = Box::pin(live::run(
+        Some(&env.primary.client),
+        &dr,
+        drill::VELERO_NAMESPACE,
+        &live_options,
+        &mut log,
+    ))
+    .await?;
+    let text = live::render(&report);
+    assert!(report.passed(), "{text}");
+    let restore = report.restore.clone().expect("a restore");
+    assert_eq!(report.backup, backup);
+    assert_eq!(report.site, "dr");
+    assert!(
+        report.plan.volumes.iter().all(|v| v
+            .after
+            .as_deref()
+            .is_some_and(|a| a.starts_with(DR_EXPORT.server))),
+        "{text}"
+    );
+    for (from, to) in &report.scratch_namespaces {
+        assert!(
+            to.starts_with("replicadr-drill-") && to.ends_with(from.as_str()),
+            "{to}"
+        );
+    }
+
+    // The cleanup deleted what the Restore made — PVs, claims, VMs, the scratch namespaces
+    // (they stay Terminating here: no controller runs to finish a deletion) — and nothing else.
+    let labelled = ListParams::default().labels(&format!("{LABEL_RESTORE_NAME}={restore}"));
+    let pvs = Api::<PersistentVolume>::all(dr.clone())
+        .list(&labelled)
+        .await?
+        .items;
+    assert!(
+        pvs.iter()
+            .all(|pv| pv.metadata.deletion_timestamp.is_some()),
+        "{:?}",
+        pvs.iter().map(ResourceExt::name_any).collect::<Vec<_>>()
+    );
+    let namespaces: Api<Namespace> = Api::all(dr.clone());
+    for scratch in report.scratch_namespaces.values() {
+        let namespace = namespaces.get_opt(scratch).await?;
+        assert!(
+            namespace.is_none_or(|n| n.metadata.deletion_timestamp.is_some()),
+            "{scratch} was not deleted"
+        );
+    }
+    assert!(
+        report
+            .deleted
+            .iter()
+            .any(|d| d.starts_with("PersistentVolume "))
+            && report
+                .deleted
+                .iter()
+                .any(|d| d.starts_with("VirtualMachine "))
+            && report.deleted.iter().any(|d| d.starts_with("Namespace ")),
+        "{:?}",
+        report.deleted
+    );
+    assert!(
+        Api::<ConfigMap>::namespaced(dr.clone(), drill::VELERO_NAMESPACE)
+            .get_opt("replicadr-plugins")
+            .await?
+            .is_some(),
+        "the plugin ConfigMap is the site's, not the drill's"
+    );
+    assert!(
+        namespaces.get_opt("drill-vms").await?.is_none(),
+        "the backup's own namespaces were never created at dr"
+    );
+
+    // A second drill of the same backup restores it again under a new Restore.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let again = Box::pin(live::run(
+        None,
+        &dr,
+        drill::VELERO_NAMESPACE,
+        &live_options,
+        &mut log,
+    ))
+    .await?;
+    assert!(again.passed(), "{}", live::render(&again));
+    assert_ne!(again.restore, report.restore);
+    Ok(())
+}
