@@ -41,8 +41,15 @@ async fn velero_backs_up_what_the_scheduler_asks_and_the_verifier_passes_it() ->
     let mut pvc = objects::pvc("vms", "db-root", "pv-db");
     pvc.as_object_mut().expect("object").remove("status");
     let pvc: PersistentVolumeClaim = serde_json::from_value(pvc)?;
-    Api::<PersistentVolumeClaim>::namespaced(env.client.clone(), "vms")
-        .create(&PostParams::default(), &pvc)
+    let claims = Api::<PersistentVolumeClaim>::namespaced(env.client.clone(), "vms");
+    claims.create(&PostParams::default(), &pvc).await?;
+    // Plays the PV controller: Velero's PVC action brings the PV along only for a Bound claim.
+    claims
+        .patch_status(
+            "db-root",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"status": {"phase": "Bound"}})),
+        )
         .await?;
     let vm: DynamicObject = serde_json::from_value(objects::vm("vms", "db", &["db-root"]))?;
     Api::<DynamicObject>::namespaced_with(

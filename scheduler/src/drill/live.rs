@@ -336,20 +336,7 @@ pub fn render(report: &LiveReport) -> String {
             .join(", ")
     );
     let _ = writeln!(out, "\n{}", plan::render_table(&report.plan));
-    let rows: Vec<Vec<String>> = std::iter::once(vec![
-        "CHECK".to_owned(),
-        "RESULT".to_owned(),
-        "DETAIL".to_owned(),
-    ])
-    .chain(report.checks.iter().map(|c| {
-        vec![
-            c.name.clone(),
-            if c.passed { "passed" } else { "FAILED" }.to_owned(),
-            c.detail.clone(),
-        ]
-    }))
-    .collect();
-    out.push_str(&plan::table(&rows));
+    out.push_str(&super::checks_table(&report.checks));
     let _ = writeln!(
         out,
         "\nrestore {:.1}s; cleaned up {} objects",

@@ -1017,6 +1017,24 @@ fn plugin_time(
     })
 }
 
+/// The checks as a table.
+pub fn checks_table(checks: &[Check]) -> String {
+    let rows: Vec<Vec<String>> = std::iter::once(vec![
+        "CHECK".to_owned(),
+        "RESULT".to_owned(),
+        "DETAIL".to_owned(),
+    ])
+    .chain(checks.iter().map(|c| {
+        vec![
+            c.name.clone(),
+            if c.passed { "passed" } else { "FAILED" }.to_owned(),
+            c.detail.clone(),
+        ]
+    }))
+    .collect();
+    plan::table(&rows)
+}
+
 /// The drill's report for a terminal.
 pub fn render(report: &DrillReport) -> String {
     let mut out = String::new();
@@ -1033,20 +1051,7 @@ pub fn render(report: &DrillReport) -> String {
         out.push_str(&crate::recovery::report::render_table(recovery));
         let _ = writeln!(out);
     }
-    let rows: Vec<Vec<String>> = std::iter::once(vec![
-        "CHECK".to_owned(),
-        "RESULT".to_owned(),
-        "DETAIL".to_owned(),
-    ])
-    .chain(report.checks.iter().map(|c| {
-        vec![
-            c.name.clone(),
-            if c.passed { "passed" } else { "FAILED" }.to_owned(),
-            c.detail.clone(),
-        ]
-    }))
-    .collect();
-    out.push_str(&plan::table(&rows));
+    out.push_str(&checks_table(&report.checks));
     if let Some(time) = &report.plugin_time {
         let _ = writeln!(
             out,
