@@ -953,3 +953,33 @@ async fn a_missing_permission_fails_the_operation_at_once_naming_it() -> anyhow:
     assert!(out.operation_id.is_empty() && out.additional_items.is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn a_broken_config_keeps_claims_in_the_backup_and_fails_snapshots_naming_the_key()
+-> anyhow::Result<()> {
+    let env = Env::start("").await?;
+    env.configure(&[("replicaBindWaitSeconds", "soon")]).await?;
+    env.create_snapshot("snap-b", "disk-1").await?;
+    let snapshot = env.make_ready("snap-b").await?;
+    let claim = env.pvcs().get("disk-1").await?;
+    let plugin = env.start_plugin();
+
+    // Velero leaves an item whose action fails out of the backup: the claim must not be lost.
+    let out = plugin.execute(&claim).await?;
+    let item: Value = serde_json::from_slice(&out.item)?;
+    assert_eq!(item, serde_json::to_value(&claim)?);
+    assert!(out.operation_id.is_empty() && out.additional_items.is_empty());
+    assert!(env.replicas_of(&uid(&snapshot)).await?.is_empty());
+
+    // The snapshot path still says what is wrong, naming the key and the value.
+    let error = plugin
+        .execute(&snapshot)
+        .await
+        .expect_err("a broken ConfigMap fails the snapshot item");
+    assert!(
+        error.message().contains("replicaBindWaitSeconds") && error.message().contains("soon"),
+        "{}",
+        error.message()
+    );
+    Ok(())
+}

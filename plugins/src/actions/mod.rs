@@ -305,6 +305,12 @@ pub trait ActionFactory: Send + Sync + 'static {
     fn applies_to(&self) -> ResourceSelector;
     /// Builds the action from its ConfigMap and the cluster.
     fn build(&self, context: BuildContext<'_>) -> Result<Self::Action, ConfigError>;
+    /// Whether `item` goes into the backup unchanged when the action cannot be built (a broken
+    /// ConfigMap): Velero leaves an item out of the backup when its action fails, which for
+    /// some items loses more than the action would add.
+    fn keeps_without_config(&self, _item: &Value) -> bool {
+        false
+    }
 }
 
 /// Name, namespace and kind of an object, for messages: `PersistentVolume pv-1`.

@@ -72,6 +72,11 @@ pub struct SnapshotToPvcFactory;
 impl ActionFactory for SnapshotToPvcFactory {
     type Action = SnapshotToPvc;
 
+    /// A claim is the user's data: a broken ConfigMap costs its replicas, never the claim.
+    fn keeps_without_config(&self, item: &Value) -> bool {
+        item.get("kind").and_then(Value::as_str) == Some("PersistentVolumeClaim")
+    }
+
     fn applies_to(&self) -> ResourceSelector {
         // One plugin name for both, so the ConfigMap labelled with it configures both paths.
         ResourceSelector::resources(&[

@@ -39,6 +39,8 @@ pub trait Entry<A: ?Sized>: Send + Sync {
     fn applies_to(&self) -> ResourceSelector;
     /// The configured action.
     async fn action(&self, access: &Arc<ClusterAccess>) -> Result<Arc<A>, LoadError>;
+    /// See [`ActionFactory::keeps_without_config`].
+    fn keeps_without_config(&self, item: &Value) -> bool;
 }
 
 macro_rules! erase_entry {
@@ -58,6 +60,10 @@ macro_rules! erase_entry {
                 access: &Arc<ClusterAccess>,
             ) -> Result<Arc<dyn $bound>, LoadError> {
                 Ok(self.get(access).await? as Arc<dyn $bound>)
+            }
+
+            fn keeps_without_config(&self, item: &Value) -> bool {
+                self.factory().keeps_without_config(item)
             }
         }
     };
@@ -234,7 +240,20 @@ impl BackupItemActionV2Service for Actions<dyn AsyncBackupItemAction> {
         self.entry(plugin)?;
         let _timer = super::stats::Timer::start(plugin);
         let input = backup_input(plugin, &request.item, &request.backup)?;
-        let action = self.action(plugin).await?;
+        let entry = self.entry(plugin)?;
+        let action = match entry.action(&self.access).await {
+            Ok(action) => action,
+            Err(error) if entry.keeps_without_config(&input.item) => {
+                // Logged as an error, which Velero counts against the backup: loud, and the
+                // item is still in it.
+                tracing::error!(plugin, item = %crate::actions::describe(&input.item), error = %error, "the action cannot be configured; the item is backed up unchanged, without what the action adds");
+                return Ok(Response::new(v2::ExecuteResponse {
+                    item: encode(plugin, &input.item)?,
+                    ..Default::default()
+                }));
+            }
+            Err(error) => return Err(status::load_error(&error)),
+        };
         let output = status::guarded_async(plugin, async {
             action
                 .execute(input)
