@@ -74,6 +74,14 @@ pub struct BackupPolicySpec {
     /// backup older than this as a problem. Unset, age is reported but not judged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rpo: Option<String>,
+    /// `failover` and `failback` restore this policy's VMs and leave them halted for the operator
+    /// to start; by default they start them in `replicadr.io/start-order` order.
+    #[serde(
+        default,
+        rename = "restoreVMsHalted",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub restore_vms_halted: bool,
     /// The Velero Backup to create for each slot.
     #[serde(default)]
     pub template: BackupTemplate,

@@ -6,10 +6,15 @@
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolume};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
+use kube::api::{DynamicObject, PostParams};
 use replicadr_e2e::workspace::workspace_binary;
 use replicadr_scheduler::drill::live::{self, LABEL_RESTORE_NAME, LiveOptions};
 use replicadr_scheduler::drill::{self, DR_EXPORT, DrillOptions, Environment};
+use replicadr_scheduler::policy::BackupPolicy;
+use replicadr_scheduler::recovery::failover::{self, Operation};
+use replicadr_scheduler::recovery::report::Outcome;
 use replicadr_scheduler::recovery::site::BackupChoice;
+use serde_json::json;
 use std::time::Duration;
 
 #[tokio::test]
@@ -127,5 +132,44 @@ async fn a_live_drill_restores_into_scratch_namespaces_checks_and_removes_only_w
     .await?;
     assert!(again.passed(), "{}", live::render(&again));
     assert_ne!(again.restore, report.restore);
+
+    // Now a real failover at dr, under a policy that says to leave the VMs halted.
+    let policy: BackupPolicy = serde_json::from_value(json!({
+        "apiVersion": "replicadr.io/v1alpha1", "kind": "BackupPolicy",
+        "metadata": {"name": drill::POLICY, "namespace": drill::VELERO_NAMESPACE},
+        "spec": {"schedule": "0 2 * * *", "paused": true, "restoreVMsHalted": true},
+    }))?;
+    Api::<BackupPolicy>::namespaced(dr.clone(), drill::VELERO_NAMESPACE)
+        .create(&PostParams::default(), &policy)
+        .await?;
+    let mut recovery = failover::Options::new(Operation::Failover, "dr");
+    recovery.policy = Some(drill::POLICY.to_owned());
+    recovery.replication_confirmed = true;
+    recovery.poll = Duration::from_millis(500);
+    recovery.bind_timeout = Duration::from_mins(2);
+    let failed_over = Box::pin(failover::run(
+        &dr,
+        drill::VELERO_NAMESPACE,
+        &recovery,
+        &mut log,
+    ))
+    .await?;
+    let summary = replicadr_scheduler::recovery::report::render_table(&failed_over);
+    assert_eq!(failed_over.outcome, Outcome::Succeeded, "{summary}");
+    assert!(failed_over.vm_starts.is_empty(), "{summary}");
+    let vms =
+        Api::<DynamicObject>::namespaced_with(dr.clone(), "drill-vms", &failover::vm_resource())
+            .list(&ListParams::default())
+            .await?
+            .items;
+    assert_eq!(vms.len(), 4);
+    assert!(
+        vms.iter().all(|vm| vm
+            .data
+            .pointer("/spec/runStrategy")
+            .and_then(serde_json::Value::as_str)
+            == Some("Halted")),
+        "every VM stays halted: {summary}"
+    );
     Ok(())
 }

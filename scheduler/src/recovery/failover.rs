@@ -208,10 +208,9 @@ pub async fn run(
 
     // Start the VMs, group by group.
     let start_started = Instant::now();
-    if options.start_vms {
+    let policy = options.policy.as_deref().or(backup.policy.as_deref());
+    if start_wanted(client, namespace, options, policy, progress).await {
         start_vms(client, plan, options, &mut report, progress).await?;
-    } else {
-        progress("VMs left halted (--no-start)".to_owned());
     }
     report.phase(PhaseTime::new("vm-start", start_started.elapsed()));
     finish(client, namespace, report, started).await
@@ -300,6 +299,41 @@ async fn plan_with_preconditions(
         },
     ));
     Ok(planned)
+}
+
+/// Whether to start the VMs: not with `--no-start`, nor when the policy says to leave them halted.
+async fn start_wanted(
+    client: &Client,
+    namespace: &str,
+    options: &Options,
+    policy: Option<&str>,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> bool {
+    if !options.start_vms {
+        progress("VMs left halted (--no-start)".to_owned());
+        return false;
+    }
+    if policy_keeps_vms_halted(client, namespace, policy).await {
+        progress(format!(
+            "VMs left halted: BackupPolicy {} sets restoreVMsHalted",
+            policy.unwrap_or_default()
+        ));
+        return false;
+    }
+    true
+}
+
+/// Whether the BackupPolicy `policy`, where it exists at this site, says to leave VMs halted.
+async fn policy_keeps_vms_halted(client: &Client, namespace: &str, policy: Option<&str>) -> bool {
+    let Some(policy) = policy else {
+        return false;
+    };
+    Api::<crate::policy::BackupPolicy>::namespaced(client.clone(), namespace)
+        .get_opt(policy)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|p| p.spec.restore_vms_halted)
 }
 
 /// Ends the report, stores it, records an Event on the Restore.
