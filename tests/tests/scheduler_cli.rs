@@ -222,20 +222,20 @@ fn plan_from_a_file_needs_no_cluster_and_its_exit_code_says_if_the_restore_is_co
     std::fs::write(&healthy, fixture::healthy_vm_backup()?.0)?;
     // No kubeconfig at all: the offline plan must not need one.
     let nowhere = dir.path().join("no-kubeconfig");
-    let (code, stdout, stderr) = replicadr(
-        &nowhere,
-        &[
+    let offline_plan = |tarball: &Path, site: &str, extra: &[&str]| {
+        let mut args = vec![
             "plan",
             "--from-file",
-            healthy.to_str().expect("utf-8"),
+            tarball.to_str().expect("utf-8"),
             "--site-map",
             map.to_str().expect("utf-8"),
             "--site",
-            "dr",
-            "-o",
-            "json",
-        ],
-    )?;
+            site,
+        ];
+        args.extend_from_slice(extra);
+        replicadr(&nowhere, &args)
+    };
+    let (code, stdout, stderr) = offline_plan(&healthy, "dr", &["-o", "json"])?;
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let plan: serde_json::Value = serde_json::from_str(&stdout)?;
     assert_eq!(plan["complete"], true);
@@ -260,18 +260,7 @@ fn plan_from_a_file_needs_no_cluster_and_its_exit_code_says_if_the_restore_is_co
     }
     let broken = dir.path().join("broken.tar.gz");
     std::fs::write(&broken, writer.finish()?.0)?;
-    let (code, stdout, stderr) = replicadr(
-        &nowhere,
-        &[
-            "plan",
-            "--from-file",
-            broken.to_str().expect("utf-8"),
-            "--site-map",
-            map.to_str().expect("utf-8"),
-            "--site",
-            "dr",
-        ],
-    )?;
+    let (code, stdout, stderr) = offline_plan(&broken, "dr", &[])?;
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     for needle in [
         "DeleteReclaimPolicy",
@@ -281,18 +270,7 @@ fn plan_from_a_file_needs_no_cluster_and_its_exit_code_says_if_the_restore_is_co
         assert!(stdout.contains(needle), "{needle:?} missing from\n{stdout}");
     }
 
-    let (code, _, stderr) = replicadr(
-        &nowhere,
-        &[
-            "plan",
-            "--from-file",
-            healthy.to_str().expect("utf-8"),
-            "--site-map",
-            map.to_str().expect("utf-8"),
-            "--site",
-            "elsewhere",
-        ],
-    )?;
+    let (code, _, stderr) = offline_plan(&healthy, "elsewhere", &[])?;
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("elsewhere") && stderr.contains("primary"),

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use replicadr_lab::TestCluster;
 use replicadr_lab::s3::S3Server;
@@ -335,15 +335,7 @@ impl Environment {
             if phase.as_deref() == Some("Available") {
                 return Ok(());
             }
-            if let Some(velero) = site.velero.as_mut()
-                && let Some(status) = velero.exited()
-            {
-                anyhow::bail!(
-                    "Velero at site {} exited ({status}):\n{}",
-                    site.name,
-                    velero.log_tail()
-                );
-            }
+            site.velero_is_running()?;
             anyhow::ensure!(
                 Instant::now() < deadline,
                 "Velero at site {} never marked its BackupStorageLocation Available:\n{}",
@@ -907,16 +899,25 @@ async fn check_attempts(client: &Client) -> anyhow::Result<Check> {
     })
 }
 
+/// A PV of the drill's workload: labelled, provisioned from its class, or claimed in its namespaces.
+fn is_workload_volume(pv: &PersistentVolume) -> bool {
+    let spec = pv.spec.as_ref();
+    pv.labels().contains_key(workload::LABEL_DRILL)
+        || spec.and_then(|s| s.storage_class_name.as_deref()) == Some(controllers::STORAGE_CLASS)
+        || spec
+            .and_then(|s| s.claim_ref.as_ref())
+            .and_then(|r| r.namespace.as_deref())
+            .is_some_and(|ns| ns == workload::NAMESPACE || ns == workload::SCALE_NAMESPACE)
+}
+
 /// Clears the stale workload at the old primary before failback, as the runbook says: only the
-/// objects the drill created (labelled), their protection finalizers removed (no controller runs
-/// here to do it).
+/// objects the drill created (labelled), then waits until they are gone (the played controllers
+/// finish the deletions, as the protection controllers would).
 async fn clear_workload(
     client: &Client,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> anyhow::Result<()> {
     let selector = ListParams::default().labels(&format!("{}=true", workload::LABEL_DRILL));
-    let unprotect = Patch::Merge(json!({"metadata": {"finalizers": null}}));
-    let params = PatchParams::default();
     let mut cleared = 0;
     for namespace in [workload::NAMESPACE, workload::SCALE_NAMESPACE] {
         let vms: Api<DynamicObject> =
@@ -927,7 +928,6 @@ async fn clear_workload(
         }
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
         for claim in claims.list(&ListParams::default()).await?.items {
-            claims.patch(&claim.name_any(), &params, &unprotect).await?;
             claims
                 .delete(&claim.name_any(), &DeleteParams::default())
                 .await?;
@@ -936,25 +936,37 @@ async fn clear_workload(
     }
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     for pv in volumes.list(&ListParams::default()).await?.items {
-        let ours = pv.labels().contains_key(workload::LABEL_DRILL)
-            || pv
-                .spec
-                .as_ref()
-                .and_then(|s| s.storage_class_name.as_deref())
-                == Some(controllers::STORAGE_CLASS)
-            || pv
-                .spec
-                .as_ref()
-                .and_then(|s| s.claim_ref.as_ref())
-                .and_then(|r| r.namespace.as_deref())
-                .is_some_and(|ns| ns == workload::NAMESPACE || ns == workload::SCALE_NAMESPACE);
-        if ours {
-            volumes.patch(&pv.name_any(), &params, &unprotect).await?;
+        if is_workload_volume(&pv) {
             volumes
                 .delete(&pv.name_any(), &DeleteParams::default())
                 .await?;
             cleared += 1;
         }
+    }
+    let deadline = Instant::now() + Duration::from_mins(1);
+    loop {
+        let mut left = volumes
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|pv| is_workload_volume(pv))
+            .count();
+        for namespace in [workload::NAMESPACE, workload::SCALE_NAMESPACE] {
+            left += Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
+                .list(&ListParams::default())
+                .await?
+                .items
+                .len();
+        }
+        if left == 0 {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{left} stale claims and volumes at primary are still being deleted after a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     progress(format!(
         "cleared {cleared} stale workload objects the drill had created at primary"
