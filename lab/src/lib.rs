@@ -11,6 +11,7 @@ pub mod peers;
 pub mod pki;
 mod process;
 pub mod s3;
+pub mod tls_front;
 pub mod velero;
 
 pub use cluster::{PeerInfo, StartError, TestCluster, TestClusterBuilder};

@@ -26,40 +26,59 @@ pub struct ClusterPki {
 
 impl ClusterPki {
     pub fn generate() -> Result<Self, PkiError> {
+        let serving = ServingPki::generate(
+            "kube-apiserver",
+            &["127.0.0.1", "localhost", "kubernetes.default.svc"],
+        )?;
+        let service_account_key = KeyPair::generate()?;
+        Ok(Self {
+            ca_cert: serving.ca_cert,
+            serving_cert: serving.serving_cert,
+            serving_key: serving.serving_key,
+            service_account_key: service_account_key.serialize_pem(),
+            service_account_public_key: service_account_key.public_key_pem(),
+            admin_token: random_token()?,
+        })
+    }
+}
+
+/// A throwaway CA and one serving certificate it signed (PEM).
+#[derive(Debug)]
+pub struct ServingPki {
+    pub ca_cert: String,
+    pub serving_cert: String,
+    pub serving_key: String,
+}
+
+impl ServingPki {
+    /// A new CA, and a server certificate for `names` (DNS names or IP addresses).
+    pub fn generate(common_name: &str, names: &[&str]) -> Result<Self, PkiError> {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::default();
         ca_params
             .distinguished_name
-            .push(DnType::CommonName, "replicadr-e2e-ca");
+            .push(DnType::CommonName, format!("{common_name}-ca"));
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca_cert = ca_params.self_signed(&ca_key)?;
         let issuer = Issuer::new(ca_params, ca_key);
 
         let serving_key = KeyPair::generate()?;
-        let mut serving_params = CertificateParams::new(vec![
-            "127.0.0.1".to_owned(),
-            "localhost".to_owned(),
-            "kubernetes.default.svc".to_owned(),
-        ])?;
+        let mut serving_params =
+            CertificateParams::new(names.iter().map(|&n| n.to_owned()).collect::<Vec<_>>())?;
         serving_params
             .distinguished_name
-            .push(DnType::CommonName, "kube-apiserver");
+            .push(DnType::CommonName, common_name);
         serving_params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
         serving_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let serving_cert = serving_params.signed_by(&serving_key, &issuer)?;
-
-        let service_account_key = KeyPair::generate()?;
         Ok(Self {
             ca_cert: ca_cert.pem(),
             serving_cert: serving_cert.pem(),
             serving_key: serving_key.serialize_pem(),
-            service_account_key: service_account_key.serialize_pem(),
-            service_account_public_key: service_account_key.public_key_pem(),
-            admin_token: random_token()?,
         })
     }
 }

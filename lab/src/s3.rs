@@ -87,6 +87,13 @@ impl S3Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// An HTTPS endpoint in front of this server, its certificate signed by a CA of its own
+    /// ([`crate::tls_front::TlsFront::ca_cert`]). It forwards to the port, so it follows
+    /// [`Self::pause`] and [`Self::resume`].
+    pub async fn serve_tls(&self) -> anyhow::Result<crate::tls_front::TlsFront> {
+        crate::tls_front::TlsFront::start("s3s-fs", self.port).await
+    }
+
     /// The directory holding the buckets.
     pub fn root(&self) -> &Path {
         &self.root

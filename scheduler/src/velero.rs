@@ -252,6 +252,17 @@ pub struct StorageLocation {
     pub config: BTreeMap<String, String>,
     /// `spec.credential`: a Secret key in the Velero namespace.
     pub credential: Option<SecretKeyRef>,
+    /// The CA bundle that object storage's TLS certificate must chain to, besides the system's.
+    pub ca_cert: Option<CaCert>,
+}
+
+/// Where a BackupStorageLocation keeps the CA bundle of its object storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaCert {
+    /// `spec.objectStorage.caCert`: PEM, inline (base64 in the object).
+    Inline(Vec<u8>),
+    /// `spec.objectStorage.caCertRef`: a Secret key in the Velero namespace (Velero >= 1.17).
+    Secret(SecretKeyRef),
 }
 
 /// A key of a Secret.
@@ -296,6 +307,41 @@ impl StorageLocation {
                 })
             })
             .filter(|c| !c.name.is_empty());
+        let inline_ca = match data.pointer("/spec/objectStorage/caCert") {
+            None | Some(Value::Null) => None,
+            Some(value) => Some(
+                serde_json::from_value::<k8s_openapi::ByteString>(value.clone())
+                    .map_err(|e| {
+                        format!(
+                            "BackupStorageLocation {name} spec.objectStorage.caCert is not base64-encoded PEM: {e}"
+                        )
+                    })?
+                    .0,
+            ),
+        };
+        let ca_ref = data
+            .pointer("/spec/objectStorage/caCertRef")
+            .filter(|r| !r.is_null())
+            .map(|r| SecretKeyRef {
+                name: r["name"].as_str().unwrap_or_default().to_owned(),
+                key: r["key"].as_str().unwrap_or_default().to_owned(),
+            });
+        let ca_cert = match (inline_ca, ca_ref) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "BackupStorageLocation {name} sets both spec.objectStorage.caCert and caCertRef: set one (Velero refuses both too)"
+                ));
+            }
+            (None, Some(reference)) if reference.name.is_empty() || reference.key.is_empty() => {
+                return Err(format!(
+                    "BackupStorageLocation {name} spec.objectStorage.caCertRef needs both name and key, got name {:?} key {:?}",
+                    reference.name, reference.key
+                ));
+            }
+            (Some(pem), None) => Some(CaCert::Inline(pem)),
+            (None, Some(reference)) => Some(CaCert::Secret(reference)),
+            (None, None) => None,
+        };
         Ok(Self {
             provider: str_at("/spec/provider"),
             prefix: str_at("/spec/objectStorage/prefix")
@@ -305,6 +351,7 @@ impl StorageLocation {
             bucket,
             config,
             credential,
+            ca_cert,
         })
     }
 
@@ -441,6 +488,55 @@ mod tests {
                 name: "s3-creds".into(),
                 key: "cloud".into()
             })
+        );
+        assert_eq!(location.ca_cert, None);
+    }
+
+    fn location_with(object_storage: &Value) -> Result<StorageLocation, String> {
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "velero.io/v1",
+            "kind": "BackupStorageLocation",
+            "metadata": {"name": "default", "namespace": "velero"},
+            "spec": {"provider": "aws", "objectStorage": object_storage},
+        }))
+        .expect("bsl");
+        StorageLocation::from_object(&object)
+    }
+
+    #[test]
+    fn storage_locations_read_the_ca_inline_or_by_reference_but_not_both() {
+        let inline = location_with(&json!({"bucket": "dr", "caCert": "UEVN"})).expect("inline");
+        assert_eq!(inline.ca_cert, Some(CaCert::Inline(b"PEM".to_vec())));
+        let by_ref = location_with(
+            &json!({"bucket": "dr", "caCertRef": {"name": "s3-ca", "key": "ca.crt"}}),
+        )
+        .expect("reference");
+        assert_eq!(
+            by_ref.ca_cert,
+            Some(CaCert::Secret(SecretKeyRef {
+                name: "s3-ca".into(),
+                key: "ca.crt".into()
+            }))
+        );
+        let both = location_with(&json!({
+            "bucket": "dr", "caCert": "UEVN", "caCertRef": {"name": "s3-ca", "key": "ca.crt"}
+        }))
+        .expect_err("both");
+        assert!(
+            both.contains("both spec.objectStorage.caCert and caCertRef"),
+            "{both}"
+        );
+        let keyless = location_with(&json!({"bucket": "dr", "caCertRef": {"name": "s3-ca"}}))
+            .expect_err("no key");
+        assert!(
+            keyless.contains("caCertRef needs both name and key"),
+            "{keyless}"
+        );
+        let garbled =
+            location_with(&json!({"bucket": "dr", "caCert": "not base64!"})).expect_err("garbled");
+        assert!(
+            garbled.contains("caCert is not base64-encoded PEM"),
+            "{garbled}"
         );
     }
 }

@@ -273,6 +273,110 @@ async fn storage_problems_are_named() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Merges `object_storage` into the default BSL's `spec.objectStorage` and `config` into its
+/// `spec.config` (a null value removes a field).
+async fn patch_storage_location(
+    env: &BackupEnv,
+    object_storage: Value,
+    config: Value,
+) -> anyhow::Result<()> {
+    Api::<DynamicObject>::namespaced_with(
+        env.client.clone(),
+        &env.namespace,
+        &velero::storage_location_resource(),
+    )
+    .patch(
+        "default",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(
+            json!({"spec": {"objectStorage": object_storage, "config": config}}),
+        ),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The reason and message of the only finding of a report that did not verify.
+fn only_finding(report: &Report) -> (&'static str, String) {
+    assert!(!report.verified, "{report:#?}");
+    assert_eq!(report.findings.len(), 1, "{report:#?}");
+    (
+        report.findings[0].reason.as_str(),
+        report.findings[0].message.clone(),
+    )
+}
+
+/// Creates or replaces Secret `s3-ca` with `pem` under key `ca.crt`.
+async fn put_ca_secret(env: &BackupEnv, pem: &str) -> anyhow::Result<()> {
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": "s3-ca", "namespace": env.namespace},
+                        "stringData": {"ca.crt": pem}});
+    env.cluster.apply_yaml(&secret.to_string()).await
+}
+
+/// s3s-fs behind a TLS front whose certificate a throwaway CA signed: the verifier trusts it only
+/// with that CA from the BSL (inline `caCert` or a Secret named by `caCertRef`), and refuses
+/// `insecureSkipTLSVerify` and a CA bundle it cannot load, naming where the bundle came from.
+#[tokio::test]
+async fn object_storage_over_tls_is_trusted_only_with_the_locations_ca() -> anyhow::Result<()> {
+    let env = BackupEnv::start("velero").await?;
+    backup_with(&env, "b", fixture::healthy_vm_backup()?).await?;
+    let front = env.s3.serve_tls().await?;
+    let other_ca = env.s3.serve_tls().await?.ca_cert().to_owned();
+    patch_storage_location(&env, json!({}), json!({"s3Url": front.endpoint()})).await?;
+
+    let report = verify(&env, "b").await?;
+    let (reason, message) = only_finding(&report);
+    assert_eq!(reason, "ObjectStoreUntrusted", "{message}");
+    assert!(message.contains(&front.endpoint()), "{message}");
+    assert!(message.contains("caCertRef"), "{message}");
+    assert!(
+        !report.is_transient(),
+        "an untrusted certificate is not retried as an outage"
+    );
+
+    let inline = |pem: &str| json!({"caCert": k8s_openapi::ByteString(pem.as_bytes().to_vec())});
+    patch_storage_location(&env, inline(&other_ca), json!({})).await?;
+    let (reason, message) = only_finding(&verify(&env, "b").await?);
+    assert_eq!(reason, "ObjectStoreUntrusted", "another CA: {message}");
+
+    patch_storage_location(&env, inline(front.ca_cert()), json!({})).await?;
+    let report = verify(&env, "b").await?;
+    assert!(report.verified, "inline caCert: {report:#?}");
+
+    put_ca_secret(&env, front.ca_cert()).await?;
+    patch_storage_location(
+        &env,
+        json!({"caCert": null, "caCertRef": {"name": "s3-ca", "key": "ca.crt"}}),
+        json!({}),
+    )
+    .await?;
+    let report = verify(&env, "b").await?;
+    assert!(report.verified, "caCertRef: {report:#?}");
+
+    put_ca_secret(
+        &env,
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    )
+    .await?;
+    let (reason, message) = only_finding(&verify(&env, "b").await?);
+    assert_eq!(reason, "StorageLocationInvalid", "{message}");
+    assert!(
+        message.contains("Secret velero/s3-ca key ca.crt") && message.contains("trust anchor"),
+        "{message}"
+    );
+    put_ca_secret(&env, "").await?;
+    let (_, message) = only_finding(&verify(&env, "b").await?);
+    assert!(message.contains("holds no certificate"), "{message}");
+
+    put_ca_secret(&env, front.ca_cert()).await?;
+    patch_storage_location(&env, json!({}), json!({"insecureSkipTLSVerify": "true"})).await?;
+    let (reason, message) = only_finding(&verify(&env, "b").await?);
+    assert_eq!(reason, "StorageLocationInvalid", "{message}");
+    assert!(message.contains("insecureSkipTLSVerify"), "{message}");
+    Ok(())
+}
+
 #[tokio::test]
 #[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
 async fn unreachable_storage_is_retried_then_verified_never_marked_before() -> anyhow::Result<()> {

@@ -21,9 +21,9 @@ use tokio_util::io::SyncIoBridge;
 pub use report::{Finding, Findings, Reason, Report, Stats};
 
 use crate::policy::{DEFAULT_SITE_MAP_CONFIGMAP, DEFAULT_SITE_MAP_KEY};
-use crate::velero::{self, BackupView, PhaseClass, StorageLocation};
+use crate::velero::{self, BackupView, CaCert, PhaseClass, SecretKeyRef, StorageLocation};
 use archive::{Inventory, PvChecks};
-use store::{ObjectStore, StoreError};
+use store::{CaBundle, ObjectStore, StoreError};
 
 /// Velero's default credentials Secret and key (what `velero install --secret-file` creates).
 pub const DEFAULT_CREDENTIALS_SECRET: &str = "cloud-credentials";
@@ -168,8 +168,7 @@ impl Verifier {
         stats: &mut Stats,
     ) -> Result<(), StoreError> {
         let location = self.storage_location(backup).await?;
-        let keys = self.credentials(&location).await?;
-        let store = ObjectStore::new(&location, &keys)?;
+        let store = self.open_store(&location).await?;
         store.check_bucket().await?;
         let name = &backup.name;
         let files = [
@@ -263,8 +262,7 @@ impl Verifier {
         backup: &BackupView,
     ) -> Result<impl std::io::Read + Send + 'static, StoreError> {
         let location = self.storage_location(backup).await?;
-        let keys = self.credentials(&location).await?;
-        let store = ObjectStore::new(&location, &keys)?;
+        let store = self.open_store(&location).await?;
         let key = location.backup_key(&backup.name, &format!("{}.tar.gz", backup.name));
         let body = store.get(&key).await?;
         Ok(SyncIoBridge::new(body.into_async_read()))
@@ -278,8 +276,7 @@ impl Verifier {
         restore: &str,
     ) -> Result<serde_json::Value, StoreError> {
         let location = self.storage_location(backup).await?;
-        let keys = self.credentials(&location).await?;
-        let store = ObjectStore::new(&location, &keys)?;
+        let store = self.open_store(&location).await?;
         let key = location.restore_key(restore, &format!("restore-{restore}-results.gz"));
         let bytes = store.get_bytes(&key).await?;
         let mut text = Vec::new();
@@ -336,38 +333,97 @@ impl Verifier {
         })
     }
 
+    /// A client for `location`'s bucket, with its credentials and CA bundle read from the cluster.
+    async fn open_store(&self, location: &StorageLocation) -> Result<ObjectStore, StoreError> {
+        let keys = self.credentials(location).await?;
+        match &location.ca_cert {
+            None => ObjectStore::new(location, &keys, None),
+            Some(CaCert::Inline(pem)) => {
+                let origin = format!(
+                    "BackupStorageLocation {}/{} spec.objectStorage.caCert",
+                    self.namespace, location.name
+                );
+                ObjectStore::new(
+                    location,
+                    &keys,
+                    Some(CaBundle {
+                        pem,
+                        origin: &origin,
+                    }),
+                )
+            }
+            Some(CaCert::Secret(reference)) => {
+                let origin = format!(
+                    "Secret {}/{} key {}",
+                    self.namespace, reference.name, reference.key
+                );
+                let purpose = format!(
+                    "spec.objectStorage.caCertRef of BackupStorageLocation {} names it",
+                    location.name
+                );
+                let pem = self
+                    .secret_value(reference, &origin, &purpose, Reason::StorageLocationInvalid)
+                    .await?;
+                ObjectStore::new(
+                    location,
+                    &keys,
+                    Some(CaBundle {
+                        pem: &pem,
+                        origin: &origin,
+                    }),
+                )
+            }
+        }
+    }
+
+    /// The bytes of a Secret key in the Velero namespace. Failures carry `reason` and say what the
+    /// key is (`origin`) and who needs it (`purpose`).
+    async fn secret_value(
+        &self,
+        reference: &SecretKeyRef,
+        origin: &str,
+        purpose: &str,
+        reason: Reason,
+    ) -> Result<Vec<u8>, StoreError> {
+        let failed = |message: String| StoreError { reason, message };
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let object = api
+            .get_opt(&reference.name)
+            .await
+            .map_err(|e| failed(format!("cannot read {origin}: {e}")))?
+            .ok_or_else(|| failed(format!("{origin} does not exist: {purpose}")))?;
+        object
+            .data
+            .and_then(|mut d| d.remove(&reference.key))
+            .map(|value| value.0)
+            .ok_or_else(|| {
+                failed(format!(
+                    "{origin}: the Secret has no key {} ({purpose})",
+                    reference.key
+                ))
+            })
+    }
+
     async fn credentials(
         &self,
         location: &StorageLocation,
     ) -> Result<store::AccessKeys, StoreError> {
-        let (secret, key) = location
-            .credential
-            .as_ref()
-            .map_or((DEFAULT_CREDENTIALS_SECRET, DEFAULT_CREDENTIALS_KEY), |c| {
-                (c.name.as_str(), c.key.as_str())
-            });
-        let origin = format!("Secret {}/{secret} key {key}", self.namespace);
-        let missing = |message: String| StoreError {
-            reason: Reason::CredentialsMissing,
-            message,
-        };
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-        let object = api
-            .get_opt(secret)
-            .await
-            .map_err(|e| missing(format!("cannot read {origin}: {e}")))?
-            .ok_or_else(|| {
-                missing(format!(
-                    "{origin} does not exist: BackupStorageLocation {} uses it for its credentials",
-                    location.name
-                ))
-            })?;
-        let data = object
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .ok_or_else(|| missing(format!("{origin}: the Secret has no key {key}")))?;
-        let text = String::from_utf8_lossy(&data.0);
+        let reference = location.credential.clone().unwrap_or_else(|| SecretKeyRef {
+            name: DEFAULT_CREDENTIALS_SECRET.to_owned(),
+            key: DEFAULT_CREDENTIALS_KEY.to_owned(),
+        });
+        let origin = format!(
+            "Secret {}/{} key {}",
+            self.namespace, reference.name, reference.key
+        );
+        let purpose = format!(
+            "BackupStorageLocation {} reads its credentials from it",
+            location.name
+        );
+        let data = self
+            .secret_value(&reference, &origin, &purpose, Reason::CredentialsMissing)
+            .await?;
+        let text = String::from_utf8_lossy(&data);
         let profile = location
             .config
             .get("profile")

@@ -24,6 +24,9 @@ pub enum Reason {
     BucketNotFound,
     /// Object storage could not be reached (transient: verification is retried).
     ObjectStoreUnreachable,
+    /// Object storage's TLS certificate does not chain to a trusted CA (the system's, or the BSL's
+    /// `caCert`/`caCertRef`), or does not name the endpoint's host.
+    ObjectStoreUntrusted,
     /// A file Velero writes for every backup is not in object storage.
     ObjectMissing,
     /// The tarball or another gzip file is not valid gzip/tar, or its checksum does not match.
@@ -63,6 +66,7 @@ impl Reason {
             Reason::CredentialsRejected => "CredentialsRejected",
             Reason::BucketNotFound => "BucketNotFound",
             Reason::ObjectStoreUnreachable => "ObjectStoreUnreachable",
+            Reason::ObjectStoreUntrusted => "ObjectStoreUntrusted",
             Reason::ObjectMissing => "ObjectMissing",
             Reason::TarballCorrupt => "TarballCorrupt",
             Reason::TarballTruncated => "TarballTruncated",

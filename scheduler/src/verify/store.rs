@@ -1,7 +1,12 @@
 //! Reading a BackupStorageLocation's objects with aws-sdk-s3, configured from the BSL exactly as
 //! velero-plugin-for-aws reads it (`region`, `s3Url`, `s3ForcePathStyle`, `profile`, credentials
-//! in AWS shared-credentials-file format). The client is built explicitly: the SDK's default
-//! chain would probe the EC2 metadata service.
+//! in AWS shared-credentials-file format, and the CA bundle of `spec.objectStorage.caCert` or
+//! `caCertRef`). The client is built explicitly: the SDK's default chain would probe the EC2
+//! metadata service.
+//!
+//! TLS certificates are always checked. A BSL with `config.insecureSkipTLSVerify: "true"` is
+//! refused with a message pointing at `caCertRef`: verification reads the backups a failover will
+//! trust, so it will not read them from a server it cannot authenticate.
 
 use std::time::Duration;
 
@@ -9,6 +14,9 @@ use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject as _;
 
 use super::report::Reason;
 use crate::velero::StorageLocation;
@@ -90,9 +98,71 @@ pub struct ObjectStore {
     endpoint: String,
 }
 
+/// A CA bundle (PEM) that object storage's certificate may chain to, and where it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct CaBundle<'a> {
+    pub pem: &'a [u8],
+    /// Names the field or Secret key, for messages.
+    pub origin: &'a str,
+}
+
+impl CaBundle<'_> {
+    /// The bundle's certificates, each checked to be usable as a trust anchor; a bundle without
+    /// any is refused, naming its origin.
+    fn certificates(&self) -> Result<Vec<CertificateDer<'_>>, StoreError> {
+        let invalid = |detail: String| StoreError {
+            reason: Reason::StorageLocationInvalid,
+            message: format!(
+                "{} {detail}: it must hold the PEM certificates (-----BEGIN CERTIFICATE-----) of the CA that signed object storage's TLS certificate",
+                self.origin
+            ),
+        };
+        let certificates = CertificateDer::pem_slice_iter(self.pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(format!("is not PEM ({e})")))?;
+        if certificates.is_empty() {
+            return Err(invalid("holds no certificate".to_owned()));
+        }
+        for (index, certificate) in certificates.iter().enumerate() {
+            rustls::RootCertStore::empty()
+                .add(certificate.clone())
+                .map_err(|e| {
+                    invalid(format!(
+                        "certificate {} cannot be a trust anchor ({e})",
+                        index + 1
+                    ))
+                })?;
+        }
+        Ok(certificates)
+    }
+
+    /// An HTTPS client trusting the system's roots and this bundle.
+    fn http_client(&self) -> Result<aws_sdk_s3::config::SharedHttpClient, StoreError> {
+        // The client parses the bundle the same way when it connects, and panics where the checks
+        // in `certificates` fail: they run first.
+        self.certificates()?;
+        let trust = TrustStore::default().with_pem_certificate(self.pem);
+        let context = TlsContext::builder()
+            .with_trust_store(trust)
+            .build()
+            .map_err(|e| StoreError {
+                reason: Reason::StorageLocationInvalid,
+                message: format!("{}: {e}", self.origin),
+            })?;
+        Ok(aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+            .tls_context(context)
+            .build_https())
+    }
+}
+
 impl ObjectStore {
-    /// A client for `location` with `keys`.
-    pub fn new(location: &StorageLocation, keys: &AccessKeys) -> Result<Self, StoreError> {
+    /// A client for `location` with `keys`, trusting `ca` besides the system's roots.
+    pub fn new(
+        location: &StorageLocation,
+        keys: &AccessKeys,
+        ca: Option<CaBundle<'_>>,
+    ) -> Result<Self, StoreError> {
         if !matches!(
             location.provider.as_str(),
             "aws" | "velero.io/aws" | "" | "s3"
@@ -106,6 +176,18 @@ impl ObjectStore {
             });
         }
         let config = &location.config;
+        if config
+            .get("insecureSkipTLSVerify")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        {
+            return Err(StoreError {
+                reason: Reason::StorageLocationInvalid,
+                message: format!(
+                    "BackupStorageLocation {} sets config.insecureSkipTLSVerify: \"true\"; verification does not read backups from a server whose certificate it cannot check. Put the CA that signed object storage's certificate in a Secret and name it in spec.objectStorage.caCertRef (Velero >= 1.17) or spec.objectStorage.caCert, then remove insecureSkipTLSVerify",
+                    location.name
+                ),
+            });
+        }
         let region = config
             .get("region")
             .filter(|r| !r.is_empty())
@@ -134,12 +216,22 @@ impl ObjectStore {
                     .read_timeout(Duration::from_mins(1))
                     .build(),
             );
+        if let Some(ca) = ca {
+            builder = builder.http_client(ca.http_client()?);
+        }
         let endpoint = match config.get("s3Url").filter(|u| !u.is_empty()) {
             Some(url) => {
+                if url.starts_with("http://") {
+                    tracing::warn!(
+                        location = %location.name,
+                        s3_url = %url,
+                        "the BackupStorageLocation reaches object storage over plain HTTP: backups and request signatures cross the network unencrypted; use https:// (with spec.objectStorage.caCertRef for a private CA)"
+                    );
+                }
                 builder = builder.endpoint_url(url);
                 url.clone()
             }
-            None => format!("s3.{region}.amazonaws.com"),
+            None => format!("https://s3.{region}.amazonaws.com"),
         };
         Ok(Self {
             client: Client::from_conf(builder.build()),
@@ -255,7 +347,15 @@ impl ObjectStore {
                 };
                 (reason, detail)
             }
-            other => (Reason::ObjectStoreUnreachable, error_chain(other)),
+            other => {
+                let detail = error_chain(other);
+                // rustls's words for a certificate it refused during the handshake.
+                if detail.contains("invalid peer certificate") {
+                    (Reason::ObjectStoreUntrusted, detail)
+                } else {
+                    (Reason::ObjectStoreUnreachable, detail)
+                }
+            }
         };
         let message = match reason {
             Reason::BucketNotFound => format!(
@@ -266,6 +366,9 @@ impl ObjectStore {
                 format!("{endpoint} rejected the credentials for {target}: {detail}")
             }
             Reason::ObjectMissing => format!("{target} does not exist"),
+            Reason::ObjectStoreUntrusted => format!(
+                "cannot read {target}: the TLS certificate of {endpoint} is not trusted ({detail}); if a private CA signed it, put that CA's PEM in a Secret in Velero's namespace and name it in the BackupStorageLocation's spec.objectStorage.caCertRef (or inline in caCert)"
+            ),
             _ => format!("cannot read {target} from {endpoint}: {detail}"),
         };
         StoreError { reason, message }
