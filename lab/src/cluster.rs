@@ -160,6 +160,18 @@ impl TestCluster {
         Ok(client_from_kubeconfig(&self.layout.kubeconfig).await?)
     }
 
+    /// A client that acts as `user` (`Impersonate-User`), with the admin user's right to
+    /// impersonate: every request is authorized as that user alone. A service account
+    /// (`system:serviceaccount:<namespace>:<name>`) gets its groups from the API server, so the
+    /// client has exactly what RBAC grants that ServiceAccount.
+    pub async fn client_as(&self, user: &str) -> anyhow::Result<Client> {
+        let kubeconfig = Kubeconfig::read_from(&self.layout.kubeconfig)?;
+        let mut config =
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+        config.auth_info.impersonate = Some(user.to_owned());
+        Ok(Client::try_from(config)?)
+    }
+
     /// Server-side applies every object of a multi-document manifest and waits for the CRDs among
     /// them to be Established (see [`apply::apply_yaml`]).
     pub async fn apply_yaml(&self, yaml: &str) -> anyhow::Result<()> {

@@ -29,6 +29,12 @@ use replicadr_lab::velero::{
 /// The BackupPolicy CRD as shipped.
 pub const POLICY_CRD: &str = include_str!("../../manifests/base/crds/backuppolicies.yaml");
 
+/// The scheduler's Role, ClusterRole and bindings as shipped (for ServiceAccount
+/// `velero/replicadr-scheduler`).
+pub const SCHEDULER_RBAC: &str = include_str!("../../manifests/base/scheduler-rbac.yaml");
+/// The user the API server sees for the scheduler's ServiceAccount in namespace `velero`.
+pub const SCHEDULER_USER: &str = "system:serviceaccount:velero:replicadr-scheduler";
+
 /// The bucket every test's BackupStorageLocation uses.
 pub const BUCKET: &str = "velero-backups";
 /// The BSL's prefix.
@@ -130,6 +136,33 @@ impl BackupEnv {
             &[("siteMap", yaml), ("localSite", "primary")],
         )
         .await
+    }
+
+    /// A client with exactly the scheduler's rights: the ServiceAccount `replicadr-scheduler` and
+    /// the shipped RBAC are created, and the client impersonates that ServiceAccount. Needs the
+    /// Velero namespace the shipped RBAC names, `velero`.
+    pub async fn scheduler_client(&self) -> anyhow::Result<Client> {
+        anyhow::ensure!(
+            self.namespace == "velero",
+            "the shipped RBAC is for namespace velero, not {}",
+            self.namespace
+        );
+        let account = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                             "metadata": {"name": "replicadr-scheduler", "namespace": "velero"}});
+        self.cluster.apply_yaml(&account.to_string()).await?;
+        self.cluster.apply_yaml(SCHEDULER_RBAC).await?;
+        let client = self.cluster.client_as(SCHEDULER_USER).await?;
+        // The authorizer reads RBAC from its informers: wait until the new rules are seen.
+        let policies: Api<BackupPolicy> = Api::namespaced(client.clone(), "velero");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while let Err(error) = policies.list(&ListParams::default().limit(1)).await {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the scheduler's RBAC does not take effect: {error}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(client)
     }
 
     /// Creates a BackupPolicy from its spec.

@@ -76,14 +76,16 @@ async fn velero_backs_up_what_the_scheduler_asks_and_the_verifier_passes_it() ->
     let now = Timestamp::now();
     let slot = Timestamp::from_second(now.as_second() - now.as_second().rem_euclid(3600) + 3600)?;
     let clock = Arc::new(ManualClock::new(slot + Duration::from_secs(1)));
+    // Everything the scheduler does here, it does with the shipped RBAC and nothing more.
+    let scheduler = env.scheduler_client().await?;
     let (_, metrics) = Metrics::new_registry();
-    let publisher = Arc::new(Publisher::new(env.client.clone(), "velero", "e2e", metrics));
+    let publisher = Arc::new(Publisher::new(scheduler.clone(), "velero", "e2e", metrics));
     let dyn_clock: Arc<dyn Clock> = Arc::clone(&clock) as Arc<dyn Clock>;
     let service = Service::new(
-        env.client.clone(),
+        scheduler.clone(),
         ServiceConfig::new("velero"),
         dyn_clock,
-        publisher,
+        Arc::clone(&publisher),
     );
     let policy = env.policies().get("vms").await?;
     assert_eq!(
@@ -166,10 +168,54 @@ async fn velero_backs_up_what_the_scheduler_asks_and_the_verifier_passes_it() ->
             .is_file()
     );
 
-    let report = Verifier::new(env.client.clone(), "velero")
+    let report = Verifier::new(scheduler.clone(), "velero")
         .verify(&name, &SiteMapSource::default())
         .await?;
     assert!(report.verified, "{report:#?}");
+    // The result is published with the same rights: the Backup's annotations, the policy's
+    // status and an Event (whose failure is only logged, so it is looked up).
+    let policy = env.policies().get("vms").await?;
+    publisher
+        .verification(Some(&policy), &finished, &report, Timestamp::now(), true)
+        .await?;
+    let view = env.wait_backup(&name, Duration::from_secs(5), |_| true).await?;
+    assert_eq!(view.verified, Some(true), "{view:?}");
+    let status = env.policies().get("vms").await?.status.unwrap_or_default();
+    assert_eq!(status.last_verified_backup.as_deref(), Some(name.as_str()), "{status:?}");
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(env.client.clone(), "velero")
+        .list(&kube::api::ListParams::default())
+        .await?;
+    assert!(
+        events.items.iter().any(|e| e.reason.as_deref() == Some("BackupVerified")),
+        "no BackupVerified Event: {:?}",
+        events.items.iter().map(|e| &e.reason).collect::<Vec<_>>()
+    );
+
+    // What the scheduler's RBAC must not allow: deleting Backups or PVCs.
+    let forbidden = |result: Result<_, kube::Error>, what: &str| match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => Ok(()),
+        other => Err(anyhow::anyhow!(
+            "the scheduler's ServiceAccount could {what}: {other:?}"
+        )),
+    };
+    forbidden(
+        Api::<DynamicObject>::namespaced_with(
+            scheduler.clone(),
+            "velero",
+            &replicadr_scheduler::velero::backup_resource(),
+        )
+        .delete(&name, &kube::api::DeleteParams::default())
+        .await
+        .map(|_| ()),
+        "delete a Backup",
+    )?;
+    forbidden(
+        Api::<PersistentVolumeClaim>::namespaced(scheduler.clone(), "vms")
+            .delete("db-root", &kube::api::DeleteParams::default())
+            .await
+            .map(|_| ()),
+        "delete a PVC",
+    )?;
     assert!(
         report.stats.persistent_volume_claims >= 1 && report.stats.nfs_persistent_volumes >= 1,
         "{report:#?}"

@@ -53,8 +53,9 @@ async fn create_backup(env: &BackupEnv, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Verifies as the scheduler does, with its shipped RBAC.
 async fn verify(env: &BackupEnv, name: &str) -> anyhow::Result<Report> {
-    Ok(Verifier::new(env.client.clone(), &env.namespace)
+    Ok(Verifier::new(env.scheduler_client().await?, &env.namespace)
         .verify(name, &SiteMapSource::default())
         .await?)
 }
