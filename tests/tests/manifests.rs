@@ -1,47 +1,69 @@
-//! The deployable YAML under `manifests/`, rendered with the pinned kustomize and applied to the real
-//! kube-apiserver as a server-side dry run with strict field validation: every object must pass the
-//! API server's own schema validation and defaulting, with no unknown field. Kinds from other
-//! projects (`ServiceMonitor`, `PrometheusRule`, `DataProtectionApplication`) are checked against the
-//! stand-in CRDs in `tests/crds/`, which type only the fields these manifests use. On top of what
-//! the API server checks: each overlay names its own site, the plugin ConfigMap's site map parses
-//! with the plugins' parser, and everything (RBAC subjects included) lands in Velero's namespace.
+//! The deployable YAML under `manifests/`, rendered with the pinned kustomize and checked against a
+//! real kube-apiserver.
+//!
+//! - Schemas: every rendering goes through a server-side dry run with strict field validation, so
+//!   each object passes the API server's own schema validation and defaulting, with no unknown
+//!   field. `ServiceMonitor` and `PrometheusRule` are checked against the Prometheus Operator's
+//!   real CRDs, which `hack/validate-manifests.sh` takes from its pinned Go module.
+//!   `DataProtectionApplication` is checked against the stand-in CRD in `tests/crds/`, which types
+//!   only the fields `manifests/oadp/` uses: OADP's module is not on the Go module proxy.
+//! - A real apply of the OADP primary overlay, read back.
+//! - The scheduler's RBAC as bound there, asked as its ServiceAccount: what it needs is allowed;
+//!   deleting Backups or PVCs, editing the site map and creating Restores are not.
+//! - What the API server cannot see: each overlay names its own site, the plugin ConfigMap's site
+//!   map parses with the plugins' parser, and everything (RBAC subjects included) lands in
+//!   Velero's namespace.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context as _, bail, ensure};
-use replicadr_e2e::TestCluster;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+use kube::api::{Api, PostParams};
 use replicadr_e2e::apply::{self, Document};
 use replicadr_e2e::backup_env::POLICY_CRD;
 use replicadr_e2e::workspace::{pinned, repo_root};
+use replicadr_e2e::{TestCluster, peers};
 use replicadr_plugins::sitemap::SiteMap;
+use replicadr_scheduler::policy::BackupPolicy;
 use serde_json::Value;
 
-const STAND_IN_CRDS: [&str; 2] = [
-    include_str!("../crds/monitoring.coreos.com.yaml"),
-    include_str!("../crds/oadp.openshift.io.yaml"),
-];
+const DPA_STAND_IN_CRD: &str = include_str!("../crds/oadp.openshift.io.yaml");
 const DPA: &str = include_str!("../../manifests/oadp/dataprotectionapplication.yaml");
+
+/// `<peer cache>/<dir>/<file>`, which `hack/validate-manifests.sh` puts there.
+fn cached(dir: &str, file: &str) -> anyhow::Result<PathBuf> {
+    let path = peers::cache_dir()?.join(dir).join(file);
+    ensure!(
+        path.is_file(),
+        "{} not found: run `bash hack/validate-manifests.sh` to fetch it",
+        path.display()
+    );
+    Ok(path)
+}
 
 /// The pinned kustomize, as `hack/validate-manifests.sh` installs it, or `$REPLICADR_KUSTOMIZE`.
 fn kustomize() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("REPLICADR_KUSTOMIZE") {
         return Ok(PathBuf::from(path));
     }
-    let cache = std::env::var_os("REPLICADR_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/replicadr"))
-        })
-        .context("neither REPLICADR_CACHE nor HOME is set")?;
-    let version = pinned("KUSTOMIZE_VERSION")?;
-    let path = cache.join(format!("kustomize-{version}")).join("kustomize");
-    ensure!(
-        path.is_file(),
-        "kustomize not found at {}: run `bash hack/validate-manifests.sh` to install it, or set REPLICADR_KUSTOMIZE",
-        path.display()
+    cached(
+        &format!("kustomize-{}", pinned("KUSTOMIZE_VERSION")?),
+        "kustomize",
+    )
+}
+
+/// The Prometheus Operator's ServiceMonitor and PrometheusRule CRDs, from its pinned release.
+fn prometheus_operator_crds() -> anyhow::Result<Vec<String>> {
+    let dir = format!(
+        "prometheus-operator-crds-{}",
+        pinned("PROMETHEUS_OPERATOR_VERSION")?
     );
-    Ok(path)
+    ["servicemonitors.yaml", "prometheusrules.yaml"]
+        .iter()
+        .map(|file| Ok(std::fs::read_to_string(cached(&dir, file)?)?))
+        .collect()
 }
 
 /// `kustomize build manifests/<dir>`.
@@ -137,17 +159,46 @@ fn each_rendering_puts_everything_in_velero_namespace_and_names_its_site() -> an
     Ok(())
 }
 
+/// Asks the API server whether the scheduler's ServiceAccount in `namespace` may `verb` `resource`
+/// (`group/resource`, or `resource` for the core group), as that ServiceAccount.
+async fn scheduler_may(
+    cluster: &TestCluster,
+    namespace: &str,
+    verb: &str,
+    resource: &str,
+) -> anyhow::Result<bool> {
+    let client = cluster
+        .client_as(&format!(
+            "system:serviceaccount:{namespace}:replicadr-scheduler"
+        ))
+        .await?;
+    let (group, resource) = resource.split_once('/').unwrap_or(("", resource));
+    let review: SelfSubjectAccessReview = serde_json::from_value(serde_json::json!({
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": {
+            "namespace": namespace, "verb": verb, "group": group, "resource": resource,
+        }},
+    }))?;
+    let answer = Api::<SelfSubjectAccessReview>::all(client)
+        .create(&PostParams::default(), &review)
+        .await?;
+    Ok(answer.status.is_some_and(|s| s.allowed))
+}
+
 #[tokio::test]
-async fn every_manifest_passes_the_api_servers_strict_validation() -> anyhow::Result<()> {
+async fn every_manifest_passes_the_api_servers_strict_validation_and_applies() -> anyhow::Result<()>
+{
     let renderings = [
         ("base", render("base")?),
         ("overlays/primary", render("overlays/primary")?),
         ("overlays/dr", render("overlays/dr")?),
     ];
     let cluster = TestCluster::start().await?;
-    for crds in STAND_IN_CRDS {
-        cluster.apply_yaml(crds).await?;
+    for crd in prometheus_operator_crds()? {
+        cluster.apply_yaml(&crd).await?;
     }
+    cluster.apply_yaml(DPA_STAND_IN_CRD).await?;
     // The BackupPolicy CRD is applied for real so that the example policy can be dry-run.
     cluster.apply_yaml(POLICY_CRD).await?;
     cluster.create_namespace("velero").await?;
@@ -166,5 +217,65 @@ async fn every_manifest_passes_the_api_servers_strict_validation() -> anyhow::Re
     apply::dry_run_yaml(&client, DPA)
         .await
         .context("manifests/oadp/dataprotectionapplication.yaml is refused")?;
+
+    // The primary site under OADP, for real: `kubectl apply -k manifests/overlays/primary`.
+    let applied = apply::apply_yaml(&client, &renderings[1].1)
+        .await
+        .context("manifests/overlays/primary does not apply")?;
+    for object in &applied {
+        let kind = object
+            .types
+            .as_ref()
+            .map(|t| t.kind.as_str())
+            .unwrap_or_default();
+        ensure!(
+            object.metadata.uid.is_some(),
+            "{kind} {} was not stored",
+            object.metadata.name.as_deref().unwrap_or_default()
+        );
+    }
+    let deployment = Api::<Deployment>::namespaced(client.clone(), "openshift-adp")
+        .get("replicadr-scheduler")
+        .await?;
+    ensure!(deployment.spec.and_then(|s| s.replicas) == Some(2));
+    let policy = Api::<BackupPolicy>::namespaced(client.clone(), "openshift-adp")
+        .get("example-vms")
+        .await?;
+    ensure!(policy.spec.paused, "the example policy is applied paused");
+
+    // Its RBAC, asked as the ServiceAccount it is bound to.
+    for (verb, resource) in [
+        ("list", "replicadr.io/backuppolicies"),
+        ("patch", "replicadr.io/backuppolicies/status"),
+        ("create", "velero.io/backups"),
+        ("patch", "velero.io/backups"),
+        ("get", "velero.io/backupstoragelocations"),
+        ("get", "secrets"),
+        ("get", "configmaps"),
+        ("update", "coordination.k8s.io/leases"),
+        ("create", "events.k8s.io/events"),
+        ("list", "persistentvolumeclaims"),
+        ("list", "kubevirt.io/virtualmachines"),
+    ] {
+        ensure!(
+            scheduler_may(&cluster, "openshift-adp", verb, resource).await?,
+            "the scheduler's ServiceAccount may not {verb} {resource} in openshift-adp"
+        );
+    }
+    for (verb, resource) in [
+        ("delete", "velero.io/backups"),
+        ("delete", "persistentvolumeclaims"),
+        ("delete", "replicadr.io/backuppolicies"),
+        ("update", "configmaps"),
+        ("patch", "configmaps"),
+        ("create", "velero.io/restores"),
+        ("create", "velero.io/deletebackuprequests"),
+        ("list", "secrets"),
+    ] {
+        ensure!(
+            !scheduler_may(&cluster, "openshift-adp", verb, resource).await?,
+            "the scheduler's ServiceAccount may {verb} {resource} in openshift-adp"
+        );
+    }
     Ok(())
 }

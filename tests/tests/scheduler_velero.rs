@@ -178,15 +178,25 @@ async fn velero_backs_up_what_the_scheduler_asks_and_the_verifier_passes_it() ->
     publisher
         .verification(Some(&policy), &finished, &report, Timestamp::now(), true)
         .await?;
-    let view = env.wait_backup(&name, Duration::from_secs(5), |_| true).await?;
+    let view = env
+        .wait_backup(&name, Duration::from_secs(5), |_| true)
+        .await?;
     assert_eq!(view.verified, Some(true), "{view:?}");
     let status = env.policies().get("vms").await?.status.unwrap_or_default();
-    assert_eq!(status.last_verified_backup.as_deref(), Some(name.as_str()), "{status:?}");
-    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(env.client.clone(), "velero")
-        .list(&kube::api::ListParams::default())
-        .await?;
+    assert_eq!(
+        status.last_verified_backup.as_deref(),
+        Some(name.as_str()),
+        "{status:?}"
+    );
+    let events =
+        Api::<k8s_openapi::api::events::v1::Event>::namespaced(env.client.clone(), "velero")
+            .list(&kube::api::ListParams::default())
+            .await?;
     assert!(
-        events.items.iter().any(|e| e.reason.as_deref() == Some("BackupVerified")),
+        events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("BackupVerified")),
         "no BackupVerified Event: {:?}",
         events.items.iter().map(|e| &e.reason).collect::<Vec<_>>()
     );
