@@ -163,7 +163,7 @@ impl TestCluster {
     /// A client that acts as `user` (`Impersonate-User`), with the admin user's right to
     /// impersonate: every request is authorized as that user alone. A service account
     /// (`system:serviceaccount:<namespace>:<name>`) gets its groups from the API server, so the
-    /// client has exactly what RBAC grants that ServiceAccount.
+    /// client has exactly what RBAC grants that `ServiceAccount`.
     pub async fn client_as(&self, user: &str) -> anyhow::Result<Client> {
         let kubeconfig = Kubeconfig::read_from(&self.layout.kubeconfig)?;
         let mut config =

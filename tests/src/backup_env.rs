@@ -29,10 +29,10 @@ use replicadr_lab::velero::{
 /// The BackupPolicy CRD as shipped.
 pub const POLICY_CRD: &str = include_str!("../../manifests/base/crds/backuppolicies.yaml");
 
-/// The scheduler's Role, ClusterRole and bindings as shipped (for ServiceAccount
+/// The scheduler's `Role`, `ClusterRole` and bindings as shipped (for the `ServiceAccount`
 /// `velero/replicadr-scheduler`).
 pub const SCHEDULER_RBAC: &str = include_str!("../../manifests/base/scheduler-rbac.yaml");
-/// The user the API server sees for the scheduler's ServiceAccount in namespace `velero`.
+/// The user the API server sees for the scheduler's `ServiceAccount` in namespace `velero`.
 pub const SCHEDULER_USER: &str = "system:serviceaccount:velero:replicadr-scheduler";
 
 /// The bucket every test's BackupStorageLocation uses.
@@ -138,8 +138,8 @@ impl BackupEnv {
         .await
     }
 
-    /// A client with exactly the scheduler's rights: the ServiceAccount `replicadr-scheduler` and
-    /// the shipped RBAC are created, and the client impersonates that ServiceAccount. Needs the
+    /// A client with exactly the scheduler's rights: the `ServiceAccount` `replicadr-scheduler` and
+    /// the shipped RBAC are created, and the client impersonates that `ServiceAccount`. Needs the
     /// Velero namespace the shipped RBAC names, `velero`.
     pub async fn scheduler_client(&self) -> anyhow::Result<Client> {
         anyhow::ensure!(

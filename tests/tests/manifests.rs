@@ -8,7 +8,7 @@
 //!   `DataProtectionApplication` is checked against the stand-in CRD in `tests/crds/`, which types
 //!   only the fields `manifests/oadp/` uses: OADP's module is not on the Go module proxy.
 //! - A real apply of the OADP primary overlay, read back.
-//! - The scheduler's RBAC as bound there, asked as its ServiceAccount: what it needs is allowed;
+//! - The scheduler's RBAC as bound there, asked as its `ServiceAccount`: what it needs is allowed;
 //!   deleting Backups or PVCs, editing the site map and creating Restores are not.
 //! - What the API server cannot see: each overlay names its own site, the plugin ConfigMap's site
 //!   map parses with the plugins' parser, and everything (RBAC subjects included) lands in
@@ -54,7 +54,7 @@ fn kustomize() -> anyhow::Result<PathBuf> {
     )
 }
 
-/// The Prometheus Operator's ServiceMonitor and PrometheusRule CRDs, from its pinned release.
+/// The Prometheus Operator's `ServiceMonitor` and `PrometheusRule` CRDs, from its pinned release.
 fn prometheus_operator_crds() -> anyhow::Result<Vec<String>> {
     let dir = format!(
         "prometheus-operator-crds-{}",
@@ -159,8 +159,8 @@ fn each_rendering_puts_everything_in_velero_namespace_and_names_its_site() -> an
     Ok(())
 }
 
-/// Asks the API server whether the scheduler's ServiceAccount in `namespace` may `verb` `resource`
-/// (`group/resource`, or `resource` for the core group), as that ServiceAccount.
+/// Asks the API server whether the scheduler's `ServiceAccount` in `namespace` may `verb` `resource`
+/// (`group/resource`, or `resource` for the core group), as that `ServiceAccount`.
 async fn scheduler_may(
     cluster: &TestCluster,
     namespace: &str,
