@@ -1,29 +1,29 @@
 #!/usr/bin/env bash
-# Builds the static release binaries the images ship and stages them as the image build context, target/images/.
+# Builds the static (musl) release binaries the images ship, checks them as the images run them, and stages them as the image build context, target/images/.
 #
 # Then, with any OCI builder (BuildKit: the Dockerfiles use COPY --chmod):
 #   docker build -f images/plugin/Dockerfile    -t <registry>/replicadr-velero-plugins:<tag> target/images
 #   docker build -f images/scheduler/Dockerfile -t <registry>/replicadr:<tag>                 target/images
 #
-# The binaries are linked statically against glibc (the musl target is not installable here): they run
-# in a FROM scratch image. glibc >= 2.34 has the files and dns name services built in, so name
-# resolution needs no libnss_*.so at run time.
+# The binaries are linked statically against musl (x86_64-unknown-linux-musl, which
+# rust-toolchain.toml installs; C code such as aws-lc is compiled with musl-gcc from Debian's
+# musl-tools): they need no library at run time and run in a FROM scratch image.
 set -euo pipefail
 
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-require_tools cargo file
+require_tools cargo file musl-gcc
 cd "${REPO_ROOT}"
 
-target=x86_64-unknown-linux-gnu
-# A target dir of its own: the static RUSTFLAGS would otherwise invalidate the ordinary build's cache.
-target_dir="${REPO_ROOT}/target/static"
+target=x86_64-unknown-linux-musl
+# Outside the clone and apart from the ordinary build, so that reruns reuse it.
+target_dir="${REPLICADR_CACHE}/static-target"
 context="${REPO_ROOT}/target/images"
 ca_bundle=/etc/ssl/certs/ca-certificates.crt
 [[ -r "${ca_bundle}" ]] || die "no CA bundle at ${ca_bundle} (install ca-certificates)"
 
 log "building static release binaries for ${target} into ${target_dir}"
-RUSTFLAGS="-C target-feature=+crt-static" CARGO_TARGET_DIR="${target_dir}" \
+CARGO_TARGET_DIR="${target_dir}" \
   cargo build --release --locked --target "${target}" \
   -p replicadr-velero-plugins -p replicadr-scheduler
 
@@ -37,4 +37,13 @@ for binary in replicadr-velero-plugins replicadr; do
   log "staged ${binary}: ${description}"
 done
 install -m 0644 "${ca_bundle}" "${context}/ca-certificates.crt"
+
+# The entrypoints, run as the images run them, with an empty environment.
+scratch="$(mktemp -d)"
+trap 'rm -rf "${scratch}"' EXIT
+env -i "${context}/replicadr-velero-plugins" install "${scratch}" >/dev/null ||
+  die "the plugin image's entrypoint (install /target) failed"
+cmp -s "${context}/replicadr-velero-plugins" "${scratch}/replicadr-velero-plugins" ||
+  die "install /target did not copy the plugin binary"
+env -i "${context}/replicadr" scheduler --help >/dev/null || die "the scheduler image's entrypoint failed"
 log "image build context ready: ${context}"

@@ -20,6 +20,7 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 bash hack/lint-images.sh
+bash hack/build-images-binaries.sh
 
 log "tests"
 # The end-to-end tests drive the built binaries, so build them first.
