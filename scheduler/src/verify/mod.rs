@@ -336,55 +336,42 @@ impl Verifier {
     /// A client for `location`'s bucket, with its credentials and CA bundle read from the cluster.
     async fn open_store(&self, location: &StorageLocation) -> Result<ObjectStore, StoreError> {
         let keys = self.credentials(location).await?;
-        match &location.ca_cert {
-            None => ObjectStore::new(location, &keys, None),
-            Some(CaCert::Inline(pem)) => {
-                let origin = format!(
+        let ca = match &location.ca_cert {
+            None => None,
+            Some(CaCert::Inline(pem)) => Some((
+                pem.clone(),
+                format!(
                     "BackupStorageLocation {}/{} spec.objectStorage.caCert",
                     self.namespace, location.name
-                );
-                ObjectStore::new(
-                    location,
-                    &keys,
-                    Some(CaBundle {
-                        pem,
-                        origin: &origin,
-                    }),
-                )
-            }
+                ),
+            )),
             Some(CaCert::Secret(reference)) => {
-                let origin = format!(
-                    "Secret {}/{} key {}",
-                    self.namespace, reference.name, reference.key
-                );
                 let purpose = format!(
                     "spec.objectStorage.caCertRef of BackupStorageLocation {} names it",
                     location.name
                 );
-                let pem = self
-                    .secret_value(reference, &origin, &purpose, Reason::StorageLocationInvalid)
-                    .await?;
-                ObjectStore::new(
-                    location,
-                    &keys,
-                    Some(CaBundle {
-                        pem: &pem,
-                        origin: &origin,
-                    }),
+                Some(
+                    self.secret_value(reference, &purpose, Reason::StorageLocationInvalid)
+                        .await?,
                 )
             }
-        }
+        };
+        let bundle = ca.as_ref().map(|(pem, origin)| CaBundle { pem, origin });
+        ObjectStore::new(location, &keys, bundle)
     }
 
-    /// The bytes of a Secret key in the Velero namespace. Failures carry `reason` and say what the
-    /// key is (`origin`) and who needs it (`purpose`).
+    /// The bytes of a Secret key in the Velero namespace, and the key's description for messages.
+    /// Failures carry `reason` and say who needs the key (`purpose`).
     async fn secret_value(
         &self,
         reference: &SecretKeyRef,
-        origin: &str,
         purpose: &str,
         reason: Reason,
-    ) -> Result<Vec<u8>, StoreError> {
+    ) -> Result<(Vec<u8>, String), StoreError> {
+        let origin = format!(
+            "Secret {}/{} key {}",
+            self.namespace, reference.name, reference.key
+        );
         let failed = |message: String| StoreError { reason, message };
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         let object = api
@@ -392,16 +379,16 @@ impl Verifier {
             .await
             .map_err(|e| failed(format!("cannot read {origin}: {e}")))?
             .ok_or_else(|| failed(format!("{origin} does not exist: {purpose}")))?;
-        object
+        let value = object
             .data
             .and_then(|mut d| d.remove(&reference.key))
-            .map(|value| value.0)
             .ok_or_else(|| {
                 failed(format!(
                     "{origin}: the Secret has no key {} ({purpose})",
                     reference.key
                 ))
-            })
+            })?;
+        Ok((value.0, origin))
     }
 
     async fn credentials(
@@ -412,16 +399,12 @@ impl Verifier {
             name: DEFAULT_CREDENTIALS_SECRET.to_owned(),
             key: DEFAULT_CREDENTIALS_KEY.to_owned(),
         });
-        let origin = format!(
-            "Secret {}/{} key {}",
-            self.namespace, reference.name, reference.key
-        );
         let purpose = format!(
             "BackupStorageLocation {} reads its credentials from it",
             location.name
         );
-        let data = self
-            .secret_value(&reference, &origin, &purpose, Reason::CredentialsMissing)
+        let (data, origin) = self
+            .secret_value(&reference, &purpose, Reason::CredentialsMissing)
             .await?;
         let text = String::from_utf8_lossy(&data);
         let profile = location
