@@ -131,6 +131,8 @@ pub struct ObjectStorage<'a> {
     pub endpoint: &'a str,
     pub bucket: &'a str,
     pub prefix: &'a str,
+    /// The PEM CA bundle of an HTTPS endpoint's certificate (`spec.objectStorage.caCert`).
+    pub ca_cert: Option<&'a str>,
 }
 
 /// `BackupStorageLocation` as a dynamic resource.
@@ -164,6 +166,10 @@ pub async fn put_storage_location(
     });
     if let Some((secret, key)) = credential {
         spec["credential"] = json!({"name": secret, "key": key});
+    }
+    if let Some(pem) = storage.ca_cert {
+        spec["objectStorage"]["caCert"] =
+            serde_json::to_value(ByteString(pem.as_bytes().to_vec()))?;
     }
     let object = json!({
         "apiVersion": "velero.io/v1", "kind": "BackupStorageLocation",

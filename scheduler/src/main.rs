@@ -482,9 +482,10 @@ async fn drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
     );
     if args.keep {
         eprintln!(
-            "drill: both sites stay up until Ctrl-C\n  primary: KUBECONFIG={}\n  dr:      KUBECONFIG={}\n  S3:      {}",
+            "drill: both sites stay up until Ctrl-C\n  primary: KUBECONFIG={}\n  dr:      KUBECONFIG={}\n  S3:      {} (plain HTTP: {})",
             environment.primary.cluster.kubeconfig_path().display(),
             environment.dr.cluster.kubeconfig_path().display(),
+            environment.s3_tls.endpoint(),
             environment.s3.endpoint()
         );
         wait_for_signal().await;

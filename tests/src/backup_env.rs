@@ -102,6 +102,7 @@ impl BackupEnv {
             endpoint: &endpoint,
             bucket,
             prefix: PREFIX,
+            ca_cert: None,
         };
         put_storage_location(&self.client, &self.namespace, name, &storage, credential).await?;
         self.set_storage_location_phase(name, "Available").await

@@ -404,36 +404,15 @@ async fn a_failed_backup_is_retried_within_its_slot_and_reported() -> anyhow::Re
     Ok(())
 }
 
-/// A client acting as the scheduler's `ServiceAccount`, holding only what
-/// `manifests/base/scheduler-rbac.yaml` grants.
-async fn service_account_client(env: &BackupEnv) -> anyhow::Result<kube::Client> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(env.cluster.kubeconfig_path())?;
-    let mut config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await?;
-    config.auth_info.impersonate =
-        Some("system:serviceaccount:velero:replicadr-scheduler".to_owned());
-    config.auth_info.impersonate_groups = Some(vec![
-        "system:serviceaccounts".to_owned(),
-        "system:authenticated".to_owned(),
-    ]);
-    Ok(kube::Client::try_from(config)?)
-}
-
 #[tokio::test]
 async fn the_shipped_rbac_is_enough_for_the_scheduler() -> anyhow::Result<()> {
     let env = BackupEnv::start("velero").await?;
-    env.cluster
-        .apply_yaml(include_str!("../../manifests/base/scheduler-rbac.yaml"))
-        .await?;
     env.create_policy(
         "vms",
         json!({"schedule": "@hourly", "template": {"includedNamespaces": ["vms"]}}),
     )
     .await?;
-    let client = service_account_client(&env).await?;
+    let client = env.scheduler_client().await?;
     // Nothing but the grant: listing Secrets is not part of it.
     assert!(
         kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), "velero")

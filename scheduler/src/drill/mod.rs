@@ -22,6 +22,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use replicadr_lab::TestCluster;
 use replicadr_lab::s3::S3Server;
+use replicadr_lab::tls_front::TlsFront;
 use replicadr_lab::velero::{self as velero_peer, ObjectStorage, VeleroServer};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -176,6 +177,9 @@ impl Site {
 #[derive(Debug)]
 pub struct Environment {
     pub s3: S3Server,
+    /// HTTPS in front of `s3`, with a CA of its own that both BSLs carry: Velero and the verifier
+    /// reach object storage over TLS, as in production.
+    pub s3_tls: TlsFront,
     pub primary: Site,
     pub dr: Site,
     options: DrillOptions,
@@ -203,6 +207,11 @@ impl Environment {
             TestCluster::start()
         )?;
         s3.create_bucket(BUCKET)?;
+        let s3_tls = s3.serve_tls().await?;
+        progress(format!(
+            "object store: s3s-fs behind {} (a throwaway CA, given to both sites' BackupStorageLocation as caCert)",
+            s3_tls.endpoint()
+        ));
         let velero_crds = velero_peer::velero_crds()?;
         let mut sites = Vec::new();
         for (name, cluster, export) in [("primary", primary, PRIMARY_EXPORT), ("dr", dr, DR_EXPORT)]
@@ -233,7 +242,7 @@ impl Environment {
                 &s3.credentials_file(),
             )
             .await?;
-            let endpoint = s3.endpoint();
+            let endpoint = s3_tls.endpoint();
             velero_peer::put_storage_location(
                 &client,
                 VELERO_NAMESPACE,
@@ -242,6 +251,7 @@ impl Environment {
                     endpoint: &endpoint,
                     bucket: BUCKET,
                     prefix: PREFIX,
+                    ca_cert: Some(s3_tls.ca_cert()),
                 },
                 Some(CREDENTIALS),
             )
@@ -273,6 +283,7 @@ impl Environment {
         let primary = sites.pop().expect("two sites");
         let mut environment = Self {
             s3,
+            s3_tls,
             primary,
             dr,
             options,
