@@ -107,9 +107,9 @@ pub struct CaBundle<'a> {
 }
 
 impl CaBundle<'_> {
-    /// The bundle's certificates, each checked to be usable as a trust anchor; a bundle without
-    /// any is refused, naming its origin.
-    fn certificates(&self) -> Result<Vec<CertificateDer<'_>>, StoreError> {
+    /// Checks that the bundle is PEM and each of its certificates can be a trust anchor; a bundle
+    /// without any is refused too. Errors name the bundle's origin.
+    fn check(&self) -> Result<(), StoreError> {
         let invalid = |detail: String| StoreError {
             reason: Reason::StorageLocationInvalid,
             message: format!(
@@ -123,9 +123,9 @@ impl CaBundle<'_> {
         if certificates.is_empty() {
             return Err(invalid("holds no certificate".to_owned()));
         }
-        for (index, certificate) in certificates.iter().enumerate() {
+        for (index, certificate) in certificates.into_iter().enumerate() {
             rustls::RootCertStore::empty()
-                .add(certificate.clone())
+                .add(certificate)
                 .map_err(|e| {
                     invalid(format!(
                         "certificate {} cannot be a trust anchor ({e})",
@@ -133,14 +133,14 @@ impl CaBundle<'_> {
                     ))
                 })?;
         }
-        Ok(certificates)
+        Ok(())
     }
 
     /// An HTTPS client trusting the system's roots and this bundle.
     fn http_client(&self) -> Result<aws_sdk_s3::config::SharedHttpClient, StoreError> {
-        // The client parses the bundle the same way when it connects, and panics where the checks
-        // in `certificates` fail: they run first.
-        self.certificates()?;
+        // The client parses the bundle the same way when it connects, and panics where `check`
+        // fails: it runs first.
+        self.check()?;
         let trust = TrustStore::default().with_pem_certificate(self.pem);
         let context = TlsContext::builder()
             .with_trust_store(trust)
