@@ -1,6 +1,7 @@
 //! The controllers a local site does not run, played by the drill: no pods run there, so nothing
-//! binds volumes, takes snapshots or boots VMs. Every few hundred milliseconds the drill does
-//! what they would, by writing objects and status:
+//! binds volumes, takes snapshots or boots VMs. Like the real ones, the played controllers watch
+//! the objects (reflector caches) and, on each change, do what those controllers would, by
+//! writing objects and status:
 //! - the PV controller: a claim naming a PV whose claimRef is empty or names it is bound to it;
 //! - the NFS CSI provisioner: a claim of the drill's StorageClass gets a new PV on this site's
 //!   export (reclaim policy Delete, as provisioned volumes have);
@@ -10,15 +11,18 @@
 //!   protection finalizer (no pod uses anything here), and a deleted namespace is finalized once
 //!   it holds no claim or VM.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
 use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
-use kube::{Client, ResourceExt as _};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Client, Resource, ResourceExt as _};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -30,7 +34,8 @@ use crate::recovery::failover::vm_resource;
 pub const STORAGE_CLASS: &str = "drill-nfs-csi";
 /// csi-driver-nfs's name.
 pub const NFS_CSI_DRIVER: &str = "nfs.csi.k8s.io";
-const INTERVAL: Duration = Duration::from_millis(300);
+/// A pass also runs this long after the last one without any change: a failed write is retried.
+const RETRY: Duration = Duration::from_secs(2);
 
 /// Where the played provisioner creates volumes.
 #[derive(Debug, Clone)]
@@ -43,43 +48,125 @@ pub struct Export {
 #[derive(Debug)]
 pub struct Played {
     stop: Arc<Notify>,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// What the played controllers watch.
+struct Caches {
+    claims: Store<PersistentVolumeClaim>,
+    volumes: Store<PersistentVolume>,
+    namespaces: Store<Namespace>,
+    snapshots: Store<DynamicObject>,
+    vms: Store<DynamicObject>,
+}
+
+impl Caches {
+    async fn ready(&self) -> bool {
+        self.claims.wait_until_ready().await.is_ok()
+            && self.volumes.wait_until_ready().await.is_ok()
+            && self.namespaces.wait_until_ready().await.is_ok()
+            && self.snapshots.wait_until_ready().await.is_ok()
+            && self.vms.wait_until_ready().await.is_ok()
+    }
+}
+
+/// A reflector cache of `api`, kept by a task pushed onto `tasks` that signals `changed` on every
+/// event.
+fn watch<K>(
+    api: Api<K>,
+    dyntype: K::DynamicType,
+    changed: &Arc<Notify>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Store<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
+{
+    let writer = reflector::store::Writer::new(dyntype);
+    let store = writer.as_reader();
+    let changed = Arc::clone(changed);
+    let events =
+        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    tasks.push(tokio::spawn(async move {
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(_) => changed.notify_one(),
+                Err(error) => tracing::debug!(%error, "played controllers: watch failed, retrying"),
+            }
+        }
+    }));
+    store
 }
 
 impl Played {
     /// Starts playing the controllers against `client`.
     pub fn start(client: Client, export: Export) -> Self {
         let stop = Arc::new(Notify::new());
-        let task = {
+        let changed = Arc::new(Notify::new());
+        let mut tasks = Vec::new();
+        let dynamic = |resource: ApiResource| {
+            (
+                Api::<DynamicObject>::all_with(client.clone(), &resource),
+                resource,
+            )
+        };
+        let (snapshot_api, snapshot_resource) =
+            dynamic(resource("snapshot.storage.k8s.io", "VolumeSnapshot"));
+        let (vm_api, vm_type) = dynamic(vm_resource());
+        let caches = Caches {
+            claims: watch(Api::all(client.clone()), (), &changed, &mut tasks),
+            volumes: watch(Api::all(client.clone()), (), &changed, &mut tasks),
+            namespaces: watch(Api::all(client.clone()), (), &changed, &mut tasks),
+            snapshots: watch(snapshot_api, snapshot_resource, &changed, &mut tasks),
+            vms: watch(vm_api, vm_type, &changed, &mut tasks),
+        };
+        let controller = {
             let stop = Arc::clone(&stop);
             tokio::spawn(async move {
+                if !caches.ready().await {
+                    return;
+                }
                 loop {
-                    if let Err(error) = pass(&client, &export).await {
+                    if let Err(error) = pass(&client, &export, &caches).await {
                         tracing::debug!(%error, "played controllers: pass failed, retrying");
                     }
                     tokio::select! {
                         () = stop.notified() => return,
-                        () = tokio::time::sleep(INTERVAL) => {}
+                        () = changed.notified() => {}
+                        () = tokio::time::sleep(RETRY) => {}
                     }
                 }
             })
         };
-        Self { stop, task }
+        tasks.push(controller);
+        Self { stop, tasks }
     }
 }
 
 impl Drop for Played {
     fn drop(&mut self) {
         self.stop.notify_one();
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
-async fn pass(client: &Client, export: &Export) -> Result<(), kube::Error> {
-    finish_deletions(client).await?;
-    bind_claims(client, export).await?;
-    snapshots(client).await?;
-    vms(client).await
+async fn pass(client: &Client, export: &Export, caches: &Caches) -> Result<(), kube::Error> {
+    finish_deletions(client, caches).await?;
+    bind_claims(client, export, caches).await?;
+    snapshots(client, caches).await?;
+    vms(client, caches).await
+}
+
+/// `Ok` for a create that found the object already there: the caches lag behind the writes.
+fn created(result: Result<impl Sized, kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(error) => Err(error),
+    }
 }
 
 fn is_bound<T: serde::Serialize>(object: &T) -> bool {
@@ -97,22 +184,17 @@ fn is_bound<T: serde::Serialize>(object: &T) -> bool {
     clippy::too_many_lines,
     reason = "bind, or provision then bind, one claim after the other"
 )]
-async fn bind_claims(client: &Client, export: &Export) -> Result<(), kube::Error> {
+async fn bind_claims(client: &Client, export: &Export, caches: &Caches) -> Result<(), kube::Error> {
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
-    let claims: Vec<PersistentVolumeClaim> = Api::<PersistentVolumeClaim>::all(client.clone())
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|pvc| pvc.metadata.deletion_timestamp.is_none() && !is_bound(pvc))
-        .collect();
+    let claims = caches
+        .claims
+        .state_filter(|pvc| pvc.metadata.deletion_timestamp.is_none() && !is_bound(pvc));
     if claims.is_empty() {
         return Ok(());
     }
-    let pvs: HashMap<String, PersistentVolume> = volumes
-        .list(&ListParams::default())
-        .await?
-        .items
+    let pvs: HashMap<String, Arc<PersistentVolume>> = caches
+        .volumes
+        .state()
         .into_iter()
         .map(|pv| (pv.name_any(), pv))
         .collect();
@@ -159,7 +241,7 @@ async fn bind_claims(client: &Client, export: &Export) -> Result<(), kube::Error
                     },
                 }))
                 .expect("a valid PV");
-                volumes.create(&PostParams::default(), &pv).await?;
+                created(volumes.create(&PostParams::default(), &pv).await)?;
                 Api::<PersistentVolumeClaim>::namespaced(client.clone(), &namespace)
                     .patch(
                         &name,
@@ -206,50 +288,45 @@ async fn bind_claims(client: &Client, export: &Export) -> Result<(), kube::Error
 }
 
 /// Lets deletions finish as the controllers would.
-async fn finish_deletions(client: &Client) -> Result<(), kube::Error> {
+async fn finish_deletions(client: &Client, caches: &Caches) -> Result<(), kube::Error> {
     let unprotect = Patch::Merge(json!({"metadata": {"finalizers": null}}));
     let params = PatchParams::default();
-    let claims: Api<PersistentVolumeClaim> = Api::all(client.clone());
-    for claim in claims.list(&ListParams::default()).await?.items {
-        if claim.metadata.deletion_timestamp.is_some() && !claim.finalizers().is_empty() {
-            Api::<PersistentVolumeClaim>::namespaced(
-                client.clone(),
-                &claim.namespace().unwrap_or_default(),
-            )
-            .patch(&claim.name_any(), &params, &unprotect)
-            .await?;
-        }
+    let deleting = |meta: &kube::api::ObjectMeta| {
+        meta.deletion_timestamp.is_some() && meta.finalizers.as_ref().is_some_and(|f| !f.is_empty())
+    };
+    for claim in caches.claims.state_filter(|c| deleting(&c.metadata)) {
+        Api::<PersistentVolumeClaim>::namespaced(
+            client.clone(),
+            &claim.namespace().unwrap_or_default(),
+        )
+        .patch(&claim.name_any(), &params, &unprotect)
+        .await?;
     }
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
-    for volume in volumes.list(&ListParams::default()).await?.items {
-        if volume.metadata.deletion_timestamp.is_some() && !volume.finalizers().is_empty() {
-            volumes
-                .patch(&volume.name_any(), &params, &unprotect)
-                .await?;
-        }
+    for volume in caches.volumes.state_filter(|v| deleting(&v.metadata)) {
+        volumes
+            .patch(&volume.name_any(), &params, &unprotect)
+            .await?;
     }
+    // A namespace is finalized once no claim or VM is left in it.
+    let occupied: HashSet<String> = caches
+        .claims
+        .state()
+        .iter()
+        .filter_map(|c| c.namespace())
+        .chain(caches.vms.state().iter().filter_map(|v| v.namespace()))
+        .collect();
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    for namespace in namespaces.list(&ListParams::default()).await?.items {
+    for namespace in caches.namespaces.state() {
         let name = namespace.name_any();
         let finalizers = namespace.spec.as_ref().and_then(|s| s.finalizers.as_ref());
-        if namespace.metadata.deletion_timestamp.is_none() || finalizers.is_none_or(Vec::is_empty) {
+        if namespace.metadata.deletion_timestamp.is_none()
+            || finalizers.is_none_or(Vec::is_empty)
+            || occupied.contains(&name)
+        {
             continue;
         }
-        let claims_left = !Api::<PersistentVolumeClaim>::namespaced(client.clone(), &name)
-            .list(&ListParams::default().limit(1))
-            .await?
-            .items
-            .is_empty();
-        let vms_left =
-            !Api::<DynamicObject>::namespaced_with(client.clone(), &name, &vm_resource())
-                .list(&ListParams::default().limit(1))
-                .await?
-                .items
-                .is_empty();
-        if claims_left || vms_left {
-            continue;
-        }
-        let mut finalized = namespace.clone();
+        let mut finalized = Namespace::clone(&namespace);
         if let Some(spec) = finalized.spec.as_mut() {
             spec.finalizers = Some(Vec::new());
         }
@@ -264,23 +341,16 @@ fn resource(group: &str, kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(group, "v1", kind))
 }
 
-async fn snapshots(client: &Client) -> Result<(), kube::Error> {
+async fn snapshots(client: &Client, caches: &Caches) -> Result<(), kube::Error> {
     let snapshot_resource = resource("snapshot.storage.k8s.io", "VolumeSnapshot");
     let content_resource = resource("snapshot.storage.k8s.io", "VolumeSnapshotContent");
     let contents: Api<DynamicObject> = Api::all_with(client.clone(), &content_resource);
-    let pending: Vec<DynamicObject> =
-        Api::<DynamicObject>::all_with(client.clone(), &snapshot_resource)
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .filter(|s| {
-                s.data
-                    .pointer("/status/readyToUse")
-                    .and_then(Value::as_bool)
-                    != Some(true)
-            })
-            .collect();
+    let pending = caches.snapshots.state_filter(|s| {
+        s.data
+            .pointer("/status/readyToUse")
+            .and_then(Value::as_bool)
+            != Some(true)
+    });
     for snapshot in pending {
         let namespace = snapshot.namespace().unwrap_or_default();
         let name = snapshot.name_any();
@@ -325,9 +395,8 @@ async fn snapshots(client: &Client) -> Result<(), kube::Error> {
     Ok(())
 }
 
-async fn vms(client: &Client) -> Result<(), kube::Error> {
-    let all: Api<DynamicObject> = Api::all_with(client.clone(), &vm_resource());
-    for vm in all.list(&ListParams::default()).await?.items {
+async fn vms(client: &Client, caches: &Caches) -> Result<(), kube::Error> {
+    for vm in caches.vms.state() {
         let runs = strategy_runs(&run_strategy(&vm.data));
         let status = if runs { "Running" } else { "Stopped" };
         if vm
