@@ -294,7 +294,11 @@ impl VeleroServer {
             let name = plugin
                 .file_name()
                 .context("a plugin path has a file name")?;
-            std::os::unix::fs::symlink(plugin, plugin_dir.join(name))?;
+            // The link lives elsewhere: a relative path would dangle.
+            let target = plugin
+                .canonicalize()
+                .with_context(|| format!("plugin binary {}", plugin.display()))?;
+            std::os::unix::fs::symlink(target, plugin_dir.join(name))?;
         }
         let port = || -> anyhow::Result<u16> {
             Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
