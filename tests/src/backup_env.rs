@@ -47,6 +47,8 @@ pub struct BackupEnv {
     pub client: Client,
     /// The Velero namespace.
     pub namespace: String,
+    /// The scheduler's client, once [`Self::scheduler_client`] has set up its RBAC.
+    scheduler: tokio::sync::OnceCell<Client>,
 }
 
 impl std::fmt::Debug for BackupEnv {
@@ -80,6 +82,7 @@ impl BackupEnv {
             s3,
             client,
             namespace: namespace.to_owned(),
+            scheduler: tokio::sync::OnceCell::new(),
         };
         env.put_storage_location("default", BUCKET, Some(("cloud-credentials", "cloud")))
             .await?;
@@ -142,7 +145,16 @@ impl BackupEnv {
     /// A client with exactly the scheduler's rights: the `ServiceAccount` `replicadr-scheduler` and
     /// the shipped RBAC are created, and the client impersonates that `ServiceAccount`. Needs the
     /// Velero namespace the shipped RBAC names, `velero`.
+    /// The first call creates them; later calls return the same client.
     pub async fn scheduler_client(&self) -> anyhow::Result<Client> {
+        let client = self
+            .scheduler
+            .get_or_try_init(|| self.install_scheduler_rbac())
+            .await?;
+        Ok(client.clone())
+    }
+
+    async fn install_scheduler_rbac(&self) -> anyhow::Result<Client> {
         anyhow::ensure!(
             self.namespace == "velero",
             "the shipped RBAC is for namespace velero, not {}",

@@ -159,19 +159,14 @@ fn each_rendering_puts_everything_in_velero_namespace_and_names_its_site() -> an
     Ok(())
 }
 
-/// Asks the API server whether the scheduler's `ServiceAccount` in `namespace` may `verb` `resource`
-/// (`group/resource`, or `resource` for the core group), as that `ServiceAccount`.
-async fn scheduler_may(
-    cluster: &TestCluster,
+/// Asks the API server whether the client's user (here the scheduler's `ServiceAccount`) may
+/// `verb` `resource` (`group/resource`, or `resource` for the core group) in `namespace`.
+async fn may(
+    client: &kube::Client,
     namespace: &str,
     verb: &str,
     resource: &str,
 ) -> anyhow::Result<bool> {
-    let client = cluster
-        .client_as(&format!(
-            "system:serviceaccount:{namespace}:replicadr-scheduler"
-        ))
-        .await?;
     let (group, resource) = resource.split_once('/').unwrap_or(("", resource));
     let review: SelfSubjectAccessReview = serde_json::from_value(serde_json::json!({
         "apiVersion": "authorization.k8s.io/v1",
@@ -180,7 +175,7 @@ async fn scheduler_may(
             "namespace": namespace, "verb": verb, "group": group, "resource": resource,
         }},
     }))?;
-    let answer = Api::<SelfSubjectAccessReview>::all(client)
+    let answer = Api::<SelfSubjectAccessReview>::all(client.clone())
         .create(&PostParams::default(), &review)
         .await?;
     Ok(answer.status.is_some_and(|s| s.allowed))
@@ -244,6 +239,9 @@ async fn every_manifest_passes_the_api_servers_strict_validation_and_applies() -
     ensure!(policy.spec.paused, "the example policy is applied paused");
 
     // Its RBAC, asked as the ServiceAccount it is bound to.
+    let scheduler = cluster
+        .client_as("system:serviceaccount:openshift-adp:replicadr-scheduler")
+        .await?;
     for (verb, resource) in [
         ("list", "replicadr.io/backuppolicies"),
         ("patch", "replicadr.io/backuppolicies/status"),
@@ -258,7 +256,7 @@ async fn every_manifest_passes_the_api_servers_strict_validation_and_applies() -
         ("list", "kubevirt.io/virtualmachines"),
     ] {
         ensure!(
-            scheduler_may(&cluster, "openshift-adp", verb, resource).await?,
+            may(&scheduler, "openshift-adp", verb, resource).await?,
             "the scheduler's ServiceAccount may not {verb} {resource} in openshift-adp"
         );
     }
@@ -273,7 +271,7 @@ async fn every_manifest_passes_the_api_servers_strict_validation_and_applies() -
         ("list", "secrets"),
     ] {
         ensure!(
-            !scheduler_may(&cluster, "openshift-adp", verb, resource).await?,
+            !may(&scheduler, "openshift-adp", verb, resource).await?,
             "the scheduler's ServiceAccount may {verb} {resource} in openshift-adp"
         );
     }

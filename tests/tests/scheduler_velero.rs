@@ -174,7 +174,6 @@ async fn velero_backs_up_what_the_scheduler_asks_and_the_verifier_passes_it() ->
     assert!(report.verified, "{report:#?}");
     // The result is published with the same rights: the Backup's annotations, the policy's
     // status and an Event (whose failure is only logged, so it is looked up).
-    let policy = env.policies().get("vms").await?;
     publisher
         .verification(Some(&policy), &finished, &report, Timestamp::now(), true)
         .await?;

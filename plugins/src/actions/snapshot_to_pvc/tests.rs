@@ -362,15 +362,7 @@ async fn later_backups_reuse_the_replica_and_bring_its_volume() {
     assert_eq!(out.operation_id, None, "already bound: nothing to wait for");
     assert_eq!(
         out.additional_items,
-        vec![
-            pvc_id(&replica_name()),
-            ResourceId {
-                group: String::new(),
-                resource: "persistentvolumes".into(),
-                namespace: String::new(),
-                name: "pv-replica".into()
-            }
-        ]
+        vec![pvc_id(&replica_name()), pv_id("pv-replica")]
     );
     assert_eq!(cluster.creates.load(Ordering::SeqCst), 1);
     assert_eq!(
@@ -1092,15 +1084,7 @@ async fn a_source_pvc_gets_the_replica_the_snapshot_path_would_make() {
     assert_eq!(next.operation_id, None);
     assert_eq!(
         next.additional_items,
-        vec![
-            pvc_id(&name),
-            ResourceId {
-                group: String::new(),
-                resource: "persistentvolumes".into(),
-                namespace: String::new(),
-                name: "pv-replica".into()
-            }
-        ]
+        vec![pvc_id(&name), pv_id("pv-replica")]
     );
     assert_eq!(cluster.creates.load(Ordering::SeqCst), 1);
 }
