@@ -6,8 +6,9 @@ set -euo pipefail
 
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-require_tools cargo go jq
 cd "${REPO_ROOT}"
+bash hack/install-tools.sh jq
+require_tools cargo go jq
 
 log "building the peers the drill runs (cached in ${REPLICADR_CACHE}; about 30 minutes the first time on 2 cores)"
 bash hack/build-kube-peers.sh

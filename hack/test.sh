@@ -4,8 +4,9 @@ set -euo pipefail
 
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-require_tools cargo go jq shellcheck
 cd "${REPO_ROOT}"
+bash hack/install-tools.sh
+require_tools cargo go jq shellcheck
 
 log "building the real test peers (cached in ${REPLICADR_CACHE})"
 bash hack/build-kube-peers.sh
