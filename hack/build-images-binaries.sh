@@ -25,7 +25,7 @@ ca_bundle=/etc/ssl/certs/ca-certificates.crt
 log "building static release binaries for ${target} into ${target_dir}"
 CARGO_TARGET_DIR="${target_dir}" \
   cargo build --release --locked --target "${target}" \
-  -p replicadr-velero-plugins -p replicadr-scheduler
+  -p replicadr-velero-plugins -p replicadr-cli
 
 mkdir -p "${context}"
 for binary in replicadr-velero-plugins replicadr; do

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on its embedded default: a complete two-site DR drill on this machine. Builds and caches
 # the real peers it runs (kube-apiserver, etcd, Velero, velero-plugin-for-aws, an S3 server), builds
-# ReplicaDR, then runs `replicadr drill` with any arguments given (e.g. --keep, --vms 500, -o json).
+# ReplicaDR, then runs `replicadr-drill` with any arguments given (e.g. --keep, --vms 500, -o json).
 set -euo pipefail
 
 # shellcheck source=hack/lib.sh
@@ -14,6 +14,6 @@ log "building the peers the drill runs (cached in ${REPLICADR_CACHE}; about 30 m
 bash hack/build-kube-peers.sh
 bash hack/build-velero-peers.sh
 bash hack/build-s3-peer.sh
-cargo build --locked --release -p replicadr-velero-plugins -p replicadr-scheduler
+cargo build --locked --release -p replicadr-velero-plugins -p replicadr-drill
 target="${CARGO_TARGET_DIR:-${REPO_ROOT}/target}/release"
-exec "${target}/replicadr" drill --plugin-binary "${target}/replicadr-velero-plugins" "$@"
+exec "${target}/replicadr-drill" --plugin-binary "${target}/replicadr-velero-plugins" "$@"

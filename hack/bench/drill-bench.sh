@@ -19,13 +19,13 @@ cd "${REPO_ROOT}"
 bash hack/build-kube-peers.sh
 bash hack/build-velero-peers.sh
 bash hack/build-s3-peer.sh
-cargo build --quiet --locked --release -p replicadr-velero-plugins -p replicadr-scheduler
+cargo build --quiet --locked --release -p replicadr-velero-plugins -p replicadr-drill
 target="$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/release"
 
 report="$(mktemp)"
 trap 'rm -f "${report}"' EXIT
 log "drill with ${vms} more VMs (this takes minutes)"
-"${target}/replicadr" drill --no-failback --vms "${vms}" \
+"${target}/replicadr-drill" --no-failback --vms "${vms}" \
   --plugin-binary "${target}/replicadr-velero-plugins" -o json >"${report}" &
 drill=$!
 # The drill process's own peak RSS: VmHWM never decreases, so the last reading before it exits is
@@ -57,4 +57,4 @@ jq -r '
    else "ReplicaDR plugins in the restore: no timing found in Velero'"'"'s log" end),
   "Drill passed: \(.checks | all(.passed))"
 ' "${report}"
-echo "Peak RSS of the replicadr drill process (driver, played controllers, TLS listener): $((peak_kib / 1024)) MiB"
+echo "Peak RSS of the replicadr-drill process (driver, played controllers, TLS listener): $((peak_kib / 1024)) MiB"

@@ -107,12 +107,32 @@ impl fmt::Display for GoDuration {
     }
 }
 
+/// A duration as kubectl prints ages: `45s`, `12m`, `3h20m`, `2d4h`. The one formatter of short
+/// durations, for messages and for the CLI's tables alike.
+pub fn human(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h{}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{}h", secs / 86400, secs % 86400 / 3600),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(text: &str) -> Duration {
         text.parse::<GoDuration>().expect(text).as_std()
+    }
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        assert_eq!(human(Duration::from_secs(45)), "45s");
+        assert_eq!(human(Duration::from_mins(10)), "10m");
+        assert_eq!(human(Duration::from_mins(200)), "3h20m");
+        assert_eq!(human(Duration::from_hours(52)), "2d4h");
     }
 
     #[test]

@@ -1,15 +1,17 @@
-//! ReplicaDR's scheduler and operator CLI as a library: `BackupPolicy` resources ([`policy`]),
-//! when they run ([`schedule`]), the metadata-only Velero backups they create ([`velero`]), the
+//! ReplicaDR's scheduler and recovery as a library: `BackupPolicy` resources ([`policy`]), when
+//! they run ([`schedule`]), the metadata-only Velero backups they create ([`velero`]), the
 //! verification of each backup from object storage ([`verify`]), where results are written
 //! ([`publish`]), the service loop ([`service`]) with its leader election ([`leader`]), metrics
-//! ([`metrics`]) and HTTP endpoints ([`server`]), and the operator commands ([`cli`]).
-//! `src/main.rs` only parses arguments and wires these together.
+//! ([`metrics`]) and HTTP endpoints ([`server`]); the operator's operations: backups started by
+//! hand ([`manual`]), [`status`], [`gc`], failover and failback ([`recovery`]) and the drill on
+//! real clusters ([`drill`]). Everything returns data; the `replicadr` CLI crate renders it.
 
-pub mod cli;
 pub mod clock;
 pub mod drill;
 pub mod duration;
+pub mod gc;
 pub mod leader;
+pub mod manual;
 pub mod metrics;
 pub mod policy;
 pub mod publish;
@@ -17,5 +19,6 @@ pub mod recovery;
 pub mod schedule;
 pub mod server;
 pub mod service;
+pub mod status;
 pub mod velero;
 pub mod verify;

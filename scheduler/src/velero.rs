@@ -24,6 +24,8 @@ pub const MANAGED_BY: &str = "replicadr";
 pub const LABEL_POLICY: &str = "replicadr.io/policy";
 /// Velero's label on objects belonging to a backup (`PodVolumeBackups`, `DataUploads`).
 pub const LABEL_BACKUP_NAME: &str = "velero.io/backup-name";
+/// Velero labels every object a restore creates with that Restore's name.
+pub const LABEL_RESTORE_NAME: &str = "velero.io/restore-name";
 
 /// "true" or "false": the verification result of a backup.
 pub const ANNOTATION_VERIFIED: &str = "replicadr.io/verified";

@@ -3,8 +3,8 @@
 //! restores and the failover run again, then failback to `primary` with the same site map.
 //! Needs `hack/build-{kube,velero,s3}-peer(s).sh` and the workspace binaries.
 
+use replicadr_drill::{self as drill, DR_EXPORT, DrillOptions, PRIMARY_EXPORT};
 use replicadr_e2e::workspace::workspace_binary;
-use replicadr_scheduler::drill::{self, DR_EXPORT, DrillOptions, PRIMARY_EXPORT};
 use replicadr_scheduler::recovery::plan::VolumeAction;
 use replicadr_scheduler::recovery::report::Outcome;
 

@@ -7,13 +7,15 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolume};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::api::{DynamicObject, PostParams};
+use replicadr_cli::render;
+use replicadr_drill::{self as drill, DR_EXPORT, DrillOptions, Environment};
 use replicadr_e2e::workspace::workspace_binary;
-use replicadr_scheduler::drill::live::{self, LABEL_RESTORE_NAME, LiveOptions};
-use replicadr_scheduler::drill::{self, DR_EXPORT, DrillOptions, Environment};
+use replicadr_scheduler::drill::{self as live, LiveOptions};
 use replicadr_scheduler::policy::BackupPolicy;
 use replicadr_scheduler::recovery::failover::{self, Operation};
 use replicadr_scheduler::recovery::report::Outcome;
 use replicadr_scheduler::recovery::site::BackupChoice;
+use replicadr_scheduler::velero::LABEL_RESTORE_NAME;
 use serde_json::json;
 use std::time::Duration;
 
@@ -55,7 +57,7 @@ async fn a_live_drill_restores_into_scratch_namespaces_checks_and_removes_only_w
         &mut log,
     ))
     .await?;
-    let text = live::render(&report);
+    let text = render::live_drill(&report);
     assert!(report.passed(), "{text}");
     let restore = report.restore.clone().expect("a restore");
     assert_eq!(report.backup, backup);
@@ -130,7 +132,7 @@ async fn a_live_drill_restores_into_scratch_namespaces_checks_and_removes_only_w
         &mut log,
     ))
     .await?;
-    assert!(again.passed(), "{}", live::render(&again));
+    assert!(again.passed(), "{}", render::live_drill(&again));
     assert_ne!(again.restore, report.restore);
 
     // Now a real failover at dr, under a policy that says to leave the VMs halted.
@@ -154,7 +156,7 @@ async fn a_live_drill_restores_into_scratch_namespaces_checks_and_removes_only_w
         &mut log,
     ))
     .await?;
-    let summary = replicadr_scheduler::recovery::report::render_table(&failed_over);
+    let summary = render::recovery(&failed_over);
     assert_eq!(failed_over.outcome, Outcome::Succeeded, "{summary}");
     assert!(failed_over.vm_starts.is_empty(), "{summary}");
     let vms =

@@ -1,6 +1,6 @@
 //! The `replicadr` binary itself, as an operator and a Deployment run it: `verify -o json`,
 //! `status`, `crd`, and `scheduler` serving its endpoints, creating a backup, and shutting down
-//! cleanly on SIGTERM (releasing its Lease). Build it first: `cargo build -p replicadr-scheduler`.
+//! cleanly on SIGTERM (releasing its Lease). Build it first: `cargo build -p replicadr-cli`.
 
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -80,6 +80,11 @@ async fn the_binary_verifies_reports_status_and_prints_its_crd() -> anyhow::Resu
 
     let (code, stdout, stderr) = replicadr(&kubeconfig, &["verify", "bad"])?;
     assert_eq!(code, 1, "a failed verification exits 1: {stdout}{stderr}");
+    // Piped, as into `tee`: no colour codes on either stream.
+    assert!(
+        !stdout.contains('\x1b') && !stderr.contains('\x1b'),
+        "{stdout:?}{stderr:?}"
+    );
     assert!(stdout.starts_with("BACKUP"), "{stdout}");
     assert!(stdout.contains("TarballTruncated"), "{stdout}");
 

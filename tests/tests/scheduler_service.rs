@@ -503,9 +503,10 @@ async fn the_shipped_rbac_is_enough_for_the_scheduler() -> anyhow::Result<()> {
     .await?;
     election.stop().await;
 
-    let table = replicadr_scheduler::cli::status(&client, "velero", clock.now()).await?;
+    let policies = replicadr_scheduler::status::policies(&client, "velero", clock.now()).await?;
+    let table = replicadr_cli::render::status(&policies);
     assert!(table.contains(&name), "{table}");
-    let (orphans, _) = replicadr_scheduler::cli::gc(&client, false).await?;
+    let orphans = replicadr_scheduler::gc::gc(&client, false).await?;
     assert!(orphans.is_empty());
     Ok(())
 }
@@ -576,7 +577,7 @@ async fn backup_now_creates_waits_verifies_and_publishes() -> anyhow::Result<()>
             .await
     };
     let (report, played) = tokio::join!(
-        replicadr_scheduler::cli::backup_now(
+        replicadr_scheduler::manual::backup_now(
             &env.client,
             "velero",
             "vms",

@@ -9,9 +9,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, DynamicObject, PostParams};
+use replicadr_cli::render;
 use replicadr_e2e::backup_env::{BUCKET, BackupEnv};
-use replicadr_scheduler::cli;
 use replicadr_scheduler::clock::{Clock, ManualClock};
+use replicadr_scheduler::gc::{self, GcAction};
 use replicadr_scheduler::metrics::{self, Metrics};
 use replicadr_scheduler::policy::condition;
 use replicadr_scheduler::publish::Publisher;
@@ -88,7 +89,7 @@ async fn verification_finds_each_problem_with_its_reason() -> anyhow::Result<()>
     assert!(report.verified, "{report:#?}");
     assert_eq!(report.stats.items, 9);
     assert_eq!(report.stats.nfs_persistent_volumes, 3);
-    let table = cli::render_report(&report, cli::Output::Table);
+    let table = render::verification(&report);
     assert!(table.contains("good") && table.contains("true"), "{table}");
 
     backup_with(&env, "no-pv", build(&healthy_without("pv-data"))?).await?;
@@ -522,7 +523,8 @@ async fn gc_lists_orphaned_replica_pvcs_and_deletes_only_them_with_apply() -> an
         let pvc: PersistentVolumeClaim = serde_json::from_value(pvc)?;
         pvcs.create(&PostParams::default(), &pvc).await?;
     }
-    let (orphans, text) = cli::gc(&env.client, false).await?;
+    let orphans = gc::gc(&env.client, false).await?;
+    let text = render::gc(&orphans);
     assert_eq!(
         orphans.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
         ["orphan"],
@@ -533,8 +535,13 @@ async fn gc_lists_orphaned_replica_pvcs_and_deletes_only_them_with_apply() -> an
         pvcs.get_opt("orphan").await?.is_some(),
         "dry run deletes nothing"
     );
-    let (_, text) = cli::gc(&env.client, true).await?;
-    assert!(text.contains("deleted"), "{text}");
+    let orphans = gc::gc(&env.client, true).await?;
+    let text = render::gc(&orphans);
+    assert_eq!(
+        orphans.iter().map(|o| &o.action).collect::<Vec<_>>(),
+        [&GcAction::Deleted],
+        "{text}"
+    );
     // No finalizer-running controller here: the delete is accepted; the object is gone or going.
     let orphan = pvcs.get_opt("orphan").await?;
     assert!(

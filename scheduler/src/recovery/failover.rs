@@ -39,7 +39,7 @@ const MAX_RESTARTS: u32 = 3;
 pub const HALT_VMS_CONFIGMAP: &str = "replicadr-restore-vms-halted";
 
 /// Which way the sites swap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
     Failover,
@@ -81,6 +81,9 @@ pub struct Options {
     pub poll: Duration,
     /// Velero's `namespaceMapping` (drills restore into scratch namespaces).
     pub namespace_mapping: BTreeMap<String, String>,
+    /// How the report reads as text in the stored report's `summary.txt` (the CLI's renderer);
+    /// without one the report's one-line summary is stored.
+    pub summary: Option<fn(&RecoveryReport) -> String>,
 }
 
 impl Options {
@@ -100,6 +103,7 @@ impl Options {
             vm_timeout: Duration::from_mins(10),
             poll: Duration::from_secs(1),
             namespace_mapping: BTreeMap::new(),
+            summary: None,
         }
     }
 }
@@ -175,7 +179,7 @@ pub async fn run(
         Ok(view) => view,
         Err(message) => {
             report.fail(message);
-            return finish(client, namespace, report, started).await;
+            return finish(client, namespace, options, report, started).await;
         }
     };
     report.restore_phase = view.phase.clone();
@@ -196,7 +200,7 @@ pub async fn run(
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default()
         ));
-        return finish(client, namespace, report, started).await;
+        return finish(client, namespace, options, report, started).await;
     }
 
     // Check what was restored against the plan.
@@ -213,7 +217,7 @@ pub async fn run(
         start_vms(client, plan, options, &mut report, progress).await?;
     }
     report.phase(PhaseTime::new("vm-start", start_started.elapsed()));
-    finish(client, namespace, report, started).await
+    finish(client, namespace, options, report, started).await
 }
 
 /// Checks and reports every precondition and plans the restore.
@@ -340,6 +344,7 @@ async fn policy_keeps_vms_halted(client: &Client, namespace: &str, policy: Optio
 async fn finish(
     client: &Client,
     namespace: &str,
+    options: &Options,
     mut report: RecoveryReport,
     started: Instant,
 ) -> Result<RecoveryReport, RecoveryError> {
@@ -352,7 +357,10 @@ async fn finish(
     }
     report.total_seconds = started.elapsed().as_secs_f64();
     report.finished = Some(Timestamp::now());
-    store(client, namespace, &report).await?;
+    let summary = options
+        .summary
+        .map_or_else(|| report.summary(), |render| render(&report));
+    store(client, namespace, &report, &summary).await?;
     Ok(report)
 }
 
@@ -655,7 +663,7 @@ impl Restores {
                 return Err(format!(
                     "Restore {}/{name} did not finish within {}: is Velero running at this site? Re-run the same command to continue following it (Velero marks a restore it was running when it restarted as Failed; the re-run then starts a new attempt)",
                     self.namespace,
-                    crate::cli::human(timeout)
+                    crate::duration::human(timeout)
                 ));
             }
             tokio::time::sleep(poll).await;
@@ -853,7 +861,7 @@ async fn check_claims(
                 report.fail(format!(
                     "PersistentVolumeClaim {namespace}/{} is not Bound after {}: {why}",
                     claim.name,
-                    crate::cli::human(options.bind_timeout)
+                    crate::duration::human(options.bind_timeout)
                 ));
             }
             return Ok(());
@@ -976,7 +984,7 @@ async fn start_vms(
                         "VirtualMachine {}/{} is not Running {} after it was started; later groups were not started",
                         vm.namespace,
                         vm.name,
-                        crate::cli::human(options.vm_timeout)
+                        crate::duration::human(options.vm_timeout)
                     ));
                 }
                 return Ok(());
@@ -1040,6 +1048,7 @@ async fn store(
     client: &Client,
     namespace: &str,
     report: &RecoveryReport,
+    summary: &str,
 ) -> Result<(), kube::Error> {
     let Some(restore) = &report.restore else {
         return Ok(());
@@ -1065,7 +1074,7 @@ async fn store(
         },
         "data": {
             "report.json": serde_json::to_string_pretty(report).unwrap_or_default(),
-            "summary.txt": super::report::render_table(report),
+            "summary.txt": summary,
         },
     }))
     .expect("a valid ConfigMap");

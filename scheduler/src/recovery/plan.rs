@@ -4,7 +4,6 @@
 //! incomplete. The failover runs the same plan first and checks its result against it.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -258,8 +257,8 @@ fn backup_problems(
             format!("Backup {}", backup.name),
             format!(
                 "the backup is {} old, more than the policy's RPO of {}: a failover with it loses more than the objective allows",
-                crate::cli::human(Duration::from_secs(age)),
-                crate::cli::human(rpo)
+                crate::duration::human(Duration::from_secs(age)),
+                crate::duration::human(rpo)
             ),
         );
     }
@@ -430,169 +429,6 @@ pub fn location(pv: &Value) -> Option<String> {
     let spec = pv.get("spec")?.as_object()?;
     let location = NfsLocation::read(spec)?;
     Some(format!("{}:{}", location.server, location.path))
-}
-
-/// The plan as a `kubectl`-style table.
-pub fn render_table(plan: &Plan) -> String {
-    let mut out = String::new();
-    let age = plan
-        .age_seconds
-        .map(|s| format!(", {} ago", crate::cli::human(Duration::from_secs(s))))
-        .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "Backup:        {}{}",
-        plan.backup,
-        plan.policy
-            .as_deref()
-            .map(|p| format!(" (policy {p})"))
-            .unwrap_or_default()
-    );
-    let _ = writeln!(
-        out,
-        "Recovery point: {}{age}",
-        plan.recovery_point
-            .map_or_else(|| "unknown".to_owned(), |t| t.to_string())
-    );
-    let verification = match &plan.verification {
-        Verification::Passed => "passed".to_owned(),
-        Verification::Failed(why) => format!("FAILED: {why}"),
-        Verification::NotRun(why) => format!("not run ({why})"),
-    };
-    let _ = writeln!(out, "Verification:  {verification}");
-    let _ = writeln!(out, "Restore at:    site {}", plan.site);
-    let _ = writeln!(out);
-
-    out.push_str(&objects_table(plan));
-    let _ = writeln!(out);
-    out.push_str(&volumes_table(plan));
-    let _ = writeln!(out);
-
-    if plan.problems.is_empty() {
-        let _ = writeln!(out, "No problems.");
-    } else {
-        let mut rows = vec![vec![
-            "SEVERITY".to_owned(),
-            "REASON".to_owned(),
-            "OBJECT".to_owned(),
-            "MESSAGE".to_owned(),
-        ]];
-        for p in &plan.problems {
-            rows.push(vec![
-                format!("{:?}", p.severity),
-                p.reason.to_owned(),
-                p.object.clone(),
-                p.message.clone(),
-            ]);
-        }
-        out.push_str(&table(&rows));
-    }
-    let blocking = plan.blocking().count();
-    let _ = writeln!(
-        out,
-        "\n{}",
-        if plan.complete {
-            format!(
-                "The restore would be complete: {} VMs, {} PVCs, {} PVs.",
-                plan.virtual_machines().count(),
-                plan.claims().count(),
-                plan.volumes.len()
-            )
-        } else {
-            format!("The restore would be INCOMPLETE: {blocking} blocking problem(s) above.")
-        }
-    );
-    out
-}
-
-/// Every VM and PVC, by namespace.
-fn objects_table(plan: &Plan) -> String {
-    let mut rows = vec![vec![
-        "NAMESPACE".to_owned(),
-        "KIND".to_owned(),
-        "NAME".to_owned(),
-        "DETAILS".to_owned(),
-    ]];
-    for namespace in &plan.namespaces {
-        for vm in &namespace.virtual_machines {
-            rows.push(vec![
-                namespace.name.clone(),
-                "VirtualMachine".to_owned(),
-                vm.name.clone(),
-                format!(
-                    "start-order {}, {}, disks {}",
-                    vm.start_order
-                        .map_or_else(|| "last".to_owned(), |o| o.to_string()),
-                    vm.run_strategy,
-                    vm.disks.join(",")
-                ),
-            ]);
-        }
-        for pvc in &namespace.claims {
-            let mut details = format!("volume {}", pvc.volume.as_deref().unwrap_or("<none>"));
-            if pvc.replica_of_snapshot.is_some() {
-                details.push_str(", replica of a VolumeSnapshot");
-            }
-            rows.push(vec![
-                namespace.name.clone(),
-                "PersistentVolumeClaim".to_owned(),
-                pvc.name.clone(),
-                details,
-            ]);
-        }
-    }
-    table(&rows)
-}
-
-/// Every PV before and after.
-fn volumes_table(plan: &Plan) -> String {
-    let mut rows = vec![vec![
-        "PERSISTENTVOLUME".to_owned(),
-        "CLAIM".to_owned(),
-        "RECLAIM".to_owned(),
-        "ACTION".to_owned(),
-        "BEFORE".to_owned(),
-        "AFTER".to_owned(),
-    ]];
-    for volume in &plan.volumes {
-        rows.push(vec![
-            volume.name.clone(),
-            volume.claim.clone().unwrap_or_else(|| "-".to_owned()),
-            volume.reclaim_policy.clone(),
-            format!("{:?}", volume.action),
-            volume.before.clone().unwrap_or_else(|| "-".to_owned()),
-            volume.after.clone().unwrap_or_else(|| "-".to_owned()),
-        ]);
-    }
-    table(&rows)
-}
-
-/// Left-aligned columns separated by three spaces, the last column unpadded.
-pub fn table(rows: &[Vec<String>]) -> String {
-    let columns = rows.iter().map(Vec::len).max().unwrap_or_default();
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|cell| cell.chars().count())
-                .max()
-                .unwrap_or_default()
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                let _ = write!(line, "{cell:<width$}   ", width = widths[c]);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use serde::Serialize;
 
-use super::plan::{Plan, VolumePlan, table};
+use super::plan::{Plan, VolumePlan};
 use crate::velero::BackupView;
 
 /// How it ended.
@@ -167,7 +167,7 @@ impl RecoveryReport {
     pub fn summary(&self) -> String {
         let rpo = self.rpo_achieved_seconds.map_or_else(
             || "unknown".to_owned(),
-            |s| crate::cli::human(Duration::from_secs(s)),
+            |s| crate::duration::human(Duration::from_secs(s)),
         );
         let mut line = format!(
             "{} to site {} {:?}: backup {} (RPO {rpo}), {} PVs rewritten, {} VMs running, {:.1}s",
@@ -184,136 +184,4 @@ impl RecoveryReport {
         }
         line
     }
-}
-
-/// Each precondition and its result.
-fn preconditions_table(report: &RecoveryReport) -> String {
-    let mut rows = vec![vec![
-        "PRECONDITION".to_owned(),
-        "RESULT".to_owned(),
-        "DETAIL".to_owned(),
-    ]];
-    for p in &report.preconditions {
-        rows.push(vec![
-            p.name.to_owned(),
-            match p.passed {
-                Some(true) => "passed",
-                Some(false) => "FAILED",
-                None => "skipped",
-            }
-            .to_owned(),
-            p.detail.clone(),
-        ]);
-    }
-    table(&rows)
-}
-
-/// The report for a terminal.
-#[expect(clippy::too_many_lines, reason = "one section after the other")]
-pub fn render_table(report: &RecoveryReport) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{} to site {}: {:?}{}",
-        report.operation,
-        report.site,
-        report.outcome,
-        if report.forced { " (FORCED)" } else { "" }
-    );
-    let _ = writeln!(
-        out,
-        "Backup {} (recovery point {}; RPO achieved {})",
-        report.backup,
-        report
-            .recovery_point
-            .map_or_else(|| "unknown".to_owned(), |t| t.to_string()),
-        report.rpo_achieved_seconds.map_or_else(
-            || "unknown".to_owned(),
-            |s| crate::cli::human(Duration::from_secs(s))
-        )
-    );
-    if let Some(restore) = &report.restore {
-        let _ = writeln!(
-            out,
-            "Restore {restore}: {} ({} warnings, {} errors)",
-            report.restore_phase.as_deref().unwrap_or("not finished"),
-            report.restore_warnings,
-            report.restore_errors
-        );
-    }
-    let _ = writeln!(out);
-    out.push_str(&preconditions_table(report));
-    if !report.phases.is_empty() {
-        let _ = writeln!(out);
-        let mut rows = vec![vec!["PHASE".to_owned(), "SECONDS".to_owned()]];
-        for phase in &report.phases {
-            rows.push(vec![phase.name.to_owned(), format!("{:.1}", phase.seconds)]);
-        }
-        rows.push(vec![
-            "total".to_owned(),
-            format!("{:.1}", report.total_seconds),
-        ]);
-        out.push_str(&table(&rows));
-    }
-    if !report.rewritten.is_empty() {
-        let _ = writeln!(out);
-        let mut rows = vec![vec![
-            "PERSISTENTVOLUME".to_owned(),
-            "CLAIM".to_owned(),
-            "BEFORE".to_owned(),
-            "AFTER".to_owned(),
-        ]];
-        for v in &report.rewritten {
-            rows.push(vec![
-                v.name.clone(),
-                v.claim.clone().unwrap_or_else(|| "-".to_owned()),
-                v.before.clone().unwrap_or_default(),
-                v.after.clone().unwrap_or_default(),
-            ]);
-        }
-        out.push_str(&table(&rows));
-    }
-    if !report.vm_starts.is_empty() {
-        let _ = writeln!(out);
-        let mut rows = vec![vec![
-            "GROUP".to_owned(),
-            "START-ORDER".to_owned(),
-            "VIRTUALMACHINE".to_owned(),
-            "RUNNING AFTER".to_owned(),
-        ]];
-        for vm in &report.vm_starts {
-            rows.push(vec![
-                vm.group.to_string(),
-                vm.start_order
-                    .map_or_else(|| "-".to_owned(), |o| o.to_string()),
-                format!("{}/{}", vm.namespace, vm.name),
-                format!("{:.1}s", vm.running_after_seconds),
-            ]);
-        }
-        out.push_str(&table(&rows));
-    }
-    for (title, lines) in [
-        (
-            "Plan problems:",
-            report
-                .problems
-                .iter()
-                .map(|p| format!("{:?} {} {}: {}", p.severity, p.reason, p.object, p.message))
-                .collect::<Vec<_>>(),
-        ),
-        (
-            "Velero's restore messages:",
-            report.restore_messages.clone(),
-        ),
-        ("FAILURES:", report.failures.clone()),
-    ] {
-        if !lines.is_empty() {
-            let _ = writeln!(out, "\n{title}");
-            for line in lines {
-                let _ = writeln!(out, "  - {line}");
-            }
-        }
-    }
-    let _ = writeln!(out, "\n{}", report.summary());
-    out
 }

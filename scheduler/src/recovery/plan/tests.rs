@@ -65,16 +65,6 @@ fn a_healthy_backup_plans_every_pv_onto_the_dr_exports() {
     assert_eq!(root.claim.as_deref(), Some("vms/db-root"));
     assert_eq!(plan.virtual_machines().count(), 1);
     assert_eq!(plan.claims().count(), 3);
-
-    let table = render_table(&plan);
-    for needle in [
-        "nfs-b.example.com:/replica/vms/root",
-        "VirtualMachine",
-        "db-data-snap-replica",
-        "The restore would be complete: 1 VMs, 3 PVCs, 3 PVs.",
-    ] {
-        assert!(table.contains(needle), "{needle:?} missing from\n{table}");
-    }
 }
 
 #[test]
@@ -158,7 +148,7 @@ fn every_kind_of_gap_is_a_blocking_problem_naming_the_object() {
         plan.volume("pv-del").map(|v| v.action),
         Some(VolumeAction::Reprovisioned)
     );
-    assert!(render_table(&plan).contains("INCOMPLETE: 5 blocking problem(s)"));
+    assert_eq!(plan.blocking().count(), 5);
 }
 
 #[test]

@@ -27,8 +27,8 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use crate::recovery::contents::{run_strategy, strategy_runs};
-use crate::recovery::failover::vm_resource;
+use replicadr_scheduler::recovery::contents::{run_strategy, strategy_runs};
+use replicadr_scheduler::recovery::failover::vm_resource;
 
 /// The StorageClass the played provisioner serves.
 pub const STORAGE_CLASS: &str = "drill-nfs-csi";

@@ -14,8 +14,8 @@
 use kube::Client;
 use serde_json::{Value, json};
 
-use super::controllers::{NFS_CSI_DRIVER, STORAGE_CLASS};
-use crate::recovery::contents::START_ORDER;
+use crate::controllers::{NFS_CSI_DRIVER, STORAGE_CLASS};
+use replicadr_scheduler::recovery::contents::START_ORDER;
 
 /// The namespace of the fixed workload.
 pub const NAMESPACE: &str = "drill-vms";

@@ -1,8 +1,9 @@
 //! `replicadr`: the scheduler service (`replicadr scheduler`) and the operator commands
-//! (`backup now`, `verify`, `status`, `gc`, `crd`, `plan`, `failover`, `failback`, `drill`).
-//! Parses arguments, wires the library's parts together, and maps outcomes to exit codes:
-//! 0 success, 1 a backup failed verification / a plan is incomplete / a recovery failed,
-//! 2 the command could not run, 3 a recovery was refused by a precondition.
+//! (`backup now`, `verify`, `status`, `gc`, `crd`, `plan`, `failover`, `failback`,
+//! `drill --dr-context`). Parses arguments, wires the library's parts together, renders their
+//! results, and maps outcomes to exit codes: 0 success, 1 a backup failed verification / a plan
+//! is incomplete / a recovery failed, 2 the command could not run, 3 a recovery was refused by a
+//! precondition.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -12,19 +13,20 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use kube::Client;
-use replicadr_scheduler::cli::{self, Output};
+use replicadr_cli::output::{self, Output};
+use replicadr_cli::render;
 use replicadr_scheduler::clock::{Clock, SystemClock};
 use replicadr_scheduler::duration::GoDuration;
 use replicadr_scheduler::leader::Election;
 use replicadr_scheduler::metrics::Metrics;
-use replicadr_scheduler::policy;
 use replicadr_scheduler::publish::Publisher;
 use replicadr_scheduler::recovery::failover::{self, Operation};
 use replicadr_scheduler::recovery::plan;
-use replicadr_scheduler::recovery::report::{self, Outcome};
+use replicadr_scheduler::recovery::report::Outcome;
 use replicadr_scheduler::recovery::site::{self, BackupChoice};
 use replicadr_scheduler::server::Health;
 use replicadr_scheduler::service::{Service, ServiceConfig};
+use replicadr_scheduler::{gc, manual, policy, status};
 use tokio::sync::Notify;
 
 /// musl's allocator is slow under many small allocations (about a quarter of the plugin's
@@ -69,11 +71,17 @@ enum Command {
         output: Output,
     },
     /// Policies, their newest verified backups and RPO.
-    Status,
-    /// List replica PVCs whose VolumeSnapshot is gone; delete them with --apply.
+    Status {
+        #[arg(long, short = 'o', value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// List replica PVCs whose VolumeSnapshot is gone; delete them with --apply (each PV is set
+    /// to Retain first; claims a Velero restore created are never deleted).
     Gc {
         #[arg(long)]
         apply: bool,
+        #[arg(long, short = 'o', value_enum, default_value = "table")]
+        output: Output,
     },
     /// Print the BackupPolicy CRD.
     Crd,
@@ -84,44 +92,30 @@ enum Command {
     Failover(RecoveryArgs),
     /// The same as failover, back to the original site after it is repaired.
     Failback(RecoveryArgs),
-    /// A complete DR drill on a local two-site environment it starts and tears down: backup at
-    /// primary, verification, failover to dr, checks, failback.
+    /// Drill real clusters: restore a backup at the DR site into scratch namespaces, check it
+    /// against the plan, delete what it restored; nothing fails over. (The local two-site drill
+    /// is `replicadr-drill`, run by `hack/drill.sh`.)
     Drill(DrillArgs),
 }
 
 #[derive(Debug, clap::Args)]
 struct DrillArgs {
-    /// Leave both sites running after the drill, until Ctrl-C.
+    /// The kubeconfig context of the DR site. Restores into scratch namespaces there, checks,
+    /// and deletes what it restored; nothing fails over.
+    #[arg(long)]
+    dr_context: String,
+    /// The primary site's context, to compare its VMs with the backup's.
+    #[arg(long)]
+    primary_context: Option<String>,
+    /// The backup; the newest one that verifies at the DR site by default.
+    #[arg(long)]
+    backup: Option<String>,
+    /// Only this BackupPolicy's backups.
+    #[arg(long)]
+    policy: Option<String>,
+    /// Leave the scratch namespaces and what was restored into them.
     #[arg(long)]
     keep: bool,
-    /// Further VMs, with two NFS PVs each, for scale runs.
-    #[arg(long, default_value_t = 0)]
-    vms: usize,
-    /// Stop after the failover.
-    #[arg(long)]
-    no_failback: bool,
-    /// Kill the dr site's Velero while it restores, then run the failover again.
-    #[arg(long)]
-    kill_velero_mid_restore: bool,
-    /// The plugin binary; `replicadr-velero-plugins` next to this binary by default.
-    #[arg(long, env = "REPLICADR_PLUGIN_BINARY")]
-    plugin_binary: Option<std::path::PathBuf>,
-    /// Velero's log level at both sites.
-    #[arg(long, default_value = "info")]
-    velero_log_level: String,
-    /// Drill real clusters instead: the kubeconfig context of the DR site. Restores into scratch
-    /// namespaces there, checks, and deletes what it restored; nothing fails over.
-    #[arg(long)]
-    dr_context: Option<String>,
-    /// With --dr-context: the primary site's context, to compare its VMs with the backup's.
-    #[arg(long, requires = "dr_context")]
-    primary_context: Option<String>,
-    /// With --dr-context: the backup; the newest one that verifies at the DR site by default.
-    #[arg(long, requires = "dr_context")]
-    backup: Option<String>,
-    /// With --dr-context: only this BackupPolicy's backups.
-    #[arg(long, requires = "dr_context")]
-    policy: Option<String>,
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     output: Output,
 }
@@ -229,17 +223,19 @@ enum BackupCommand {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    // The drill probes control planes while they start; their refusals are expected.
-    let default_filter = if matches!(args.command, Command::Drill(_)) {
-        "warn,kube_client=off"
-    } else {
+    // The service logs what it does; an operator command shows progress lines instead and logs
+    // only warnings, on the other stream.
+    let default_filter = if matches!(args.command, Command::Scheduler(_)) {
         "info,kube_lease_manager=warn"
+    } else {
+        "warn"
     };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| default_filter.into()),
         )
+        .with_ansi(output::colour_logs())
         .with_writer(std::io::stderr)
         .init();
     match Box::pin(run(args)).await {
@@ -258,10 +254,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if let Command::Drill(options) = args.command {
-        if options.dr_context.is_some() {
-            return Box::pin(drill_live(options, &namespace)).await;
-        }
-        return Box::pin(drill(options)).await;
+        return Box::pin(drill_live(options, &namespace)).await;
     }
     if let Command::Plan(PlanArgs {
         from_file: Some(tarball),
@@ -291,7 +284,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 &choice,
                 options.policy.as_deref(),
                 clock.now(),
-                &mut |line| eprintln!("{line}"),
+                &mut |line| options.output.progress(&line),
             )
             .await?;
             Ok(print_plan(&planned.plan, options.output))
@@ -308,32 +301,36 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         } => {
             let (_, metrics) = Metrics::new_registry();
             let publisher = Publisher::new(client.clone(), &namespace, "replicadr-cli", metrics);
-            let report = cli::backup_now(
+            let report = manual::backup_now(
                 &client,
                 &namespace,
                 &policy,
                 clock,
                 &publisher,
                 Duration::from_secs(2),
-                |line| eprintln!("{line}"),
+                |line| output.progress(line),
             )
             .await?;
-            print!("{}", cli::render_report(&report, output));
+            print!("{}", output.render(&report, render::verification));
             Ok(exit_for(report.verified))
         }
         Command::Verify { backup, output } => {
-            let report = cli::verify(&client, &namespace, &backup).await?;
-            print!("{}", cli::render_report(&report, output));
+            let report = manual::verify(&client, &namespace, &backup).await?;
+            print!("{}", output.render(&report, render::verification));
             Ok(exit_for(report.verified))
         }
-        Command::Status => {
-            print!("{}", cli::status(&client, &namespace, clock.now()).await?);
+        Command::Status { output } => {
+            let policies = status::policies(&client, &namespace, clock.now()).await?;
+            print!("{}", output.render(&policies, |p| render::status(p)));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Gc { apply } => {
-            let (_, text) = cli::gc(&client, apply).await?;
-            print!("{text}");
-            Ok(ExitCode::SUCCESS)
+        Command::Gc { apply, output } => {
+            let orphans = gc::gc(&client, apply).await?;
+            print!("{}", output.render(&orphans, |o| render::gc(o)));
+            let failed = orphans
+                .iter()
+                .any(|o| matches!(o.action, gc::GcAction::Failed(_)));
+            Ok(exit_for(!failed))
         }
     }
 }
@@ -424,12 +421,12 @@ async fn drill_live(args: DrillArgs, namespace: &str) -> anyhow::Result<ExitCode
             .with_context(|| format!("cannot read kubeconfig context {context}"))?;
         anyhow::Ok(Client::try_from(config)?)
     };
-    let dr = context_client(args.dr_context.clone().unwrap_or_default()).await?;
+    let dr = context_client(args.dr_context.clone()).await?;
     let primary = match args.primary_context.clone() {
         Some(context) => Some(context_client(context).await?),
         None => None,
     };
-    let options = replicadr_scheduler::drill::live::LiveOptions {
+    let options = replicadr_scheduler::drill::LiveOptions {
         backup: args
             .backup
             .map_or(BackupChoice::LatestVerified, BackupChoice::Named),
@@ -438,69 +435,21 @@ async fn drill_live(args: DrillArgs, namespace: &str) -> anyhow::Result<ExitCode
         restore_timeout: Duration::from_hours(1),
         poll: Duration::from_secs(1),
     };
-    let report = Box::pin(replicadr_scheduler::drill::live::run(
+    let output = args.output;
+    let report = Box::pin(replicadr_scheduler::drill::run(
         primary.as_ref(),
         &dr,
         namespace,
         &options,
-        &mut |line| eprintln!("drill: {line}"),
+        &mut |line| output.progress(&format!("drill: {line}")),
     ))
     .await?;
-    print!(
-        "{}",
-        args.output
-            .structured(&report)
-            .unwrap_or_else(|| replicadr_scheduler::drill::live::render(&report))
-    );
-    Ok(exit_for(report.passed()))
-}
-
-/// `drill`: 0 when every check passed and both recoveries succeeded, 1 otherwise.
-async fn drill(args: DrillArgs) -> anyhow::Result<ExitCode> {
-    let plugin_binary = match args.plugin_binary {
-        Some(path) => path,
-        None => std::env::current_exe()
-            .context("cannot locate this binary")?
-            .with_file_name("replicadr-velero-plugins"),
-    };
-    let options = replicadr_scheduler::drill::DrillOptions {
-        plugin_binary,
-        scale_vms: args.vms,
-        failback: !args.no_failback,
-        kill_velero_mid_restore: args.kill_velero_mid_restore,
-        velero_log_level: args.velero_log_level,
-    };
-    let (environment, report) = Box::pin(replicadr_scheduler::drill::run(options, &mut |line| {
-        eprintln!("drill: {line}");
-    }))
-    .await?;
-    print!(
-        "{}",
-        args.output
-            .structured(&report)
-            .unwrap_or_else(|| replicadr_scheduler::drill::render(&report))
-    );
-    if args.keep {
-        eprintln!(
-            "drill: both sites stay up until Ctrl-C\n  primary: KUBECONFIG={}\n  dr:      KUBECONFIG={}\n  S3:      {} (plain HTTP: {})",
-            environment.primary.cluster.kubeconfig_path().display(),
-            environment.dr.cluster.kubeconfig_path().display(),
-            environment.s3_tls.endpoint(),
-            environment.s3.endpoint()
-        );
-        wait_for_signal().await;
-    }
-    drop(environment);
+    print!("{}", output.render(&report, render::live_drill));
     Ok(exit_for(report.passed()))
 }
 
 fn print_plan(plan: &plan::Plan, output: Output) -> ExitCode {
-    print!(
-        "{}",
-        output
-            .structured(plan)
-            .unwrap_or_else(|| plan::render_table(plan))
-    );
+    print!("{}", output.render(plan, render::plan));
     exit_for(plan.complete)
 }
 
@@ -523,17 +472,16 @@ async fn recover(
     options.bind_timeout = args.bind_timeout.as_std();
     options.vm_timeout = args.vm_timeout.as_std();
     options.replication_confirmed = args.yes || confirm_replication(&args.site);
+    options.summary = Some(render::recovery);
     if args.force {
         tracing::warn!("--force given: failed preconditions are reported, not enforced");
     }
-    let report =
-        failover::run(client, namespace, &options, &mut |line| eprintln!("{line}")).await?;
-    print!(
-        "{}",
-        args.output
-            .structured(&report)
-            .unwrap_or_else(|| report::render_table(&report))
-    );
+    let output = args.output;
+    let report = failover::run(client, namespace, &options, &mut |line| {
+        output.progress(&line)
+    })
+    .await?;
+    print!("{}", output.render(&report, render::recovery));
     Ok(match report.outcome {
         Outcome::Succeeded => ExitCode::SUCCESS,
         Outcome::Refused => ExitCode::from(3),

@@ -7,7 +7,6 @@
 //! with the backup's. No VM is started, so nothing mounts the replicated exports.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -16,13 +15,18 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
 use kube::{Client, ResourceExt as _};
 use serde::Serialize;
 
-use super::Check;
 use crate::recovery::failover::{self, Operation, Restores, vm_resource};
 use crate::recovery::plan::{self, Plan};
 use crate::recovery::site::{self, BackupChoice, RecoveryError};
+use crate::velero::LABEL_RESTORE_NAME;
 
-/// The label Velero puts on every object a restore creates.
-pub const LABEL_RESTORE_NAME: &str = "velero.io/restore-name";
+/// One check of a drill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    pub detail: String,
+}
 
 /// What to drill.
 #[derive(Debug, Clone)]
@@ -271,8 +275,8 @@ async fn coverage(primary: &Client, plan: &Plan) -> Result<Check, kube::Error> {
     })
 }
 
-/// Deletes what the Restore created: labelled objects in the scratch namespaces, labelled PVs,
-/// then the scratch namespaces themselves.
+/// Deletes what the Restore created: every labelled PV is set to `Retain` first, then the
+/// labelled objects in the scratch namespaces, the labelled PVs, and the scratch namespaces.
 async fn clean_up(
     client: &Client,
     scratch: &BTreeMap<String, String>,
@@ -280,6 +284,11 @@ async fn clean_up(
 ) -> Result<Vec<String>, kube::Error> {
     let labelled = ListParams::default().labels(&format!("{LABEL_RESTORE_NAME}={restore}"));
     let mut deleted = Vec::new();
+    // Every restored PV keeps its data on the export whatever happens to its claim: Retain first.
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    for pv in volumes.list(&labelled).await?.items {
+        crate::gc::retain_volume(client, &pv.name_any()).await?;
+    }
     for target in scratch.values() {
         let vms: Api<DynamicObject> = Api::namespaced_with(client.clone(), target, &vm_resource());
         for vm in vms.list(&labelled).await?.items {
@@ -297,7 +306,6 @@ async fn clean_up(
             ));
         }
     }
-    let volumes: Api<PersistentVolume> = Api::all(client.clone());
     for pv in volumes.list(&labelled).await?.items {
         volumes
             .delete(&pv.name_any(), &DeleteParams::default())
@@ -312,36 +320,4 @@ async fn clean_up(
         }
     }
     Ok(deleted)
-}
-
-/// The report for a terminal.
-pub fn render(report: &LiveReport) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "\n=== ReplicaDR drill at site {} (nothing failed over): {} ===",
-        report.site,
-        if report.passed() { "PASSED" } else { "FAILED" }
-    );
-    let _ = writeln!(
-        out,
-        "Backup {}, Restore {} into {}",
-        report.backup,
-        report.restore.as_deref().unwrap_or("-"),
-        report
-            .scratch_namespaces
-            .iter()
-            .map(|(from, to)| format!("{from} → {to}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let _ = writeln!(out, "\n{}", plan::render_table(&report.plan));
-    out.push_str(&super::checks_table(&report.checks));
-    let _ = writeln!(
-        out,
-        "\nrestore {:.1}s; cleaned up {} objects",
-        report.restore_seconds,
-        report.deleted.len()
-    );
-    out
 }

@@ -1,4 +1,4 @@
-//! `replicadr drill`: a complete DR drill on a local two-site environment. Two control planes
+//! `replicadr-drill`: a complete DR drill on a local two-site environment. Two control planes
 //! (real etcd + kube-apiserver: sites `primary` and `dr`), one real S3 server both sites' Velero
 //! use, a real Velero server per site with the project's plugin binary and
 //! velero-plugin-for-aws, the CRDs, a sample workload at `primary`, the plugin ConfigMaps with the
@@ -7,7 +7,6 @@
 //! PV controller, the NFS provisioner, the snapshot controller and KubeVirt ([`controllers`]).
 
 pub mod controllers;
-pub mod live;
 pub mod workload;
 
 use std::collections::BTreeSet;
@@ -27,16 +26,17 @@ use replicadr_lab::velero::{self as velero_peer, ObjectStorage, VeleroServer};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::clock::{Clock, SystemClock};
-use crate::metrics::Metrics;
-use crate::publish::Publisher;
-use crate::recovery::failover::{self, Operation, vm_resource};
-use crate::recovery::plan;
-use crate::recovery::report::{Outcome, RecoveryReport};
-use crate::recovery::site::BackupChoice;
-use crate::velero::{self, BackupView, PhaseClass};
-use crate::verify::Report;
 use controllers::{Export, Played};
+use replicadr_cli::render;
+use replicadr_scheduler::clock::{Clock, SystemClock};
+pub use replicadr_scheduler::drill::Check;
+use replicadr_scheduler::metrics::Metrics;
+use replicadr_scheduler::publish::Publisher;
+use replicadr_scheduler::recovery::failover::{self, Operation, vm_resource};
+use replicadr_scheduler::recovery::report::{Outcome, RecoveryReport};
+use replicadr_scheduler::recovery::site::BackupChoice;
+use replicadr_scheduler::velero::{self, BackupView, PhaseClass};
+use replicadr_scheduler::verify::Report;
 use workload::SiteExport;
 
 /// The Velero namespace at both sites.
@@ -79,14 +79,6 @@ pub struct DrillOptions {
     pub kill_velero_mid_restore: bool,
     /// Velero's log level at both sites.
     pub velero_log_level: String,
-}
-
-/// One check of the drill.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Check {
-    pub name: String,
-    pub passed: bool,
-    pub detail: String,
 }
 
 /// The drill's result.
@@ -230,7 +222,7 @@ impl Environment {
                 cluster.apply_yaml(crds).await.context("workload CRDs")?;
             }
             cluster
-                .apply_yaml(&crate::policy::crd_yaml())
+                .apply_yaml(&replicadr_scheduler::policy::crd_yaml())
                 .await
                 .context("BackupPolicy CRD")?;
             cluster.create_namespace(VELERO_NAMESPACE).await?;
@@ -550,10 +542,10 @@ pub async fn verified_backup(
     client: &Client,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> anyhow::Result<(String, Report)> {
-    let policies: Api<crate::policy::BackupPolicy> =
+    let policies: Api<replicadr_scheduler::policy::BackupPolicy> =
         Api::namespaced(client.clone(), VELERO_NAMESPACE);
     if policies.get_opt(POLICY).await?.is_none() {
-        let policy: crate::policy::BackupPolicy = serde_json::from_value(json!({
+        let policy: replicadr_scheduler::policy::BackupPolicy = serde_json::from_value(json!({
             "apiVersion": "replicadr.io/v1alpha1", "kind": "BackupPolicy",
             "metadata": {"name": POLICY, "namespace": VELERO_NAMESPACE},
             "spec": {
@@ -567,7 +559,7 @@ pub async fn verified_backup(
     let publisher = Publisher::new(client.clone(), VELERO_NAMESPACE, "replicadr-drill", metrics);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let mut lines = Vec::new();
-    let report = crate::cli::backup_now(
+    let report = replicadr_scheduler::manual::backup_now(
         client,
         VELERO_NAMESPACE,
         POLICY,
@@ -728,7 +720,7 @@ async fn check_site(
     let mut names = BTreeSet::new();
     for pv in &pvs {
         let value = serde_json::to_value(pv)?;
-        let Some(location) = plan::location(&value) else {
+        let Some(location) = replicadr_scheduler::recovery::plan::location(&value) else {
             continue;
         };
         let name = pv.name_any();
@@ -788,7 +780,7 @@ async fn check_site(
         .iter()
         .filter(|c| {
             c.labels()
-                .contains_key(crate::verify::archive::LABEL_REPLICA_OF_SNAPSHOT_UID)
+                .contains_key(replicadr_scheduler::verify::archive::LABEL_REPLICA_OF_SNAPSHOT_UID)
         })
         .map(ResourceExt::name_any)
         .collect();
@@ -1040,24 +1032,6 @@ fn plugin_time(
     })
 }
 
-/// The checks as a table.
-pub fn checks_table(checks: &[Check]) -> String {
-    let rows: Vec<Vec<String>> = std::iter::once(vec![
-        "CHECK".to_owned(),
-        "RESULT".to_owned(),
-        "DETAIL".to_owned(),
-    ])
-    .chain(checks.iter().map(|c| {
-        vec![
-            c.name.clone(),
-            if c.passed { "passed" } else { "FAILED" }.to_owned(),
-            c.detail.clone(),
-        ]
-    }))
-    .collect();
-    plan::table(&rows)
-}
-
 /// The drill's report for a terminal.
 pub fn render(report: &DrillReport) -> String {
     let mut out = String::new();
@@ -1071,10 +1045,10 @@ pub fn render(report: &DrillReport) -> String {
         "The drill played the PV controller, the NFS provisioner, the snapshot controller and KubeVirt by writing status: no pods ran.\n"
     );
     for recovery in [&report.failover, &report.failback].into_iter().flatten() {
-        out.push_str(&crate::recovery::report::render_table(recovery));
+        out.push_str(&render::recovery(recovery));
         let _ = writeln!(out);
     }
-    out.push_str(&checks_table(&report.checks));
+    out.push_str(&render::checks(&report.checks));
     if let Some(time) = &report.plugin_time {
         let _ = writeln!(
             out,
