@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, DynamicObject, PostParams};
 use replicadr_cli::render;
 use replicadr_e2e::backup_env::{BUCKET, BackupEnv};
@@ -506,19 +506,39 @@ async fn gc_lists_orphaned_replica_pvcs_and_deletes_only_them_with_apply() -> an
     let live = snapshots.create(&PostParams::default(), &live).await?;
     let live_uid = live.metadata.uid.clone().expect("uid");
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(env.client.clone(), "vms");
+    // The orphan's PV has reclaim policy Delete: gc must set it to Retain before the claim goes.
+    let volumes: Api<PersistentVolume> = Api::all(env.client.clone());
+    let orphan_pv = objects::nfs_pv(
+        "pv-orphan",
+        "nfs-a.example.com",
+        "/exports/vms/orphan",
+        "Delete",
+    );
+    volumes
+        .create(&PostParams::default(), &serde_json::from_value(orphan_pv)?)
+        .await?;
     for (name, uid, managed) in [
         ("kept", live_uid.as_str(), true),
         ("orphan", "gone-uid", true),
         ("foreign", "gone-uid", false),
+        ("restored", "gone-uid", true),
     ] {
         let mut pvc = objects::replica_pvc("vms", name, "", uid);
         if !managed {
             pvc["metadata"]["labels"][velero::LABEL_MANAGED_BY] = json!("someone-else");
         }
-        pvc["spec"]
-            .as_object_mut()
-            .expect("spec")
-            .remove("volumeName");
+        if name == "restored" {
+            // A replica made at the other site and restored here: its snapshot is not here by design.
+            pvc["metadata"]["labels"][velero::LABEL_RESTORE_NAME] = json!("failover-1");
+        }
+        if name == "orphan" {
+            pvc["spec"]["volumeName"] = json!("pv-orphan");
+        } else {
+            pvc["spec"]
+                .as_object_mut()
+                .expect("spec")
+                .remove("volumeName");
+        }
         pvc.as_object_mut().expect("pvc").remove("status");
         let pvc: PersistentVolumeClaim = serde_json::from_value(pvc)?;
         pvcs.create(&PostParams::default(), &pvc).await?;
@@ -526,8 +546,17 @@ async fn gc_lists_orphaned_replica_pvcs_and_deletes_only_them_with_apply() -> an
     let orphans = gc::gc(&env.client, false).await?;
     let text = render::gc(&orphans);
     assert_eq!(
-        orphans.iter().map(|o| o.name.as_str()).collect::<Vec<_>>(),
-        ["orphan"],
+        orphans
+            .iter()
+            .map(|o| (o.name.as_str(), &o.action))
+            .collect::<Vec<_>>(),
+        [
+            ("orphan", &GcAction::WouldDelete),
+            (
+                "restored",
+                &GcAction::SkippedRestored("failover-1".to_owned())
+            )
+        ],
         "{text}"
     );
     assert!(text.contains("would delete"), "{text}");
@@ -539,8 +568,28 @@ async fn gc_lists_orphaned_replica_pvcs_and_deletes_only_them_with_apply() -> an
     let text = render::gc(&orphans);
     assert_eq!(
         orphans.iter().map(|o| &o.action).collect::<Vec<_>>(),
-        [&GcAction::Deleted],
+        [
+            &GcAction::Deleted,
+            &GcAction::SkippedRestored("failover-1".to_owned())
+        ],
         "{text}"
+    );
+    let retained = volumes.get("pv-orphan").await?;
+    assert_eq!(
+        retained
+            .spec
+            .and_then(|s| s.persistent_volume_reclaim_policy)
+            .as_deref(),
+        Some("Retain"),
+        "the orphan's PV is set to Retain before its claim is deleted"
+    );
+    assert!(
+        pvcs.get("restored")
+            .await?
+            .metadata
+            .deletion_timestamp
+            .is_none(),
+        "a restored replica is never deleted"
     );
     // No finalizer-running controller here: the delete is accepted; the object is gone or going.
     let orphan = pvcs.get_opt("orphan").await?;
