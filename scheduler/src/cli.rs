@@ -19,8 +19,8 @@ use crate::policy::{BackupPolicy, ValidPolicy, condition};
 use crate::publish::Publisher;
 use crate::schedule;
 use crate::velero::{self, BackupRequest, BackupView, PhaseClass};
-use crate::verify::archive::LABEL_REPLICA_OF_SNAPSHOT_UID;
 use crate::verify::{Report, SiteMapSource, Verifier, VerifyError};
+use replicadr_core::wire::LABEL_REPLICA_OF_SNAPSHOT_UID;
 
 /// Why a command failed (as opposed to finding a failed backup).
 #[derive(Debug, thiserror::Error)]

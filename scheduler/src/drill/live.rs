@@ -22,7 +22,7 @@ use crate::recovery::plan::{self, Plan};
 use crate::recovery::site::{self, BackupChoice, RecoveryError};
 
 /// The label Velero puts on every object a restore creates.
-pub const LABEL_RESTORE_NAME: &str = "velero.io/restore-name";
+pub use replicadr_core::wire::LABEL_VELERO_RESTORE_NAME as LABEL_RESTORE_NAME;
 
 /// What to drill.
 #[derive(Debug, Clone)]
@@ -221,8 +221,8 @@ async fn check_restored(
             match vms.get_opt(&vm.name).await? {
                 None => missing.push(format!("VirtualMachine {target}/{}", vm.name)),
                 Some(live)
-                    if crate::recovery::contents::strategy_runs(
-                        &crate::recovery::contents::run_strategy(&live.data),
+                    if replicadr_core::contents::strategy_runs(
+                        &replicadr_core::contents::run_strategy(&live.data),
                     ) =>
                 {
                     running.push(format!("{target}/{}", vm.name));

@@ -788,7 +788,7 @@ async fn check_site(
         .iter()
         .filter(|c| {
             c.labels()
-                .contains_key(crate::verify::archive::LABEL_REPLICA_OF_SNAPSHOT_UID)
+                .contains_key(replicadr_core::wire::LABEL_REPLICA_OF_SNAPSHOT_UID)
         })
         .map(ResourceExt::name_any)
         .collect();

@@ -15,7 +15,7 @@ use kube::Client;
 use serde_json::{Value, json};
 
 use super::controllers::{NFS_CSI_DRIVER, STORAGE_CLASS};
-use crate::recovery::contents::START_ORDER;
+use replicadr_core::wire::START_ORDER;
 
 /// The namespace of the fixed workload.
 pub const NAMESPACE: &str = "drill-vms";

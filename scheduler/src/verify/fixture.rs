@@ -137,7 +137,7 @@ pub mod objects {
         let mut pvc = pvc(namespace, name, volume);
         pvc["metadata"]["labels"] = json!({
             crate::velero::LABEL_MANAGED_BY: crate::velero::MANAGED_BY,
-            crate::verify::archive::LABEL_REPLICA_OF_SNAPSHOT_UID: snapshot_uid,
+            replicadr_core::wire::LABEL_REPLICA_OF_SNAPSHOT_UID: snapshot_uid,
         });
         pvc
     }
