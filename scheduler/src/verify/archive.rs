@@ -472,22 +472,7 @@ fn report_failures(
             "the tarball has no metadata/version: it was not written by Velero",
         );
     }
-    let unnamed = |what: &str| match names {
-        Ok(_) => format!(
-            "{what} (its name was not found when the tarball was read a second time for it)"
-        ),
-        Err(error) => {
-            let mut cause = error.to_string();
-            let mut source = std::error::Error::source(error);
-            while let Some(error) = source {
-                cause = format!("{cause}: {error}");
-                source = error.source();
-            }
-            format!(
-                "{what} (its name could not be read: reading the tarball a second time failed: {cause})"
-            )
-        }
-    };
+    let unnamed = |what: &str| unnamed(names, what);
     let recovered = names.as_ref().ok();
 
     let messages: Vec<String> = recovered
@@ -574,26 +559,52 @@ fn report_failures(
     );
 
     if let Some(list) = resource_list {
-        let listed = list.len();
-        let item_keys = &inventory.item_keys;
-        list.for_each(|resource, entry| {
-            let (namespace, name) = entry.split_once('/').unwrap_or(("", entry));
-            if !item_keys.contains(&item_key(resource, namespace, name)) {
-                findings.push(
-                    Reason::ResourceListMismatch,
-                    format!("{resource} {entry} is in the resource list but not in the tarball"),
-                );
+        check_resource_list(inventory, list);
+    }
+}
+
+/// A finding whose object's name the second pass did not recover, and why.
+fn unnamed(names: &Result<Names, TarballError>, what: &str) -> String {
+    match names {
+        Ok(_) => format!(
+            "{what} (its name was not found when the tarball was read a second time for it)"
+        ),
+        Err(error) => {
+            let mut cause = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(error) = source {
+                cause = format!("{cause}: {error}");
+                source = error.source();
             }
-        });
-        if listed < inventory.stats.items {
+            format!(
+                "{what} (its name could not be read: reading the tarball a second time failed: {cause})"
+            )
+        }
+    }
+}
+
+/// Every item the resource list names is in the tarball, and no more.
+fn check_resource_list(inventory: &mut Inventory, list: &ResourceList) {
+    let findings = &mut inventory.findings;
+    let listed = list.len();
+    let item_keys = &inventory.item_keys;
+    list.for_each(|resource, entry| {
+        let (namespace, name) = entry.split_once('/').unwrap_or(("", entry));
+        if !item_keys.contains(&item_key(resource, namespace, name)) {
             findings.push(
                 Reason::ResourceListMismatch,
-                format!(
-                    "the tarball holds {} items but the resource list names {listed}: items were added",
-                    inventory.stats.items
-                ),
+                format!("{resource} {entry} is in the resource list but not in the tarball"),
             );
         }
+    });
+    if listed < inventory.stats.items {
+        findings.push(
+            Reason::ResourceListMismatch,
+            format!(
+                "the tarball holds {} items but the resource list names {listed}: items were added",
+                inventory.stats.items
+            ),
+        );
     }
 }
 
@@ -607,18 +618,16 @@ fn push_counted(
     total: usize,
 ) {
     let reason = Reason::Backup(reason);
-    let kept = total.min(KEPT_PER_REASON).max(messages.len());
-    let mut pushed = 0;
+    let named = messages.len();
+    let kept = total.min(KEPT_PER_REASON).max(named);
     for message in messages {
         findings.push(reason, message);
-        pushed += 1;
     }
-    for _ in pushed..kept {
+    for _ in named..kept {
         findings.push(reason, unnamed());
-        pushed += 1;
     }
     // Past the kept ones, `push` only counts: the message is never stored.
-    for _ in pushed..total {
+    for _ in kept..total {
         findings.push(reason, String::new());
     }
 }

@@ -125,7 +125,7 @@ pub mod objects {
     pub fn pvc(namespace: &str, name: &str, volume: &str) -> Value {
         json!({
             "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": {"name": name, "namespace": namespace},
+            "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}")},
             "spec": {"accessModes": ["ReadWriteMany"], "volumeName": volume,
                      "resources": {"requests": {"storage": "10Gi"}}},
             "status": {"phase": "Bound"},
