@@ -436,15 +436,21 @@ pub fn cross_check<K: Eq + Hash + Clone>(
 /// snapshot's source claim: not while it is being deleted, and not Velero's own temporary
 /// snapshots (labelled with a backup's name and not restored).
 pub fn is_replicated_at_backup(snapshot: &Value) -> bool {
-    use crate::wire::{LABEL_VELERO_BACKUP_NAME, LABEL_VELERO_RESTORE_NAME, label_pointer};
     let deleting = snapshot.pointer("/metadata/deletionTimestamp").is_some();
-    let velero_temporary = snapshot
+    !deleting && !is_velero_temporary(snapshot)
+}
+
+/// Whether a VolumeSnapshot is one Velero's CSI support took for a backup (labelled with the
+/// backup's name) rather than restored (labelled with a restore's name too): Velero deletes it
+/// when the backup finalizes, so it is never replicated.
+pub fn is_velero_temporary(snapshot: &Value) -> bool {
+    use crate::wire::{LABEL_VELERO_BACKUP_NAME, LABEL_VELERO_RESTORE_NAME, label_pointer};
+    snapshot
         .pointer(&label_pointer(LABEL_VELERO_BACKUP_NAME))
         .is_some()
         && snapshot
             .pointer(&label_pointer(LABEL_VELERO_RESTORE_NAME))
-            .is_none();
-    !deleting && !velero_temporary
+            .is_none()
 }
 
 #[cfg(test)]

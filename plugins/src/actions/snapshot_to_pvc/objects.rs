@@ -40,14 +40,10 @@ pub use replicadr_core::wire::{
     ANNOTATION_SOURCE_PVC, ANNOTATION_SOURCE_STORAGE_CLASS, ANNOTATION_VM_SNAPSHOT_CONTENT,
     LABEL_MANAGED_BY, LABEL_REPLICA_OF_SNAPSHOT_UID as LABEL_SNAPSHOT_UID, LABEL_VM, MANAGED_BY,
 };
-// KubeVirt labels the VolumeSnapshots of a `VirtualMachineSnapshot` with its VM; Velero labels
-// every VolumeSnapshot its CSI plugin creates with the backup's name, and every object it
-// restores with both the backup's and the restore's names.
+// KubeVirt labels the VolumeSnapshots of a `VirtualMachineSnapshot` with its VM.
 use replicadr_core::wire::{
     LABEL_KUBEVIRT_SOURCE_VM_NAME as KUBEVIRT_SOURCE_VM_NAME,
     LABEL_KUBEVIRT_SOURCE_VM_NAMESPACE as KUBEVIRT_SOURCE_VM_NAMESPACE,
-    LABEL_VELERO_BACKUP_NAME as VELERO_BACKUP_NAME,
-    LABEL_VELERO_RESTORE_NAME as VELERO_RESTORE_NAME,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -195,8 +191,7 @@ impl Snapshot {
             .find(|o| o.kind == "VirtualMachineSnapshotContent")
             .map(|o| o.name.clone());
         Ok(Self {
-            velero_temporary: labels.contains_key(VELERO_BACKUP_NAME)
-                && !labels.contains_key(VELERO_RESTORE_NAME),
+            velero_temporary: replicadr_core::invariants::is_velero_temporary(item),
             namespace,
             name,
             uid,
