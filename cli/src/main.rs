@@ -478,7 +478,7 @@ async fn recover(
     }
     let output = args.output;
     let report = failover::run(client, namespace, &options, &mut |line| {
-        output.progress(&line)
+        output.progress(&line);
     })
     .await?;
     print!("{}", output.render(&report, render::recovery));

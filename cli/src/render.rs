@@ -489,7 +489,7 @@ mod tests {
     fn a_verification_report_names_each_finding() {
         let mut findings = Findings::default();
         findings.push(
-            Reason::PvMissing,
+            Reason::Backup(replicadr_core::invariants::Reason::PvMissing),
             "pvc vms/a is bound to pv-1, which is not in the backup",
         );
         let report = Report::new("b1", &findings, Stats::default(), 0.5);

@@ -2,6 +2,9 @@
 //! in its plugin directory, asks it which plugins it serves, and starts it again per backup,
 //! restore or operation poll. This file is the table of what it serves.
 
+// stdout carries the go-plugin handshake and nothing else.
+#![deny(clippy::print_stdout)]
+
 use std::process::ExitCode;
 
 use replicadr_plugins::actions::{pv_retain, pv_site_remap, snapshot_to_pvc};

@@ -8,7 +8,7 @@ use std::io::BufWriter;
 use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use replicadr_plugins::sitemap::SiteMap;
+use replicadr_core::sitemap::SiteMap;
 use replicadr_scheduler::verify::archive::{self, PvChecks};
 use replicadr_scheduler::verify::fixture::{self, ArchiveWriter, objects};
 
@@ -82,7 +82,9 @@ fn verify(tarball: &str, list: &str) -> anyhow::Result<()> {
     let resource_list = archive::ResourceList::parse(std::fs::read(list)?)?;
     let source = File::open(tarball).with_context(|| format!("cannot open {tarball}"))?;
     let mut inventory = archive::inspect(source, &checks)?;
-    archive::cross_check(&mut inventory, Some(&resource_list), || File::open(tarball));
+    archive::cross_check(&mut inventory, Some(&resource_list), &[], || {
+        File::open(tarball)
+    });
     let seconds = started.elapsed().as_secs_f64();
     let stats = &inventory.stats;
     #[expect(clippy::cast_precision_loss, reason = "byte counts far below 2^52")]

@@ -225,8 +225,8 @@ async fn check_restored(
             match vms.get_opt(&vm.name).await? {
                 None => missing.push(format!("VirtualMachine {target}/{}", vm.name)),
                 Some(live)
-                    if crate::recovery::contents::strategy_runs(
-                        &crate::recovery::contents::run_strategy(&live.data),
+                    if replicadr_core::contents::strategy_runs(
+                        &replicadr_core::contents::run_strategy(&live.data),
                     ) =>
                 {
                     running.push(format!("{target}/{}", vm.name));

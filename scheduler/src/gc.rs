@@ -11,7 +11,7 @@ use kube::{Client, ResourceExt as _};
 use serde::Serialize;
 
 use crate::velero::{self, LABEL_RESTORE_NAME};
-use crate::verify::archive::LABEL_REPLICA_OF_SNAPSHOT_UID;
+use replicadr_core::wire::LABEL_REPLICA_OF_SNAPSHOT_UID;
 
 /// Why gc could not look.
 #[derive(Debug, thiserror::Error)]

@@ -19,7 +19,7 @@ use crate::schedule::{self, MissedRunPolicy, Schedule, ScheduleError};
 /// The plugin ConfigMap the Velero plugins read; holds the site map unless a policy says otherwise.
 pub const DEFAULT_SITE_MAP_CONFIGMAP: &str = "replicadr-plugins";
 /// The key of the site map in that ConfigMap.
-pub const DEFAULT_SITE_MAP_KEY: &str = "siteMap";
+pub const DEFAULT_SITE_MAP_KEY: &str = replicadr_core::wire::CONFIG_SITE_MAP;
 /// How late a slot may still start under `missedRunPolicy: Skip`.
 pub const DEFAULT_STARTING_DEADLINE: Duration = Duration::from_mins(5);
 /// How long a backup may stay unfinished before the policy reports it as timed out.

@@ -9,36 +9,18 @@ use serde_json::{Value, json};
 
 use crate::policy::ValidPolicy;
 
-/// Velero's API group and version.
-pub const VELERO_API_VERSION: &str = "velero.io/v1";
-
-/// Velero keys its per-schedule metrics and `restore --from-schedule` on this label.
-pub const LABEL_SCHEDULE_NAME: &str = "velero.io/schedule-name";
-/// kubevirt-velero-plugin accepts running VMs without their disks' data when this is "true".
-pub const LABEL_METADATA_BACKUP: &str = "velero.kubevirt.io/metadataBackup";
-/// The standard managed-by label; `replicadr` on everything the project creates.
-pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-/// The value of [`LABEL_MANAGED_BY`].
-pub const MANAGED_BY: &str = "replicadr";
-/// The policy a backup belongs to.
-pub const LABEL_POLICY: &str = "replicadr.io/policy";
-/// Velero's label on objects belonging to a backup (`PodVolumeBackups`, `DataUploads`).
-pub const LABEL_BACKUP_NAME: &str = "velero.io/backup-name";
-/// Velero labels every object a restore creates with that Restore's name.
-pub const LABEL_RESTORE_NAME: &str = "velero.io/restore-name";
-
-/// "true" or "false": the verification result of a backup.
-pub const ANNOTATION_VERIFIED: &str = "replicadr.io/verified";
-/// Why a backup passed or failed verification (the first failure, or "Verified").
-pub const ANNOTATION_VERIFICATION_REASON: &str = "replicadr.io/verification-reason";
-/// When the verification result was written (RFC 3339).
-pub const ANNOTATION_VERIFIED_AT: &str = "replicadr.io/verified-at";
-/// Verification attempts that failed for a transient reason (object storage unreachable).
-pub const ANNOTATION_VERIFICATION_ATTEMPTS: &str = "replicadr.io/verification-attempts";
-/// The slot (RFC 3339) a scheduled backup belongs to.
-pub const ANNOTATION_SLOT: &str = "replicadr.io/slot";
-/// Retry number of a backup within its slot (0 for the first attempt).
-pub const ANNOTATION_ATTEMPT: &str = "replicadr.io/attempt";
+// The wire names of Backups, defined once in `replicadr_core::wire`.
+pub use replicadr_core::wire::{
+    ANNOTATION_ATTEMPT, ANNOTATION_SLOT, ANNOTATION_VERIFICATION_ATTEMPTS,
+    ANNOTATION_VERIFICATION_REASON, ANNOTATION_VERIFIED, ANNOTATION_VERIFIED_AT,
+    LABEL_KUBEVIRT_METADATA_BACKUP as LABEL_METADATA_BACKUP, LABEL_MANAGED_BY, LABEL_POLICY,
+    LABEL_VELERO_BACKUP_NAME as LABEL_BACKUP_NAME, LABEL_VELERO_RESTORE_NAME as LABEL_RESTORE_NAME,
+    LABEL_VELERO_SCHEDULE_NAME as LABEL_SCHEDULE_NAME, MANAGED_BY, VELERO_API_VERSION,
+};
+use replicadr_core::wire::{
+    PHASE_COMPLETED, PHASE_DELETING, PHASE_FAILED, PHASE_FAILED_VALIDATION, PHASE_PARTIALLY_FAILED,
+    POINTER_STATUS_PHASE,
+};
 
 /// `Backup` as a dynamic resource.
 pub fn backup_resource() -> ApiResource {
@@ -90,9 +72,9 @@ pub enum PhaseClass {
 /// Classifies a `status.phase`.
 pub fn classify_phase(phase: Option<&str>) -> PhaseClass {
     match phase.unwrap_or_default() {
-        "Completed" => PhaseClass::Succeeded,
-        "PartiallyFailed" | "Failed" | "FailedValidation" => PhaseClass::Failed,
-        "Deleting" => PhaseClass::Deleting,
+        PHASE_COMPLETED => PhaseClass::Succeeded,
+        PHASE_PARTIALLY_FAILED | PHASE_FAILED | PHASE_FAILED_VALIDATION => PhaseClass::Failed,
+        PHASE_DELETING => PhaseClass::Deleting,
         _ => PhaseClass::Running,
     }
 }
@@ -189,7 +171,7 @@ impl BackupView {
         let labels = backup.metadata.labels.as_ref();
         let annotations = backup.metadata.annotations.as_ref();
         let annotation = |key: &str| annotations.and_then(|a| a.get(key)).cloned();
-        let phase = str_at("/status/phase").map(str::to_owned);
+        let phase = str_at(POINTER_STATUS_PHASE).map(str::to_owned);
         Self {
             name: backup.metadata.name.clone().unwrap_or_default(),
             namespace: backup.metadata.namespace.clone().unwrap_or_default(),

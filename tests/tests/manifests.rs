@@ -21,11 +21,11 @@ use anyhow::{Context as _, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use kube::api::{Api, PostParams};
+use replicadr_core::sitemap::SiteMap;
 use replicadr_e2e::apply::{self, Document};
 use replicadr_e2e::backup_env::POLICY_CRD;
 use replicadr_e2e::workspace::{pinned, repo_root};
 use replicadr_e2e::{TestCluster, peers};
-use replicadr_plugins::sitemap::SiteMap;
 use replicadr_scheduler::policy::BackupPolicy;
 use serde_json::Value;
 

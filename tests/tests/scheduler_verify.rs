@@ -1,7 +1,9 @@
 //! Backup verification against a real kube-apiserver and a real S3 server (s3s-fs, `SigV4`
 //! enforced): what a good backup looks like, and a precise reason for each way one goes bad —
 //! damaged or missing objects, storage that cannot be reached or refuses the credentials, a PV
-//! or PVC left out, an NFS export the site map cannot fail over. Also `replicadr gc`.
+//! or PVC left out, an unbound claim, a live VolumeSnapshot without its replica, an NFS export the
+//! site map cannot fail over — with the reasons `replicadr plan` gives the same backup. Also
+//! `replicadr gc`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,12 +12,15 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, DynamicObject, PostParams};
 use replicadr_cli::render;
+use replicadr_core::contents::BackupContents;
+use replicadr_core::sitemap::SiteMap;
 use replicadr_e2e::backup_env::{BUCKET, BackupEnv};
 use replicadr_scheduler::clock::{Clock, ManualClock};
 use replicadr_scheduler::gc::{self, GcAction};
 use replicadr_scheduler::metrics::{self, Metrics};
 use replicadr_scheduler::policy::condition;
 use replicadr_scheduler::publish::Publisher;
+use replicadr_scheduler::recovery::plan::{self, BackupFacts, PlanInput, Verification};
 use replicadr_scheduler::service::{Service, ServiceConfig};
 use replicadr_scheduler::velero::{self, BackupRequest, PhaseClass};
 use replicadr_scheduler::verify::fixture::{self, ArchiveWriter, objects};
@@ -73,6 +78,27 @@ fn build(objects: &[(&str, Value)]) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     Ok(writer.finish()?)
 }
 
+/// The blocking reasons `replicadr plan` gives a backup tarball at site `dr`.
+fn plan_blocking(tarball: &[u8]) -> anyhow::Result<Vec<String>> {
+    let map = SiteMap::from_yaml(fixture::SITE_MAP)?;
+    let contents = BackupContents::read(tarball)?;
+    let plan = plan::build(&PlanInput {
+        backup: BackupFacts {
+            name: "b".into(),
+            policy: None,
+            recovery_point: None,
+            verification: Verification::Passed,
+        },
+        contents: &contents,
+        site_map: &map,
+        site: map.site("dr")?.clone(),
+        now: Timestamp::now(),
+        rpo: None,
+        existing_pvs: None,
+    });
+    Ok(plan.blocking().map(|p| p.reason.to_owned()).collect())
+}
+
 fn healthy_without(name: &str) -> Vec<(&'static str, Value)> {
     fixture::healthy_vm_objects()
         .into_iter()
@@ -81,6 +107,7 @@ fn healthy_without(name: &str) -> Vec<(&'static str, Value)> {
 }
 
 #[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
 async fn verification_finds_each_problem_with_its_reason() -> anyhow::Result<()> {
     let env = BackupEnv::start("velero").await?;
 
@@ -98,7 +125,7 @@ async fn verification_finds_each_problem_with_its_reason() -> anyhow::Result<()>
     assert!(
         report.findings[0]
             .message
-            .contains("vms/db-data is bound to PersistentVolume pv-data"),
+            .contains("vms/db-data: it is bound to PersistentVolume pv-data"),
         "{report:#?}"
     );
 
@@ -113,9 +140,51 @@ async fn verification_finds_each_problem_with_its_reason() -> anyhow::Result<()>
     assert!(
         report.findings[0]
             .message
-            .contains("pv-stray cannot fail over to site"),
+            .contains("PersistentVolume pv-stray: cannot fail over to site"),
         "{report:#?}"
     );
+
+    // A claim backed up before it was bound: the plan blocks it, so verification fails it.
+    let mut unbound = fixture::healthy_vm_objects();
+    let mut pending = objects::pvc("vms", "pending", "");
+    pending["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("volumeName");
+    unbound.push(("persistentvolumeclaims", pending));
+    let archive = build(&unbound)?;
+    assert_eq!(plan_blocking(&archive.0)?, ["PvcNotBound"]);
+    backup_with(&env, "unbound", archive).await?;
+    let report = verify(&env, "unbound").await?;
+    assert!(!report.verified);
+    assert_eq!(reasons(&report), ["PvcNotBound"], "{report:#?}");
+    assert!(
+        report.findings[0]
+            .message
+            .starts_with("PersistentVolumeClaim vms/pending: the claim has no spec.volumeName"),
+        "{report:#?}"
+    );
+
+    // A Delete PV of a driver the site map does not cover: a warning in both, and it verifies.
+    let mut scratch = fixture::healthy_vm_objects();
+    scratch.push((
+        "persistentvolumes",
+        json!({
+            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-scratch"},
+            "spec": {"persistentVolumeReclaimPolicy": "Delete",
+                     "csi": {"driver": "rbd.csi.ceph.com", "volumeHandle": "0001-abc"}},
+        }),
+    ));
+    scratch.push((
+        "persistentvolumeclaims",
+        objects::pvc("vms", "scratch", "pv-scratch"),
+    ));
+    let archive = build(&scratch)?;
+    assert!(plan_blocking(&archive.0)?.is_empty());
+    backup_with(&env, "scratch", archive).await?;
+    let report = verify(&env, "scratch").await?;
+    assert!(report.verified, "{report:#?}");
+    assert_eq!(reasons(&report), ["PvReprovisioned"], "{report:#?}");
 
     // Tampering after upload: one flipped byte, a cut-off end.
     backup_with(&env, "tampered", fixture::healthy_vm_backup()?).await?;
@@ -170,6 +239,8 @@ async fn verification_finds_each_problem_with_its_reason() -> anyhow::Result<()>
         .delete("forgotten", &kube::api::DeleteParams::default())
         .await?;
 
+    live_snapshots_at_the_source_need_their_replica(&env).await?;
+
     // Volume data moved: a PodVolumeBackup of this backup exists.
     backup_with(&env, "moved", fixture::healthy_vm_backup()?).await?;
     let pvb: DynamicObject = serde_json::from_value(json!({
@@ -186,6 +257,73 @@ async fn verification_finds_each_problem_with_its_reason() -> anyhow::Result<()>
     .await?;
     let report = verify(&env, "moved").await?;
     assert_eq!(reasons(&report), ["DataMoverUsed"], "{report:#?}");
+    Ok(())
+}
+
+/// Velero 1.17 and later leave VolumeSnapshots out of the tarball: at the site the backup was
+/// taken, a live snapshot of a backed-up claim, taken before the backup started, must have its
+/// replica in the backup, or verification fails with the reason the plan gives a snapshot in
+/// the tarball without its replica.
+async fn live_snapshots_at_the_source_need_their_replica(env: &BackupEnv) -> anyhow::Result<()> {
+    let claims = Api::<PersistentVolumeClaim>::namespaced(env.client.clone(), "vms");
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "db-data", "namespace": "vms"},
+        "spec": {"accessModes": ["ReadWriteMany"], "volumeName": "pv-data",
+                 "resources": {"requests": {"storage": "10Gi"}}},
+    }))?;
+    let claim = claims.create(&PostParams::default(), &claim).await?;
+    let claim_uid = claim.metadata.uid.clone().expect("uid");
+    let snapshots = Api::<DynamicObject>::namespaced_with(
+        env.client.clone(),
+        "vms",
+        &kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "snapshot.storage.k8s.io",
+            "v1",
+            "VolumeSnapshot",
+        )),
+    );
+    let snapshot: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "snapshot.storage.k8s.io/v1", "kind": "VolumeSnapshot",
+        "metadata": {"name": "db-data-daily", "namespace": "vms"},
+        "spec": {"source": {"persistentVolumeClaimName": "db-data"}},
+    }))?;
+    let snapshot = snapshots.create(&PostParams::default(), &snapshot).await?;
+    let snapshot_uid = snapshot.metadata.uid.clone().expect("uid");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // The tarball as Velero 1.17 writes it, with the live claim's UID: this is its site.
+    let objects = |replica_of: &str| {
+        let mut objects: Vec<(&'static str, Value)> = fixture::healthy_vm_objects()
+            .into_iter()
+            .filter(|(r, _)| *r != "volumesnapshots.snapshot.storage.k8s.io")
+            .collect();
+        for (_, object) in &mut objects {
+            if object["metadata"]["name"] == "db-data" {
+                object["metadata"]["uid"] = json!(claim_uid);
+            }
+            if object["metadata"]["name"] == "db-data-snap-replica" {
+                object["metadata"]["labels"][replicadr_core::wire::LABEL_REPLICA_OF_SNAPSHOT_UID] =
+                    json!(replica_of);
+            }
+        }
+        objects
+    };
+    backup_with(env, "live-no-replica", build(&objects("snap-uid-1"))?).await?;
+    let report = verify(env, "live-no-replica").await?;
+    assert_eq!(reasons(&report), ["ReplicaPvcMissing"], "{report:#?}");
+    assert!(
+        report.findings[0].message.starts_with(&format!(
+            "VolumeSnapshot vms/db-data-daily: no replica PVC of this snapshot (uid {snapshot_uid}) is in the backup (the snapshot exists at the source site"
+        )),
+        "{report:#?}"
+    );
+    backup_with(env, "live-replica", build(&objects(&snapshot_uid))?).await?;
+    let report = verify(env, "live-replica").await?;
+    assert!(report.verified, "{report:#?}");
+
+    snapshots
+        .delete("db-data-daily", &kube::api::DeleteParams::default())
+        .await?;
     Ok(())
 }
 
@@ -489,6 +627,7 @@ async fn unreachable_storage_is_retried_then_verified_never_marked_before() -> a
 }
 
 #[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
 async fn gc_lists_orphaned_replica_pvcs_and_deletes_only_them_with_apply() -> anyhow::Result<()> {
     let env = BackupEnv::start("velero").await?;
     let snapshots: Api<DynamicObject> = Api::namespaced_with(

@@ -27,13 +27,12 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-use replicadr_scheduler::recovery::contents::{run_strategy, strategy_runs};
+use replicadr_core::contents::{run_strategy, strategy_runs};
 use replicadr_scheduler::recovery::failover::vm_resource;
 
 /// The StorageClass the played provisioner serves.
 pub const STORAGE_CLASS: &str = "drill-nfs-csi";
-/// csi-driver-nfs's name.
-pub const NFS_CSI_DRIVER: &str = "nfs.csi.k8s.io";
+pub use replicadr_core::wire::NFS_CSI_DRIVER;
 /// A pass also runs this long after the last one without any change: a failed write is retried.
 const RETRY: Duration = Duration::from_secs(2);
 

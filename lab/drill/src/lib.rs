@@ -780,7 +780,7 @@ async fn check_site(
         .iter()
         .filter(|c| {
             c.labels()
-                .contains_key(replicadr_scheduler::verify::archive::LABEL_REPLICA_OF_SNAPSHOT_UID)
+                .contains_key(replicadr_core::wire::LABEL_REPLICA_OF_SNAPSHOT_UID)
         })
         .map(ResourceExt::name_any)
         .collect();

@@ -15,7 +15,7 @@ use kube::Client;
 use serde_json::{Value, json};
 
 use crate::controllers::{NFS_CSI_DRIVER, STORAGE_CLASS};
-use replicadr_scheduler::recovery::contents::START_ORDER;
+use replicadr_core::wire::START_ORDER;
 
 /// The namespace of the fixed workload.
 pub const NAMESPACE: &str = "drill-vms";

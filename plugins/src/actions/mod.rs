@@ -2,16 +2,14 @@
 //! here knows gRPC or the cluster client: the framework hands each action its configuration and
 //! items, and turns results and errors into Velero's wire messages.
 
-pub mod nfs_volume;
 pub mod pv_retain;
 pub mod pv_site_remap;
 pub mod snapshot_to_pvc;
 
-use std::collections::BTreeMap;
+use serde_json::Value;
 
-use serde_json::{Map, Value};
-
-use crate::sitemap::SiteMap;
+pub use replicadr_core::objects::{describe, object_at, string_at};
+pub use replicadr_core::plugin_config::{ConfigError, PluginConfig};
 
 /// Which items an action wants, in Velero's `ResourceSelector` terms.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -45,67 +43,22 @@ pub struct ResourceId {
     pub name: String,
 }
 
-/// The plugin's ConfigMap data, found by Velero's plugin-config label convention.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginConfig {
-    /// `namespace/name` of the ConfigMap, for messages.
-    pub origin: String,
-    pub data: BTreeMap<String, String>,
-}
-
-/// ConfigMap key holding the site map YAML, shared by every action that reads the site map.
-pub const CONFIG_SITE_MAP: &str = "siteMap";
-
-impl PluginConfig {
-    /// A [`ConfigError::Invalid`] naming this ConfigMap.
-    pub fn invalid(&self, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            origin: self.origin.clone(),
-            message: message.into(),
-        }
-    }
-
-    /// Reads an optional `"true"`/`"false"` key (any case, surrounding blanks ignored); `default`
-    /// when the key is absent.
-    pub fn flag(&self, key: &str, default: bool) -> Result<bool, ConfigError> {
-        let Some(value) = self.data.get(key) else {
-            return Ok(default);
-        };
-        match value.trim().to_ascii_lowercase().as_str() {
-            "true" => Ok(true),
-            "false" => Ok(false),
-            _ => Err(self.invalid(format!(
-                "key {key:?}: {value:?} is not a boolean; expected \"true\" or \"false\" (default {default})"
-            ))),
-        }
-    }
-
-    /// Reads and validates the site map under [`CONFIG_SITE_MAP`].
-    pub fn site_map(&self) -> Result<SiteMap, ConfigError> {
-        let text = self.data.get(CONFIG_SITE_MAP).ok_or_else(|| {
-            self.invalid(format!(
-                "key {CONFIG_SITE_MAP:?} is missing; it must hold the site map YAML"
-            ))
-        })?;
-        SiteMap::from_yaml(text).map_err(|e| self.invalid(format!("key {CONFIG_SITE_MAP:?}: {e}")))
-    }
-}
-
-/// Why an action could not be configured. The framework adds where it looked.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    /// The action needs a ConfigMap and none was found.
-    #[error("the plugin needs a ConfigMap with keys {required_keys}, and none was found")]
-    Missing { required_keys: &'static str },
-    /// The ConfigMap exists but its content is wrong.
-    #[error("ConfigMap {origin}: {message}")]
-    Invalid { origin: String, message: String },
-}
-
 /// Why one item could not be processed. The message is what the user sees in the restore.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ItemError(pub String);
+
+impl From<replicadr_core::nfs::NotAVolume> for ItemError {
+    fn from(error: replicadr_core::nfs::NotAVolume) -> Self {
+        ItemError(error.0)
+    }
+}
+
+impl From<replicadr_core::remap::RemapError> for ItemError {
+    fn from(error: replicadr_core::remap::RemapError) -> Self {
+        ItemError(error.0)
+    }
+}
 
 /// Input of a RestoreItemAction's `Execute`.
 #[derive(Debug, Clone)]
@@ -311,50 +264,4 @@ pub trait ActionFactory: Send + Sync + 'static {
     fn keeps_without_config(&self, _item: &Value) -> bool {
         false
     }
-}
-
-/// Name, namespace and kind of an object, for messages: `PersistentVolume pv-1`.
-pub fn describe(object: &Value) -> String {
-    let kind = object
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or("object");
-    let meta = object.get("metadata");
-    let name = meta
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or("<unnamed>");
-    match meta
-        .and_then(|m| m.get("namespace"))
-        .and_then(Value::as_str)
-    {
-        Some(ns) if !ns.is_empty() => format!("{kind} {ns}/{name}"),
-        _ => format!("{kind} {name}"),
-    }
-}
-
-/// The object at `path` below `root`, created (or replaced, if not an object) as needed.
-pub fn object_at<'v>(
-    root: &'v mut Map<String, Value>,
-    path: &[&str],
-) -> &'v mut Map<String, Value> {
-    let mut current = root;
-    for key in path {
-        let entry = current
-            .entry((*key).to_owned())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !entry.is_object() {
-            *entry = Value::Object(Map::new());
-        }
-        current = entry.as_object_mut().expect("made an object above");
-    }
-    current
-}
-
-/// A string field of an object by JSON pointer, `None` when absent, not a string or empty.
-pub fn string_at<'v>(object: &'v Value, pointer: &str) -> Option<&'v str> {
-    object
-        .pointer(pointer)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
 }

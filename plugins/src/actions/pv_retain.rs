@@ -5,25 +5,19 @@
 //! so `replicadr.io/pv-site-remap` can point it at the replica. The live PV is never touched: the
 //! action only returns a changed copy, and makes no API call.
 
+use replicadr_core::nfs::{NfsLocation, persistent_volume_spec};
+use replicadr_core::sitemap::SiteMap;
+use replicadr_core::wire::{RECLAIM_DELETE, RECLAIM_RETAIN as RETAIN};
 use serde_json::Value;
 
-use super::nfs_volume::{NfsLocation, persistent_volume_spec};
 use super::{
     ActionFactory, BackupInput, BackupItemAction, BackupOutput, BuildContext, ConfigError,
     ItemError, PluginConfig, ResourceSelector, describe, object_at,
 };
-use crate::sitemap::SiteMap;
 
-/// The plugin name Velero registers and sends in every request.
-pub const NAME: &str = "replicadr.io/pv-retain";
-
-/// ConfigMap key: also force `Retain` on NFS PVs the site map does not cover (default false).
-pub const CONFIG_RETAIN_UNMAPPED: &str = "retainUnmapped";
-
-/// The reclaim policy the PV had before the backup changed it to `Retain`.
-pub const ANNOTATION_ORIGINAL_RECLAIM_POLICY: &str = "replicadr.io/original-reclaim-policy";
-
-const RETAIN: &str = "Retain";
+pub use replicadr_core::wire::{
+    ANNOTATION_ORIGINAL_RECLAIM_POLICY, CONFIG_RETAIN_UNMAPPED, PLUGIN_PV_RETAIN as NAME,
+};
 
 /// Builds [`PvRetain`] from the plugin ConfigMap.
 #[derive(Debug, Default, Clone, Copy)]
@@ -136,7 +130,7 @@ impl BackupItemAction for PvRetain {
                 tracing::debug!(pv = %what, "reclaim policy already Retain");
             }
             Outcome::NotNfs => tracing::debug!(pv = %what, "not an nfs volume; unchanged"),
-            Outcome::Unmapped { reason, policy } if policy == "Delete" => {
+            Outcome::Unmapped { reason, policy } if policy == RECLAIM_DELETE => {
                 tracing::warn!(pv = %what, reason = %reason, "nfs pv outside the site map keeps reclaim policy Delete; Velero will re-provision it empty on restore (set retainUnmapped: \"true\" to keep it)");
             }
             Outcome::Unmapped { reason, .. } => {

@@ -38,20 +38,17 @@ use super::{
     ResourceSelector, ResourceType, string_at,
 };
 
-/// The plugin name Velero registers and sends in every request.
-pub const NAME: &str = "replicadr.io/snapshot-to-pvc";
+pub use replicadr_core::wire::{
+    CONFIG_CREATED_NOT_BOUND_IS_DONE, CONFIG_REPLICA_BIND_WAIT_SECONDS, CONFIG_STORAGE_CLASS_MAP,
+    PLUGIN_SNAPSHOT_TO_PVC as NAME,
+};
+use replicadr_core::wire::{
+    PHASE_FINALIZING, PHASE_FINALIZING_PARTIALLY_FAILED, POINTER_STATUS_PHASE,
+};
 
 /// The item kinds `execute` dispatches on.
 const PERSISTENT_VOLUME_CLAIMS_KIND: &str = PERSISTENT_VOLUME_CLAIMS.kind;
 const VOLUME_SNAPSHOTS_KIND: &str = VOLUME_SNAPSHOTS.kind;
-
-/// ConfigMap key: YAML mapping of source StorageClass to the class the replica PVC gets.
-pub const CONFIG_STORAGE_CLASS_MAP: &str = "storageClassMap";
-/// ConfigMap key: `"true"` to count a created but unbound replica PVC as done.
-pub const CONFIG_CREATED_NOT_BOUND_IS_DONE: &str = "createdNotBoundIsDone";
-
-/// ConfigMap key: whole seconds `execute` waits for a replica it created to bind, 0 to not wait.
-pub const CONFIG_REPLICA_BIND_WAIT_SECONDS: &str = "replicaBindWaitSeconds";
 
 /// A provisioner usually binds within a second or two.
 const DEFAULT_BIND_WAIT: Duration = Duration::from_secs(5);
@@ -525,8 +522,8 @@ fn backup_started(backup: &Value) -> Option<i64> {
 /// Whether Velero is re-running actions at finalize, when returning an operation is an error.
 fn finalizing(backup: &Value) -> bool {
     matches!(
-        string_at(backup, "/status/phase"),
-        Some("Finalizing" | "FinalizingPartiallyFailed")
+        string_at(backup, POINTER_STATUS_PHASE),
+        Some(PHASE_FINALIZING | PHASE_FINALIZING_PARTIALLY_FAILED)
     )
 }
 

@@ -21,7 +21,7 @@ use crate::actions::{
 };
 
 /// Label every plugin ConfigMap carries.
-pub const PLUGIN_CONFIG_LABEL: &str = "velero.io/plugin-config";
+pub use replicadr_core::wire::LABEL_PLUGIN_CONFIG as PLUGIN_CONFIG_LABEL;
 
 /// Finds plugin ConfigMaps and serves the actions' cluster requests; holds the lazily created client.
 pub struct ClusterAccess {

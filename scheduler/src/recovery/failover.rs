@@ -16,23 +16,26 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource as _, ResourceExt as _};
 use serde_json::{Value, json};
 
-use super::contents::VmItem;
+use replicadr_core::contents::{VmItem, run_strategy};
+use replicadr_core::invariants::Severity;
+use replicadr_core::nfs::location;
+use replicadr_core::wire::{
+    LABEL_BACKUP, LABEL_MANAGED_BY, LABEL_OPERATION, LABEL_SITE, MANAGED_BY, PHASE_AVAILABLE,
+    PHASE_BOUND, PHASE_COMPLETED, PHASE_FAILED, PHASE_FAILED_VALIDATION, PHASE_PARTIALLY_FAILED,
+    POINTER_STATUS_PHASE,
+};
+
 use super::plan::{self, Plan, VolumeAction};
 use super::report::{Outcome, PhaseTime, Precondition, RecoveryReport, VmStart};
 use super::site::{self, BackupChoice, Planned, RecoveryError};
-use crate::velero::{self, LABEL_MANAGED_BY, MANAGED_BY};
+use crate::velero;
 use crate::verify::Verifier;
+
+/// On our Restores: the attempt number, 1 for the first Restore of a backup at a site.
+pub use replicadr_core::wire::ANNOTATION_ATTEMPT;
 
 /// The field manager and event reporter of what the recovery commands write.
 pub const FIELD_MANAGER: &str = "replicadr-recovery";
-/// On our Restores and reports: the operation, `failover` or `failback`.
-pub const LABEL_OPERATION: &str = "replicadr.io/operation";
-/// On our Restores and reports: the site restored to.
-pub const LABEL_SITE: &str = "replicadr.io/site";
-/// On our Restores and reports: the backup restored.
-pub const LABEL_BACKUP: &str = "replicadr.io/backup";
-/// On our Restores: the attempt number, 1 for the first Restore of a backup at a site.
-pub const ANNOTATION_ATTEMPT: &str = "replicadr.io/attempt";
 /// How many times one run starts a new Restore after Velero restarted during the previous one.
 const MAX_RESTARTS: u32 = 3;
 /// The resource-modifier ConfigMap that restores VMs halted, so they start in order afterwards.
@@ -191,7 +194,10 @@ pub async fn run(
     {
         report.restore_messages = summarize_results(&results);
     }
-    if !matches!(view.phase.as_deref(), Some("Completed" | "PartiallyFailed")) {
+    if !matches!(
+        view.phase.as_deref(),
+        Some(PHASE_COMPLETED | PHASE_PARTIALLY_FAILED)
+    ) {
         report.fail(format!(
             "Velero finished Restore {namespace}/{restore} as {}{}; re-run the same command to retry with a new Restore",
             view.phase.as_deref().unwrap_or("?"),
@@ -229,19 +235,19 @@ async fn plan_with_preconditions(
     progress: &mut (dyn FnMut(String) + Send),
 ) -> Result<Planned, RecoveryError> {
     let config = site::site_config(client, namespace).await?;
+    let local_site = config.local_site.as_str();
     report.precondition(Precondition::new(
         "PluginConfig",
-        config.local_site == options.site,
+        local_site == options.site,
         format!(
-            "ConfigMap {namespace}/{} names localSite {:?}{}",
+            "ConfigMap {namespace}/{} names localSite {local_site:?}{}",
             config.configmap,
-            config.local_site,
-            if config.local_site == options.site {
+            if local_site == options.site {
                 String::new()
             } else {
                 format!(
-                    ": the restore plugin would rewrite PVs onto {}'s exports, not {}'s",
-                    config.local_site, options.site
+                    ": the restore plugin would rewrite PVs onto {local_site}'s exports, not {}'s",
+                    options.site
                 )
             }
         ),
@@ -381,13 +387,16 @@ async fn storage_location_available(client: &Client, namespace: &str) -> Precond
                         "{}={}",
                         bsl.name_any(),
                         bsl.data
-                            .pointer("/status/phase")
+                            .pointer(POINTER_STATUS_PHASE)
                             .and_then(Value::as_str)
                             .unwrap_or("Unknown")
                     )
                 })
                 .collect();
-            let ok = phases.iter().any(|p| p.ends_with("=Available"));
+            let ok = phases.iter().any(|p| {
+                p.strip_suffix(PHASE_AVAILABLE)
+                    .is_some_and(|p| p.ends_with('='))
+            });
             Precondition::new(
                 "StorageLocationAvailable",
                 ok,
@@ -487,7 +496,7 @@ impl RestoreView {
             name: object.name_any(),
             phase: object
                 .data
-                .pointer("/status/phase")
+                .pointer(POINTER_STATUS_PHASE)
                 .and_then(Value::as_str)
                 .map(str::to_owned),
             attempt: object
@@ -511,13 +520,16 @@ impl RestoreView {
     pub fn finished(&self) -> bool {
         matches!(
             self.phase.as_deref(),
-            Some("Completed" | "PartiallyFailed" | "Failed" | "FailedValidation")
+            Some(PHASE_COMPLETED | PHASE_PARTIALLY_FAILED | PHASE_FAILED | PHASE_FAILED_VALIDATION)
         )
     }
 
     /// Finished without restoring (a new attempt is needed).
     pub fn failed(&self) -> bool {
-        matches!(self.phase.as_deref(), Some("Failed" | "FailedValidation"))
+        matches!(
+            self.phase.as_deref(),
+            Some(PHASE_FAILED | PHASE_FAILED_VALIDATION)
+        )
     }
 }
 
@@ -751,7 +763,9 @@ fn build_restore(
     restore
 }
 
-/// Every planned PV exists and points where the plan says.
+/// Every planned PV exists and points where the plan says. A PV Velero re-provisions is a
+/// failure only when the backup invariant it breaks is blocking (an NFS PV backed up `Delete`);
+/// one of another driver was a warning in the plan and is expected.
 async fn check_volumes(
     client: &Client,
     plan: &Plan,
@@ -760,11 +774,17 @@ async fn check_volumes(
     let api: Api<PersistentVolume> = Api::all(client.clone());
     for volume in &plan.volumes {
         if volume.action == VolumeAction::Reprovisioned {
-            report.fail(format!(
-                "PersistentVolume {} was not restored (reclaim policy Delete in the backup): Velero provisions a new, empty volume for claim {}",
-                volume.name,
-                volume.claim.as_deref().unwrap_or("-")
-            ));
+            if let Some(reason) = volume
+                .problems
+                .iter()
+                .find(|r| r.severity() == Severity::Blocking)
+            {
+                report.fail(format!(
+                    "PersistentVolume {} was not restored ({reason}: reclaim policy Delete in the backup): Velero provisions a new, empty volume for claim {}",
+                    volume.name,
+                    volume.claim.as_deref().unwrap_or("-")
+                ));
+            }
             continue;
         }
         let Some(pv) = api.get_opt(&volume.name).await? else {
@@ -775,7 +795,7 @@ async fn check_volumes(
             continue;
         };
         let pv = serde_json::to_value(pv).unwrap_or_default();
-        let now = plan::location(&pv);
+        let now = location(&pv);
         if volume.after.is_some() && now != volume.after {
             report.fail(format!(
                 "PersistentVolume {} points at {}, not at this site's {}",
@@ -814,7 +834,7 @@ async fn check_claims(
                 .collect();
             for claim in &namespace.claims {
                 let bound = live.get(&claim.name).is_some_and(|pvc| {
-                    pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound")
+                    pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(PHASE_BOUND)
                 });
                 if !bound {
                     pending.push((namespace.name.as_str(), claim, live.remove(&claim.name)));
@@ -940,7 +960,7 @@ async fn start_vms(
             let Some(live) = api.get_opt(&vm.name).await? else {
                 continue;
             };
-            if super::contents::run_strategy(&live.data) != vm.run_strategy {
+            if run_strategy(&live.data) != vm.run_strategy {
                 api.patch(
                     &vm.name,
                     &PatchParams::default(),

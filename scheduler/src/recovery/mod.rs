@@ -2,7 +2,6 @@
 //! `failover` and `failback` (do it, check it, start the VMs in order, report). The same site map
 //! serves both directions.
 
-pub mod contents;
 pub mod failover;
 pub mod plan;
 pub mod report;

@@ -1,27 +1,33 @@
 //! `replicadr plan`: what a restore of one backup at one site would do, without doing it. Every
 //! VM, PVC and PV per namespace, each NFS PV's export before and after the restore plugin's
 //! rewrite (the plugin's own code, run on a copy), and every problem that would leave the restore
-//! incomplete. The failover runs the same plan first and checks its result against it.
+//! incomplete: the backup invariants ([`replicadr_core::invariants`], the same checks and reasons
+//! as verification) and what only this site can tell (a PV of the same name here, the backup's
+//! age, its verification). The failover runs the same plan first and checks its result against it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use replicadr_plugins::actions::nfs_volume::NfsLocation;
-use replicadr_plugins::actions::pv_site_remap::{Outcome, PvSiteRemap};
-use replicadr_plugins::sitemap::{SiteMap, SiteName};
+use replicadr_core::contents::{BackupContents, PvcItem, VmItem};
+use replicadr_core::invariants::{self, SnapshotSeen, Violation};
+use replicadr_core::remap::{Outcome, SiteRemap};
+use replicadr_core::sitemap::{SiteMap, SiteName};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::contents::{BackupContents, PvcItem, VmItem};
+pub use replicadr_core::invariants::Severity;
+/// `server:path` of an NFS PV.
+pub use replicadr_core::nfs::location;
 
-/// Whether a problem makes the restore incomplete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub enum Severity {
-    /// The restore would be incomplete or wrong: failover refuses without `--force`.
-    Blocking,
-    /// Worth knowing; the restore would still be complete.
-    Warning,
+/// Plan reasons about this site rather than the backup's contents.
+pub mod reason {
+    /// The verifier failed the backup at this site (Blocking), or could not run (Warning).
+    pub const BACKUP_NOT_VERIFIED: &str = "BackupNotVerified";
+    /// The backup is older than the policy's RPO (Warning).
+    pub const RPO_EXCEEDED: &str = "RpoExceeded";
+    /// A PV of the same name exists here pointing elsewhere (Blocking).
+    pub const PERSISTENT_VOLUME_EXISTS: &str = "PersistentVolumeExists";
 }
 
 /// One problem, naming the object, what is wrong and what would fix it.
@@ -98,6 +104,8 @@ pub struct VolumePlan {
     pub claim: Option<String>,
     pub reclaim_policy: String,
     pub action: VolumeAction,
+    /// The backup invariants this PV breaks.
+    pub problems: Vec<invariants::Reason>,
     /// `server:path` in the backup.
     pub before: Option<String>,
     /// `server:path` after the restore.
@@ -168,6 +176,16 @@ impl Problems {
             message,
         });
     }
+
+    /// A broken backup invariant, with its reason's severity.
+    fn violation(&mut self, violation: Violation) {
+        self.push(
+            violation.severity(),
+            violation.reason.as_str(),
+            violation.object,
+            violation.message,
+        );
+    }
 }
 
 /// Plans the restore.
@@ -186,7 +204,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
         .recovery_point
         .map(|point| now.duration_since(point).as_secs().max(0).unsigned_abs());
     backup_problems(backup, site, age, *rpo, &mut problems);
-    let remap = PvSiteRemap::new((*site_map).clone(), site.clone());
+    let remap = SiteRemap::new((*site_map).clone(), site.clone());
     let volumes = volume_plans(contents, &remap, site, *existing_pvs, &mut problems);
     claim_problems(contents, &mut problems);
     let namespaces = contents
@@ -237,13 +255,13 @@ fn backup_problems(
         Verification::Passed => {}
         Verification::Failed(summary) => problems.push(
             Severity::Blocking,
-            "BackupNotVerified",
+            reason::BACKUP_NOT_VERIFIED,
             format!("Backup {}", backup.name),
             format!("verification at site {site} failed: {summary}"),
         ),
         Verification::NotRun(why) => problems.push(
             Severity::Warning,
-            "BackupNotVerified",
+            reason::BACKUP_NOT_VERIFIED,
             format!("Backup {}", backup.name),
             format!("not verified: {why}"),
         ),
@@ -253,7 +271,7 @@ fn backup_problems(
     {
         problems.push(
             Severity::Warning,
-            "RpoExceeded",
+            reason::RPO_EXCEEDED,
             format!("Backup {}", backup.name),
             format!(
                 "the backup is {} old, more than the policy's RPO of {}: a failover with it loses more than the objective allows",
@@ -264,10 +282,11 @@ fn backup_problems(
     }
 }
 
-/// Each PV before and after the restore plugin's rewrite, and its problems.
+/// Each PV before and after the restore plugin's rewrite, and its problems: the per-volume
+/// backup invariants run onto this site, and a PV of the same name already here.
 fn volume_plans(
     contents: &BackupContents,
-    remap: &PvSiteRemap,
+    remap: &SiteRemap,
     site: &SiteName,
     existing_pvs: Option<&BTreeMap<String, Value>>,
     problems: &mut Problems,
@@ -283,61 +302,42 @@ fn volume_plans(
         let claim = claims_by_volume
             .get(name.as_str())
             .map(|pvc| format!("{}/{}", pvc.namespace, pvc.name));
-        let reclaim_policy = pv
-            .pointer("/spec/persistentVolumeReclaimPolicy")
-            .and_then(Value::as_str)
-            .unwrap_or("Retain")
-            .to_owned();
+        let check = invariants::check_volume(name, pv, std::slice::from_ref(remap));
         let before = location(pv);
         let mut plan = VolumePlan {
             name: name.clone(),
             claim,
-            reclaim_policy,
+            reclaim_policy: check.reclaim_policy.clone(),
             action: VolumeAction::NotNfs,
+            problems: check.violations.iter().map(|v| v.reason).collect(),
             before: before.clone(),
             after: before,
         };
-        if plan.reclaim_policy == "Delete" {
+        for violation in check.violations {
+            problems.violation(violation);
+        }
+        if check.reprovisioned {
             plan.action = VolumeAction::Reprovisioned;
             plan.after = None;
-            problems.push(
-                Severity::Blocking,
-                "DeleteReclaimPolicy",
-                object,
-                "the backed-up copy has reclaim policy Delete, so Velero would provision a new, empty volume instead of restoring this one; the backup was taken without the replicadr.io/pv-retain plugin — take a new backup with it installed".to_owned(),
-            );
             volumes.push(plan);
             continue;
         }
-        let mut copy = pv.clone();
-        match remap.remap(&mut copy) {
-            Ok(Outcome::Remapped { to, .. }) => {
+        match check
+            .rewrites
+            .into_iter()
+            .next()
+            .map(|(_, outcome)| outcome)
+        {
+            Some(Ok(Outcome::Remapped { to, .. })) => {
                 plan.action = VolumeAction::Rewrite;
                 plan.after = Some(to);
             }
-            Ok(Outcome::AlreadyLocal) => plan.action = VolumeAction::AlreadyLocal,
-            Ok(Outcome::NotNfs) => plan.action = VolumeAction::NotNfs,
-            Ok(Outcome::KeptUnmapped { reason }) => {
-                plan.action = VolumeAction::KeptUnmapped;
-                problems.push(
-                    Severity::Warning,
-                    "UnmappedExport",
-                    object.clone(),
-                    format!(
-                        "{reason}; restored unchanged because the site map says `unmapped: keep`, so it still points at {}",
-                        plan.before.as_deref().unwrap_or("its old server")
-                    ),
-                );
-            }
-            Err(error) => {
+            Some(Ok(Outcome::AlreadyLocal)) => plan.action = VolumeAction::AlreadyLocal,
+            Some(Ok(Outcome::NotNfs)) | None => plan.action = VolumeAction::NotNfs,
+            Some(Ok(Outcome::KeptUnmapped { .. })) => plan.action = VolumeAction::KeptUnmapped,
+            Some(Err(_)) => {
                 plan.action = VolumeAction::Fails;
                 plan.after = None;
-                problems.push(
-                    Severity::Blocking,
-                    "UnmappedExport",
-                    object.clone(),
-                    error.0,
-                );
             }
         }
         if let (Some(existing), Some(after)) = (
@@ -348,7 +348,7 @@ fn volume_plans(
             if there.as_deref() != Some(after) {
                 problems.push(
                     Severity::Blocking,
-                    "PersistentVolumeExists",
+                    reason::PERSISTENT_VOLUME_EXISTS,
                     object,
                     format!(
                         "a PV of this name already exists at site {site} pointing at {}, not {after}: Velero would keep it and the claim would bind to it; delete it (after checking it is stale) and plan again",
@@ -362,73 +362,46 @@ fn volume_plans(
     volumes
 }
 
-/// Claims without their PV, snapshots without their replica, VM disks without their claim.
+/// The backup invariants across items: claims bound to a PV in the backup, snapshots with their
+/// replica, VM disks with their claim.
 fn claim_problems(contents: &BackupContents, problems: &mut Problems) {
-    for pvc in &contents.pvcs {
-        let object = format!("PersistentVolumeClaim {}/{}", pvc.namespace, pvc.name);
-        match pvc.volume.as_deref() {
-            None => problems.push(
-                Severity::Blocking,
-                "ClaimNotBound",
-                object,
-                "the claim has no spec.volumeName in the backup, so it would be provisioned new and empty at this site".to_owned(),
-            ),
-            Some(volume) if !contents.pvs.contains_key(volume) => problems.push(
-                Severity::Blocking,
-                "VolumeMissing",
-                object,
-                format!(
-                    "its PersistentVolume {volume} is not in the backup: include cluster-scoped resources (the scheduler's backups do) and back up again"
-                ),
-            ),
-            Some(_) => {}
-        }
-    }
-
-    let replicas: HashSet<(&str, &str)> = contents
+    let references = contents.references();
+    let broken = invariants::cross_check(&references, &[]);
+    let claims: BTreeMap<String, &PvcItem> = contents
         .pvcs
         .iter()
-        .filter_map(|pvc| {
-            pvc.replica_of_snapshot
-                .as_deref()
-                .map(|uid| (pvc.namespace.as_str(), uid))
-        })
+        .map(|pvc| (format!("{}/{}", pvc.namespace, pvc.name), pvc))
         .collect();
-    for snapshot in &contents.snapshots {
-        if !replicas.contains(&(snapshot.namespace.as_str(), snapshot.uid.as_str())) {
-            problems.push(
-                Severity::Blocking,
-                "ReplicaMissing",
-                format!("VolumeSnapshot {}/{}", snapshot.namespace, snapshot.name),
-                "no replica PVC of this snapshot is in the backup, so the snapshot's data is not at this site: check the replicadr.io/snapshot-to-pvc plugin's warnings in the backup log".to_owned(),
-            );
-        }
+    for key in &broken.unbound_claims {
+        let pvc = claims[key];
+        problems.violation(Violation::pvc_not_bound(
+            &pvc.namespace,
+            &pvc.name,
+            pvc.replica_of_snapshot.as_deref(),
+        ));
     }
-
-    let claims: HashSet<(&str, &str)> = contents
-        .pvcs
-        .iter()
-        .map(|pvc| (pvc.namespace.as_str(), pvc.name.as_str()))
-        .collect();
-    for vm in &contents.vms {
-        for disk in &vm.disks {
-            if !claims.contains(&(vm.namespace.as_str(), disk.as_str())) {
-                problems.push(
-                    Severity::Blocking,
-                    "DiskMissing",
-                    format!("VirtualMachine {}/{}", vm.namespace, vm.name),
-                    format!("its disk claim {disk} is not in the backup"),
-                );
-            }
-        }
+    for key in &broken.claims_without_pv {
+        let pvc = claims[key];
+        problems.violation(Violation::pv_missing(
+            &pvc.namespace,
+            &pvc.name,
+            pvc.volume.as_deref().unwrap_or_default(),
+        ));
     }
-}
-
-/// `server:path` of an NFS PV.
-pub fn location(pv: &Value) -> Option<String> {
-    let spec = pv.get("spec")?.as_object()?;
-    let location = NfsLocation::read(spec)?;
-    Some(format!("{}:{}", location.server, location.path))
+    for index in broken.snapshots_without_replica {
+        let snapshot = &contents.snapshots[index];
+        problems.violation(Violation::replica_pvc_missing(
+            &snapshot.namespace,
+            &snapshot.name,
+            &snapshot.uid,
+            SnapshotSeen::InBackup,
+        ));
+    }
+    let disks: Vec<(&VmItem, &str)> = contents.vm_volumes().collect();
+    for index in broken.vm_volumes_without_claim {
+        let (vm, claim) = disks[index];
+        problems.violation(Violation::vm_volume_missing(&vm.namespace, &vm.name, claim));
+    }
 }
 
 #[cfg(test)]

@@ -10,12 +10,13 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume};
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::{Client, ResourceExt as _};
-use replicadr_plugins::actions::CONFIG_SITE_MAP;
-use replicadr_plugins::actions::pv_site_remap::{CONFIG_LOCAL_SITE, NAME as PV_SITE_REMAP};
-use replicadr_plugins::framework::PLUGIN_CONFIG_LABEL;
-use replicadr_plugins::sitemap::{SiteMap, SiteName};
+use replicadr_core::contents::BackupContents;
+use replicadr_core::plugin_config::PluginConfig;
+use replicadr_core::sitemap::{SiteMap, SiteName};
+use replicadr_core::wire::{
+    CONFIG_SITE_MAP, KIND_RESTORE_ITEM_ACTION, LABEL_PLUGIN_CONFIG, PLUGIN_PV_SITE_REMAP,
+};
 
-use super::contents::BackupContents;
 use super::plan::{self, BackupFacts, Plan, PlanInput, Verification};
 use crate::policy::{BackupPolicy, ValidPolicy};
 use crate::velero::{self, BackupView, PhaseClass};
@@ -36,12 +37,12 @@ pub enum RecoveryError {
     Kube(#[from] kube::Error),
 }
 
-/// The restore plugin's configuration at a site.
+/// The restore plugin's configuration at a site, read and validated as the plugin reads it.
 #[derive(Debug, Clone)]
 pub struct SiteConfig {
     /// The ConfigMap it was read from.
     pub configmap: String,
-    /// Its `localSite`.
+    /// Its `localSite`, one of the site map's sites.
     pub local_site: String,
     pub site_map: SiteMap,
 }
@@ -50,7 +51,8 @@ pub struct SiteConfig {
 /// plugin-config label and `replicadr.io/pv-site-remap: RestoreItemAction`).
 pub async fn site_config(client: &Client, namespace: &str) -> Result<SiteConfig, RecoveryError> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
-    let selector = format!("{PLUGIN_CONFIG_LABEL},{PV_SITE_REMAP}=RestoreItemAction");
+    let selector =
+        format!("{LABEL_PLUGIN_CONFIG},{PLUGIN_PV_SITE_REMAP}={KIND_RESTORE_ITEM_ACTION}");
     let found = api
         .list(&ListParams::default().labels(&selector))
         .await?
@@ -73,28 +75,17 @@ pub async fn site_config(client: &Client, namespace: &str) -> Result<SiteConfig,
         }
     };
     let name = configmap.name_any();
-    let value = |key: &str| {
-        configmap
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .cloned()
-            .ok_or_else(|| {
-                RecoveryError::Config(format!(
-                    "ConfigMap {namespace}/{name} has no data key {key}; the restore plugin needs localSite and siteMap"
-                ))
-            })
+    let config = PluginConfig {
+        origin: format!("{namespace}/{name}"),
+        data: configmap.data.clone().unwrap_or_default(),
     };
-    let local_site = value(CONFIG_LOCAL_SITE)?.trim().to_owned();
-    let site_map = SiteMap::from_yaml(&value(CONFIG_SITE_MAP)?).map_err(|e| {
-        RecoveryError::Config(format!(
-            "ConfigMap {namespace}/{name} key {CONFIG_SITE_MAP}: {e}"
-        ))
-    })?;
+    let site = config
+        .site_config()
+        .map_err(|e| RecoveryError::Config(e.to_string()))?;
     Ok(SiteConfig {
         configmap: name,
-        local_site,
-        site_map,
+        local_site: site.local_site.to_string(),
+        site_map: site.site_map,
     })
 }
 

@@ -125,7 +125,7 @@ pub mod objects {
     pub fn pvc(namespace: &str, name: &str, volume: &str) -> Value {
         json!({
             "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": {"name": name, "namespace": namespace},
+            "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}")},
             "spec": {"accessModes": ["ReadWriteMany"], "volumeName": volume,
                      "resources": {"requests": {"storage": "10Gi"}}},
             "status": {"phase": "Bound"},
@@ -137,7 +137,7 @@ pub mod objects {
         let mut pvc = pvc(namespace, name, volume);
         pvc["metadata"]["labels"] = json!({
             crate::velero::LABEL_MANAGED_BY: crate::velero::MANAGED_BY,
-            crate::verify::archive::LABEL_REPLICA_OF_SNAPSHOT_UID: snapshot_uid,
+            replicadr_core::wire::LABEL_REPLICA_OF_SNAPSHOT_UID: snapshot_uid,
         });
         pvc
     }

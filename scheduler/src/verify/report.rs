@@ -4,12 +4,16 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Serialize;
+use replicadr_core::invariants::{self, Severity};
+use serde::{Serialize, Serializer};
 
-/// Why a backup failed verification. The string forms are metric labels, annotation values and
-/// condition reasons, so they never change once released.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+/// Why a backup failed verification: a backup invariant (the reasons `replicadr plan` reports
+/// too), or a problem only reading the backup from object storage can find. The string forms are
+/// metric labels, annotation values and condition reasons, so they never change once released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reason {
+    /// A backup invariant is broken (shared with `replicadr plan` and the failover).
+    Backup(invariants::Reason),
     /// Velero did not finish the backup as Completed.
     BackupNotCompleted,
     /// The backup names a BackupStorageLocation that does not exist (or there is no default).
@@ -37,18 +41,9 @@ pub enum Reason {
     ItemInvalid,
     /// The tarball and Velero's resource list disagree.
     ResourceListMismatch,
-    /// A PVC in the backup's scope is not in the backup.
+    /// A PVC in the backup's scope that existed when the backup started is not in it (checked
+    /// against the live cluster where the backup was taken).
     PvcMissing,
-    /// A PVC in the backup is bound to a PV that is not in the backup.
-    PvMissing,
-    /// A VolumeSnapshot's replica PVC is not in the backup.
-    ReplicaPvcMissing,
-    /// A VM's disk (PVC or `DataVolume`) is not in the backup.
-    VmVolumeMissing,
-    /// An NFS PV's backed-up reclaim policy is not Retain: Velero would re-provision it empty.
-    PvNotRetain,
-    /// An NFS PV cannot be mapped to another site by the site map.
-    PvUnmappable,
     /// The site map could not be read or is invalid.
     SiteMapUnavailable,
     /// The backup moved volume data (`PodVolumeBackups` or `DataUploads` exist).
@@ -59,6 +54,7 @@ impl Reason {
     /// The stable string form.
     pub fn as_str(self) -> &'static str {
         match self {
+            Reason::Backup(reason) => reason.as_str(),
             Reason::BackupNotCompleted => "BackupNotCompleted",
             Reason::StorageLocationNotFound => "StorageLocationNotFound",
             Reason::StorageLocationInvalid => "StorageLocationInvalid",
@@ -73,19 +69,45 @@ impl Reason {
             Reason::ItemInvalid => "ItemInvalid",
             Reason::ResourceListMismatch => "ResourceListMismatch",
             Reason::PvcMissing => "PvcMissing",
-            Reason::PvMissing => "PvMissing",
-            Reason::ReplicaPvcMissing => "ReplicaPvcMissing",
-            Reason::VmVolumeMissing => "VmVolumeMissing",
-            Reason::PvNotRetain => "PvNotRetain",
-            Reason::PvUnmappable => "PvUnmappable",
             Reason::SiteMapUnavailable => "SiteMapUnavailable",
             Reason::DataMoverUsed => "DataMoverUsed",
+        }
+    }
+
+    /// Whether it fails verification: every reason does but the backup invariants' warnings.
+    pub fn severity(self) -> Severity {
+        match self {
+            Reason::Backup(reason) => reason.severity(),
+            _ => Severity::Blocking,
         }
     }
 
     /// Failures that may pass on a later attempt without anyone changing anything.
     pub fn is_transient(self) -> bool {
         matches!(self, Reason::ObjectStoreUnreachable)
+    }
+}
+
+impl From<invariants::Reason> for Reason {
+    fn from(reason: invariants::Reason) -> Self {
+        Reason::Backup(reason)
+    }
+}
+
+impl From<&replicadr_core::tarball::TarballError> for Reason {
+    fn from(error: &replicadr_core::tarball::TarballError) -> Self {
+        use replicadr_core::tarball::TarballError;
+        match error {
+            TarballError::Source { .. } => Reason::ObjectStoreUnreachable,
+            TarballError::Truncated { .. } => Reason::TarballTruncated,
+            TarballError::Corrupt { .. } => Reason::TarballCorrupt,
+        }
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
@@ -142,6 +164,13 @@ impl Findings {
         self.counts.is_empty()
     }
 
+    /// Whether a finding fails verification.
+    pub fn has_blocking(&self) -> bool {
+        self.counts
+            .keys()
+            .any(|reason| reason.severity() == Severity::Blocking)
+    }
+
     /// The findings kept word for word.
     pub fn kept(&self) -> &[Finding] {
         &self.kept
@@ -179,9 +208,11 @@ pub struct Stats {
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     pub backup: String,
+    /// No blocking finding: warnings alone do not fail a backup.
     pub verified: bool,
-    /// The first failure's reason, or "Verified".
+    /// The first blocking finding's reason, or "Verified".
     pub reason: String,
+    /// Blocking findings and warnings, at most 20 per reason.
     pub findings: Vec<Finding>,
     /// How many findings of each reason, including those not listed.
     pub finding_counts: BTreeMap<String, u64>,
@@ -192,10 +223,13 @@ pub struct Report {
 impl Report {
     /// Builds the report from what was found.
     pub fn new(backup: &str, findings: &Findings, stats: Stats, duration_seconds: f64) -> Self {
-        let first = findings.kept().first();
+        let first = findings
+            .kept()
+            .iter()
+            .find(|f| f.reason.severity() == Severity::Blocking);
         Self {
             backup: backup.to_owned(),
-            verified: findings.is_empty(),
+            verified: !findings.has_blocking(),
             reason: first.map_or("Verified", |f| f.reason.as_str()).to_owned(),
             findings: findings.kept().to_vec(),
             finding_counts: findings
@@ -208,21 +242,50 @@ impl Report {
         }
     }
 
-    /// The first failure's reason.
+    /// The blocking findings kept word for word.
+    pub fn blocking(&self) -> impl Iterator<Item = &Finding> {
+        self.findings
+            .iter()
+            .filter(|f| f.reason.severity() == Severity::Blocking)
+    }
+
+    /// The warnings kept word for word.
+    pub fn warnings(&self) -> impl Iterator<Item = &Finding> {
+        self.findings
+            .iter()
+            .filter(|f| f.reason.severity() == Severity::Warning)
+    }
+
+    /// The first blocking finding's reason.
     pub fn first_reason(&self) -> Option<Reason> {
-        self.findings.first().map(|f| f.reason)
+        self.blocking().next().map(|f| f.reason)
     }
 
     /// Whether every failure may pass on a later attempt.
     pub fn is_transient(&self) -> bool {
-        !self.findings.is_empty() && self.findings.iter().all(|f| f.reason.is_transient())
+        !self.verified && self.blocking().all(|f| f.reason.is_transient())
     }
 
     /// A one-line summary for annotations, events and conditions.
     pub fn summary(&self) -> String {
+        let warnings: u64 = self
+            .finding_counts
+            .iter()
+            .filter(|(reason, _)| {
+                self.findings.iter().any(|f| {
+                    f.reason.as_str() == reason.as_str() && f.reason.severity() == Severity::Warning
+                })
+            })
+            .map(|(_, count)| count)
+            .sum();
         if self.verified {
+            let warned = if warnings > 0 {
+                format!(", {warnings} warning(s)")
+            } else {
+                String::new()
+            };
             return format!(
-                "backup {} verified: {} items, {} PVCs, {} PVs ({} NFS), {} VMs, {} VolumeSnapshots",
+                "backup {} verified: {} items, {} PVCs, {} PVs ({} NFS), {} VMs, {} VolumeSnapshots{warned}",
                 self.backup,
                 self.stats.items,
                 self.stats.persistent_volume_claims,
@@ -232,10 +295,10 @@ impl Report {
                 self.stats.volume_snapshots
             );
         }
-        let total: u64 = self.finding_counts.values().sum();
+        let total: u64 = self.finding_counts.values().sum::<u64>() - warnings;
         let first = self
-            .findings
-            .first()
+            .blocking()
+            .next()
             .map(|f| f.message.as_str())
             .unwrap_or_default();
         if total > 1 {

@@ -3,8 +3,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::*;
-use crate::actions::CONFIG_SITE_MAP;
-use crate::actions::nfs_volume::NFS_CSI_DRIVER;
+use replicadr_core::wire::{CONFIG_SITE_MAP, NFS_CSI_DRIVER};
 
 const SITE_MAP: &str = r"
 sites: [primary, dr]

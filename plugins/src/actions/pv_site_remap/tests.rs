@@ -96,7 +96,7 @@ fn in_tree_nfs_is_rewritten_and_annotated() {
         "/exports/vms/ns/disk-1"
     );
     assert_eq!(annotations[ANNOTATION_ORIGINAL_SITE], "primary");
-    assert_eq!(annotations[ANNOTATION_RULE], "vm-disks");
+    assert_eq!(annotations[ANNOTATION_REMAP_RULE], "vm-disks");
 }
 
 #[test]
@@ -358,7 +358,7 @@ fn original_policy_is_put_back_when_asked() {
             .get(ANNOTATION_ORIGINAL_RECLAIM_POLICY)
             .is_none()
     );
-    assert_eq!(annotations[ANNOTATION_RULE], "vm-disks");
+    assert_eq!(annotations[ANNOTATION_REMAP_RULE], "vm-disks");
 
     // Without a record (or with a nonsense one) the backed-up policy stays.
     let plain = in_tree_pv("pv-2", "10.20.0.5", "/replica/vms/disk");

@@ -35,32 +35,16 @@ pub const STORAGE_CLASSES: ResourceType = ResourceType {
     namespaced: false,
 };
 
-/// Label on everything ReplicaDR creates.
-pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-/// Value of [`LABEL_MANAGED_BY`].
-pub const MANAGED_BY: &str = "replicadr";
-/// Label and annotation: UID of the VolumeSnapshot a replica PVC was provisioned from.
-pub const LABEL_SNAPSHOT_UID: &str = "replicadr.io/replica-of-snapshot-uid";
-/// Annotation: name of that VolumeSnapshot (same namespace).
-pub const ANNOTATION_SNAPSHOT: &str = "replicadr.io/replica-of-snapshot";
-/// Annotation: the snapshot's source PVC.
-pub const ANNOTATION_SOURCE_PVC: &str = "replicadr.io/source-pvc";
-/// Annotation: the source PVC's StorageClass, when `storageClassMap` replaced it.
-pub const ANNOTATION_SOURCE_STORAGE_CLASS: &str = "replicadr.io/source-storage-class";
-/// Label (when a valid label value) and annotation: the KubeVirt VirtualMachine whose disk this is.
-pub const LABEL_VM: &str = "replicadr.io/vm";
-/// Annotation: the KubeVirt `VirtualMachineSnapshotContent` owning the VolumeSnapshot.
-pub const ANNOTATION_VM_SNAPSHOT_CONTENT: &str = "replicadr.io/vm-snapshot-content";
-/// Annotation: the CDI `DataVolume` owning the source PVC.
-pub const ANNOTATION_SOURCE_DATA_VOLUME: &str = "replicadr.io/source-datavolume";
-
-/// Labels KubeVirt's snapshot controller puts on the VolumeSnapshots of a `VirtualMachineSnapshot`.
-const KUBEVIRT_SOURCE_VM_NAME: &str = "snapshot.kubevirt.io/source-vm-name";
-const KUBEVIRT_SOURCE_VM_NAMESPACE: &str = "snapshot.kubevirt.io/source-vm-namespace";
-/// Velero labels every VolumeSnapshot its CSI plugin creates with the backup's name, and every
-/// object it restores with both the backup's and the restore's names.
-const VELERO_BACKUP_NAME: &str = "velero.io/backup-name";
-const VELERO_RESTORE_NAME: &str = "velero.io/restore-name";
+pub use replicadr_core::wire::{
+    ANNOTATION_REPLICA_OF_SNAPSHOT as ANNOTATION_SNAPSHOT, ANNOTATION_SOURCE_DATA_VOLUME,
+    ANNOTATION_SOURCE_PVC, ANNOTATION_SOURCE_STORAGE_CLASS, ANNOTATION_VM_SNAPSHOT_CONTENT,
+    LABEL_MANAGED_BY, LABEL_REPLICA_OF_SNAPSHOT_UID as LABEL_SNAPSHOT_UID, LABEL_VM, MANAGED_BY,
+};
+// KubeVirt labels the VolumeSnapshots of a `VirtualMachineSnapshot` with its VM.
+use replicadr_core::wire::{
+    LABEL_KUBEVIRT_SOURCE_VM_NAME as KUBEVIRT_SOURCE_VM_NAME,
+    LABEL_KUBEVIRT_SOURCE_VM_NAMESPACE as KUBEVIRT_SOURCE_VM_NAMESPACE,
+};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -207,8 +191,7 @@ impl Snapshot {
             .find(|o| o.kind == "VirtualMachineSnapshotContent")
             .map(|o| o.name.clone());
         Ok(Self {
-            velero_temporary: labels.contains_key(VELERO_BACKUP_NAME)
-                && !labels.contains_key(VELERO_RESTORE_NAME),
+            velero_temporary: replicadr_core::invariants::is_velero_temporary(item),
             namespace,
             name,
             uid,
@@ -390,7 +373,7 @@ impl ReplicaPvc {
 
     /// Whether the claim is bound to a volume.
     pub fn is_bound(&self) -> bool {
-        self.phase == "Bound"
+        self.phase == replicadr_core::wire::PHASE_BOUND
     }
 
     /// `PersistentVolumeClaim <ns>/<name>`, for messages.

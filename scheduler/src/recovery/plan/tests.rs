@@ -1,14 +1,22 @@
+use std::collections::BTreeSet;
+use std::io::Cursor;
+
 use super::*;
-use crate::recovery::contents::BackupContents;
+use crate::verify::archive::{self, PvChecks};
 use crate::verify::fixture::{self, ArchiveWriter, objects};
+use crate::verify::{Report, Stats};
 use serde_json::json;
 
-fn contents_of(objects: Vec<(&'static str, Value)>) -> BackupContents {
+fn tarball_of(objects: Vec<(&'static str, Value)>) -> (Vec<u8>, Vec<u8>) {
     let mut writer = ArchiveWriter::new(Vec::new()).expect("writer");
     for (group_resource, object) in objects {
         writer.add(group_resource, &object).expect("add");
     }
-    let (tarball, _) = writer.finish().expect("finish");
+    writer.finish().expect("finish")
+}
+
+fn contents_of(objects: Vec<(&'static str, Value)>) -> BackupContents {
+    let (tarball, _) = tarball_of(objects);
     BackupContents::read(tarball.as_slice()).expect("read")
 }
 
@@ -123,11 +131,11 @@ fn every_kind_of_gap_is_a_blocking_problem_naming_the_object() {
         .map(|p| (p.reason, p.object.as_str()))
         .collect();
     for expected in [
-        ("DeleteReclaimPolicy", "PersistentVolume pv-del"),
-        ("UnmappedExport", "PersistentVolume pv-odd"),
-        ("VolumeMissing", "PersistentVolumeClaim vms/lost"),
-        ("ReplicaMissing", "VolumeSnapshot vms/orphan-snap"),
-        ("DiskMissing", "VirtualMachine vms/web"),
+        ("PvNotRetain", "PersistentVolume pv-del"),
+        ("PvUnmappable", "PersistentVolume pv-odd"),
+        ("PvMissing", "PersistentVolumeClaim vms/lost"),
+        ("ReplicaPvcMissing", "VolumeSnapshot vms/orphan-snap"),
+        ("VmVolumeMissing", "VirtualMachine vms/web"),
     ] {
         assert!(
             reasons.contains(&expected),
@@ -168,7 +176,7 @@ fn keep_unmapped_and_an_old_backup_are_warnings_only() {
     );
     assert!(plan.complete, "{:#?}", plan.problems);
     let reasons: Vec<&str> = plan.problems.iter().map(|p| p.reason).collect();
-    assert_eq!(reasons, ["RpoExceeded", "UnmappedExport"], "{plan:#?}");
+    assert_eq!(reasons, ["RpoExceeded", "PvKeptUnmapped"], "{plan:#?}");
     assert!(
         plan.problems[0].message.contains("2h"),
         "{:?}",
@@ -215,4 +223,145 @@ fn json_output_names_every_field_for_scripts() {
     assert_eq!(value["verification"]["result"], "Passed");
     assert_eq!(value["volumes"][0]["action"], "Rewrite");
     assert_eq!(value["namespaces"][0]["virtualMachines"][0]["name"], "db");
+}
+
+#[test]
+fn an_unbound_claim_blocks_the_plan() {
+    let mut objects = fixture::healthy_vm_objects();
+    let mut pending = objects::pvc("vms", "pending", "");
+    pending["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("volumeName");
+    objects.push(("persistentvolumeclaims", pending));
+    let plan = plan_at("dr", &contents_of(objects), fixture::SITE_MAP);
+    assert!(!plan.complete);
+    assert_eq!(
+        plan.blocking()
+            .map(|p| (p.reason, p.object.as_str()))
+            .collect::<Vec<_>>(),
+        [("PvcNotBound", "PersistentVolumeClaim vms/pending")]
+    );
+}
+
+/// A PV of a driver the site map cannot cover, bound to a claim.
+fn ceph_pv(name: &str, reclaim: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": name},
+        "spec": {"persistentVolumeReclaimPolicy": reclaim,
+                 "csi": {"driver": "rbd.csi.ceph.com", "volumeHandle": "0001-abc"}},
+    })
+}
+
+#[test]
+fn a_delete_pv_outside_nfs_is_reprovisioned_with_a_warning() {
+    let mut objects = fixture::healthy_vm_objects();
+    objects.push(("persistentvolumes", ceph_pv("pv-scratch", "Delete")));
+    objects.push((
+        "persistentvolumeclaims",
+        objects::pvc("vms", "scratch", "pv-scratch"),
+    ));
+    let plan = plan_at("dr", &contents_of(objects), fixture::SITE_MAP);
+    assert!(plan.complete, "{:#?}", plan.problems);
+    let volume = plan.volume("pv-scratch").expect("planned");
+    assert_eq!(volume.action, VolumeAction::Reprovisioned);
+    assert_eq!(volume.problems, [invariants::Reason::PvReprovisioned]);
+    assert_eq!(
+        plan.problems
+            .iter()
+            .map(|p| (p.severity, p.reason))
+            .collect::<Vec<_>>(),
+        [(Severity::Warning, "PvReprovisioned")]
+    );
+}
+
+/// Verification of a tarball as the scheduler runs it, at every site of the map.
+fn verification_of(tarball: &[u8], list: &[u8]) -> Report {
+    let checks = PvChecks::for_every_site(&SiteMap::from_yaml(fixture::SITE_MAP).expect("map"));
+    let mut inventory = archive::inspect(Cursor::new(tarball), &checks).expect("readable");
+    let list = archive::ResourceList::parse(list.to_vec()).expect("list");
+    archive::cross_check(&mut inventory, Some(&list), &[], || {
+        Ok(Cursor::new(tarball))
+    });
+    Report::new("vms-1", &inventory.findings, Stats::default(), 0.0)
+}
+
+#[test]
+fn verification_and_the_plan_give_every_backup_the_same_verdict_and_reasons() {
+    let with = |extra: Vec<(&'static str, Value)>| {
+        let mut objects = fixture::healthy_vm_objects();
+        objects.extend(extra);
+        objects
+    };
+    let without = |name: &str| {
+        fixture::healthy_vm_objects()
+            .into_iter()
+            .filter(|(_, o)| o["metadata"]["name"] != name)
+            .collect::<Vec<_>>()
+    };
+    let mut unbound = objects::pvc("vms", "pending", "");
+    unbound["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("volumeName");
+    let cases: Vec<(&str, Vec<(&'static str, Value)>)> = vec![
+        ("healthy", fixture::healthy_vm_objects()),
+        (
+            "unbound claim",
+            with(vec![("persistentvolumeclaims", unbound)]),
+        ),
+        (
+            "Delete PV outside NFS",
+            with(vec![
+                ("persistentvolumes", ceph_pv("pv-scratch", "Delete")),
+                (
+                    "persistentvolumeclaims",
+                    objects::pvc("vms", "scratch", "pv-scratch"),
+                ),
+            ]),
+        ),
+        (
+            "Delete NFS PV",
+            with(vec![(
+                "persistentvolumes",
+                objects::nfs_pv("pv-del", "nfs-a.example.com", "/exports/vms/del", "Delete"),
+            )]),
+        ),
+        (
+            "unmapped export",
+            with(vec![(
+                "persistentvolumes",
+                objects::nfs_pv("pv-odd", "nfs-z.example.com", "/elsewhere/x", "Retain"),
+            )]),
+        ),
+        ("PV missing", without("pv-data")),
+        ("replica missing", without("db-data-snap-replica")),
+        ("VM disk missing", without("db-root")),
+    ];
+    for (case, objects) in cases {
+        let (tarball, list) = tarball_of(objects);
+        let report = verification_of(&tarball, &list);
+        let plan = plan_at(
+            "dr",
+            &BackupContents::read(tarball.as_slice()).expect("read"),
+            fixture::SITE_MAP,
+        );
+        assert_eq!(
+            report.verified, plan.complete,
+            "{case}: verification {:#?}\nplan {:#?}",
+            report.findings, plan.problems
+        );
+        let verified: BTreeSet<(String, Severity)> = report
+            .findings
+            .iter()
+            .map(|f| (f.reason.as_str().to_owned(), f.reason.severity()))
+            .collect();
+        let planned: BTreeSet<(String, Severity)> = plan
+            .problems
+            .iter()
+            .map(|p| (p.reason.to_owned(), p.severity))
+            .collect();
+        assert_eq!(verified, planned, "{case}");
+    }
 }

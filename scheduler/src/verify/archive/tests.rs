@@ -2,8 +2,11 @@ use std::io::Cursor;
 
 use serde_json::json;
 
+use replicadr_core::invariants::Reason as Invariant;
+
 use super::*;
 use crate::verify::fixture::{self, ArchiveWriter, objects};
+use crate::verify::report::Report;
 
 fn checks() -> PvChecks {
     PvChecks::for_every_site(&SiteMap::from_yaml(fixture::SITE_MAP).expect("site map"))
@@ -21,7 +24,9 @@ fn build(objects: &[(&str, Value)]) -> (Vec<u8>, Vec<u8>) {
 fn verify(tarball: &[u8], list: &[u8]) -> (Inventory, Vec<Reason>) {
     let mut inventory = inspect(Cursor::new(tarball), &checks()).expect("readable");
     let list = ResourceList::parse(list.to_vec()).expect("list");
-    cross_check(&mut inventory, Some(&list), || Ok(Cursor::new(tarball)));
+    cross_check(&mut inventory, Some(&list), &[], || {
+        Ok(Cursor::new(tarball))
+    });
     let mut reasons: Vec<Reason> = inventory.findings.counts().keys().copied().collect();
     reasons.sort();
     (inventory, reasons)
@@ -32,31 +37,6 @@ fn without(name: &str) -> Vec<(&'static str, Value)> {
         .into_iter()
         .filter(|(_, o)| o["metadata"]["name"] != name)
         .collect()
-}
-
-#[test]
-fn item_paths_follow_velero_layout() {
-    assert_eq!(
-        ItemPath::parse("resources/persistentvolumes/cluster/pv-1.json"),
-        Some(ItemPath {
-            group_resource: "persistentvolumes",
-            namespace: None,
-            name: "pv-1",
-            canonical: true
-        })
-    );
-    assert_eq!(
-        ItemPath::parse(
-            "resources/virtualmachines.kubevirt.io/v1-preferredversion/namespaces/vms/db.json"
-        ),
-        Some(ItemPath {
-            group_resource: "virtualmachines.kubevirt.io",
-            namespace: Some("vms"),
-            name: "db",
-            canonical: false
-        })
-    );
-    assert_eq!(ItemPath::parse("metadata/version"), None);
 }
 
 #[test]
@@ -78,7 +58,7 @@ fn a_healthy_backup_passes_and_counts_each_item_once() {
 fn a_pv_missing_from_the_backup_is_named() {
     let (tarball, list) = build(&without("pv-data"));
     let (inventory, reasons) = verify(&tarball, &list);
-    assert_eq!(reasons, [Reason::PvMissing]);
+    assert_eq!(reasons, [Reason::Backup(Invariant::PvMissing)]);
     let message = &inventory.findings.kept()[0].message;
     assert!(
         message.contains("vms/db-data") && message.contains("pv-data"),
@@ -90,11 +70,11 @@ fn a_pv_missing_from_the_backup_is_named() {
 fn a_vm_disk_missing_from_the_backup_is_named() {
     let (tarball, list) = build(&without("db-root"));
     let (inventory, reasons) = verify(&tarball, &list);
-    assert_eq!(reasons, [Reason::VmVolumeMissing]);
+    assert_eq!(reasons, [Reason::Backup(Invariant::VmVolumeMissing)]);
     assert!(
         inventory.findings.kept()[0]
             .message
-            .contains("VirtualMachine vms/db uses PVC db-root")
+            .contains("VirtualMachine vms/db: its disk claim db-root is not in the backup")
     );
 }
 
@@ -102,7 +82,7 @@ fn a_vm_disk_missing_from_the_backup_is_named() {
 fn a_snapshot_without_its_replica_pvc_is_named() {
     let (tarball, list) = build(&without("db-data-snap-replica"));
     let (inventory, reasons) = verify(&tarball, &list);
-    assert_eq!(reasons, [Reason::ReplicaPvcMissing]);
+    assert_eq!(reasons, [Reason::Backup(Invariant::ReplicaPvcMissing)]);
     assert!(inventory.findings.kept()[0].message.contains("snap-uid-1"));
 }
 
@@ -115,7 +95,7 @@ fn an_nfs_pv_outside_the_site_map_is_unmappable() {
     ));
     let (tarball, list) = build(&objects);
     let (inventory, reasons) = verify(&tarball, &list);
-    assert_eq!(reasons, [Reason::PvUnmappable]);
+    assert_eq!(reasons, [Reason::Backup(Invariant::PvUnmappable)]);
     let messages: Vec<_> = inventory
         .findings
         .kept()
@@ -144,7 +124,7 @@ fn an_nfs_pv_backed_up_with_delete_is_flagged() {
     ));
     let (tarball, list) = build(&objects);
     let (_, reasons) = verify(&tarball, &list);
-    assert_eq!(reasons, [Reason::PvNotRetain]);
+    assert_eq!(reasons, [Reason::Backup(Invariant::PvNotRetain)]);
 }
 
 #[test]
@@ -153,7 +133,7 @@ fn a_truncated_tarball_is_reported_as_truncated() {
     for cut in [tarball.len() / 3, tarball.len() / 2, tarball.len() - 4] {
         let error = inspect(Cursor::new(&tarball[..cut]), &checks()).expect_err("truncated");
         assert_eq!(
-            error.reason(),
+            Reason::from(&error),
             Reason::TarballTruncated,
             "cut at {cut}: {error}"
         );
@@ -173,7 +153,7 @@ fn flipped_bytes_are_reported_as_corrupt() {
             .expect_err(&format!("flip at {position} goes unnoticed"));
         assert!(
             matches!(
-                error.reason(),
+                Reason::from(&error),
                 Reason::TarballCorrupt | Reason::TarballTruncated
             ),
             "flip at {position}: {error}"
@@ -183,7 +163,7 @@ fn flipped_bytes_are_reported_as_corrupt() {
     let crc = trailer.len() - 8;
     trailer[crc] ^= 1;
     let error = inspect(Cursor::new(&trailer), &checks()).expect_err("crc");
-    assert_eq!(error.reason(), Reason::TarballCorrupt, "{error}");
+    assert_eq!(Reason::from(&error), Reason::TarballCorrupt, "{error}");
 }
 
 #[test]
@@ -200,7 +180,11 @@ fn a_failing_source_is_not_blamed_on_the_tarball() {
         }
     }
     let error = inspect(Broken(1), &checks()).expect_err("source fails");
-    assert_eq!(error.reason(), Reason::ObjectStoreUnreachable, "{error}");
+    assert_eq!(
+        Reason::from(&error),
+        Reason::ObjectStoreUnreachable,
+        "{error}"
+    );
 }
 
 #[test]
@@ -271,7 +255,7 @@ fn a_tarball_without_metadata_version_was_not_written_by_velero() {
     .expect("append");
     let tarball = raw.into_inner().expect("tar").finish().expect("gz");
     let mut inventory = inspect(Cursor::new(&tarball), &checks()).expect("readable");
-    cross_check(&mut inventory, None, || Ok(Cursor::new(&tarball)));
+    cross_check(&mut inventory, None, &[], || Ok(Cursor::new(&tarball)));
     assert_eq!(
         inventory
             .findings
@@ -299,7 +283,10 @@ fn findings_are_capped_per_reason_but_counted() {
     }
     let (tarball, list) = build(&objects);
     let (inventory, _) = verify(&tarball, &list);
-    assert_eq!(inventory.findings.counts()[&Reason::PvNotRetain], 100);
+    assert_eq!(
+        inventory.findings.counts()[&Reason::Backup(Invariant::PvNotRetain)],
+        100
+    );
     assert_eq!(inventory.findings.kept().len(), 20);
 }
 
@@ -310,6 +297,8 @@ fn failures_found_on_hashes_are_named_from_a_second_pass() {
     objects.retain(|(_, o)| o["metadata"]["name"] != "db-data-snap-replica");
     let mut unbound = objects::replica_pvc("vms", "db-data-snap-replica", "", "snap-uid-1");
     unbound["spec"]["volumeName"] = Value::String(String::new());
+    // Its PV goes with it: Velero takes a claim's PV only when the claim is bound.
+    objects.retain(|(_, o)| o["metadata"]["name"] != "pv-replica");
     objects.push(("persistentvolumeclaims", unbound));
     objects.push((
         "virtualmachines.kubevirt.io",
@@ -321,7 +310,7 @@ fn failures_found_on_hashes_are_named_from_a_second_pass() {
     assert!(!inventory.has_pvc("vms", "web-root"));
     let list = ResourceList::parse(list).expect("list");
     let mut reopened = 0;
-    cross_check(&mut inventory, Some(&list), || {
+    cross_check(&mut inventory, Some(&list), &[], || {
         reopened += 1;
         Ok(Cursor::new(&tarball))
     });
@@ -336,16 +325,16 @@ fn failures_found_on_hashes_are_named_from_a_second_pass() {
         messages,
         [
             (
-                Reason::PvMissing,
-                "PersistentVolumeClaim vms/db-data is bound to PersistentVolume pv-data, which is not in the backup"
+                Reason::Backup(Invariant::PvcNotBound),
+                "PersistentVolumeClaim vms/db-data-snap-replica: the claim has no spec.volumeName in the backup, so the restore would provision it new and empty instead of binding it to its data; it is the replica PVC of VolumeSnapshot uid snap-uid-1, and replicadr.io/snapshot-to-pvc did not see it bound before the backup ended, so the snapshot's data is not in this backup"
             ),
             (
-                Reason::ReplicaPvcMissing,
-                "replica PVC vms/db-data-snap-replica of VolumeSnapshot vms/db-data-snap was not bound to a PersistentVolume when backed up"
+                Reason::Backup(Invariant::PvMissing),
+                "PersistentVolumeClaim vms/db-data: it is bound to PersistentVolume pv-data, which is not in the backup: include cluster-scoped resources (the scheduler's backups do) and back up again"
             ),
             (
-                Reason::VmVolumeMissing,
-                "VirtualMachine vms/web uses PVC web-root, which is not in the backup"
+                Reason::Backup(Invariant::VmVolumeMissing),
+                "VirtualMachine vms/web: its disk claim web-root is not in the backup"
             ),
         ]
     );
@@ -359,6 +348,7 @@ fn a_healthy_backup_is_read_once() {
     cross_check(
         &mut inventory,
         Some(&list),
+        &[],
         || -> io::Result<Cursor<Vec<u8>>> {
             panic!("a backup that passes is not read a second time")
         },
@@ -381,20 +371,23 @@ fn many_failures_keep_the_first_in_name_order_and_count_all() {
     }
     let (tarball, list) = build(&objects);
     let (inventory, reasons) = verify(&tarball, &list);
-    assert_eq!(reasons, [Reason::PvMissing]);
-    assert_eq!(inventory.findings.counts()[&Reason::PvMissing], 50);
+    assert_eq!(reasons, [Reason::Backup(Invariant::PvMissing)]);
+    assert_eq!(
+        inventory.findings.counts()[&Reason::Backup(Invariant::PvMissing)],
+        50
+    );
     let named: Vec<_> = inventory
         .findings
         .kept()
         .iter()
-        .filter(|f| f.reason == Reason::PvMissing)
+        .filter(|f| f.reason == Reason::Backup(Invariant::PvMissing))
         .map(|f| f.message.as_str())
         .collect();
     assert_eq!(named.len(), 20);
     for (i, message) in named.iter().enumerate() {
         assert!(
             message.starts_with(&format!(
-                "PersistentVolumeClaim vms/claim-{i:02} is bound to PersistentVolume pv-{i:02},"
+                "PersistentVolumeClaim vms/claim-{i:02}: it is bound to PersistentVolume pv-{i:02},"
             )),
             "{message}"
         );
@@ -409,16 +402,146 @@ fn failures_keep_their_reason_when_the_second_pass_cannot_read() {
     cross_check(
         &mut inventory,
         Some(&list),
+        &[],
         || -> io::Result<Cursor<Vec<u8>>> {
             Err(io::Error::new(io::ErrorKind::ConnectionReset, "reset"))
         },
     );
     let kept = inventory.findings.kept();
     assert_eq!(kept.len(), 1, "{kept:?}");
-    assert_eq!(kept[0].reason, Reason::PvMissing);
+    assert_eq!(kept[0].reason, Reason::Backup(Invariant::PvMissing));
     assert!(
         kept[0].message.contains("could not be read") && kept[0].message.contains("reset"),
         "{}",
         kept[0].message
+    );
+}
+
+#[test]
+fn an_unbound_claim_fails_verification_as_it_blocks_the_plan() {
+    let mut objects = fixture::healthy_vm_objects();
+    let mut pending = objects::pvc("vms", "pending", "");
+    pending["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("volumeName");
+    objects.push(("persistentvolumeclaims", pending));
+    let (tarball, list) = build(&objects);
+    let (inventory, reasons) = verify(&tarball, &list);
+    assert_eq!(reasons, [Reason::Backup(Invariant::PvcNotBound)]);
+    assert!(
+        inventory.findings.kept()[0]
+            .message
+            .starts_with("PersistentVolumeClaim vms/pending: the claim has no spec.volumeName"),
+        "{:?}",
+        inventory.findings.kept()
+    );
+    let report = Report::new("b", &inventory.findings, Stats::default(), 0.0);
+    assert!(!report.verified);
+    assert_eq!(report.reason, "PvcNotBound");
+}
+
+/// The backup as Velero 1.17 and later write it: no VolumeSnapshot in the tarball.
+fn without_snapshots() -> Vec<(&'static str, Value)> {
+    fixture::healthy_vm_objects()
+        .into_iter()
+        .filter(|(r, _)| *r != "volumesnapshots.snapshot.storage.k8s.io")
+        .collect()
+}
+
+fn live_snapshot(uid: &str, source_claim_uid: &str) -> LiveVolumeSnapshot {
+    LiveVolumeSnapshot {
+        namespace: "vms".into(),
+        name: "db-data-daily".into(),
+        uid: uid.into(),
+        source_claim: "db-data".into(),
+        source_claim_uid: source_claim_uid.into(),
+    }
+}
+
+fn verify_with_live(tarball: &[u8], list: &[u8], live: &[LiveVolumeSnapshot]) -> Inventory {
+    let mut inventory = inspect(Cursor::new(tarball), &checks()).expect("readable");
+    let list = ResourceList::parse(list.to_vec()).expect("list");
+    cross_check(&mut inventory, Some(&list), live, || {
+        Ok(Cursor::new(tarball))
+    });
+    inventory
+}
+
+#[test]
+fn a_live_snapshot_at_the_source_without_its_replica_fails_verification() {
+    let (tarball, list) = build(&without_snapshots());
+    // The backed-up claim's UID, as the fixture writes it: this is the site it was taken at.
+    let inventory = verify_with_live(
+        &tarball,
+        &list,
+        &[live_snapshot("snap-uid-9", "uid-db-data")],
+    );
+    let kept = inventory.findings.kept();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].reason, Reason::Backup(Invariant::ReplicaPvcMissing));
+    assert!(
+        kept[0].message.starts_with(
+            "VolumeSnapshot vms/db-data-daily: no replica PVC of this snapshot (uid snap-uid-9) is in the backup (the snapshot exists at the source site"
+        ),
+        "{}",
+        kept[0].message
+    );
+}
+
+#[test]
+fn live_snapshots_with_their_replica_or_of_another_claim_pass() {
+    let (tarball, list) = build(&without_snapshots());
+    // Replicated: the backup holds the replica of snap-uid-1.
+    let replicated = verify_with_live(
+        &tarball,
+        &list,
+        &[live_snapshot("snap-uid-1", "uid-db-data")],
+    );
+    assert!(
+        replicated.findings.is_empty(),
+        "{:?}",
+        replicated.findings.kept()
+    );
+    // Same claim name, another UID: not the site the backup was taken at (a restored copy).
+    let elsewhere = verify_with_live(
+        &tarball,
+        &list,
+        &[live_snapshot("snap-uid-9", "restored-uid")],
+    );
+    assert!(
+        elsewhere.findings.is_empty(),
+        "{:?}",
+        elsewhere.findings.kept()
+    );
+}
+
+#[test]
+fn a_delete_pv_outside_nfs_is_a_warning_and_the_backup_verifies() {
+    let mut objects = fixture::healthy_vm_objects();
+    objects.push((
+        "persistentvolumes",
+        json!({
+            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-scratch"},
+            "spec": {"persistentVolumeReclaimPolicy": "Delete",
+                     "csi": {"driver": "rbd.csi.ceph.com", "volumeHandle": "0001-abc"}},
+        }),
+    ));
+    objects.push((
+        "persistentvolumeclaims",
+        objects::pvc("vms", "scratch", "pv-scratch"),
+    ));
+    let (tarball, list) = build(&objects);
+    let (inventory, reasons) = verify(&tarball, &list);
+    assert_eq!(reasons, [Reason::Backup(Invariant::PvReprovisioned)]);
+    let report = Report::new("b", &inventory.findings, Stats::default(), 0.0);
+    assert!(report.verified, "{report:#?}");
+    assert_eq!(report.reason, "Verified");
+    assert_eq!(report.first_reason(), None);
+    assert_eq!(report.warnings().count(), 1);
+    assert!(
+        report.summary().ends_with(", 1 warning(s)"),
+        "{}",
+        report.summary()
     );
 }

@@ -5,11 +5,9 @@
 
 use serde_json::{Map, Value};
 
-use super::{ItemError, describe, object_at};
+use crate::objects::{describe, object_at};
 use crate::sitemap::{ExportPath, NfsServer};
-
-/// The NFS CSI driver (csi-driver-nfs) whose volumes count as NFS volumes.
-pub const NFS_CSI_DRIVER: &str = "nfs.csi.k8s.io";
+pub use crate::wire::NFS_CSI_DRIVER;
 
 /// Which of the two NFS volume sources a PV uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,20 +108,40 @@ impl NfsLocation {
     }
 }
 
+/// Whether a PV is an NFS volume (in-tree or the NFS CSI driver).
+pub fn is_nfs(pv: &Value) -> bool {
+    pv.get("spec")
+        .and_then(Value::as_object)
+        .and_then(NfsSource::of)
+        .is_some()
+}
+
+/// `server:path` of an NFS PV as its spec writes it; `None` for other volumes.
+pub fn location(pv: &Value) -> Option<String> {
+    let spec = pv.get("spec")?.as_object()?;
+    let location = NfsLocation::read(spec)?;
+    Some(format!("{}:{}", location.server, location.path))
+}
+
+/// An object that is not a PersistentVolume with a spec, handed to code that needs one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotAVolume(pub String);
+
 /// The spec of a PersistentVolume item. `plugin` names the action in the error for other kinds.
 pub fn persistent_volume_spec<'v>(
     pv: &'v Value,
     plugin: &str,
-) -> Result<&'v Map<String, Value>, ItemError> {
+) -> Result<&'v Map<String, Value>, NotAVolume> {
     let what = describe(pv);
     let kind = pv.get("kind").and_then(Value::as_str).unwrap_or_default();
     if kind != "PersistentVolume" {
-        return Err(ItemError(format!(
+        return Err(NotAVolume(format!(
             "{what}: {plugin} only handles PersistentVolumes, got kind {kind:?}"
         )));
     }
     pv.get("spec").and_then(Value::as_object).ok_or_else(|| {
-        ItemError(format!(
+        NotAVolume(format!(
             "{what} has no spec object; cannot tell which volume it is"
         ))
     })
@@ -162,6 +180,17 @@ mod tests {
             location.source.field("share"),
             "spec.csi.volumeAttributes.share"
         );
+    }
+
+    #[test]
+    fn locations_read_as_server_and_path() {
+        let pv =
+            json!({"kind": "PersistentVolume", "spec": {"nfs": {"server": "nfs-a", "path": "/x"}}});
+        assert!(is_nfs(&pv));
+        assert_eq!(location(&pv).as_deref(), Some("nfs-a:/x"));
+        let other = json!({"kind": "PersistentVolume", "spec": {"hostPath": {"path": "/x"}}});
+        assert!(!is_nfs(&other));
+        assert_eq!(location(&other), None);
     }
 
     #[test]

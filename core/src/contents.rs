@@ -1,0 +1,325 @@
+//! What a failover restores, read from a backup tarball: every VM, PVC, PV and VolumeSnapshot,
+//! with the fields the plan and the failover use. Other items are counted, not kept. The readers
+//! of single fields (a PVC's volume, a replica's snapshot, a VM's disks) are the ones every check
+//! of a backup uses, whether it keeps the objects or only hashes of their names.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use serde_json::Value;
+
+use crate::invariants::{ClaimRef, References};
+use crate::tarball::{self, TarballError};
+pub use crate::wire::START_ORDER;
+use crate::wire::{
+    LABEL_MANAGED_BY, LABEL_REPLICA_OF_SNAPSHOT_UID, MANAGED_BY, POINTER_UID, POINTER_VOLUME_NAME,
+    RESOURCE_PVCS, RESOURCE_PVS, RESOURCE_VIRTUAL_MACHINES, RESOURCE_VOLUME_SNAPSHOTS,
+    annotation_pointer, label_pointer,
+};
+
+/// A VirtualMachine in the backup.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VmItem {
+    pub namespace: String,
+    pub name: String,
+    /// [`START_ORDER`]; `None` starts after every ordered VM.
+    pub start_order: Option<i64>,
+    /// The run strategy the VM had when backed up (`spec.running` read as Always/Halted).
+    pub run_strategy: String,
+    /// The PVCs and `DataVolumes` its disks name.
+    pub disks: Vec<String>,
+}
+
+impl VmItem {
+    /// Whether the VM was meant to run: it is started after the restore.
+    pub fn runs(&self) -> bool {
+        strategy_runs(&self.run_strategy)
+    }
+}
+
+/// Whether KubeVirt keeps a VM with this run strategy running.
+pub fn strategy_runs(run_strategy: &str) -> bool {
+    !matches!(run_strategy, "Halted" | "Manual")
+}
+
+/// A PersistentVolumeClaim in the backup.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PvcItem {
+    pub namespace: String,
+    pub name: String,
+    pub volume: Option<String>,
+    /// For a replica PVC made from a VolumeSnapshot: that snapshot's UID.
+    pub replica_of_snapshot: Option<String>,
+    /// Its UID when backed up.
+    #[serde(skip)]
+    pub uid: String,
+}
+
+/// A VolumeSnapshot in the backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotItem {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+/// The backup's VMs, PVCs, PVs and snapshots.
+#[derive(Debug, Default, Clone)]
+pub struct BackupContents {
+    pub vms: Vec<VmItem>,
+    pub pvcs: Vec<PvcItem>,
+    /// Whole PV objects by name: the plan runs the restore plugin's rewrite on them.
+    pub pvs: BTreeMap<String, Value>,
+    pub snapshots: Vec<SnapshotItem>,
+    /// Every item in the tarball.
+    pub items: u64,
+    /// Items that are not valid JSON objects, by path-like name.
+    pub unreadable: Vec<String>,
+}
+
+const WANTED: [&str; 4] = [
+    RESOURCE_PVCS,
+    RESOURCE_PVS,
+    RESOURCE_VOLUME_SNAPSHOTS,
+    RESOURCE_VIRTUAL_MACHINES,
+];
+
+impl BackupContents {
+    /// Reads a `<backup>.tar.gz` to its end.
+    pub fn read(source: impl Read) -> Result<Self, TarballError> {
+        let mut contents = Self::default();
+        contents.items = tarball::read_items(
+            source,
+            |group_resource| WANTED.contains(&group_resource),
+            |group_resource, bytes| contents.add(group_resource, bytes),
+        )?;
+        contents
+            .vms
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        contents
+            .pvcs
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        Ok(contents)
+    }
+
+    fn add(&mut self, group_resource: &str, bytes: &[u8]) {
+        let Ok(object) = serde_json::from_slice::<Value>(bytes) else {
+            self.unreadable.push(format!(
+                "{group_resource}: {}",
+                String::from_utf8_lossy(bytes)
+                    .chars()
+                    .take(80)
+                    .collect::<String>()
+            ));
+            return;
+        };
+        let text = |pointer: &str| {
+            object
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (namespace, name) = (text("/metadata/namespace"), text("/metadata/name"));
+        match group_resource {
+            RESOURCE_VIRTUAL_MACHINES => self.vms.push(VmItem {
+                start_order: start_order(&object),
+                run_strategy: run_strategy(&object),
+                disks: vm_claims(&object).map(str::to_owned).collect(),
+                namespace,
+                name,
+            }),
+            RESOURCE_PVCS => self.pvcs.push(PvcItem {
+                volume: volume_name(&object).map(str::to_owned),
+                replica_of_snapshot: replica_of(&object).map(str::to_owned),
+                uid: uid(&object).to_owned(),
+                namespace,
+                name,
+            }),
+            RESOURCE_PVS => {
+                self.pvs.insert(name, object);
+            }
+            _ => self.snapshots.push(SnapshotItem {
+                uid: uid(&object).to_owned(),
+                namespace,
+                name,
+            }),
+        }
+    }
+
+    /// The namespaces holding a VM or PVC, sorted.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut namespaces: Vec<String> = self
+            .vms
+            .iter()
+            .map(|vm| vm.namespace.clone())
+            .chain(self.pvcs.iter().map(|pvc| pvc.namespace.clone()))
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        namespaces
+    }
+
+    /// The cross references of the contents, keyed by name: `namespace/name` for claims, the
+    /// name for PVs, `namespace/uid` for snapshots.
+    pub fn references(&self) -> References<String> {
+        let mut references = References::default();
+        for pvc in &self.pvcs {
+            references.claims.insert(
+                format!("{}/{}", pvc.namespace, pvc.name),
+                ClaimRef {
+                    volume: pvc.volume.clone(),
+                    uid: pvc.uid.clone(),
+                    replica: pvc.replica_of_snapshot.is_some(),
+                },
+            );
+            if let Some(uid) = &pvc.replica_of_snapshot {
+                references
+                    .replicated
+                    .insert(format!("{}/{uid}", pvc.namespace));
+            }
+        }
+        references.volumes = self.pvs.keys().cloned().collect();
+        references.snapshots = self
+            .snapshots
+            .iter()
+            .map(|s| format!("{}/{}", s.namespace, s.uid))
+            .collect();
+        references.vm_volumes = self
+            .vms
+            .iter()
+            .flat_map(|vm| {
+                vm.disks
+                    .iter()
+                    .map(|disk| format!("{}/{disk}", vm.namespace))
+            })
+            .collect();
+        references
+    }
+
+    /// Each VM disk in the order of [`BackupContents::references`]: (VM, claim).
+    pub fn vm_volumes(&self) -> impl Iterator<Item = (&VmItem, &str)> {
+        self.vms
+            .iter()
+            .flat_map(|vm| vm.disks.iter().map(move |disk| (vm, disk.as_str())))
+    }
+}
+
+/// A PVC's `spec.volumeName`, if set.
+pub fn volume_name(pvc: &Value) -> Option<&str> {
+    pvc.pointer(POINTER_VOLUME_NAME)
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())
+}
+
+/// An object's UID, empty when it has none.
+pub fn uid(object: &Value) -> &str {
+    object
+        .pointer(POINTER_UID)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// For a replica PVC the project made, the UID of the VolumeSnapshot it copies: the
+/// [`LABEL_REPLICA_OF_SNAPSHOT_UID`] label, or the annotation of that name when the UID is not a
+/// valid label value, on a PVC labelled [`LABEL_MANAGED_BY`]=[`MANAGED_BY`].
+pub fn replica_of(pvc: &Value) -> Option<&str> {
+    let str_at = |pointer: &str| pvc.pointer(pointer).and_then(Value::as_str);
+    str_at(&label_pointer(LABEL_MANAGED_BY))
+        .filter(|v| *v == MANAGED_BY)
+        .and_then(|_| {
+            str_at(&label_pointer(LABEL_REPLICA_OF_SNAPSHOT_UID))
+                .or_else(|| str_at(&annotation_pointer(LABEL_REPLICA_OF_SNAPSHOT_UID)))
+        })
+}
+
+/// The PVC or `DataVolume` names of a VM's disks, in order.
+pub fn vm_claims(vm: &Value) -> impl Iterator<Item = &str> {
+    vm.pointer("/spec/template/spec/volumes")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|volume| {
+            volume
+                .pointer("/persistentVolumeClaim/claimName")
+                .or_else(|| volume.pointer("/dataVolume/name"))
+                .and_then(Value::as_str)
+        })
+}
+
+/// [`START_ORDER`] from the VM's annotations or labels, if it is an integer.
+pub fn start_order(vm: &Value) -> Option<i64> {
+    [annotation_pointer(START_ORDER), label_pointer(START_ORDER)]
+        .iter()
+        .find_map(|pointer| {
+            vm.pointer(pointer)
+                .and_then(Value::as_str)
+                .and_then(|v| v.trim().parse().ok())
+        })
+}
+
+/// The VM's run strategy: `spec.runStrategy`, else `spec.running` as Always or Halted.
+pub fn run_strategy(vm: &Value) -> String {
+    if let Some(strategy) = vm.pointer("/spec/runStrategy").and_then(Value::as_str) {
+        return strategy.to_owned();
+    }
+    match vm.pointer("/spec/running").and_then(Value::as_bool) {
+        Some(true) => "Always".to_owned(),
+        _ => "Halted".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn start_order_and_run_strategy_read_every_spelling() {
+        let mut vm =
+            json!({"kind": "VirtualMachine", "metadata": {"name": "db", "namespace": "vms"}});
+        assert_eq!(start_order(&vm), None);
+        vm["metadata"]["labels"] = json!({START_ORDER: "2"});
+        assert_eq!(start_order(&vm), Some(2));
+        vm["metadata"]["annotations"] = json!({START_ORDER: " -1 "});
+        assert_eq!(start_order(&vm), Some(-1), "the annotation wins");
+        vm["metadata"]["annotations"] = json!({START_ORDER: "first"});
+        assert_eq!(
+            start_order(&vm),
+            Some(2),
+            "a non-integer annotation is ignored"
+        );
+        vm["spec"] = json!({"running": true});
+        assert_eq!(run_strategy(&vm), "Always");
+        vm["spec"] = json!({"running": false});
+        assert_eq!(run_strategy(&vm), "Halted");
+        vm["spec"] = json!({"runStrategy": "RerunOnFailure"});
+        assert_eq!(run_strategy(&vm), "RerunOnFailure");
+    }
+
+    #[test]
+    fn replicas_are_recognised_by_label_or_annotation_on_a_managed_pvc() {
+        let managed = json!({"metadata": {"labels": {
+            LABEL_MANAGED_BY: MANAGED_BY, LABEL_REPLICA_OF_SNAPSHOT_UID: "u1"}}});
+        assert_eq!(replica_of(&managed), Some("u1"));
+        let annotated = json!({"metadata": {
+            "labels": {LABEL_MANAGED_BY: MANAGED_BY},
+            "annotations": {LABEL_REPLICA_OF_SNAPSHOT_UID: "u2"}}});
+        assert_eq!(replica_of(&annotated), Some("u2"));
+        let foreign = json!({"metadata": {"labels": {LABEL_REPLICA_OF_SNAPSHOT_UID: "u3"}}});
+        assert_eq!(replica_of(&foreign), None, "not made by the project");
+    }
+
+    #[test]
+    fn vm_disks_name_claims_and_data_volumes_in_order() {
+        let vm = json!({"spec": {"template": {"spec": {"volumes": [
+            {"name": "root", "dataVolume": {"name": "db-root"}},
+            {"name": "init", "cloudInitNoCloud": {}},
+            {"name": "data", "persistentVolumeClaim": {"claimName": "db-data"}},
+        ]}}}});
+        assert_eq!(vm_claims(&vm).collect::<Vec<_>>(), ["db-root", "db-data"]);
+    }
+}

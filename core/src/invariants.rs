@@ -1,0 +1,457 @@
+//! What a backup must hold for a failover to restore it completely: the backup invariants, each
+//! checked by one function here and reported under one [`Reason`] with one [`Severity`], whoever
+//! asks. Verification (from object storage, after every backup), `replicadr plan` (before a
+//! failover) and the failover's own checks all call these functions, so a backup the plan would
+//! block never verifies, and nothing verification accepts blocks the plan.
+//!
+//! Two kinds of check:
+//! - per volume, on each PersistentVolume as it is read ([`check_volume`]): its reclaim policy and
+//!   the restore plugin's own rewrite run on a copy, to every site asked;
+//! - across items, once everything is read ([`cross_check`]): each PVC bound to a PV in the
+//!   backup, each VolumeSnapshot with its replica PVC, each VM disk with its claim. They work on
+//!   [`References`] keyed by any `K`: names for a reader that keeps them, 64-bit hashes of names
+//!   for one that must stay small over 100,000 items and names only what fails.
+//!
+//! Messages are built here too ([`Violation`]'s constructors), so the same fact reads the same
+//! in a verification report, a plan and a failover report.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::hash::Hash;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::nfs;
+use crate::remap::{Outcome, RemapError, SiteRemap};
+use crate::sitemap::SiteName;
+use crate::wire::{
+    LABEL_MANAGED_BY, LABEL_REPLICA_OF_SNAPSHOT_UID, MANAGED_BY, PLUGIN_PV_RETAIN,
+    PLUGIN_SNAPSHOT_TO_PVC, POINTER_RECLAIM_POLICY, RECLAIM_DELETE, RECLAIM_RETAIN,
+};
+
+/// Whether a violation makes the restore incomplete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Severity {
+    /// The restore would be incomplete or wrong: verification fails, and a failover refuses
+    /// without `--force`.
+    Blocking,
+    /// Worth knowing; the restore would still hold everything the backup can give.
+    Warning,
+}
+
+/// Which invariant a backup breaks. The string forms are metric labels, annotation values,
+/// condition reasons and plan output, so they never change once released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Reason {
+    /// A PVC in the backup has no `spec.volumeName`: it was not bound when backed up, so the
+    /// restore provisions it new and empty instead of binding it to its data.
+    PvcNotBound,
+    /// A PVC in the backup is bound to a PV that is not in the backup.
+    PvMissing,
+    /// A VolumeSnapshot (in the backup, or live at the source site and taken of a claim in the
+    /// backup before the backup started) has no replica PVC in the backup, so its data is not at
+    /// the other site.
+    ReplicaPvcMissing,
+    /// A VM's disk (PVC or `DataVolume`) is not in the backup.
+    VmVolumeMissing,
+    /// An NFS PV is backed up with a reclaim policy other than `Retain`: with `Delete`, Velero
+    /// provisions a new, empty volume instead of restoring it (the backup ran without
+    /// `replicadr.io/pv-retain`); with `Recycle`, the replica is scrubbed when its claim goes.
+    PvNotRetain,
+    /// A PV that is not NFS is backed up with reclaim policy `Delete`: Velero provisions a new,
+    /// empty volume for its claim. The array does not replicate it, so there is nothing of it to
+    /// restore at the other site anyway.
+    PvReprovisioned,
+    /// The restore plugin would refuse an NFS PV: its export is not in the site map (with
+    /// `unmapped: fail`) or its server or path is malformed.
+    PvUnmappable,
+    /// An NFS PV outside the site map would be restored unchanged (`unmapped: keep`), still
+    /// pointing at its old server.
+    PvKeptUnmapped,
+}
+
+impl Reason {
+    /// Every reason, in documentation order.
+    pub const ALL: [Reason; 8] = [
+        Reason::PvcNotBound,
+        Reason::PvMissing,
+        Reason::ReplicaPvcMissing,
+        Reason::VmVolumeMissing,
+        Reason::PvNotRetain,
+        Reason::PvReprovisioned,
+        Reason::PvUnmappable,
+        Reason::PvKeptUnmapped,
+    ];
+
+    /// The stable string form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::PvcNotBound => "PvcNotBound",
+            Reason::PvMissing => "PvMissing",
+            Reason::ReplicaPvcMissing => "ReplicaPvcMissing",
+            Reason::VmVolumeMissing => "VmVolumeMissing",
+            Reason::PvNotRetain => "PvNotRetain",
+            Reason::PvReprovisioned => "PvReprovisioned",
+            Reason::PvUnmappable => "PvUnmappable",
+            Reason::PvKeptUnmapped => "PvKeptUnmapped",
+        }
+    }
+
+    /// How bad it is; fixed per reason.
+    pub fn severity(self) -> Severity {
+        match self {
+            Reason::PvReprovisioned | Reason::PvKeptUnmapped => Severity::Warning,
+            Reason::PvcNotBound
+            | Reason::PvMissing
+            | Reason::ReplicaPvcMissing
+            | Reason::VmVolumeMissing
+            | Reason::PvNotRetain
+            | Reason::PvUnmappable => Severity::Blocking,
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One broken invariant: the reason, the object (`Kind namespace/name`) and what is wrong and
+/// what would fix it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Violation {
+    pub reason: Reason,
+    pub object: String,
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.object, self.message)
+    }
+}
+
+/// Where a VolumeSnapshot was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotSeen {
+    /// In the backup (Velero before 1.17 backs VolumeSnapshots up).
+    InBackup,
+    /// Live at the source site, taken of a claim in the backup before the backup started
+    /// (Velero 1.17 and later leave VolumeSnapshots out of every backup).
+    LiveAtSource,
+}
+
+impl Violation {
+    /// The severity of its reason.
+    pub fn severity(&self) -> Severity {
+        self.reason.severity()
+    }
+
+    /// [`Reason::PvcNotBound`]; `replica_of` is the snapshot UID when the claim is a replica PVC.
+    pub fn pvc_not_bound(namespace: &str, name: &str, replica_of: Option<&str>) -> Self {
+        let replica = replica_of.map_or_else(String::new, |uid| {
+            format!(
+                "; it is the replica PVC of VolumeSnapshot uid {uid}, and {PLUGIN_SNAPSHOT_TO_PVC} did not see it bound before the backup ended, so the snapshot's data is not in this backup"
+            )
+        });
+        Self {
+            reason: Reason::PvcNotBound,
+            object: format!("PersistentVolumeClaim {namespace}/{name}"),
+            message: format!(
+                "the claim has no spec.volumeName in the backup, so the restore would provision it new and empty instead of binding it to its data{replica}"
+            ),
+        }
+    }
+
+    /// [`Reason::PvMissing`].
+    pub fn pv_missing(namespace: &str, name: &str, volume: &str) -> Self {
+        Self {
+            reason: Reason::PvMissing,
+            object: format!("PersistentVolumeClaim {namespace}/{name}"),
+            message: format!(
+                "it is bound to PersistentVolume {volume}, which is not in the backup: include cluster-scoped resources (the scheduler's backups do) and back up again"
+            ),
+        }
+    }
+
+    /// [`Reason::ReplicaPvcMissing`].
+    pub fn replica_pvc_missing(namespace: &str, name: &str, uid: &str, seen: SnapshotSeen) -> Self {
+        let seen = match seen {
+            SnapshotSeen::InBackup => "",
+            SnapshotSeen::LiveAtSource => {
+                " (the snapshot exists at the source site and was taken of a claim in the backup before the backup started)"
+            }
+        };
+        Self {
+            reason: Reason::ReplicaPvcMissing,
+            object: format!("VolumeSnapshot {namespace}/{name}"),
+            message: format!(
+                "no replica PVC of this snapshot (uid {uid}) is in the backup{seen}: a PVC labelled {LABEL_MANAGED_BY}={MANAGED_BY}, {LABEL_REPLICA_OF_SNAPSHOT_UID}={uid}; the snapshot's data is not at the other site. Check the {PLUGIN_SNAPSHOT_TO_PVC} plugin's messages in the backup log"
+            ),
+        }
+    }
+
+    /// [`Reason::VmVolumeMissing`].
+    pub fn vm_volume_missing(namespace: &str, vm: &str, claim: &str) -> Self {
+        Self {
+            reason: Reason::VmVolumeMissing,
+            object: format!("VirtualMachine {namespace}/{vm}"),
+            message: format!("its disk claim {claim} is not in the backup"),
+        }
+    }
+}
+
+/// A PV's reclaim policy as backed up. An absent field reads as `Retain`, the API server's
+/// default for PVs and what Velero acts on (it re-provisions only `Delete`).
+pub fn reclaim_policy(pv: &Value) -> &str {
+    pv.pointer(POINTER_RECLAIM_POLICY)
+        .and_then(Value::as_str)
+        .unwrap_or(RECLAIM_RETAIN)
+}
+
+/// What [`check_volume`] found for one PV.
+#[derive(Debug, Clone)]
+pub struct VolumeCheck {
+    /// An NFS volume (in-tree or the NFS CSI driver).
+    pub nfs: bool,
+    /// The reclaim policy as backed up.
+    pub reclaim_policy: String,
+    /// Velero provisions a new, empty volume instead of restoring this one (policy `Delete`);
+    /// such a PV never reaches the restore plugin.
+    pub reprovisioned: bool,
+    /// The restore plugin's rewrite onto each site asked, in order; empty when re-provisioned.
+    pub rewrites: Vec<(SiteName, Result<Outcome, RemapError>)>,
+    pub violations: Vec<Violation>,
+}
+
+/// The per-volume invariants of PV `name`: NFS PVs are `Retain`; a `Delete` PV of another driver
+/// is re-provisioned (a warning); and the restore plugin's rewrite, run on a copy onto each site of
+/// `remaps`, accepts it.
+pub fn check_volume(name: &str, pv: &Value, remaps: &[SiteRemap]) -> VolumeCheck {
+    let object = format!("PersistentVolume {name}");
+    let nfs = nfs::is_nfs(pv);
+    let policy = reclaim_policy(pv).to_owned();
+    let reprovisioned = policy == RECLAIM_DELETE;
+    let mut violations = Vec::new();
+    if nfs && policy != RECLAIM_RETAIN {
+        let consequence = if reprovisioned {
+            "Velero would provision a new, empty volume instead of restoring this one"
+        } else {
+            "the replica would be scrubbed when its claim is deleted"
+        };
+        violations.push(Violation {
+            reason: Reason::PvNotRetain,
+            object: object.clone(),
+            message: format!(
+                "the NFS PV is backed up with reclaim policy {policy}, so {consequence}; the backup was taken without the {PLUGIN_PV_RETAIN} plugin covering it — take a new backup with it installed and the export in the site map"
+            ),
+        });
+    } else if reprovisioned {
+        violations.push(Violation {
+            reason: Reason::PvReprovisioned,
+            object: object.clone(),
+            message: "the PV is not NFS and is backed up with reclaim policy Delete, so Velero provisions a new, empty volume for its claim; the storage array does not replicate it, so its data is not at the other site".to_owned(),
+        });
+    }
+    let mut rewrites = Vec::new();
+    if !reprovisioned {
+        for remap in remaps {
+            let mut copy = pv.clone();
+            let outcome = remap.remap(&mut copy);
+            match &outcome {
+                Ok(Outcome::KeptUnmapped { reason }) => violations.push(Violation {
+                    reason: Reason::PvKeptUnmapped,
+                    object: object.clone(),
+                    message: format!(
+                        "{reason}; restored unchanged at site {} because the site map says `unmapped: keep`, so it still points at {}",
+                        remap.site(),
+                        nfs::location(pv).as_deref().unwrap_or("its old server")
+                    ),
+                }),
+                Ok(_) => {}
+                Err(error) => violations.push(Violation {
+                    reason: Reason::PvUnmappable,
+                    object: object.clone(),
+                    message: format!("cannot fail over to site {}: {error}", remap.site()),
+                }),
+            }
+            rewrites.push((remap.site().clone(), outcome));
+        }
+    }
+    VolumeCheck {
+        nfs,
+        reclaim_policy: policy,
+        reprovisioned,
+        rewrites,
+        violations,
+    }
+}
+
+/// A PVC as the cross checks see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRef<K> {
+    /// The key of the PV its `spec.volumeName` names; `None` when unbound.
+    pub volume: Option<K>,
+    /// The key of its UID.
+    pub uid: K,
+    /// A replica PVC the project made from a VolumeSnapshot.
+    pub replica: bool,
+}
+
+/// The cross references of a backup's items, by key `K`. A claim's key stands for its namespace
+/// and name, a PV's for its name, a snapshot's for its namespace and UID.
+#[derive(Debug, Clone)]
+pub struct References<K> {
+    /// Every PVC.
+    pub claims: HashMap<K, ClaimRef<K>>,
+    /// Every PV.
+    pub volumes: HashSet<K>,
+    /// The snapshots a replica PVC in the backup copies.
+    pub replicated: HashSet<K>,
+    /// Every VolumeSnapshot in the backup, in tarball order.
+    pub snapshots: Vec<K>,
+    /// Every VM disk, by the claim key of the PVC or `DataVolume` it names, in tarball order.
+    pub vm_volumes: Vec<K>,
+}
+
+impl<K> Default for References<K> {
+    fn default() -> Self {
+        Self {
+            claims: HashMap::new(),
+            volumes: HashSet::new(),
+            replicated: HashSet::new(),
+            snapshots: Vec::new(),
+            vm_volumes: Vec::new(),
+        }
+    }
+}
+
+/// A VolumeSnapshot seen live at the site verifying, with its source claim. Pass only snapshots
+/// the backup should have replicated: taken before the backup started, not being deleted, not
+/// Velero's own temporary ones ([`is_replicated_at_backup`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSnapshot<K> {
+    /// Its key (namespace and UID).
+    pub snapshot: K,
+    /// The key of its source claim (namespace and name).
+    pub source_claim: K,
+    /// The key of the UID the source claim has live. Only when it is the UID of the claim in the
+    /// backup is this the site the backup was taken at and the snapshot one the backup saw.
+    pub source_claim_uid: K,
+}
+
+/// What the cross checks found broken, by key (claims) and by position (in
+/// [`References::snapshots`], the live snapshots passed, [`References::vm_volumes`]); every one,
+/// in no particular order for claims and in order for positions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken<K> {
+    /// [`Reason::PvcNotBound`].
+    pub unbound_claims: Vec<K>,
+    /// [`Reason::PvMissing`].
+    pub claims_without_pv: Vec<K>,
+    /// [`Reason::ReplicaPvcMissing`], snapshots in the backup.
+    pub snapshots_without_replica: Vec<usize>,
+    /// [`Reason::ReplicaPvcMissing`], live snapshots.
+    pub live_snapshots_without_replica: Vec<usize>,
+    /// [`Reason::VmVolumeMissing`].
+    pub vm_volumes_without_claim: Vec<usize>,
+}
+
+impl<K> Default for Broken<K> {
+    fn default() -> Self {
+        Self {
+            unbound_claims: Vec::new(),
+            claims_without_pv: Vec::new(),
+            snapshots_without_replica: Vec::new(),
+            live_snapshots_without_replica: Vec::new(),
+            vm_volumes_without_claim: Vec::new(),
+        }
+    }
+}
+
+impl<K> Broken<K> {
+    /// Whether every cross check passed.
+    pub fn is_empty(&self) -> bool {
+        self.unbound_claims.is_empty()
+            && self.claims_without_pv.is_empty()
+            && self.snapshots_without_replica.is_empty()
+            && self.live_snapshots_without_replica.is_empty()
+            && self.vm_volumes_without_claim.is_empty()
+    }
+}
+
+/// The invariants across items: every PVC bound ([`Reason::PvcNotBound`]) to a PV in the backup
+/// ([`Reason::PvMissing`]); every VolumeSnapshot in the backup, and every live one of a claim in
+/// the backup taken before it started, with its replica PVC ([`Reason::ReplicaPvcMissing`]);
+/// every VM disk's claim in the backup ([`Reason::VmVolumeMissing`]).
+pub fn cross_check<K: Eq + Hash + Clone>(
+    references: &References<K>,
+    live: &[LiveSnapshot<K>],
+) -> Broken<K> {
+    let mut broken = Broken::default();
+    for (key, claim) in &references.claims {
+        match &claim.volume {
+            None => broken.unbound_claims.push(key.clone()),
+            Some(volume) if !references.volumes.contains(volume) => {
+                broken.claims_without_pv.push(key.clone());
+            }
+            Some(_) => {}
+        }
+    }
+    broken.snapshots_without_replica = references
+        .snapshots
+        .iter()
+        .enumerate()
+        .filter(|(_, snapshot)| !references.replicated.contains(*snapshot))
+        .map(|(index, _)| index)
+        .collect();
+    let in_backup: HashSet<&K> = references.snapshots.iter().collect();
+    broken.live_snapshots_without_replica = live
+        .iter()
+        .enumerate()
+        .filter(|(_, snapshot)| {
+            let seen_by_backup = references
+                .claims
+                .get(&snapshot.source_claim)
+                .is_some_and(|claim| !claim.replica && claim.uid == snapshot.source_claim_uid);
+            seen_by_backup
+                && !in_backup.contains(&snapshot.snapshot)
+                && !references.replicated.contains(&snapshot.snapshot)
+        })
+        .map(|(index, _)| index)
+        .collect();
+    broken.vm_volumes_without_claim = references
+        .vm_volumes
+        .iter()
+        .enumerate()
+        .filter(|(_, claim)| !references.claims.contains_key(*claim))
+        .map(|(index, _)| index)
+        .collect();
+    broken
+}
+
+/// Whether `replicadr.io/snapshot-to-pvc` replicates a live VolumeSnapshot when it backs up the
+/// snapshot's source claim: not while it is being deleted, and not Velero's own temporary
+/// snapshots (labelled with a backup's name and not restored).
+pub fn is_replicated_at_backup(snapshot: &Value) -> bool {
+    let deleting = snapshot.pointer("/metadata/deletionTimestamp").is_some();
+    !deleting && !is_velero_temporary(snapshot)
+}
+
+/// Whether a VolumeSnapshot is one Velero's CSI support took for a backup (labelled with the
+/// backup's name) rather than restored (labelled with a restore's name too): Velero deletes it
+/// when the backup finalizes, so it is never replicated.
+pub fn is_velero_temporary(snapshot: &Value) -> bool {
+    use crate::wire::{LABEL_VELERO_BACKUP_NAME, LABEL_VELERO_RESTORE_NAME, label_pointer};
+    snapshot
+        .pointer(&label_pointer(LABEL_VELERO_BACKUP_NAME))
+        .is_some()
+        && snapshot
+            .pointer(&label_pointer(LABEL_VELERO_RESTORE_NAME))
+            .is_none()
+}
+
+#[cfg(test)]
+mod tests;
