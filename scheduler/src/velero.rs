@@ -22,6 +22,8 @@ pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "replicadr";
 /// The policy a backup belongs to.
 pub const LABEL_POLICY: &str = "replicadr.io/policy";
+/// The site (`localSite`) whose scheduler created a backup; see [`crate::backup_site`].
+pub const LABEL_SITE: &str = "replicadr.io/site";
 /// Velero's label on objects belonging to a backup (`PodVolumeBackups`, `DataUploads`).
 pub const LABEL_BACKUP_NAME: &str = "velero.io/backup-name";
 
@@ -99,6 +101,8 @@ pub fn classify_phase(phase: Option<&str>) -> PhaseClass {
 #[derive(Debug, Clone)]
 pub struct BackupRequest<'a> {
     pub policy: &'a ValidPolicy,
+    /// The site creating the backup (its `localSite`): the value of [`LABEL_SITE`].
+    pub site: &'a str,
     pub name: String,
     /// The slot, RFC 3339; absent for manual backups.
     pub slot: Option<String>,
@@ -141,6 +145,7 @@ pub fn build_backup(request: &BackupRequest<'_>) -> DynamicObject {
         (LABEL_METADATA_BACKUP.to_owned(), "true".to_owned()),
         (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
         (LABEL_POLICY.to_owned(), policy.name.clone()),
+        (LABEL_SITE.to_owned(), request.site.to_owned()),
     ]);
     let mut annotations =
         BTreeMap::from([(ANNOTATION_ATTEMPT.to_owned(), request.attempt.to_string())]);
@@ -163,6 +168,8 @@ pub struct BackupView {
     pub phase: Option<String>,
     pub class: PhaseClass,
     pub policy: Option<String>,
+    /// The [`LABEL_SITE`] label: the site whose scheduler created the backup.
+    pub site: Option<String>,
     pub slot: Option<String>,
     pub attempt: u32,
     pub created: Option<jiff::Timestamp>,
@@ -174,6 +181,8 @@ pub struct BackupView {
     /// `Some(true|false)` once verified.
     pub verified: Option<bool>,
     pub verification_reason: Option<String>,
+    /// When the newest verification result was written.
+    pub verified_at: Option<jiff::Timestamp>,
     pub verification_attempts: u32,
     pub failure_reason: Option<String>,
 }
@@ -194,6 +203,7 @@ impl BackupView {
             class: classify_phase(phase.as_deref()),
             phase,
             policy: labels.and_then(|l| l.get(LABEL_POLICY)).cloned(),
+            site: labels.and_then(|l| l.get(LABEL_SITE)).cloned(),
             slot: annotation(ANNOTATION_SLOT),
             attempt: annotation(ANNOTATION_ATTEMPT)
                 .and_then(|a| a.parse().ok())
@@ -218,6 +228,7 @@ impl BackupView {
             label_selector: data.pointer("/spec/labelSelector").cloned(),
             verified: annotation(ANNOTATION_VERIFIED).map(|v| v == "true"),
             verification_reason: annotation(ANNOTATION_VERIFICATION_REASON),
+            verified_at: annotation(ANNOTATION_VERIFIED_AT).and_then(|t| t.parse().ok()),
             verification_attempts: annotation(ANNOTATION_VERIFICATION_ATTEMPTS)
                 .and_then(|a| a.parse().ok())
                 .unwrap_or_default(),
@@ -412,6 +423,7 @@ mod tests {
         let policy = valid_policy();
         let backup = build_backup(&BackupRequest {
             policy: &policy,
+            site: "primary",
             name: "vms-202601010200".into(),
             slot: Some("2026-01-01T02:00:00Z".into()),
             attempt: 0,
@@ -434,6 +446,11 @@ mod tests {
         assert_eq!(labels[LABEL_METADATA_BACKUP], "true");
         assert_eq!(labels[LABEL_MANAGED_BY], "replicadr");
         assert_eq!(labels[LABEL_POLICY], "vms");
+        assert_eq!(labels[LABEL_SITE], "primary");
+        assert_eq!(
+            BackupView::from_object(&backup).site.as_deref(),
+            Some("primary")
+        );
         assert_eq!(
             value["metadata"]["annotations"][ANNOTATION_SLOT],
             "2026-01-01T02:00:00Z"

@@ -148,6 +148,11 @@ impl PvSiteRemap {
         }
     }
 
+    /// The site this restore runs at (`localSite`).
+    pub fn local_site(&self) -> &SiteName {
+        &self.local
+    }
+
     /// Rewrites one PersistentVolume in place.
     pub fn remap(&self, pv: &mut Value) -> Result<Outcome, ItemError> {
         let what = describe(pv);
