@@ -154,6 +154,8 @@ impl<P: Deref<Target = Publisher>> BackupLife<P> {
                 let existing = BackupView::from_object(&self.backups().get(name).await?);
                 if let Origin::Elsewhere(made_at) = backup_site::origin(&existing, site) {
                     tracing::warn!(policy = %valid.name, backup = name, made_at = ?made_at, "a backup of this name was made at another site; leaving it alone");
+                    // The slot is taken: recorded, so that it is not tried again.
+                    self.record_started(valid, slot, None).await?;
                     return Ok(Created::Foreign { site: made_at });
                 }
                 tracing::info!(policy = %valid.name, backup = name, "backup already exists");
@@ -161,6 +163,18 @@ impl<P: Deref<Target = Publisher>> BackupLife<P> {
             }
             Err(error) => return Err(error),
         };
+        self.record_started(valid, slot, Some((name, site))).await?;
+        Ok(created)
+    }
+
+    /// Records `slot` as the newest one started (unless a newer one is), and `backup` (name and
+    /// site) as the newest backup of this site.
+    async fn record_started(
+        &self,
+        valid: &ValidPolicy,
+        slot: Option<Timestamp>,
+        backup: Option<(&str, &str)>,
+    ) -> Result<(), kube::Error> {
         self.publisher
             .update_status(&valid.name, |_, status| {
                 if let Some(slot) = slot {
@@ -173,11 +187,12 @@ impl<P: Deref<Target = Publisher>> BackupLife<P> {
                         status.last_schedule_time = Some(slot.to_string());
                     }
                 }
-                status.last_backup = Some(name.to_owned());
-                status.site = Some(site.to_owned());
+                if let Some((name, site)) = backup {
+                    status.last_backup = Some(name.to_owned());
+                    status.site = Some(site.to_owned());
+                }
             })
-            .await?;
-        Ok(created)
+            .await
     }
 
     /// A backup still running `age` after its creation, past `spec.backupTimeout`: counted as

@@ -18,7 +18,7 @@ use replicadr_scheduler::publish::Publisher;
 use replicadr_scheduler::service::{Service, ServiceConfig};
 use replicadr_scheduler::velero::{self, BackupRequest, PhaseClass};
 use replicadr_scheduler::verify::fixture::{self, ArchiveWriter, objects};
-use replicadr_scheduler::verify::{Report, SiteMapSource, Verifier};
+use replicadr_scheduler::verify::{LiveScope, Report, SiteMapSource, Verifier};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_mins(1);
@@ -43,6 +43,7 @@ async fn create_backup(env: &BackupEnv, name: &str) -> anyhow::Result<()> {
         }))?)?;
     let object = velero::build_backup(&BackupRequest {
         policy: &policy,
+        site: "primary",
         name: name.into(),
         slot: None,
         attempt: 0,
@@ -185,6 +186,42 @@ async fn verification_finds_each_problem_with_its_reason() -> anyhow::Result<()>
     .await?;
     let report = verify(&env, "moved").await?;
     assert_eq!(reasons(&report), ["DataMoverUsed"], "{report:#?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_live_scope_is_checked_only_at_the_site_that_made_the_backup() -> anyhow::Result<()> {
+    let env = BackupEnv::start("velero").await?;
+    // A PVC in scope that existed when the backup started but is not in it.
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "forgotten", "namespace": "vms"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))?;
+    Api::<PersistentVolumeClaim>::namespaced(env.client.clone(), "vms")
+        .create(&PostParams::default(), &pvc)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    backup_with(&env, "no-pvc", fixture::healthy_vm_backup()?).await?;
+    let report = verify(&env, "no-pvc").await?;
+    assert_eq!(reasons(&report), ["PvcMissing"], "{report:#?}");
+    assert_eq!(report.live_scope, LiveScope::Checked);
+    assert_eq!(report.site.as_deref(), Some("primary"));
+
+    // The same backup verified at the DR site, whose PVCs are not its scope: the check is
+    // skipped, and the report says why.
+    env.put_local_site("dr").await?;
+    let report = verify(&env, "no-pvc").await?;
+    assert!(report.verified, "{report:#?}");
+    assert_eq!(report.site.as_deref(), Some("primary"));
+    let LiveScope::Skipped { note } = &report.live_scope else {
+        panic!("the live scope is checked at dr: {report:#?}");
+    };
+    assert!(
+        note.contains("made at site primary") && note.contains("this is site dr"),
+        "{note}"
+    );
+    let json = cli::render_report(&report, cli::Output::Json);
+    assert!(json.contains("\"result\": \"Skipped\""), "{json}");
     Ok(())
 }
 
