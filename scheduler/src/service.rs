@@ -139,6 +139,9 @@ struct Admitted {
 struct Context {
     service: Arc<Service>,
     backups: Store<DynamicObject>,
+    /// A store's readiness wakes only the last of several concurrent waiters (one oneshot
+    /// receiver behind it), so reconciles wait for the Backup cache one at a time.
+    backups_ready: tokio::sync::Mutex<()>,
     leader: watch::Receiver<bool>,
 }
 
@@ -213,6 +216,7 @@ impl Service {
         let context = Arc::new(Context {
             service: Arc::clone(&self),
             backups,
+            backups_ready: tokio::sync::Mutex::new(()),
             leader,
         });
         Controller::for_stream(policy_events, policies)
@@ -684,7 +688,10 @@ async fn reconcile(
     if !*context.leader.borrow() {
         return Ok(Action::requeue(service.config.tick));
     }
-    context.backups.wait_until_ready().await?;
+    {
+        let _turn = context.backups_ready.lock().await;
+        context.backups.wait_until_ready().await?;
+    }
     let (outcome, next) = service
         .reconcile_with(&policy, backups_of(&context.backups, &name), now)
         .await?;
