@@ -27,7 +27,7 @@ use replicadr_scheduler::recovery::site::{self, BackupChoice};
 use replicadr_scheduler::server::Health;
 use replicadr_scheduler::service::{Service, ServiceConfig};
 use replicadr_scheduler::{gc, manual, policy, status};
-use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// musl's allocator is slow under many small allocations (about a quarter of the plugin's
 /// throughput, measured by `hack/bench/plugin-bench.sh`); the static image builds use mimalloc.
@@ -364,16 +364,12 @@ async fn run_scheduler(
     config.verify_backoff = Duration::from_secs(verify_backoff_seconds);
     config.verify_attempts = verify_attempts.max(1);
     let service = Arc::new(Service::new(client.clone(), config, clock, publisher));
-    let shutdown = Arc::new(Notify::new());
+    let shutdown = CancellationToken::new();
     let health = Health::new(registry);
     let server = {
         let health = health.clone();
-        let shutdown = Arc::clone(&shutdown);
-        tokio::spawn(async move {
-            health
-                .serve(metrics_address, async move { shutdown.notified().await })
-                .await
-        })
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { health.serve(metrics_address, shutdown).await })
     };
     let election = if no_leader_election {
         None
@@ -394,17 +390,16 @@ async fn run_scheduler(
         None => tokio::sync::watch::channel(true).1,
     };
     health.set_ready(true);
-    let runner = tokio::spawn(Arc::clone(&service).run(leader, Arc::clone(&shutdown)));
+    let runner = tokio::spawn(Arc::clone(&service).run(leader, shutdown.clone()));
     wait_for_signal().await;
     tracing::info!("shutting down");
     health.set_ready(false);
-    shutdown.notify_waiters();
-    shutdown.notify_one();
+    shutdown.cancel();
     let _ = runner.await;
+    // The lease goes only once the service has stopped writing.
     if let Some(election) = election {
         election.stop().await;
     }
-    shutdown.notify_waiters();
     let _ = server.await;
     Ok(ExitCode::SUCCESS)
 }

@@ -8,16 +8,17 @@ use kube::Client;
 use kube_lease_manager::{LeaseManagerBuilder, LeaseManagerError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 /// The Lease's name.
 pub const LEASE_NAME: &str = "replicadr-scheduler";
 
-/// A running election: `is_leader` follows the lock; dropping `stop` releases it.
+/// A running election: `is_leader` follows the lock; cancelling its token releases it.
 #[derive(Debug)]
 pub struct Election {
     pub is_leader: watch::Receiver<bool>,
     task: JoinHandle<()>,
-    stop: Option<watch::Sender<bool>>,
+    stop: CancellationToken,
 }
 
 impl Election {
@@ -37,7 +38,8 @@ impl Election {
             .await?;
         let (mut lock, manager_task) = manager.watch().await;
         let (out, is_leader) = watch::channel(false);
-        let (stop, mut stopped) = watch::channel(false);
+        let stop = CancellationToken::new();
+        let stopped = stop.clone();
         let identity = identity.to_owned();
         let task = tokio::spawn(async move {
             loop {
@@ -50,7 +52,7 @@ impl Election {
                         tracing::info!(identity = %identity, leading, "leadership changed");
                         let _ = out.send(leading);
                     }
-                    _ = stopped.changed() => break,
+                    () = stopped.cancelled() => break,
                 }
             }
             let _ = out.send(false);
@@ -65,15 +67,13 @@ impl Election {
         Ok(Self {
             is_leader,
             task,
-            stop: Some(stop),
+            stop,
         })
     }
 
     /// Gives the lease up and waits until it is released.
-    pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(true);
-        }
-        let _ = (&mut self.task).await;
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
     }
 }

@@ -212,6 +212,10 @@ pub struct BackupPolicyStatus {
     /// When that backup started (RFC 3339): the recovery point it offers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_verified_time: Option<String>,
+    /// The site (its `localSite`) whose scheduler wrote this status: every backup named here
+    /// was made there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
     /// The longest gap between slots, from the schedule: what RPO is measured against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_interval_seconds: Option<u64>,

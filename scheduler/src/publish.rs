@@ -194,6 +194,9 @@ impl Publisher {
                 if newer {
                     status.last_verified_backup = Some(backup.name.clone());
                     status.last_verified_time = recovery_point.map(|t| t.to_string());
+                    if report.site.is_some() {
+                        status.site.clone_from(&report.site);
+                    }
                 }
             } else {
                 status.set_condition(

@@ -11,6 +11,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
 
 /// Shared state of the endpoints.
 #[derive(Debug, Clone)]
@@ -42,16 +43,16 @@ impl Health {
             .with_state(self.clone())
     }
 
-    /// Serves on `address` until `shutdown` completes.
+    /// Serves on `address` until `shutdown` is cancelled.
     pub async fn serve(
         &self,
         address: SocketAddr,
-        shutdown: impl Future<Output = ()> + Send + 'static,
+        shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::bind(address).await?;
         tracing::info!(address = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
         axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
     }
 }

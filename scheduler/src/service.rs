@@ -1,38 +1,49 @@
-//! The scheduler service: a level-triggered loop over every `BackupPolicy` of the Velero
-//! namespace. Each pass reads the cluster (policies and their Backups, found by label) and does
-//! what is due: report invalid policies, watch running backups to a final phase, verify finished
-//! ones, retry failed ones, start the backup of a due slot. All state lives in the cluster
-//! (status, labels, annotations, deterministic names), so a restart or a second replica resumes
-//! exactly where the last one stopped and can never create a slot's backup twice.
+//! The scheduler service: a kube-runtime [`Controller`] over the `BackupPolicies` of the Velero
+//! namespace. Reflector caches hold the policies and the scheduler's Velero Backups, each Backup
+//! mapped to its policy by the policy label. A change to a policy or one of its Backups, this
+//! replica winning the leadership, or the time the policy next needs attention runs that
+//! policy's reconcile, which reads the caches, does what is due — report an invalid policy, follow
+//! running backups to a final phase, verify finished ones, retry a failed one, start the backup
+//! of a due slot — and returns when to look again. A failed reconcile is retried with a growing
+//! backoff.
 //!
-//! Watches on policies and Backups wake the loop early; it also wakes at the next slot and at
-//! least every `tick`.
+//! All state lives in the cluster (status, labels, annotations, deterministic names), so a
+//! restart or a second replica resumes exactly where the last one stopped and can never create a
+//! slot's backup twice. Every replica keeps the RPO series; only the leader writes. A policy acts
+//! only on the Backups made at its own site ([`crate::backup_site`]), and a paused policy creates
+//! none, retries included.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher};
+use kube::runtime::{WatchStreamExt as _, reflector::store::WriterDropped};
 use kube::{Client, ResourceExt as _};
 use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::backup_site::{self, SiteError};
 use crate::clock::Clock;
+use crate::environment;
+use crate::lifecycle::{BackupLife, Created};
 use crate::policy::{BackupPolicy, ValidPolicy, condition};
 use crate::publish::Publisher;
 use crate::schedule::{self, Decision, SlotState};
-use crate::velero::{self, BackupRequest, BackupView, PhaseClass};
-use crate::verify::{SiteMapSource, Verifier};
+use crate::velero::{self, BackupView, PhaseClass};
 
 /// How the service runs.
 #[derive(Debug, Clone)]
 pub struct ServiceConfig {
     /// The Velero namespace: policies live there and backups are created there.
     pub namespace: String,
-    /// The longest sleep between passes.
+    /// The longest time between two reconciles of a policy (its RPO series are refreshed then).
     pub tick: Duration,
     /// Verification attempts for transient failures (object storage unreachable).
     pub verify_attempts: u32,
@@ -52,17 +63,28 @@ impl ServiceConfig {
     }
 }
 
+/// The shortest requeue: a policy whose next moment is now is looked at again this soon.
+const MIN_REQUEUE: Duration = Duration::from_millis(200);
+/// The first wait after a failed reconcile; it doubles with each further failure.
+const ERROR_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest wait after failed reconciles.
+const MAX_ERROR_BACKOFF: Duration = Duration::from_mins(5);
+/// How long a stopping service waits for running verifications to publish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The scheduler service.
 pub struct Service {
     client: Client,
     config: ServiceConfig,
     clock: Arc<dyn Clock>,
-    publisher: Arc<Publisher>,
-    verifier: Verifier,
-    /// Backups being verified by a spawned task.
-    verifying: Arc<Mutex<HashSet<String>>>,
+    life: Arc<BackupLife>,
+    verifications: Verifications,
+    /// Spawned verifications, waited for at shutdown.
+    tasks: TaskTracker,
     /// Failures already counted, so a metric counts each backup once per process.
     counted: Mutex<HashSet<String>>,
+    /// Consecutive failed reconciles per policy, for the error backoff.
+    failures: Mutex<HashMap<String, u32>>,
     wake: Arc<Notify>,
 }
 
@@ -74,15 +96,53 @@ impl std::fmt::Debug for Service {
     }
 }
 
-/// What one pass found for one policy, for logs and tests.
+/// What one reconcile found for one policy, for logs and tests.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PolicyOutcome {
-    Invalid { reason: String },
+    Invalid {
+        reason: String,
+    },
     Paused,
-    Running { backup: String },
-    Created { backup: String },
-    AlreadyExists { backup: String },
+    Running {
+        backup: String,
+    },
+    Created {
+        backup: String,
+    },
+    AlreadyExists {
+        backup: String,
+    },
+    /// The backup due has a name another site's Backup already has; nothing was created.
+    Foreign {
+        backup: String,
+        site: Option<String>,
+    },
     Waiting,
+}
+
+/// Why a reconcile failed; it is retried with a backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    #[error("the Backup cache stopped")]
+    CacheGone(#[from] WriterDropped),
+}
+
+/// A policy that may be scheduled: validated, at a known site, with its environment in place.
+struct Admitted {
+    valid: ValidPolicy,
+    site: String,
+}
+
+/// What reconciles share: the service, the Backup cache, and whether this replica leads.
+struct Context {
+    service: Arc<Service>,
+    backups: Store<DynamicObject>,
+    /// A store's readiness wakes only the last of several concurrent waiters (one oneshot
+    /// receiver behind it), so reconciles wait for the Backup cache one at a time.
+    backups_ready: tokio::sync::Mutex<()>,
+    leader: watch::Receiver<bool>,
 }
 
 impl Service {
@@ -93,19 +153,26 @@ impl Service {
         clock: Arc<dyn Clock>,
         publisher: Arc<Publisher>,
     ) -> Self {
+        let life = BackupLife::new(
+            client.clone(),
+            config.namespace.clone(),
+            publisher,
+            Arc::clone(&clock),
+        );
         Self {
-            verifier: Verifier::new(client.clone(), config.namespace.clone()),
             client,
             config,
             clock,
-            publisher,
-            verifying: Arc::default(),
+            life: Arc::new(life),
+            verifications: Verifications::default(),
+            tasks: TaskTracker::new(),
             counted: Mutex::default(),
+            failures: Mutex::default(),
             wake: Arc::new(Notify::new()),
         }
     }
 
-    /// Wakes the loop now.
+    /// Reconciles every policy now (the controller, once running, does).
     pub fn wake(&self) {
         self.wake.notify_one();
     }
@@ -122,81 +189,84 @@ impl Service {
         )
     }
 
-    /// Runs until `shutdown` fires. Writes only while `leader` is true; RPO metrics are kept on
-    /// every replica.
-    pub async fn run(self: Arc<Self>, mut leader: watch::Receiver<bool>, shutdown: Arc<Notify>) {
-        let watches = tokio::spawn(Arc::clone(&self).watch_for_changes());
-        loop {
-            let is_leader = *leader.borrow_and_update();
-            let sleep = match self.pass(is_leader).await {
-                Ok(sleep) => sleep,
-                Err(error) => {
-                    tracing::warn!(%error, "pass failed; retrying");
-                    self.config.tick
-                }
-            };
-            tokio::select! {
-                () = shutdown.notified() => break,
-                () = self.wake.notified() => {}
-                _ = leader.changed() => {}
-                () = tokio::time::sleep(sleep) => {}
-            }
-        }
-        watches.abort();
-        // Let running verifications finish their writes before the process exits.
-        for _ in 0..100 {
-            if self.verifying.lock().expect("not poisoned").is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    fn publisher(&self) -> &Publisher {
+        self.life.publisher()
+    }
+
+    /// Runs the controller until `shutdown` is cancelled, then waits for running verifications
+    /// to publish. Writes only while `leader` is true; RPO metrics are kept on every replica.
+    pub async fn run(self: Arc<Self>, leader: watch::Receiver<bool>, shutdown: CancellationToken) {
+        let (policies, policy_cache) = reflector::store();
+        let policy_events = watcher(self.policies(), watcher::Config::default())
+            .default_backoff()
+            .reflect(policy_cache)
+            // Deletions too: a deleted policy's reconcile finds it gone and drops its series.
+            .touched_objects();
+        let backup_cache = reflector::store::Writer::new(velero::backup_resource());
+        let backups = backup_cache.as_reader();
+        let managed = format!("{}={}", velero::LABEL_MANAGED_BY, velero::MANAGED_BY);
+        let backup_events = watcher(self.backups(), watcher::Config::default().labels(&managed))
+            .default_backoff()
+            .reflect(backup_cache)
+            .touched_objects();
+        let everything = futures::stream::select(
+            changes(leader.clone()),
+            notifications(Arc::clone(&self.wake)),
+        );
+        let context = Arc::new(Context {
+            service: Arc::clone(&self),
+            backups,
+            backups_ready: tokio::sync::Mutex::new(()),
+            leader,
+        });
+        Controller::for_stream(policy_events, policies)
+            .watches_stream_with(backup_events, policy_of, velero::backup_resource())
+            .reconcile_all_on(everything)
+            .graceful_shutdown_on(shutdown.cancelled_owned())
+            .run(reconcile, error_policy, context)
+            .for_each(|result| {
+                self.reconciled(result);
+                std::future::ready(())
+            })
+            .await;
+        self.tasks.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = self.tasks.len(),
+                "verifications still running at shutdown"
+            );
         }
         tracing::info!("scheduler stopped");
     }
 
-    async fn watch_for_changes(self: Arc<Self>) {
-        let config = watcher::Config::default();
-        let backups = watcher(
-            self.backups(),
-            config.clone().labels(&format!(
-                "{}={}",
-                velero::LABEL_MANAGED_BY,
-                velero::MANAGED_BY
-            )),
-        )
-        .map(|_| ());
-        let policies = watcher(self.policies(), config).map(|_| ());
-        let mut events = std::pin::pin!(futures::stream::select(backups, policies));
-        while events.next().await.is_some() {
-            self.wake.notify_one();
+    /// Logs a reconcile's end; a policy gone from the cache drops its series.
+    fn reconciled(
+        &self,
+        result: Result<
+            (ObjectRef<BackupPolicy>, Action),
+            controller::Error<ReconcileError, watcher::Error>,
+        >,
+    ) {
+        match result {
+            Ok((policy, action)) => tracing::debug!(policy = %policy.name, ?action, "reconciled"),
+            Err(controller::Error::ObjectNotFound(policy)) => self.forget(&policy.name),
+            // Logged by the error policy, which also chose the backoff.
+            Err(controller::Error::ReconcilerFailed(..)) => {}
+            Err(error) => tracing::warn!(%error, "controller error"),
         }
     }
 
-    /// One pass over every policy; returns how long to sleep.
-    pub async fn pass(&self, is_leader: bool) -> Result<Duration, kube::Error> {
-        let now = self.clock.now();
-        let policies = self.policies().list(&ListParams::default()).await?.items;
-        let mut sleep = self.config.tick;
-        for policy in &policies {
-            self.update_rpo(policy, now);
-            if !is_leader {
-                continue;
-            }
-            match self.reconcile(policy, now).await {
-                Ok((outcome, next)) => {
-                    tracing::debug!(policy = %policy.name_any(), ?outcome, "reconciled");
-                    if let Some(next) = next {
-                        let until = next.duration_since(now).unsigned_abs();
-                        sleep = sleep.min(until.max(Duration::from_millis(200)));
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(policy = %policy.name_any(), %error, "reconcile failed");
-                }
-            }
-        }
-        Ok(sleep)
+    /// Drops what this replica keeps about a deleted policy: its RPO series and error count.
+    pub fn forget(&self, policy: &str) {
+        self.publisher().metrics.rpo.forget(policy);
+        self.failures.lock().expect("not poisoned").remove(policy);
+        tracing::info!(policy, "policy deleted; its RPO series are dropped");
     }
 
+    /// Refreshes a policy's RPO series from its status.
     fn update_rpo(&self, policy: &BackupPolicy, now: Timestamp) {
         let Ok(valid) = ValidPolicy::from_policy(policy) else {
             return;
@@ -217,202 +287,140 @@ impl Service {
             reason = "Unix seconds fit an f64 exactly"
         )]
         let last = last.map(|t| t.as_second() as f64);
-        self.publisher
+        self.publisher()
             .metrics
             .rpo
             .set(&valid.name, last, age, interval);
     }
 
-    /// Brings one policy forward; returns what happened and when it next needs attention.
-    #[expect(
-        clippy::too_many_lines,
-        reason = "one pass over a policy reads best as one list of steps, top to bottom"
-    )]
+    /// How long until `next`, within [`MIN_REQUEUE`] and the tick.
+    fn requeue_after(&self, next: Option<Timestamp>, now: Timestamp) -> Duration {
+        let until = next.map_or(self.config.tick, |next| {
+            if next > now {
+                next.duration_since(now).unsigned_abs()
+            } else {
+                Duration::ZERO
+            }
+        });
+        until.clamp(MIN_REQUEUE, self.config.tick.max(MIN_REQUEUE))
+    }
+
+    /// Brings one policy forward, reading its Backups from the API server (the controller reads
+    /// them from its cache); returns what happened and when it next needs attention.
     pub async fn reconcile(
         &self,
         policy: &BackupPolicy,
         now: Timestamp,
     ) -> Result<(PolicyOutcome, Option<Timestamp>), kube::Error> {
-        let name = policy.name_any();
-        let valid = match ValidPolicy::from_policy(policy) {
-            Ok(valid) => valid,
-            Err(error) => {
-                let reason = error.reason().to_owned();
-                self.not_ready(policy, &reason, &error.to_string(), now)
-                    .await?;
-                return Ok((PolicyOutcome::Invalid { reason }, None));
-            }
-        };
-        if let Err((reason, message)) = self.check_environment(&valid).await? {
-            self.not_ready(policy, reason, &message, now).await?;
-            return Ok((
-                PolicyOutcome::Invalid {
-                    reason: reason.to_owned(),
-                },
-                None,
-            ));
-        }
-
-        let mut backups: Vec<BackupView> = self
+        let selector = format!("{}={}", velero::LABEL_POLICY, policy.name_any());
+        let backups = self
             .backups()
-            .list(&ListParams::default().labels(&format!("{}={name}", velero::LABEL_POLICY)))
+            .list(&ListParams::default().labels(&selector))
             .await?
             .items
             .iter()
             .map(BackupView::from_object)
             .collect();
-        backups.sort_by_key(|b| (b.created, b.name.clone()));
-
-        let mut next_attention: Option<Timestamp> = None;
-        for backup in &backups {
-            if let Some(at) = self.follow(policy, &valid, backup, now).await? {
-                next_attention = Some(next_attention.map_or(at, |n| n.min(at)));
-            }
-        }
-
-        if let Some(running) = backups.iter().find(|b| b.class == PhaseClass::Running) {
-            // Forbid: never two running. The watch wakes the loop when it finishes.
-            self.ready(
-                policy,
-                &valid,
-                now,
-                "BackupRunning",
-                format!("backup {} is running", running.name),
-            )
-            .await?;
-            return Ok((
-                PolicyOutcome::Running {
-                    backup: running.name.clone(),
-                },
-                Some(now + self.config.tick),
-            ));
-        }
-
-        if let Some((request_name, slot, attempt, at)) = Self::due_retry(&valid, &backups, now) {
-            if now < at {
-                next_attention = Some(next_attention.map_or(at, |n| n.min(at)));
-            } else {
-                let outcome = self
-                    .create(&valid, request_name, Some(slot), attempt)
-                    .await?;
-                return Ok((outcome, Some(now + self.config.tick)));
-            }
-        }
-
-        if valid.paused {
-            self.ready(
-                policy,
-                &valid,
-                now,
-                "Paused",
-                "spec.paused is true: no new backups".to_owned(),
-            )
-            .await?;
-            return Ok((PolicyOutcome::Paused, next_attention));
-        }
-
-        let last_slot = last_slot(policy, &backups);
-        let jitter_for = |slot| schedule::jitter(&valid.uid, slot, valid.jitter_seconds);
-        let slot_now = valid.schedule.slot_at_or_before(now, &valid.zone);
-        let state = SlotState {
-            schedule: &valid.schedule,
-            zone: &valid.zone,
-            last_slot,
-            created: valid.created,
-            missed_run_policy: valid.missed_run_policy,
-            starting_deadline: crate::policy::DEFAULT_STARTING_DEADLINE,
-            jitter: slot_now.map(jitter_for).unwrap_or_default(),
-        };
-        let (outcome, wake) = match schedule::decide(&state, now) {
-            Decision::Wait { next } => (PolicyOutcome::Waiting, next.map(|n| n + jitter_for(n))),
-            Decision::Jitter { at, .. } => (PolicyOutcome::Waiting, Some(at)),
-            Decision::Skip { slot, missed, next } => {
-                tracing::info!(policy = %name, %slot, missed, "slot too late under missedRunPolicy Skip");
-                self.publisher.metrics.backup.missed(&name, missed);
-                self.publisher
-                    .update_status(&name, |_, status| {
-                        status.last_schedule_time = Some(slot.to_string());
-                    })
-                    .await?;
-                (PolicyOutcome::Waiting, next)
-            }
-            Decision::Run { slot, missed } => {
-                if missed > 0 {
-                    tracing::info!(policy = %name, %slot, missed, "slots were missed; running the newest");
-                    self.publisher.metrics.backup.missed(&name, missed);
-                }
-                let backup_name = schedule::slot_backup_name(&name, slot);
-                let outcome = self.create(&valid, backup_name, Some(slot), 0).await?;
-                (outcome, Some(now + self.config.tick))
-            }
-        };
-        let next_slot = valid.schedule.next_slot(now, &valid.zone);
-        self.ready(
-            policy,
-            &valid,
-            now,
-            "Scheduled",
-            next_slot.map_or_else(
-                || "the schedule has no further slots".to_owned(),
-                |n| format!("next backup at {n}"),
-            ),
-        )
-        .await?;
-        let wake = match (wake, next_attention) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        Ok((outcome, wake))
+        self.reconcile_with(policy, backups, now).await
     }
 
-    /// Creates a backup; an existing one of that name means another replica (or an earlier run of
-    /// this one) already did.
-    async fn create(
+    /// Brings one policy forward with `backups`, every Backup labelled with its name.
+    async fn reconcile_with(
         &self,
-        valid: &ValidPolicy,
-        backup_name: String,
-        slot: Option<Timestamp>,
-        attempt: u32,
-    ) -> Result<PolicyOutcome, kube::Error> {
-        let request = BackupRequest {
-            policy: valid,
-            name: backup_name.clone(),
-            slot: slot.map(|s| s.to_string()),
-            attempt,
+        policy: &BackupPolicy,
+        backups: Vec<BackupView>,
+        now: Timestamp,
+    ) -> Result<(PolicyOutcome, Option<Timestamp>), kube::Error> {
+        let admitted = match self.admit(policy, now).await? {
+            Ok(admitted) => admitted,
+            Err(outcome) => return Ok((outcome, None)),
         };
-        let object = velero::build_backup(&request);
-        let outcome = match self.backups().create(&PostParams::default(), &object).await {
-            Ok(_) => {
-                tracing::info!(policy = %valid.name, backup = %backup_name, attempt, "created backup");
-                self.publisher.metrics.backup.run(&valid.name);
-                PolicyOutcome::Created {
-                    backup: backup_name.clone(),
-                }
-            }
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                tracing::info!(policy = %valid.name, backup = %backup_name, "backup already exists");
-                PolicyOutcome::AlreadyExists {
-                    backup: backup_name.clone(),
-                }
-            }
-            Err(error) => return Err(error),
-        };
-        self.publisher
-            .update_status(&valid.name, |_, status| {
-                if let Some(slot) = slot {
-                    let newer = status
-                        .last_schedule_time
-                        .as_deref()
-                        .and_then(|t| t.parse::<Timestamp>().ok())
-                        .is_none_or(|previous| slot >= previous);
-                    if newer {
-                        status.last_schedule_time = Some(slot.to_string());
-                    }
-                }
-                status.last_backup = Some(backup_name.clone());
+        let backups = own_backups(backups, &admitted.site);
+        let attention = self.follow_all(policy, &admitted, &backups, now).await?;
+        if let Some(running) = backups.iter().find(|b| b.class == PhaseClass::Running) {
+            // Forbid: never two running. The Backup's watch brings the policy back when it ends.
+            let message = format!("backup {} is running", running.name);
+            self.ready(policy, &admitted, now, "BackupRunning", message)
+                .await?;
+            let outcome = PolicyOutcome::Running {
+                backup: running.name.clone(),
+            };
+            return Ok((outcome, Some(now + self.config.tick)));
+        }
+        if admitted.valid.paused {
+            let message = "spec.paused is true: no new backups, retries included".to_owned();
+            self.ready(policy, &admitted, now, "Paused", message)
+                .await?;
+            return Ok((PolicyOutcome::Paused, attention));
+        }
+        let retry = due_retry(&admitted.valid, &backups, now);
+        if let Some(retry) = &retry
+            && now >= retry.at
+        {
+            return self.start_retry(&admitted, retry, now).await;
+        }
+        let (outcome, wake) = self.schedule_slot(policy, &admitted, &backups, now).await?;
+        let retry_at = retry.map(|r| r.at);
+        Ok((outcome, earliest(earliest(wake, attention), retry_at)))
+    }
+
+    /// Validates the policy, finds this site's name and checks the environment; a refusal is
+    /// written to the Ready condition and returned as the outcome.
+    async fn admit(
+        &self,
+        policy: &BackupPolicy,
+        now: Timestamp,
+    ) -> Result<Result<Admitted, PolicyOutcome>, kube::Error> {
+        let refuse = |reason: &str| {
+            Err(PolicyOutcome::Invalid {
+                reason: reason.to_owned(),
             })
-            .await?;
-        Ok(outcome)
+        };
+        let valid = match ValidPolicy::from_policy(policy) {
+            Ok(valid) => valid,
+            Err(error) => {
+                let reason = error.reason();
+                self.not_ready(policy, reason, &error.to_string(), now)
+                    .await?;
+                return Ok(refuse(reason));
+            }
+        };
+        let site = match self.life.local_site(&valid).await {
+            Ok(site) => site.as_str().to_owned(),
+            Err(SiteError::Unreadable { source, .. }) => return Err(source),
+            Err(error) => {
+                let message = format!(
+                    "{error}; every Backup is labelled {} with this site's name",
+                    velero::LABEL_SITE
+                );
+                self.not_ready(policy, "UnknownLocalSite", &message, now)
+                    .await?;
+                return Ok(refuse("UnknownLocalSite"));
+            }
+        };
+        if let Err((reason, message)) =
+            environment::check(&self.client, &self.config.namespace, &valid).await?
+        {
+            self.not_ready(policy, reason, &message, now).await?;
+            return Ok(refuse(reason));
+        }
+        Ok(Ok(Admitted { valid, site }))
+    }
+
+    /// Follows each backup along; returns the earliest time one of them needs attention.
+    async fn follow_all(
+        &self,
+        policy: &BackupPolicy,
+        admitted: &Admitted,
+        backups: &[BackupView],
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, kube::Error> {
+        let mut attention = None;
+        for backup in backups {
+            let at = self.follow(policy, &admitted.valid, backup, now).await?;
+            attention = earliest(attention, at);
+        }
+        Ok(attention)
     }
 
     /// Watches one backup along: reports its end, times it out, starts its verification.
@@ -424,92 +432,22 @@ impl Service {
         backup: &BackupView,
         now: Timestamp,
     ) -> Result<Option<Timestamp>, kube::Error> {
-        let name = &valid.name;
         match backup.class {
             PhaseClass::Running => {
-                let age = backup
-                    .created
-                    .map_or(Duration::ZERO, |c| now.duration_since(c).unsigned_abs());
-                if age > valid.backup_timeout
-                    && self.first_time(&format!("timeout/{}", backup.name))
-                {
-                    self.publisher.metrics.backup.failure(name, "TimedOut");
-                    let message = format!(
-                        "backup {} has not finished after {}s (phase {}); spec.backupTimeout is {}s",
-                        backup.name,
-                        age.as_secs(),
-                        backup.phase.as_deref().unwrap_or("New"),
-                        valid.backup_timeout.as_secs()
-                    );
-                    self.publisher
-                        .update_status(name, |current, status| {
-                            status.set_condition(
-                                condition::BACKUP_SUCCEEDED,
-                                false,
-                                "BackupTimedOut",
-                                message.clone(),
-                                current.metadata.generation,
-                                now,
-                            );
-                        })
-                        .await?;
-                    self.publisher
-                        .event(policy, true, "BackupTimedOut", message)
-                        .await;
-                }
+                self.check_timeout(policy, valid, backup, now).await?;
                 Ok(None)
             }
             PhaseClass::Deleting => Ok(None),
             PhaseClass::Succeeded | PhaseClass::Failed => {
                 if backup.verified.is_some() {
+                    self.verifications.settled(&backup.name);
                     return Ok(None);
                 }
                 if self.first_time(&format!("finished/{}", backup.name)) {
-                    self.backup_finished(policy, valid, backup, now).await?;
+                    self.life.finished(policy, valid, backup).await?;
                 }
-                if backup.class == PhaseClass::Failed
-                    && backup.phase.as_deref() != Some("PartiallyFailed")
-                {
-                    // Nothing to read: record the failure as the verification result.
-                    let report = crate::verify::Report::new(
-                        &backup.name,
-                        &{
-                            let mut findings = crate::verify::Findings::default();
-                            findings.push(
-                                crate::verify::Reason::BackupNotCompleted,
-                                format!(
-                                    "Velero finished backup {} as {}{}",
-                                    backup.name,
-                                    backup.phase.as_deref().unwrap_or_default(),
-                                    backup
-                                        .failure_reason
-                                        .as_deref()
-                                        .map(|r| format!(": {r}"))
-                                        .unwrap_or_default()
-                                ),
-                            );
-                            findings
-                        },
-                        crate::verify::Stats::default(),
-                        0.0,
-                    );
-                    self.publisher
-                        .verification(Some(policy), backup, &report, now, true)
-                        .await?;
-                    return Ok(None);
-                }
-                if backup.verification_attempts > 0 {
-                    let retry_at = backup
-                        .verification_attempts
-                        .checked_sub(1)
-                        .map(|n| self.config.verify_backoff * 2_u32.saturating_pow(n.min(8)));
-                    let last = self.last_verification_time(backup).await;
-                    if let (Some(wait), Some(last)) = (retry_at, last) {
-                        let at = last + wait;
-                        if now < at {
-                            return Ok(Some(at));
-                        }
-                    }
+                if let Some(at) = self.verification_backoff(backup, now) {
+                    return Ok(Some(at));
                 }
                 self.spawn_verification(policy, valid, backup);
                 Ok(None)
@@ -517,12 +455,29 @@ impl Service {
         }
     }
 
-    async fn last_verification_time(&self, backup: &BackupView) -> Option<Timestamp> {
-        let object = self.backups().get_opt(&backup.name).await.ok()??;
-        object
-            .annotations()
-            .get(velero::ANNOTATION_VERIFIED_AT)
-            .and_then(|t| t.parse().ok())
+    /// Reports a running backup past `spec.backupTimeout`, once per process.
+    async fn check_timeout(
+        &self,
+        policy: &BackupPolicy,
+        valid: &ValidPolicy,
+        backup: &BackupView,
+        now: Timestamp,
+    ) -> Result<(), kube::Error> {
+        let age = backup
+            .created
+            .map_or(Duration::ZERO, |c| now.duration_since(c).unsigned_abs());
+        if age > valid.backup_timeout && self.first_time(&format!("timeout/{}", backup.name)) {
+            self.life.timed_out(policy, valid, backup, age).await?;
+        }
+        Ok(())
+    }
+
+    /// After a transient verification failure: when the next attempt is due, if not yet.
+    fn verification_backoff(&self, backup: &BackupView, now: Timestamp) -> Option<Timestamp> {
+        let failed = backup.verification_attempts.checked_sub(1)?;
+        let wait = self.config.verify_backoff * 2_u32.saturating_pow(failed.min(8));
+        let at = backup.verified_at? + wait;
+        (now < at).then_some(at)
     }
 
     fn first_time(&self, key: &str) -> bool {
@@ -532,257 +487,123 @@ impl Service {
             .insert(key.to_owned())
     }
 
-    async fn backup_finished(
-        &self,
-        policy: &BackupPolicy,
-        valid: &ValidPolicy,
-        backup: &BackupView,
-        now: Timestamp,
-    ) -> Result<(), kube::Error> {
-        let name = &valid.name;
-        if let (Some(created), Some(completed)) = (backup.created, backup.completed) {
-            self.publisher.metrics.backup.finished(
-                name,
-                completed.duration_since(created).as_secs_f64().max(0.0),
-            );
-        }
-        let phase = backup.phase.clone().unwrap_or_default();
-        let ok = backup.class == PhaseClass::Succeeded;
-        if !ok {
-            self.publisher.metrics.backup.failure(name, &phase);
-            self.publisher
-                .event(
-                    policy,
-                    true,
-                    &format!("Backup{phase}"),
-                    format!("Velero finished backup {} as {phase}", backup.name),
-                )
-                .await;
-        }
-        let message = format!("backup {} finished as {phase}", backup.name);
-        self.publisher
-            .update_status(name, |current, status| {
-                status.set_condition(
-                    condition::BACKUP_SUCCEEDED,
-                    ok,
-                    if ok { "Completed" } else { &phase },
-                    message.clone(),
-                    current.metadata.generation,
-                    now,
-                );
-            })
-            .await
-    }
-
+    /// Verifies `backup` in a task of its own, unless one is running or its result is not in
+    /// the cache yet.
     fn spawn_verification(&self, policy: &BackupPolicy, valid: &ValidPolicy, backup: &BackupView) {
-        if !self
-            .verifying
-            .lock()
-            .expect("not poisoned")
-            .insert(backup.name.clone())
-        {
+        if !self.verifications.start(backup) {
             return;
         }
-        let verifier = self.verifier.clone();
-        let publisher = Arc::clone(&self.publisher);
-        let verifying = Arc::clone(&self.verifying);
-        let clock = Arc::clone(&self.clock);
-        let wake = Arc::clone(&self.wake);
-        let policy = policy.clone();
-        let backup = backup.clone();
-        let attempts = self.config.verify_attempts;
-        let source = SiteMapSource {
-            configmap: valid.site_map.name.clone(),
-            key: valid.site_map_key().to_owned(),
-        };
-        tokio::spawn(async move {
-            match verifier.verify(&backup.name, &source).await {
+        let life = Arc::clone(&self.life);
+        let verifications = self.verifications.clone();
+        let (policy, valid, backup) = (policy.clone(), valid.clone(), backup.clone());
+        let final_attempt = backup.verification_attempts + 1 >= self.config.verify_attempts;
+        self.tasks.spawn(async move {
+            match life.verify(&policy, &valid, &backup, final_attempt).await {
                 Ok(report) => {
-                    let final_attempt = backup.verification_attempts + 1 >= attempts;
-                    if let Err(error) = publisher
-                        .verification(Some(&policy), &backup, &report, clock.now(), final_attempt)
-                        .await
-                    {
-                        tracing::warn!(backup = %backup.name, %error, "cannot publish verification");
-                    }
+                    let transient = report.is_transient() && !final_attempt;
+                    verifications.published(&backup, transient);
                 }
-                Err(error) => tracing::warn!(backup = %backup.name, %error, "cannot verify"),
+                Err(error) => {
+                    tracing::warn!(backup = %backup.name, %error, "cannot verify");
+                    verifications.settled(&backup.name);
+                }
             }
-            verifying.lock().expect("not poisoned").remove(&backup.name);
-            wake.notify_one();
         });
     }
 
-    /// The retry due for the newest slot, if its newest attempt failed: (name, slot, attempt, at).
-    fn due_retry(
-        valid: &ValidPolicy,
+    /// Creates the retry due.
+    async fn start_retry(
+        &self,
+        admitted: &Admitted,
+        retry: &Retry,
+        now: Timestamp,
+    ) -> Result<(PolicyOutcome, Option<Timestamp>), kube::Error> {
+        let outcome = self
+            .create(admitted, &retry.name, retry.slot, retry.attempt)
+            .await?;
+        Ok((outcome, Some(now + self.config.tick)))
+    }
+
+    async fn create(
+        &self,
+        admitted: &Admitted,
+        name: &str,
+        slot: Timestamp,
+        attempt: u32,
+    ) -> Result<PolicyOutcome, kube::Error> {
+        let created = self
+            .life
+            .create(&admitted.valid, &admitted.site, name, Some(slot), attempt)
+            .await?;
+        let backup = name.to_owned();
+        Ok(match created {
+            Created::New => PolicyOutcome::Created { backup },
+            Created::Existed => PolicyOutcome::AlreadyExists { backup },
+            Created::Foreign { site } => PolicyOutcome::Foreign { backup, site },
+        })
+    }
+
+    /// Decides the newest slot: waits for it, skips it or starts its backup; then reports the
+    /// policy scheduled.
+    async fn schedule_slot(
+        &self,
+        policy: &BackupPolicy,
+        admitted: &Admitted,
         backups: &[BackupView],
         now: Timestamp,
-    ) -> Option<(String, Timestamp, u32, Timestamp)> {
-        if valid.retry_limit == 0 {
-            return None;
-        }
-        let newest_slot = backups
-            .iter()
-            .filter_map(|b| b.slot.as_deref()?.parse::<Timestamp>().ok())
-            .max()?;
-        let newest = backups
-            .iter()
-            .filter(|b| b.slot.as_deref().and_then(|s| s.parse().ok()) == Some(newest_slot))
-            .max_by_key(|b| b.attempt)?;
-        if newest.class != PhaseClass::Failed || newest.attempt >= valid.retry_limit {
-            return None;
-        }
-        // Past the next slot a retry would only delay it.
-        if valid
-            .schedule
-            .next_slot(newest_slot, &valid.zone)
-            .is_some_and(|next| now >= next)
-        {
-            return None;
-        }
-        let attempt = newest.attempt + 1;
-        let backoff = valid.retry_backoff * 2_u32.saturating_pow(newest.attempt.min(8));
-        let at = newest.completed.or(newest.created).unwrap_or(now) + backoff;
-        Some((
-            schedule::retry_backup_name(&valid.name, newest_slot, attempt),
-            newest_slot,
-            attempt,
-            at,
-        ))
+    ) -> Result<(PolicyOutcome, Option<Timestamp>), kube::Error> {
+        let valid = &admitted.valid;
+        let jitter_for = |slot| schedule::jitter(&valid.uid, slot, valid.jitter_seconds);
+        let slot_now = valid.schedule.slot_at_or_before(now, &valid.zone);
+        let state = SlotState {
+            schedule: &valid.schedule,
+            zone: &valid.zone,
+            last_slot: last_slot(policy, backups),
+            created: valid.created,
+            missed_run_policy: valid.missed_run_policy,
+            starting_deadline: crate::policy::DEFAULT_STARTING_DEADLINE,
+            jitter: slot_now.map(jitter_for).unwrap_or_default(),
+        };
+        let (outcome, wake) = match schedule::decide(&state, now) {
+            Decision::Wait { next } => (PolicyOutcome::Waiting, next.map(|n| n + jitter_for(n))),
+            Decision::Jitter { at, .. } => (PolicyOutcome::Waiting, Some(at)),
+            Decision::Skip { slot, missed, next } => {
+                self.skip_slot(valid, slot, missed).await?;
+                (PolicyOutcome::Waiting, next)
+            }
+            Decision::Run { slot, missed } => {
+                if missed > 0 {
+                    tracing::info!(policy = %valid.name, %slot, missed, "slots were missed; running the newest");
+                    self.publisher().metrics.backup.missed(&valid.name, missed);
+                }
+                let name = schedule::slot_backup_name(&valid.name, slot);
+                let outcome = self.create(admitted, &name, slot, 0).await?;
+                (outcome, Some(now + self.config.tick))
+            }
+        };
+        let message = valid.schedule.next_slot(now, &valid.zone).map_or_else(
+            || "the schedule has no further slots".to_owned(),
+            |n| format!("next backup at {n}"),
+        );
+        self.ready(policy, admitted, now, "Scheduled", message)
+            .await?;
+        Ok((outcome, wake))
     }
 
-    /// Storage location, namespaces and selection must exist before backups are worth creating.
-    async fn check_environment(
+    /// A slot too late under `missedRunPolicy: Skip`: counted, and recorded as the last one.
+    async fn skip_slot(
         &self,
         valid: &ValidPolicy,
-    ) -> Result<Result<(), (&'static str, String)>, kube::Error> {
-        let locations: Api<DynamicObject> = Api::namespaced_with(
-            self.client.clone(),
-            &self.config.namespace,
-            &velero::storage_location_resource(),
-        );
-        let all = locations.list(&ListParams::default()).await?.items;
-        let names: Vec<String> = all.iter().map(kube::ResourceExt::name_any).collect();
-        let used = match &valid.template.storage_location {
-            Some(location) => all.iter().find(|l| l.name_any() == *location),
-            None => all.iter().find(|l| velero::StorageLocation::is_default(l)),
-        };
-        let Some(used) = used else {
-            let message = match &valid.template.storage_location {
-                Some(location) => format!(
-                    "spec.template.storageLocation {location:?} is not a BackupStorageLocation in namespace {} (found: {})",
-                    self.config.namespace,
-                    if names.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        names.join(", ")
-                    }
-                ),
-                None => format!(
-                    "spec.template.storageLocation is empty and namespace {} has no default BackupStorageLocation (found: {})",
-                    self.config.namespace,
-                    if names.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        names.join(", ")
-                    }
-                ),
-            };
-            return Ok(Err(("UnknownStorageLocation", message)));
-        };
-        // Velero fails a backup as FailedValidation unless its location is Available.
-        let phase = used
-            .data
-            .pointer("/status/phase")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or_default();
-        if phase != "Available" {
-            return Ok(Err((
-                "StorageLocationUnavailable",
-                format!(
-                    "BackupStorageLocation {} is {}: Velero would fail the backup's validation; waiting for it to become Available",
-                    used.name_any(),
-                    if phase.is_empty() {
-                        "not validated yet"
-                    } else {
-                        phase
-                    }
-                ),
-            )));
-        }
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let mut missing = Vec::new();
-        for namespace in &valid.template.included_namespaces {
-            if namespace != "*" && namespaces.get_opt(namespace).await?.is_none() {
-                missing.push(namespace.as_str());
-            }
-        }
-        if !missing.is_empty() && missing.len() == valid.template.included_namespaces.len() {
-            return Ok(Err((
-                "NothingSelected",
-                format!(
-                    "spec.template.includedNamespaces selects nothing: namespace(s) {} do not exist",
-                    missing.join(", ")
-                ),
-            )));
-        }
-        if !valid.label_query.is_empty() && !self.selects_something(valid).await? {
-            return Ok(Err((
-                "NothingSelected",
-                format!(
-                    "spec.template.labelSelector {:?} matches no PersistentVolumeClaim or VirtualMachine in {}",
-                    valid.label_query,
-                    if valid.template.included_namespaces.is_empty() {
-                        "any namespace".to_owned()
-                    } else {
-                        valid.template.included_namespaces.join(", ")
-                    }
-                ),
-            )));
-        }
-        Ok(Ok(()))
-    }
-
-    async fn selects_something(&self, valid: &ValidPolicy) -> Result<bool, kube::Error> {
-        let params = ListParams::default().labels(&valid.label_query).limit(1);
-        let vm = ApiResource::from_gvk(&GroupVersionKind::gvk(
-            "kubevirt.io",
-            "v1",
-            "VirtualMachine",
-        ));
-        let scopes: Vec<Option<&str>> = if valid.template.included_namespaces.is_empty() {
-            vec![None]
-        } else {
-            valid
-                .template
-                .included_namespaces
-                .iter()
-                .map(|n| Some(n.as_str()))
-                .collect()
-        };
-        for scope in scopes {
-            let (pvcs, vms): (Api<PersistentVolumeClaim>, Api<DynamicObject>) = match scope {
-                Some(ns) => (
-                    Api::namespaced(self.client.clone(), ns),
-                    Api::namespaced_with(self.client.clone(), ns, &vm),
-                ),
-                None => (
-                    Api::all(self.client.clone()),
-                    Api::all_with(self.client.clone(), &vm),
-                ),
-            };
-            if !pvcs.list_metadata(&params).await?.items.is_empty() {
-                return Ok(true);
-            }
-            match vms.list_metadata(&params).await {
-                Ok(list) if !list.items.is_empty() => return Ok(true),
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(false)
+        slot: Timestamp,
+        missed: u32,
+    ) -> Result<(), kube::Error> {
+        tracing::info!(policy = %valid.name, %slot, missed, "slot too late under missedRunPolicy Skip");
+        self.publisher().metrics.backup.missed(&valid.name, missed);
+        self.publisher()
+            .update_status(&valid.name, |_, status| {
+                status.last_schedule_time = Some(slot.to_string());
+            })
+            .await
     }
 
     async fn not_ready(
@@ -797,7 +618,7 @@ impl Service {
             .as_ref()
             .and_then(|s| s.condition(condition::READY))
             .is_none_or(|c| c.status != "False" || c.reason != reason || c.message != message);
-        self.publisher
+        self.publisher()
             .update_status(&policy.name_any(), |current, status| {
                 status.set_condition(
                     condition::READY,
@@ -813,7 +634,7 @@ impl Service {
             .await?;
         if changed {
             tracing::warn!(policy = %policy.name_any(), reason, message, "policy not ready");
-            self.publisher
+            self.publisher()
                 .event(policy, true, reason, message.to_owned())
                 .await;
         }
@@ -823,14 +644,15 @@ impl Service {
     async fn ready(
         &self,
         policy: &BackupPolicy,
-        valid: &ValidPolicy,
+        admitted: &Admitted,
         now: Timestamp,
         reason: &str,
         message: String,
     ) -> Result<(), kube::Error> {
+        let valid = &admitted.valid;
         let next = valid.schedule.next_slot(now, &valid.zone);
         let interval = valid.schedule.expected_interval(now, &valid.zone).as_secs();
-        self.publisher
+        self.publisher()
             .update_status(&policy.name_any(), |current, status| {
                 status.set_condition(
                     condition::READY,
@@ -843,8 +665,113 @@ impl Service {
                 status.observed_generation = current.metadata.generation;
                 status.next_schedule_time = next.map(|n| n.to_string());
                 status.expected_interval_seconds = Some(interval);
+                status.site = Some(admitted.site.clone());
             })
             .await
+    }
+}
+
+/// One policy's reconcile under the controller: RPO series on every replica; the rest only on
+/// the leader, from the caches.
+async fn reconcile(
+    policy: Arc<BackupPolicy>,
+    context: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let service = &context.service;
+    let name = policy.name_any();
+    if policy.metadata.deletion_timestamp.is_some() {
+        service.forget(&name);
+        return Ok(Action::await_change());
+    }
+    let now = service.clock.now();
+    service.update_rpo(&policy, now);
+    if !*context.leader.borrow() {
+        return Ok(Action::requeue(service.config.tick));
+    }
+    {
+        let _turn = context.backups_ready.lock().await;
+        context.backups.wait_until_ready().await?;
+    }
+    let (outcome, next) = service
+        .reconcile_with(&policy, backups_of(&context.backups, &name), now)
+        .await?;
+    tracing::debug!(policy = %name, ?outcome, "reconciled");
+    service.failures.lock().expect("not poisoned").remove(&name);
+    Ok(Action::requeue(service.requeue_after(next, now)))
+}
+
+/// After a failed reconcile: try again after a backoff that doubles with each failure in a row.
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the signature the controller calls"
+)]
+fn error_policy(
+    policy: Arc<BackupPolicy>,
+    error: &ReconcileError,
+    context: Arc<Context>,
+) -> Action {
+    let name = policy.name_any();
+    let mut failures = context.service.failures.lock().expect("not poisoned");
+    let count = failures.entry(name.clone()).or_default();
+    let wait = ERROR_BACKOFF
+        .saturating_mul(2_u32.saturating_pow((*count).min(16)))
+        .min(MAX_ERROR_BACKOFF);
+    *count += 1;
+    tracing::warn!(policy = %name, %error, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+/// The policy a Backup belongs to, by its label.
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the signature the controller calls"
+)]
+fn policy_of(backup: DynamicObject) -> Option<ObjectRef<BackupPolicy>> {
+    let policy = backup.labels().get(velero::LABEL_POLICY)?;
+    Some(ObjectRef::new(policy).within(&backup.namespace()?))
+}
+
+/// The cached Backups labelled with `policy`.
+fn backups_of(cache: &Store<DynamicObject>, policy: &str) -> Vec<BackupView> {
+    cache
+        .state()
+        .iter()
+        .filter(|b| b.labels().get(velero::LABEL_POLICY).map(String::as_str) == Some(policy))
+        .map(|b| BackupView::from_object(b))
+        .collect()
+}
+
+/// The Backups made at `site`, oldest first. Another site's Backups (synced through the shared
+/// bucket) are never followed, retried, verified or published here.
+fn own_backups(backups: Vec<BackupView>, site: &str) -> Vec<BackupView> {
+    let mut own: Vec<BackupView> = backups
+        .into_iter()
+        .filter(|b| backup_site::origin(b, site).is_here())
+        .collect();
+    own.sort_by_key(|b| (b.created, b.name.clone()));
+    own
+}
+
+/// A unit on every change of `leader` (winning the lease reconciles everything at once).
+fn changes(leader: watch::Receiver<bool>) -> impl futures::Stream<Item = ()> + Send {
+    futures::stream::unfold(leader, |mut leader| async move {
+        leader.changed().await.ok()?;
+        Some(((), leader))
+    })
+}
+
+/// A unit each time `notify` is notified.
+fn notifications(notify: Arc<Notify>) -> impl futures::Stream<Item = ()> + Send {
+    futures::stream::unfold(notify, |notify| async move {
+        notify.notified().await;
+        Some(((), notify))
+    })
+}
+
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -865,17 +792,153 @@ fn last_slot(policy: &BackupPolicy, backups: &[BackupView]) -> Option<Timestamp>
     }
 }
 
-/// Counts backups per phase class, for `status`.
-pub fn summarize(backups: &[BackupView]) -> BTreeMap<&'static str, usize> {
-    let mut counts = BTreeMap::new();
-    for backup in backups {
-        let key = match backup.class {
-            PhaseClass::Running => "running",
-            PhaseClass::Succeeded => "completed",
-            PhaseClass::Failed => "failed",
-            PhaseClass::Deleting => "deleting",
-        };
-        *counts.entry(key).or_default() += 1;
+/// A retry of the newest slot's failed backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Retry {
+    name: String,
+    slot: Timestamp,
+    attempt: u32,
+    /// When its backoff is over.
+    at: Timestamp,
+}
+
+/// The retry due for the newest slot, if its newest attempt failed.
+fn due_retry(valid: &ValidPolicy, backups: &[BackupView], now: Timestamp) -> Option<Retry> {
+    if valid.retry_limit == 0 {
+        return None;
     }
-    counts
+    let slot_of = |b: &BackupView| b.slot.as_deref()?.parse::<Timestamp>().ok();
+    let newest_slot = backups.iter().filter_map(slot_of).max()?;
+    let newest = backups
+        .iter()
+        .filter(|b| slot_of(b) == Some(newest_slot))
+        .max_by_key(|b| b.attempt)?;
+    if newest.class != PhaseClass::Failed || newest.attempt >= valid.retry_limit {
+        return None;
+    }
+    // Past the next slot a retry would only delay it.
+    if valid
+        .schedule
+        .next_slot(newest_slot, &valid.zone)
+        .is_some_and(|next| now >= next)
+    {
+        return None;
+    }
+    let attempt = newest.attempt + 1;
+    let backoff = valid.retry_backoff * 2_u32.saturating_pow(newest.attempt.min(8));
+    Some(Retry {
+        name: schedule::retry_backup_name(&valid.name, newest_slot, attempt),
+        slot: newest_slot,
+        attempt,
+        at: newest.completed.or(newest.created).unwrap_or(now) + backoff,
+    })
+}
+
+/// Verifications this process started, until the cache shows their result: a reconcile reading
+/// a cache that has not seen the result yet must not verify the same backup again.
+#[derive(Debug, Clone, Default)]
+struct Verifications(Arc<Mutex<HashMap<String, Verification>>>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verification {
+    Running,
+    /// Published; a transient failure shows once the Backup has this many attempts, a final
+    /// result (`None`) once it is marked verified.
+    Published {
+        attempts: Option<u32>,
+    },
+}
+
+impl Verifications {
+    /// Whether to start verifying `backup`; if so, it is marked running.
+    fn start(&self, backup: &BackupView) -> bool {
+        let mut map = self.0.lock().expect("not poisoned");
+        let startable = match map.get(&backup.name) {
+            None => true,
+            Some(Verification::Running) => false,
+            Some(Verification::Published { attempts }) => {
+                attempts.is_some_and(|seen| backup.verification_attempts >= seen)
+            }
+        };
+        if startable {
+            map.insert(backup.name.clone(), Verification::Running);
+        }
+        startable
+    }
+
+    /// The result for `backup` (read with its attempts so far) was published.
+    fn published(&self, backup: &BackupView, transient: bool) {
+        let attempts = transient.then_some(backup.verification_attempts + 1);
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .insert(backup.name.clone(), Verification::Published { attempts });
+    }
+
+    /// Nothing more to wait for about `backup`.
+    fn settled(&self, backup: &str) {
+        self.0.lock().expect("not poisoned").remove(backup);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn view(name: &str, site: Option<&str>, phase: &str, attempt: u32) -> BackupView {
+        let mut labels = json!({});
+        if let Some(site) = site {
+            labels[velero::LABEL_SITE] = json!(site);
+        }
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "velero.io/v1", "kind": "Backup",
+            "metadata": {
+                "name": name, "namespace": "velero", "labels": labels,
+                "creationTimestamp": "2026-01-01T02:00:01Z",
+                "annotations": {
+                    velero::ANNOTATION_SLOT: "2026-01-01T02:00:00Z",
+                    velero::ANNOTATION_ATTEMPT: attempt.to_string(),
+                },
+            },
+            "status": {"phase": phase, "completionTimestamp": "2026-01-01T02:00:09Z"},
+        }))
+        .expect("backup");
+        BackupView::from_object(&object)
+    }
+
+    #[test]
+    fn only_this_sites_backups_are_acted_on() {
+        let backups = vec![
+            view("vms-202601010200", Some("primary"), "Failed", 0),
+            view("vms-legacy", None, "Completed", 0),
+            view("vms-dr", Some("dr"), "Completed", 0),
+        ];
+        let own: Vec<String> = own_backups(backups, "dr")
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        assert_eq!(own, ["vms-dr", "vms-legacy"]);
+    }
+
+    #[test]
+    fn a_verification_is_not_started_twice_before_the_cache_shows_its_result() {
+        let verifications = Verifications::default();
+        let backup = view("b", Some("primary"), "Completed", 0);
+        assert!(verifications.start(&backup));
+        assert!(!verifications.start(&backup), "running");
+        verifications.published(&backup, true);
+        assert!(
+            !verifications.start(&backup),
+            "the cache has no attempt yet"
+        );
+        let mut seen = backup.clone();
+        seen.verification_attempts = 1;
+        assert!(verifications.start(&seen), "the attempt is in the cache");
+        verifications.published(&seen, false);
+        seen.verification_attempts = 5;
+        assert!(!verifications.start(&seen), "final: wait to see it marked");
+        verifications.settled("b");
+        assert!(verifications.start(&seen));
+    }
 }

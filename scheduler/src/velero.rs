@@ -14,7 +14,8 @@ pub use replicadr_core::wire::{
     ANNOTATION_ATTEMPT, ANNOTATION_SLOT, ANNOTATION_VERIFICATION_ATTEMPTS,
     ANNOTATION_VERIFICATION_REASON, ANNOTATION_VERIFIED, ANNOTATION_VERIFIED_AT,
     LABEL_KUBEVIRT_METADATA_BACKUP as LABEL_METADATA_BACKUP, LABEL_MANAGED_BY, LABEL_POLICY,
-    LABEL_VELERO_BACKUP_NAME as LABEL_BACKUP_NAME, LABEL_VELERO_RESTORE_NAME as LABEL_RESTORE_NAME,
+    LABEL_SITE, LABEL_VELERO_BACKUP_NAME as LABEL_BACKUP_NAME,
+    LABEL_VELERO_RESTORE_NAME as LABEL_RESTORE_NAME,
     LABEL_VELERO_SCHEDULE_NAME as LABEL_SCHEDULE_NAME, MANAGED_BY, VELERO_API_VERSION,
 };
 use replicadr_core::wire::{
@@ -83,6 +84,8 @@ pub fn classify_phase(phase: Option<&str>) -> PhaseClass {
 #[derive(Debug, Clone)]
 pub struct BackupRequest<'a> {
     pub policy: &'a ValidPolicy,
+    /// The site creating the backup (its `localSite`): the value of [`LABEL_SITE`].
+    pub site: &'a str,
     pub name: String,
     /// The slot, RFC 3339; absent for manual backups.
     pub slot: Option<String>,
@@ -125,6 +128,7 @@ pub fn build_backup(request: &BackupRequest<'_>) -> DynamicObject {
         (LABEL_METADATA_BACKUP.to_owned(), "true".to_owned()),
         (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
         (LABEL_POLICY.to_owned(), policy.name.clone()),
+        (LABEL_SITE.to_owned(), request.site.to_owned()),
     ]);
     let mut annotations =
         BTreeMap::from([(ANNOTATION_ATTEMPT.to_owned(), request.attempt.to_string())]);
@@ -147,6 +151,8 @@ pub struct BackupView {
     pub phase: Option<String>,
     pub class: PhaseClass,
     pub policy: Option<String>,
+    /// The [`LABEL_SITE`] label: the site whose scheduler created the backup.
+    pub site: Option<String>,
     pub slot: Option<String>,
     pub attempt: u32,
     pub created: Option<jiff::Timestamp>,
@@ -158,6 +164,8 @@ pub struct BackupView {
     /// `Some(true|false)` once verified.
     pub verified: Option<bool>,
     pub verification_reason: Option<String>,
+    /// When the newest verification result was written.
+    pub verified_at: Option<jiff::Timestamp>,
     pub verification_attempts: u32,
     pub failure_reason: Option<String>,
 }
@@ -178,6 +186,7 @@ impl BackupView {
             class: classify_phase(phase.as_deref()),
             phase,
             policy: labels.and_then(|l| l.get(LABEL_POLICY)).cloned(),
+            site: labels.and_then(|l| l.get(LABEL_SITE)).cloned(),
             slot: annotation(ANNOTATION_SLOT),
             attempt: annotation(ANNOTATION_ATTEMPT)
                 .and_then(|a| a.parse().ok())
@@ -202,6 +211,7 @@ impl BackupView {
             label_selector: data.pointer("/spec/labelSelector").cloned(),
             verified: annotation(ANNOTATION_VERIFIED).map(|v| v == "true"),
             verification_reason: annotation(ANNOTATION_VERIFICATION_REASON),
+            verified_at: annotation(ANNOTATION_VERIFIED_AT).and_then(|t| t.parse().ok()),
             verification_attempts: annotation(ANNOTATION_VERIFICATION_ATTEMPTS)
                 .and_then(|a| a.parse().ok())
                 .unwrap_or_default(),
@@ -396,6 +406,7 @@ mod tests {
         let policy = valid_policy();
         let backup = build_backup(&BackupRequest {
             policy: &policy,
+            site: "primary",
             name: "vms-202601010200".into(),
             slot: Some("2026-01-01T02:00:00Z".into()),
             attempt: 0,
@@ -418,6 +429,11 @@ mod tests {
         assert_eq!(labels[LABEL_METADATA_BACKUP], "true");
         assert_eq!(labels[LABEL_MANAGED_BY], "replicadr");
         assert_eq!(labels[LABEL_POLICY], "vms");
+        assert_eq!(labels[LABEL_SITE], "primary");
+        assert_eq!(
+            BackupView::from_object(&backup).site.as_deref(),
+            Some("primary")
+        );
         assert_eq!(
             value["metadata"]["annotations"][ANNOTATION_SLOT],
             "2026-01-01T02:00:00Z"

@@ -132,12 +132,26 @@ impl BackupEnv {
         put_credentials(&self.client, &self.namespace, name, key, text).await
     }
 
-    /// Creates or replaces the plugin ConfigMap's site map.
+    /// Creates or replaces the plugin ConfigMap's site map; the local site is `primary`.
     pub async fn put_site_map(&self, yaml: &str) -> anyhow::Result<()> {
         put_plugin_config(
             &self.client,
             &self.namespace,
             &[("siteMap", yaml), ("localSite", "primary")],
+        )
+        .await
+    }
+
+    /// Makes this cluster the site `site` (the plugin ConfigMap's `localSite`), with the fixture
+    /// site map.
+    pub async fn put_local_site(&self, site: &str) -> anyhow::Result<()> {
+        put_plugin_config(
+            &self.client,
+            &self.namespace,
+            &[
+                ("siteMap", replicadr_scheduler::verify::fixture::SITE_MAP),
+                ("localSite", site),
+            ],
         )
         .await
     }

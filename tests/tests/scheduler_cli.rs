@@ -52,6 +52,7 @@ async fn the_binary_verifies_reports_status_and_prints_its_crd() -> anyhow::Resu
     for name in ["good", "bad"] {
         let object = velero::build_backup(&BackupRequest {
             policy: &policy,
+            site: "primary",
             name: name.into(),
             slot: None,
             attempt: 0,

@@ -10,14 +10,15 @@ use replicadr_e2e::backup_env::BackupEnv;
 use replicadr_scheduler::clock::{Clock, ManualClock};
 use replicadr_scheduler::leader::Election;
 use replicadr_scheduler::metrics::{self, Metrics, Registry};
-use replicadr_scheduler::policy::{BackupPolicy, condition};
+use replicadr_scheduler::policy::{BackupPolicy, ValidPolicy, condition};
 use replicadr_scheduler::publish::Publisher;
 use replicadr_scheduler::schedule::slot_backup_name;
 use replicadr_scheduler::service::{PolicyOutcome, Service, ServiceConfig};
-use replicadr_scheduler::velero::{self, PhaseClass};
+use replicadr_scheduler::velero::{self, BackupRequest, PhaseClass};
 use replicadr_scheduler::verify::fixture;
 use serde_json::json;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -57,6 +58,62 @@ async fn wait_for_metric(registry: &Registry, needle: &str) -> anyhow::Result<()
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until no line of the metrics holds `needle`.
+async fn wait_for_no_metric(registry: &Registry, needle: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = metrics::encode(registry);
+        if !text.contains(needle) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("{needle} still in\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A Backup of policy `vms` made at `site`, in `phase`: at another site, what Velero's sync
+/// brings from the shared bucket.
+async fn backup_from(
+    env: &BackupEnv,
+    site: &str,
+    name: &str,
+    slot: Option<Timestamp>,
+    phase: &str,
+) -> anyhow::Result<()> {
+    let valid = ValidPolicy::from_policy(&policy(env, "vms").await?)?;
+    let object = velero::build_backup(&BackupRequest {
+        policy: &valid,
+        site,
+        name: name.to_owned(),
+        slot: slot.map(|s| s.to_string()),
+        attempt: 0,
+    });
+    env.backups()
+        .create(&kube::api::PostParams::default(), &object)
+        .await?;
+    let started = slot.unwrap_or_else(Timestamp::now);
+    if phase == "Completed" {
+        let (tarball, list) = fixture::healthy_vm_backup()?;
+        env.complete_backup(name, &tarball, &list, phase, started)
+            .await
+    } else {
+        env.set_phase(name, phase, Some(started)).await
+    }
+}
+
+/// Runs the controller as leader for `period`, then stops it.
+async fn run_for(service: &Arc<Service>, period: Duration) -> anyhow::Result<()> {
+    let (_leader, leader) = watch::channel(true);
+    let shutdown = CancellationToken::new();
+    let runner = tokio::spawn(Arc::clone(service).run(leader, shutdown.clone()));
+    tokio::time::sleep(period).await;
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, runner).await??;
+    Ok(())
 }
 
 async fn policy(env: &BackupEnv, name: &str) -> anyhow::Result<BackupPolicy> {
@@ -115,10 +172,14 @@ async fn a_slot_makes_one_backup_across_restarts_and_its_watch_resumes() -> anyh
     let object = env.backups().get(&name).await?;
     assert_eq!(object.data["spec"]["snapshotVolumes"], false);
     assert_eq!(object.data["spec"]["ttl"], "72h0m0s");
+    let labels = object.metadata.labels.as_ref().expect("labels");
+    assert_eq!(labels[velero::LABEL_SCHEDULE_NAME], "vms");
     assert_eq!(
-        object.metadata.labels.as_ref().expect("labels")[velero::LABEL_SCHEDULE_NAME],
-        "vms"
+        labels[velero::LABEL_SITE],
+        "primary",
+        "labelled with the plugin ConfigMap's localSite"
     );
+    assert_eq!(status.site.as_deref(), Some("primary"));
 
     // A restart: a new process with no memory. The running backup blocks a second one, and a
     // lost status write cannot cause a duplicate either (the slot comes from the Backup).
@@ -149,10 +210,11 @@ async fn a_slot_makes_one_backup_across_restarts_and_its_watch_resumes() -> anyh
         }
     );
 
-    // The service loop watches the Backup: Velero finishing it wakes verification.
+    // The controller watches the Backup: Velero finishing it brings its policy's reconcile,
+    // which starts the verification.
     let (leader_tx, leader) = watch::channel(true);
-    let shutdown = Arc::new(Notify::new());
-    let runner = tokio::spawn(Arc::clone(&second).run(leader, Arc::clone(&shutdown)));
+    let shutdown = CancellationToken::new();
+    let runner = tokio::spawn(Arc::clone(&second).run(leader, shutdown.clone()));
     let (tarball, list) = fixture::healthy_vm_backup()?;
     env.complete_backup(
         &name,
@@ -200,7 +262,7 @@ async fn a_slot_makes_one_backup_across_restarts_and_its_watch_resumes() -> anyh
     assert_eq!(env.backup_views().await?.len(), 2);
 
     let _ = leader_tx.send(false);
-    shutdown.notify_one();
+    shutdown.cancel();
     tokio::time::timeout(WAIT, runner).await??;
     Ok(())
 }
@@ -328,20 +390,32 @@ async fn bad_policies_get_a_clear_condition_and_no_backup() -> anyhow::Result<()
             "InvalidSpec",
             "spec.template.ttl",
         ),
+        (
+            "no-site",
+            json!({"schedule": "@daily", "siteMap": {"name": "nowhere-map"}}),
+            "UnknownLocalSite",
+            "velero/nowhere-map",
+        ),
     ];
     for (name, spec, _, _) in &cases {
         env.create_policy(name, spec.clone()).await?;
     }
     let clock = Arc::new(ManualClock::new(next_hour() + Duration::from_hours(48)));
     let (service, _) = service(&env, &clock, "only");
-    service.pass(true).await?;
-    service.pass(true).await?;
+    let (_leader, leader) = watch::channel(true);
+    let shutdown = CancellationToken::new();
+    let runner = tokio::spawn(Arc::clone(&service).run(leader, shutdown.clone()));
     for (name, _, reason, needle) in cases {
-        let ready = condition_of(&policy(&env, name).await?, condition::READY).expect("condition");
+        let p = env
+            .wait_policy(name, WAIT, |p| condition_of(p, condition::READY).is_some())
+            .await?;
+        let ready = condition_of(&p, condition::READY).expect("condition");
         assert_eq!(ready.0, "False", "{name}: {ready:?}");
         assert_eq!(ready.1, reason, "{name}: {ready:?}");
         assert!(ready.2.contains(needle), "{name}: {}", ready.2);
     }
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, runner).await??;
     assert!(
         env.backup_views().await?.is_empty(),
         "no backups for bad policies"
@@ -568,7 +642,8 @@ async fn backup_now_creates_waits_verifies_and_publishes() -> anyhow::Result<()>
     .await?;
     let (registry, metrics_set) = Metrics::new_registry();
     let publisher = Publisher::new(env.client.clone(), "velero", "cli", metrics_set);
-    let clock: Arc<dyn Clock> = Arc::new(ManualClock::new(Timestamp::now()));
+    let manual = Arc::new(ManualClock::new(Timestamp::now()));
+    let clock: Arc<dyn Clock> = Arc::clone(&manual) as Arc<dyn Clock>;
     let expected = replicadr_scheduler::schedule::manual_backup_name("vms", clock.now());
     let play_velero = async {
         env.wait_backup(&expected, WAIT, |_| true).await?;
@@ -601,6 +676,282 @@ async fn backup_now_creates_waits_verifies_and_publishes() -> anyhow::Result<()>
         status.last_verified_backup.as_deref(),
         Some(expected.as_str())
     );
+    assert_eq!(view.site.as_deref(), Some("primary"));
     assert!(metrics::encode(&registry).contains("replicadr_backup_runs_total{policy=\"vms\"} 1"));
+
+    // A backup Velero fails: counted as a failure, with an Event, like a scheduled one.
+    manual.advance(Duration::from_secs(1));
+    let failing = replicadr_scheduler::schedule::manual_backup_name("vms", clock.now());
+    let play_velero = async {
+        env.wait_backup(&failing, WAIT, |_| true).await?;
+        env.set_phase(&failing, "Failed", Some(Timestamp::now()))
+            .await
+    };
+    let (report, played) = tokio::join!(
+        replicadr_scheduler::manual::backup_now(
+            &env.client,
+            "velero",
+            "vms",
+            Arc::clone(&clock),
+            &publisher,
+            Duration::from_millis(100),
+            |_| {},
+        ),
+        play_velero
+    );
+    played?;
+    let report = report?;
+    assert!(!report.verified, "{report:#?}");
+    assert_eq!(report.reason, "BackupNotCompleted");
+    let text = metrics::encode(&registry);
+    assert!(
+        text.contains("replicadr_backup_failures_total{policy=\"vms\",reason=\"Failed\"} 1"),
+        "{text}"
+    );
+    let events =
+        kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(env.client.clone(), "velero")
+            .list(&kube::api::ListParams::default())
+            .await?;
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("BackupFailed")),
+        "no BackupFailed Event: {:?}",
+        events.items.iter().map(|e| &e.reason).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn at_the_dr_site_the_primarys_failed_slot_is_never_retried() -> anyhow::Result<()> {
+    let env = BackupEnv::start("velero").await?;
+    env.put_local_site("dr").await?;
+    env.create_policy(
+        "vms",
+        json!({"schedule": "@hourly", "paused": true, "retries": {"limit": 2, "backoff": "1m"},
+               "template": {"includedNamespaces": ["vms"]}}),
+    )
+    .await?;
+    // The primary's slot failed partially; Velero's sync at dr brought the Backup here.
+    let slot = next_hour();
+    let name = slot_backup_name("vms", slot);
+    backup_from(&env, "primary", &name, Some(slot), "PartiallyFailed").await?;
+    // Well past the retry backoff, still inside the slot.
+    let clock = Arc::new(ManualClock::new(slot + Duration::from_mins(10)));
+    let (service, metrics) = service(&env, &clock, "dr");
+    let p = policy(&env, "vms").await?;
+    assert_eq!(
+        service.reconcile(&p, clock.now()).await?.0,
+        PolicyOutcome::Paused
+    );
+    run_for(&service, Duration::from_secs(2)).await?;
+    let names: Vec<String> = env
+        .backup_views()
+        .await?
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert_eq!(
+        names,
+        std::slice::from_ref(&name),
+        "a paused policy creates nothing"
+    );
+    let ready = condition_of(&policy(&env, "vms").await?, condition::READY).expect("ready");
+    assert_eq!(ready.1, "Paused", "{ready:?}");
+    assert!(ready.2.contains("retries included"), "{ready:?}");
+
+    // Unpaused (the DR site takes over): the primary's Backup is still not this site's to retry,
+    // verify or publish, and the slot it took is not run again under the same name.
+    env.policies()
+        .patch(
+            "vms",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"paused": false}})),
+        )
+        .await?;
+    let p = policy(&env, "vms").await?;
+    assert_eq!(
+        service.reconcile(&p, clock.now()).await?.0,
+        PolicyOutcome::Foreign {
+            backup: name.clone(),
+            site: Some("primary".into())
+        }
+    );
+    run_for(&service, Duration::from_secs(2)).await?;
+    let views = env.backup_views().await?;
+    assert_eq!(views.len(), 1, "no retry of another site's slot: {views:?}");
+    assert_eq!(views[0].verified, None, "not verified as dr's: {views:?}");
+    assert_eq!(views[0].verification_reason, None, "{views:?}");
+    let status = policy(&env, "vms").await?.status.expect("status");
+    assert_eq!(status.last_backup, None, "{status:?}");
+    assert_eq!(status.last_verified_backup, None, "{status:?}");
+    assert_eq!(status.last_schedule_time, Some(slot.to_string()));
+    assert!(
+        !metrics::encode(&metrics).contains("replicadr_backup_runs_total{policy=\"vms\"}"),
+        "{}",
+        metrics::encode(&metrics)
+    );
+
+    // The next slot is dr's own, labelled so.
+    clock.set(slot + Duration::from_hours(1));
+    let p = policy(&env, "vms").await?;
+    let next = slot_backup_name("vms", slot + Duration::from_hours(1));
+    assert_eq!(
+        service.reconcile(&p, clock.now()).await?.0,
+        PolicyOutcome::Created {
+            backup: next.clone()
+        }
+    );
+    let created = env.wait_backup(&next, WAIT, |_| true).await?;
+    assert_eq!(created.site.as_deref(), Some("dr"));
+    let status = policy(&env, "vms").await?.status.expect("status");
+    assert_eq!(status.last_backup.as_deref(), Some(next.as_str()));
+    assert_eq!(status.site.as_deref(), Some("dr"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn another_sites_backups_are_never_verified_or_published_as_this_sites() -> anyhow::Result<()>
+{
+    let env = BackupEnv::start("velero").await?;
+    env.create_policy(
+        "vms",
+        json!({"schedule": "@hourly", "retries": {"limit": 1, "backoff": "1m"},
+               "template": {"includedNamespaces": ["vms"]}}),
+    )
+    .await?;
+    let slot = next_hour();
+    let clock = Arc::new(ManualClock::new(slot + Duration::from_secs(5)));
+    let (service, _) = service(&env, &clock, "primary");
+    let own = slot_backup_name("vms", slot);
+    let p = policy(&env, "vms").await?;
+    assert_eq!(
+        service.reconcile(&p, clock.now()).await?.0,
+        PolicyOutcome::Created {
+            backup: own.clone()
+        }
+    );
+    // Copies of dr's Backups, newer than this site's: a healthy one, and a failed one.
+    backup_from(&env, "dr", "vms-manual-dr", None, "Completed").await?;
+    backup_from(&env, "dr", "vms-dr-failed", Some(slot), "Failed").await?;
+    // And an unlabelled copy from before the label existed: created after it completed.
+    let valid = ValidPolicy::from_policy(&policy(&env, "vms").await?)?;
+    let mut legacy = velero::build_backup(&BackupRequest {
+        policy: &valid,
+        site: "dr",
+        name: "vms-legacy-copy".to_owned(),
+        slot: None,
+        attempt: 0,
+    });
+    legacy
+        .metadata
+        .labels
+        .as_mut()
+        .expect("labels")
+        .remove(velero::LABEL_SITE);
+    env.backups()
+        .create(&kube::api::PostParams::default(), &legacy)
+        .await?;
+    let (tarball, list) = fixture::healthy_vm_backup()?;
+    env.complete_backup(
+        "vms-legacy-copy",
+        &tarball,
+        &list,
+        "Completed",
+        Timestamp::now() - Duration::from_hours(2),
+    )
+    .await?;
+
+    let (leader_tx, leader) = watch::channel(true);
+    let shutdown = CancellationToken::new();
+    let runner = tokio::spawn(Arc::clone(&service).run(leader, shutdown.clone()));
+    env.complete_backup(
+        &own,
+        &tarball,
+        &list,
+        "Completed",
+        slot + Duration::from_secs(6),
+    )
+    .await?;
+    let verified = env
+        .wait_backup(&own, WAIT, |b| b.verified.is_some())
+        .await?;
+    assert_eq!(verified.verified, Some(true), "{verified:?}");
+    let p = env
+        .wait_policy("vms", WAIT, |p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.last_verified_backup.is_some())
+        })
+        .await?;
+    // A few more reconciles: none of them touches the other site's Backups.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _ = leader_tx.send(false);
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, runner).await??;
+    let status = p.status.expect("status");
+    assert_eq!(status.last_verified_backup.as_deref(), Some(own.as_str()));
+    assert_eq!(status.last_backup.as_deref(), Some(own.as_str()));
+    let status = policy(&env, "vms").await?.status.expect("status");
+    assert_eq!(status.last_verified_backup.as_deref(), Some(own.as_str()));
+    assert_eq!(status.last_backup.as_deref(), Some(own.as_str()));
+    assert_eq!(status.site.as_deref(), Some("primary"));
+    for other in ["vms-manual-dr", "vms-dr-failed", "vms-legacy-copy"] {
+        let view = env.wait_backup(other, WAIT, |_| true).await?;
+        assert_eq!(view.verified, None, "{other} verified here: {view:?}");
+        assert_eq!(view.verification_reason, None, "{other}: {view:?}");
+    }
+    let retries: Vec<String> = env
+        .backup_views()
+        .await?
+        .into_iter()
+        .map(|b| b.name)
+        .filter(|n| n.contains("-r"))
+        .collect();
+    assert!(
+        retries.is_empty(),
+        "retried another site's backup: {retries:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_deleted_policys_rpo_series_are_dropped() -> anyhow::Result<()> {
+    let env = BackupEnv::start("velero").await?;
+    for name in ["kept", "gone"] {
+        env.create_policy(
+            name,
+            json!({"schedule": "@hourly", "template": {"includedNamespaces": ["vms"]}}),
+        )
+        .await?;
+    }
+    let clock = Arc::new(ManualClock::new(next_hour()));
+    let (service, registry) = service(&env, &clock, "follower");
+    // A follower keeps the RPO series too, and drops them too.
+    let (_leader, leader) = watch::channel(false);
+    let shutdown = CancellationToken::new();
+    let runner = tokio::spawn(Arc::clone(&service).run(leader, shutdown.clone()));
+    wait_for_metric(&registry, "replicadr_rpo_seconds{policy=\"gone\"}").await?;
+    wait_for_metric(&registry, "replicadr_rpo_seconds{policy=\"kept\"}").await?;
+    env.policies()
+        .delete("gone", &kube::api::DeleteParams::default())
+        .await?;
+    wait_for_no_metric(&registry, "policy=\"gone\"").await?;
+    let text = metrics::encode(&registry);
+    for series in [
+        "replicadr_rpo_seconds{policy=\"kept\"}",
+        "replicadr_rpo_ratio{policy=\"kept\"}",
+        "replicadr_expected_interval_seconds{policy=\"kept\"}",
+        "replicadr_has_verified_backup{policy=\"kept\"}",
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, runner).await??;
+    assert!(
+        env.backup_views().await?.is_empty(),
+        "a follower creates nothing"
+    );
     Ok(())
 }

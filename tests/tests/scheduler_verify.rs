@@ -24,7 +24,7 @@ use replicadr_scheduler::recovery::plan::{self, BackupFacts, PlanInput, Verifica
 use replicadr_scheduler::service::{Service, ServiceConfig};
 use replicadr_scheduler::velero::{self, BackupRequest, PhaseClass};
 use replicadr_scheduler::verify::fixture::{self, ArchiveWriter, objects};
-use replicadr_scheduler::verify::{Report, SiteMapSource, Verifier};
+use replicadr_scheduler::verify::{LiveScope, Report, SiteMapSource, Verifier};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_mins(1);
@@ -49,6 +49,7 @@ async fn create_backup(env: &BackupEnv, name: &str) -> anyhow::Result<()> {
         }))?)?;
     let object = velero::build_backup(&BackupRequest {
         policy: &policy,
+        site: "primary",
         name: name.into(),
         slot: None,
         attempt: 0,
@@ -107,7 +108,6 @@ fn healthy_without(name: &str) -> Vec<(&'static str, Value)> {
 }
 
 #[tokio::test]
-#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
 async fn verification_finds_each_problem_with_its_reason() -> anyhow::Result<()> {
     let env = BackupEnv::start("velero").await?;
 
@@ -144,47 +144,7 @@ async fn verification_finds_each_problem_with_its_reason() -> anyhow::Result<()>
         "{report:#?}"
     );
 
-    // A claim backed up before it was bound: the plan blocks it, so verification fails it.
-    let mut unbound = fixture::healthy_vm_objects();
-    let mut pending = objects::pvc("vms", "pending", "");
-    pending["spec"]
-        .as_object_mut()
-        .expect("spec")
-        .remove("volumeName");
-    unbound.push(("persistentvolumeclaims", pending));
-    let archive = build(&unbound)?;
-    assert_eq!(plan_blocking(&archive.0)?, ["PvcNotBound"]);
-    backup_with(&env, "unbound", archive).await?;
-    let report = verify(&env, "unbound").await?;
-    assert!(!report.verified);
-    assert_eq!(reasons(&report), ["PvcNotBound"], "{report:#?}");
-    assert!(
-        report.findings[0]
-            .message
-            .starts_with("PersistentVolumeClaim vms/pending: the claim has no spec.volumeName"),
-        "{report:#?}"
-    );
-
-    // A Delete PV of a driver the site map does not cover: a warning in both, and it verifies.
-    let mut scratch = fixture::healthy_vm_objects();
-    scratch.push((
-        "persistentvolumes",
-        json!({
-            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-scratch"},
-            "spec": {"persistentVolumeReclaimPolicy": "Delete",
-                     "csi": {"driver": "rbd.csi.ceph.com", "volumeHandle": "0001-abc"}},
-        }),
-    ));
-    scratch.push((
-        "persistentvolumeclaims",
-        objects::pvc("vms", "scratch", "pv-scratch"),
-    ));
-    let archive = build(&scratch)?;
-    assert!(plan_blocking(&archive.0)?.is_empty());
-    backup_with(&env, "scratch", archive).await?;
-    let report = verify(&env, "scratch").await?;
-    assert!(report.verified, "{report:#?}");
-    assert_eq!(reasons(&report), ["PvReprovisioned"], "{report:#?}");
+    claims_and_volumes_get_the_plans_verdict(&env).await?;
 
     // Tampering after upload: one flipped byte, a cut-off end.
     backup_with(&env, "tampered", fixture::healthy_vm_backup()?).await?;
@@ -260,6 +220,53 @@ async fn verification_finds_each_problem_with_its_reason() -> anyhow::Result<()>
     Ok(())
 }
 
+/// A claim backed up before it was bound is blocked by the plan, so verification fails it; a
+/// Delete PV of a driver the site map does not cover is a warning in both, and verifies.
+async fn claims_and_volumes_get_the_plans_verdict(env: &BackupEnv) -> anyhow::Result<()> {
+    // A claim backed up before it was bound: the plan blocks it, so verification fails it.
+    let mut unbound = fixture::healthy_vm_objects();
+    let mut pending = objects::pvc("vms", "pending", "");
+    pending["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("volumeName");
+    unbound.push(("persistentvolumeclaims", pending));
+    let archive = build(&unbound)?;
+    assert_eq!(plan_blocking(&archive.0)?, ["PvcNotBound"]);
+    backup_with(env, "unbound", archive).await?;
+    let report = verify(env, "unbound").await?;
+    assert!(!report.verified);
+    assert_eq!(reasons(&report), ["PvcNotBound"], "{report:#?}");
+    assert!(
+        report.findings[0]
+            .message
+            .starts_with("PersistentVolumeClaim vms/pending: the claim has no spec.volumeName"),
+        "{report:#?}"
+    );
+
+    // A Delete PV of a driver the site map does not cover: a warning in both, and it verifies.
+    let mut scratch = fixture::healthy_vm_objects();
+    scratch.push((
+        "persistentvolumes",
+        json!({
+            "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-scratch"},
+            "spec": {"persistentVolumeReclaimPolicy": "Delete",
+                     "csi": {"driver": "rbd.csi.ceph.com", "volumeHandle": "0001-abc"}},
+        }),
+    ));
+    scratch.push((
+        "persistentvolumeclaims",
+        objects::pvc("vms", "scratch", "pv-scratch"),
+    ));
+    let archive = build(&scratch)?;
+    assert!(plan_blocking(&archive.0)?.is_empty());
+    backup_with(env, "scratch", archive).await?;
+    let report = verify(env, "scratch").await?;
+    assert!(report.verified, "{report:#?}");
+    assert_eq!(reasons(&report), ["PvReprovisioned"], "{report:#?}");
+    Ok(())
+}
+
 /// Velero 1.17 and later leave VolumeSnapshots out of the tarball: at the site the backup was
 /// taken, a live snapshot of a backed-up claim, taken before the backup started, must have its
 /// replica in the backup, or verification fails with the reason the plan gives a snapshot in
@@ -324,6 +331,42 @@ async fn live_snapshots_at_the_source_need_their_replica(env: &BackupEnv) -> any
     snapshots
         .delete("db-data-daily", &kube::api::DeleteParams::default())
         .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_live_scope_is_checked_only_at_the_site_that_made_the_backup() -> anyhow::Result<()> {
+    let env = BackupEnv::start("velero").await?;
+    // A PVC in scope that existed when the backup started but is not in it.
+    let pvc: PersistentVolumeClaim = serde_json::from_value(json!({
+        "metadata": {"name": "forgotten", "namespace": "vms"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))?;
+    Api::<PersistentVolumeClaim>::namespaced(env.client.clone(), "vms")
+        .create(&PostParams::default(), &pvc)
+        .await?;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    backup_with(&env, "no-pvc", fixture::healthy_vm_backup()?).await?;
+    let report = verify(&env, "no-pvc").await?;
+    assert_eq!(reasons(&report), ["PvcMissing"], "{report:#?}");
+    assert_eq!(report.live_scope, LiveScope::Checked);
+    assert_eq!(report.site.as_deref(), Some("primary"));
+
+    // The same backup verified at the DR site, whose PVCs are not its scope: the check is
+    // skipped, and the report says why.
+    env.put_local_site("dr").await?;
+    let report = verify(&env, "no-pvc").await?;
+    assert!(report.verified, "{report:#?}");
+    assert_eq!(report.site.as_deref(), Some("primary"));
+    let LiveScope::Skipped { note } = &report.live_scope else {
+        panic!("the live scope is checked at dr: {report:#?}");
+    };
+    assert!(
+        note.contains("made at site primary") && note.contains("this is site dr"),
+        "{note}"
+    );
+    let json = serde_json::to_string_pretty(&report)?;
+    assert!(json.contains("\"result\": \"Skipped\""), "{json}");
     Ok(())
 }
 

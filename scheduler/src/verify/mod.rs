@@ -18,12 +18,13 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::{Client, ResourceExt as _};
 use replicadr_core::invariants::is_replicated_at_backup;
-use replicadr_core::sitemap::SiteMap;
+use replicadr_core::sitemap::{SiteMap, SiteName};
 use replicadr_core::wire::{PHASE_PARTIALLY_FAILED, POINTER_SNAPSHOT_SOURCE_PVC};
 use tokio_util::io::SyncIoBridge;
 
-pub use report::{Finding, Findings, Reason, Report, Stats};
+pub use report::{Finding, Findings, LiveScope, Reason, Report, Stats};
 
+use crate::backup_site::{self, Origin};
 use crate::policy::{DEFAULT_SITE_MAP_CONFIGMAP, DEFAULT_SITE_MAP_KEY};
 use crate::velero::{self, BackupView, CaCert, PhaseClass, SecretKeyRef, StorageLocation};
 use archive::{Inventory, LiveVolumeSnapshot, PvChecks};
@@ -63,6 +64,13 @@ impl Default for SiteMapSource {
             key: DEFAULT_SITE_MAP_KEY.to_owned(),
         }
     }
+}
+
+/// What the site map's ConfigMap says: the site map, and which site this is (`localSite`).
+#[derive(Debug)]
+struct SiteView {
+    map: Result<SiteMap, String>,
+    local: Result<SiteName, String>,
 }
 
 /// Verifies backups in one Velero namespace.
@@ -143,23 +151,28 @@ impl Verifier {
                     format!("Velero finished backup {name} as {phase}{why}"),
                 );
                 if phase != PHASE_PARTIALLY_FAILED {
-                    return Ok(Report::new(
-                        name,
-                        &findings,
-                        stats,
-                        started.elapsed().as_secs_f64(),
-                    ));
+                    let mut report =
+                        Report::new(name, &findings, stats, started.elapsed().as_secs_f64());
+                    report.site.clone_from(&backup.site);
+                    return Ok(report);
                 }
             }
         }
+        let site = self.site_view(site_map).await;
+        let mut live_scope = LiveScope::NotRun;
         if let Err(error) = self
-            .check_contents(&backup, site_map, &mut findings, &mut stats)
+            .check_contents(&backup, &site, &mut findings, &mut stats, &mut live_scope)
             .await
         {
             findings.push(error.reason, error.message);
         }
         self.check_data_movers(name, &mut findings).await;
-        let report = Report::new(name, &findings, stats, started.elapsed().as_secs_f64());
+        let mut report = Report::new(name, &findings, stats, started.elapsed().as_secs_f64());
+        report.site = match &site.local {
+            Ok(local) => backup_site::site_name(&backup, local.as_str()),
+            Err(_) => backup.site.clone(),
+        };
+        report.live_scope = live_scope;
         tracing::info!(backup = name, verified = report.verified, reason = %report.reason, items = report.stats.items, "verification finished");
         Ok(report)
     }
@@ -167,9 +180,10 @@ impl Verifier {
     async fn check_contents(
         &self,
         backup: &BackupView,
-        site_map: &SiteMapSource,
+        site_view: &SiteView,
         findings: &mut Findings,
         stats: &mut Stats,
+        live_scope: &mut LiveScope,
     ) -> Result<(), StoreError> {
         let location = self.storage_location(backup).await?;
         let store = self.open_store(&location).await?;
@@ -196,10 +210,10 @@ impl Verifier {
             }
             present.insert(file.clone(), size.is_some());
         }
-        let checks = match self.site_map(site_map).await {
-            Ok(map) => PvChecks::for_every_site(&map),
+        let checks = match &site_view.map {
+            Ok(map) => PvChecks::for_every_site(map),
             Err(message) => {
-                findings.push(Reason::SiteMapUnavailable, message);
+                findings.push(Reason::SiteMapUnavailable, message.clone());
                 PvChecks::default()
             }
         };
@@ -254,7 +268,9 @@ impl Verifier {
                 });
             }
         };
-        self.check_live_scope(backup, &inventory, findings).await;
+        *live_scope = self
+            .live_scope(backup, site_view, &inventory, findings)
+            .await;
         *stats = inventory.stats.clone();
         findings.extend(std::mem::take(&mut inventory.findings));
         Ok(())
@@ -419,23 +435,81 @@ impl Verifier {
         store::parse_credentials(&text, profile, &origin)
     }
 
-    async fn site_map(&self, source: &SiteMapSource) -> Result<SiteMap, String> {
+    /// Reads the site map's ConfigMap once: the site map and this site's name.
+    async fn site_view(&self, source: &SiteMapSource) -> SiteView {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
         let origin = format!(
             "ConfigMap {}/{} key {}",
             self.namespace, source.configmap, source.key
         );
-        let configmap = api
-            .get_opt(&source.configmap)
-            .await
-            .map_err(|e| format!("cannot read {origin}: {e}"))?
-            .ok_or_else(|| format!("{origin} does not exist: the site map is needed to dry-run the failover of NFS PVs"))?;
-        let text = configmap
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&source.key))
-            .ok_or_else(|| format!("{origin} is missing"))?;
-        SiteMap::from_yaml(text).map_err(|e| format!("{origin}: {e}"))
+        let configmap = match api.get_opt(&source.configmap).await {
+            Ok(Some(configmap)) => configmap,
+            Ok(None) => {
+                let message = format!(
+                    "{origin} does not exist: the site map is needed to dry-run the failover of NFS PVs"
+                );
+                return SiteView {
+                    map: Err(message.clone()),
+                    local: Err(message),
+                };
+            }
+            Err(e) => {
+                let message = format!("cannot read {origin}: {e}");
+                return SiteView {
+                    map: Err(message.clone()),
+                    local: Err(message),
+                };
+            }
+        };
+        let data = configmap.data.unwrap_or_default();
+        let map = data
+            .get(&source.key)
+            .ok_or_else(|| format!("{origin} is missing"))
+            .and_then(|text| SiteMap::from_yaml(text).map_err(|e| format!("{origin}: {e}")));
+        let local = backup_site::local_site_from(
+            format!("{}/{}", self.namespace, source.configmap),
+            data,
+            &source.key,
+        )
+        .map_err(|e| e.to_string());
+        SiteView { map, local }
+    }
+
+    /// Compares the live PVCs in the backup's scope with it, at the site that made it only.
+    async fn live_scope(
+        &self,
+        backup: &BackupView,
+        site_view: &SiteView,
+        inventory: &Inventory,
+        findings: &mut Findings,
+    ) -> LiveScope {
+        match &site_view.local {
+            Ok(local) => match backup_site::origin(backup, local.as_str()) {
+                Origin::Here => {
+                    self.check_live_scope(backup, inventory, findings).await;
+                    LiveScope::Checked
+                }
+                Origin::Elsewhere(made_at) => LiveScope::Skipped {
+                    note: format!(
+                        "backup {} was made at {}, and this is site {local}: the PVCs here are not its scope, so they were not compared with it",
+                        backup.name,
+                        made_at.map_or_else(
+                            || {
+                                "another site (an unlabelled copy synced from object storage)"
+                                    .to_owned()
+                            },
+                            |s| format!("site {s}")
+                        )
+                    ),
+                },
+            },
+            Err(message) => LiveScope::Skipped {
+                note: format!(
+                    "which site this is cannot be told ({message}), so neither can whether it made backup {}: the PVCs here were not compared with it",
+                    backup.name
+                ),
+            },
+        }
     }
 
     /// Every PVC in the backup's scope that existed when the backup started must be in it.

@@ -203,11 +203,30 @@ pub struct Stats {
     pub uncompressed_bytes: u64,
 }
 
+/// Whether the live PVCs in a backup's scope were compared with the backup. Only the site that
+/// made a backup has its workload: elsewhere the live PVCs are not the backup's scope.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase", tag = "result")]
+pub enum LiveScope {
+    /// Verification ended before the check (nothing to read, or object storage failed).
+    #[default]
+    NotRun,
+    /// Compared at the site that made the backup.
+    Checked,
+    /// Not compared, and why: a note, not a failure.
+    Skipped { note: String },
+}
+
 /// The result of verifying one backup.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Report {
     pub backup: String,
+    /// The site that made the backup (its `replicadr.io/site` label), when it can be named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<String>,
+    /// The live-scope check: run at the site that made the backup, skipped elsewhere.
+    pub live_scope: LiveScope,
     /// No blocking finding: warnings alone do not fail a backup.
     pub verified: bool,
     /// The first blocking finding's reason, or "Verified".
@@ -229,6 +248,8 @@ impl Report {
             .find(|f| f.reason.severity() == Severity::Blocking);
         Self {
             backup: backup.to_owned(),
+            site: None,
+            live_scope: LiveScope::NotRun,
             verified: !findings.has_blocking(),
             reason: first.map_or("Verified", |f| f.reason.as_str()).to_owned(),
             findings: findings.kept().to_vec(),
