@@ -49,7 +49,7 @@ pub struct BackupPolicySpec {
     /// IANA time zone the cron expression is read in ("Europe/Berlin"); UTC when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_zone: Option<String>,
-    /// No new backups while true; running ones finish and are verified.
+    /// No new backups while true, retries included; running ones finish and are verified.
     #[serde(default)]
     pub paused: bool,
     /// Only Forbid: a policy never has two backups running.

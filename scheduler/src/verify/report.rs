@@ -206,7 +206,7 @@ pub struct Stats {
 /// Whether the live PVCs in a backup's scope were compared with the backup. Only the site that
 /// made a backup has its workload: elsewhere the live PVCs are not the backup's scope.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "camelCase", tag = "result")]
+#[serde(tag = "result")]
 pub enum LiveScope {
     /// Verification ended before the check (nothing to read, or object storage failed).
     #[default]
