@@ -230,21 +230,10 @@ async fn main() -> ExitCode {
     } else {
         "warn"
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_ansi(output::colour_logs())
-        .with_writer(std::io::stderr)
-        .init();
-    match Box::pin(run(args)).await {
-        Ok(code) => code,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::from(2)
-        }
-    }
+    output::init_logging(default_filter);
+    Box::pin(run(args))
+        .await
+        .unwrap_or_else(|error| output::could_not_run(&error))
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {

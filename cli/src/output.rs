@@ -45,6 +45,25 @@ impl Output {
     }
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` or else `default_filter`, coloured only where
+/// [`colour_logs`] allows.
+pub fn init_logging(default_filter: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
+        )
+        .with_ansi(colour_logs())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// The exit code of a command that could not run (2), after printing why.
+pub fn could_not_run(error: &anyhow::Error) -> std::process::ExitCode {
+    eprintln!("error: {error:#}");
+    std::process::ExitCode::from(2)
+}
+
 /// Whether log lines on stderr may carry ANSI colours: only on a terminal, and never when
 /// `NO_COLOR` is set to anything non-empty (<https://no-color.org>).
 pub fn colour_logs() -> bool {

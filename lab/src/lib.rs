@@ -1,12 +1,13 @@
 //! Local sites, as the DR drill and the end-to-end tests run them: a real etcd + kube-apiserver
 //! on loopback ([`TestCluster`]), a real S3 server ([`s3::S3Server`]), the real Velero server
 //! ([`velero::VeleroServer`]), the pinned peer binaries they run ([`peers`]) and manifest
-//! application ([`apply`]). The peers are built by the `hack/build-*.sh` scripts; nothing here
+//! application ([`apply`]), and backups written in Velero's object-store layout ([`fixture`]). The peers are built by the `hack/build-*.sh` scripts; nothing here
 //! downloads them.
 
 pub mod apply;
 pub mod cluster;
 pub mod crds;
+pub mod fixture;
 pub mod peers;
 pub mod pki;
 mod process;

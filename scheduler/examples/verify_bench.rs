@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context as _, bail};
 use replicadr_core::sitemap::SiteMap;
 use replicadr_scheduler::verify::archive::{self, PvChecks};
-use replicadr_scheduler::verify::fixture::{self, ArchiveWriter, objects};
+use replicadr_lab::fixture::{self, ArchiveWriter, objects};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

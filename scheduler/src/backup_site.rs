@@ -128,7 +128,7 @@ pub fn local_site_from(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::fixture::SITE_MAP;
+    use replicadr_lab::fixture::SITE_MAP;
 
     fn backup(site: Option<&str>, created: &str, completed: Option<&str>) -> BackupView {
         let mut labels = serde_json::Map::new();

@@ -88,7 +88,7 @@ impl BackupEnv {
             .await?;
         env.put_credentials("cloud-credentials", "cloud", &env.s3.credentials_file())
             .await?;
-        env.put_site_map(replicadr_scheduler::verify::fixture::SITE_MAP)
+        env.put_site_map(replicadr_lab::fixture::SITE_MAP)
             .await?;
         Ok(env)
     }
@@ -149,7 +149,7 @@ impl BackupEnv {
             &self.client,
             &self.namespace,
             &[
-                ("siteMap", replicadr_scheduler::verify::fixture::SITE_MAP),
+                ("siteMap", replicadr_lab::fixture::SITE_MAP),
                 ("localSite", site),
             ],
         )
@@ -264,7 +264,7 @@ impl BackupEnv {
         self.s3.put(
             BUCKET,
             &Self::key(name, &format!("{name}-logs.gz")),
-            &replicadr_scheduler::verify::fixture::gzip(b"log\n"),
+            &replicadr_lab::fixture::gzip(b"log\n"),
         )?;
         self.set_phase(name, phase, Some(started)).await
     }

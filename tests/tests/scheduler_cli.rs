@@ -14,7 +14,7 @@ use kube::api::{Api, PostParams};
 use replicadr_e2e::backup_env::BackupEnv;
 use replicadr_e2e::workspace::workspace_binary;
 use replicadr_scheduler::velero::{self, BackupRequest};
-use replicadr_scheduler::verify::fixture;
+use replicadr_lab::fixture;
 use serde_json::json;
 
 fn replicadr(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<(i32, String, String)> {

@@ -15,7 +15,7 @@ use replicadr_scheduler::publish::Publisher;
 use replicadr_scheduler::schedule::slot_backup_name;
 use replicadr_scheduler::service::{PolicyOutcome, Service, ServiceConfig};
 use replicadr_scheduler::velero::{self, BackupRequest, PhaseClass};
-use replicadr_scheduler::verify::fixture;
+use replicadr_lab::fixture;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

@@ -18,7 +18,7 @@ use replicadr_scheduler::publish::Publisher;
 use replicadr_scheduler::schedule::slot_backup_name;
 use replicadr_scheduler::service::{PolicyOutcome, Service, ServiceConfig};
 use replicadr_scheduler::velero::PhaseClass;
-use replicadr_scheduler::verify::fixture::objects;
+use replicadr_lab::fixture::objects;
 use replicadr_scheduler::verify::{SiteMapSource, Verifier};
 use serde_json::json;
 

@@ -23,7 +23,7 @@ use replicadr_scheduler::publish::Publisher;
 use replicadr_scheduler::recovery::plan::{self, BackupFacts, PlanInput, Verification};
 use replicadr_scheduler::service::{Service, ServiceConfig};
 use replicadr_scheduler::velero::{self, BackupRequest, PhaseClass};
-use replicadr_scheduler::verify::fixture::{self, ArchiveWriter, objects};
+use replicadr_lab::fixture::{self, ArchiveWriter, objects};
 use replicadr_scheduler::verify::{LiveScope, Report, SiteMapSource, Verifier};
 use serde_json::{Value, json};
 

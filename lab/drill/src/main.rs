@@ -43,21 +43,10 @@ struct Args {
 async fn main() -> ExitCode {
     let args = Args::parse();
     // The drill probes control planes while they start; their refusals are expected.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,kube_client=off".into()),
-        )
-        .with_ansi(output::colour_logs())
-        .with_writer(std::io::stderr)
-        .init();
-    match Box::pin(run(args)).await {
-        Ok(code) => code,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::from(2)
-        }
-    }
+    output::init_logging("warn,kube_client=off");
+    Box::pin(run(args))
+        .await
+        .unwrap_or_else(|error| output::could_not_run(&error))
 }
 
 async fn run(args: Args) -> anyhow::Result<ExitCode> {

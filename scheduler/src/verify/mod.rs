@@ -7,7 +7,6 @@
 //! Nothing here writes to the cluster; [`crate::publish`] does.
 
 pub mod archive;
-pub mod fixture;
 pub mod report;
 pub mod store;
 

@@ -3,7 +3,7 @@ use std::io::Cursor;
 
 use super::*;
 use crate::verify::archive::{self, PvChecks};
-use crate::verify::fixture::{self, ArchiveWriter, objects};
+use replicadr_lab::fixture::{self, ArchiveWriter, objects};
 use crate::verify::{Report, Stats};
 use serde_json::json;
 

@@ -5,7 +5,7 @@ use serde_json::json;
 use replicadr_core::invariants::Reason as Invariant;
 
 use super::*;
-use crate::verify::fixture::{self, ArchiveWriter, objects};
+use replicadr_lab::fixture::{self, ArchiveWriter, objects};
 use crate::verify::report::Report;
 
 fn checks() -> PvChecks {

@@ -136,7 +136,7 @@ pub mod objects {
     pub fn replica_pvc(namespace: &str, name: &str, volume: &str, snapshot_uid: &str) -> Value {
         let mut pvc = pvc(namespace, name, volume);
         pvc["metadata"]["labels"] = json!({
-            crate::velero::LABEL_MANAGED_BY: crate::velero::MANAGED_BY,
+            replicadr_core::wire::LABEL_MANAGED_BY: replicadr_core::wire::MANAGED_BY,
             replicadr_core::wire::LABEL_REPLICA_OF_SNAPSHOT_UID: snapshot_uid,
         });
         pvc
