@@ -1,6 +1,7 @@
 //! Local sites, as the DR drill and the end-to-end tests run them: a real etcd + kube-apiserver
 //! on loopback ([`TestCluster`]), a real S3 server ([`s3::S3Server`]), the real Velero server
-//! ([`velero::VeleroServer`]), the pinned peer binaries they run ([`peers`]) and manifest
+//! ([`velero::VeleroServer`]), the real Prometheus ([`prometheus`]), the pinned peer binaries
+//! they run ([`peers`]) and manifest
 //! application ([`apply`]). The peers are built by the `hack/build-*.sh` scripts; nothing here
 //! downloads them.
 
@@ -10,6 +11,7 @@ pub mod crds;
 pub mod peers;
 pub mod pki;
 mod process;
+pub mod prometheus;
 pub mod s3;
 pub mod tls_front;
 pub mod velero;
