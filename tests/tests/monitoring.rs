@@ -531,10 +531,10 @@ fn rule_tests(scrape: &Scrape) -> anyhow::Result<(Value, BTreeSet<String>)> {
             ],
         ),
     ];
-    Ok((rule_test_file(tests), covered))
+    Ok((rule_test_file(&tests), covered))
 }
 
-fn rule_test_file(tests: Vec<Value>) -> Value {
+fn rule_test_file(tests: &[Value]) -> Value {
     json!({"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": tests})
 }
 
@@ -572,7 +572,7 @@ fn paused_rule_tests(scrape: &Scrape) -> anyhow::Result<Value> {
         ])
     };
     let labels = [("namespace", NAMESPACE), ("policy", "paused")];
-    Ok(rule_test_file(vec![
+    Ok(rule_test_file(&[
         json!({"name": "a paused policy three intervals late, never verified: silent",
                "interval": "1m", "input_series": input("1x30"),
                "promql_expr_test": [alerts_at("10m", &[]), alerts_at("29m", &[])]}),
