@@ -29,3 +29,5 @@ kube_apiserver_bin() { echo "${REPLICADR_CACHE}/kube-apiserver-${KUBE_VERSION}/k
 etcd_bin() { echo "${REPLICADR_CACHE}/etcd-${ETCD_VERSION}/etcd"; }
 velero_bin() { echo "${REPLICADR_CACHE}/velero-${VELERO_VERSION}/velero"; }
 velero_plugin_for_aws_bin() { echo "${REPLICADR_CACHE}/velero-plugin-for-aws-${VELERO_PLUGIN_FOR_AWS_VERSION}/velero-plugin-for-aws"; }
+prometheus_bin() { echo "${REPLICADR_CACHE}/prometheus-${PROMETHEUS_VERSION}/prometheus"; }
+promtool_bin() { echo "${REPLICADR_CACHE}/prometheus-${PROMETHEUS_VERSION}/promtool"; }

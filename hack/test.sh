@@ -12,6 +12,7 @@ log "building the real test peers (cached in ${REPLICADR_CACHE})"
 bash hack/build-kube-peers.sh
 bash hack/build-velero-peers.sh
 bash hack/build-s3-peer.sh
+bash hack/build-prometheus.sh
 bash hack/build-conformance.sh >/dev/null
 bash hack/validate-manifests.sh
 

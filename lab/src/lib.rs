@@ -1,7 +1,8 @@
 //! Local sites, as the DR drill and the end-to-end tests run them: a real etcd + kube-apiserver
 //! on loopback ([`TestCluster`]), a real S3 server ([`s3::S3Server`]), the real Velero server
-//! ([`velero::VeleroServer`]), the pinned peer binaries they run ([`peers`]) and manifest
-//! application ([`apply`]), and backups written in Velero's object-store layout ([`fixture`]). The peers are built by the `hack/build-*.sh` scripts; nothing here
+//! ([`velero::VeleroServer`]), the real Prometheus ([`prometheus`]), the pinned peer binaries
+//! they run ([`peers`]), manifest application ([`apply`]) and backups written in Velero's
+//! object-store layout ([`fixture`]). The peers are built by the `hack/build-*.sh` scripts; nothing here
 //! downloads them.
 
 pub mod apply;
@@ -11,6 +12,7 @@ pub mod fixture;
 pub mod peers;
 pub mod pki;
 mod process;
+pub mod prometheus;
 pub mod s3;
 pub mod tls_front;
 pub mod velero;

@@ -155,7 +155,8 @@ impl VerificationMetrics {
 }
 
 /// The recovery point of each policy: `replicadr_rpo_seconds`, `replicadr_rpo_ratio`,
-/// `replicadr_expected_interval_seconds`, `replicadr_last_verified_success_timestamp_seconds`.
+/// `replicadr_expected_interval_seconds`, `replicadr_last_verified_success_timestamp_seconds`,
+/// `replicadr_has_verified_backup` and `replicadr_policy_paused`.
 #[derive(Debug, Clone)]
 pub struct RpoMetrics {
     last_verified: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
@@ -163,6 +164,7 @@ pub struct RpoMetrics {
     rpo: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
     ratio: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
     has_verified: Family<PolicyLabels, Gauge>,
+    paused: Family<PolicyLabels, Gauge>,
 }
 
 impl RpoMetrics {
@@ -174,6 +176,7 @@ impl RpoMetrics {
             rpo: Family::default(),
             ratio: Family::default(),
             has_verified: Family::default(),
+            paused: Family::default(),
         };
         registry.register_with_unit(
             "last_verified_success_timestamp",
@@ -203,6 +206,11 @@ impl RpoMetrics {
             "1 once the policy has a verified backup, else 0",
             metrics.has_verified.clone(),
         );
+        registry.register(
+            "policy_paused",
+            "1 while the policy's spec.paused is true (no new backups are made; the RPO alerts stay silent), else 0",
+            metrics.paused.clone(),
+        );
         metrics
     }
 
@@ -224,6 +232,13 @@ impl RpoMetrics {
         self.ratio.get_or_create(&labels).set(ratio);
     }
 
+    /// Sets whether a policy is paused (`replicadr_policy_paused`).
+    pub fn set_paused(&self, name: &str, paused: bool) {
+        self.paused
+            .get_or_create(&policy(name))
+            .set(i64::from(paused));
+    }
+
     /// Drops a deleted policy's series.
     pub fn forget(&self, name: &str) {
         let labels = policy(name);
@@ -232,6 +247,7 @@ impl RpoMetrics {
         self.rpo.remove(&labels);
         self.ratio.remove(&labels);
         self.has_verified.remove(&labels);
+        self.paused.remove(&labels);
     }
 }
 
@@ -301,5 +317,25 @@ mod tests {
             text.contains("replicadr_verification_duration_seconds_bucket"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn paused_is_exported_and_forget_drops_every_series_of_the_policy() {
+        let (registry, metrics) = Metrics::new_registry();
+        metrics.rpo.set("kept", Some(1000.0), 60.0, 3600.0);
+        metrics.rpo.set_paused("kept", true);
+        metrics.rpo.set("deleted", None, 60.0, 3600.0);
+        metrics.rpo.set_paused("deleted", false);
+        metrics.rpo.forget("deleted");
+        let text = encode(&registry);
+        assert!(
+            text.contains("replicadr_policy_paused{policy=\"kept\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("replicadr_rpo_ratio{policy=\"kept\"}"),
+            "{text}"
+        );
+        assert!(!text.contains("policy=\"deleted\""), "{text}");
     }
 }
