@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use replicadr_core::sitemap::SiteMap;
-use replicadr_scheduler::verify::archive::{self, PvChecks};
 use replicadr_lab::fixture::{self, ArchiveWriter, objects};
+use replicadr_scheduler::verify::archive::{self, PvChecks};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

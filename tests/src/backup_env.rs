@@ -88,8 +88,7 @@ impl BackupEnv {
             .await?;
         env.put_credentials("cloud-credentials", "cloud", &env.s3.credentials_file())
             .await?;
-        env.put_site_map(replicadr_lab::fixture::SITE_MAP)
-            .await?;
+        env.put_site_map(replicadr_lab::fixture::SITE_MAP).await?;
         Ok(env)
     }
 

@@ -24,9 +24,9 @@ use anyhow::{Context as _, bail, ensure};
 use jiff::Timestamp;
 use replicadr_e2e::backup_env::BackupEnv;
 use replicadr_e2e::workspace::workspace_binary;
+use replicadr_lab::fixture;
 use replicadr_lab::prometheus::{PrometheusServer, promtool};
 use replicadr_scheduler::velero::BackupView;
-use replicadr_lab::fixture;
 use serde_json::{Value, json};
 
 const RULES: &str = include_str!("../../manifests/base/prometheusrule.yaml");

@@ -13,8 +13,8 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 use replicadr_e2e::backup_env::BackupEnv;
 use replicadr_e2e::workspace::workspace_binary;
-use replicadr_scheduler::velero::{self, BackupRequest};
 use replicadr_lab::fixture;
+use replicadr_scheduler::velero::{self, BackupRequest};
 use serde_json::json;
 
 fn replicadr(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<(i32, String, String)> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use replicadr_e2e::backup_env::BackupEnv;
+use replicadr_lab::fixture;
 use replicadr_scheduler::clock::{Clock, ManualClock};
 use replicadr_scheduler::leader::Election;
 use replicadr_scheduler::metrics::{self, Metrics, Registry};
@@ -15,7 +16,6 @@ use replicadr_scheduler::publish::Publisher;
 use replicadr_scheduler::schedule::slot_backup_name;
 use replicadr_scheduler::service::{PolicyOutcome, Service, ServiceConfig};
 use replicadr_scheduler::velero::{self, BackupRequest, PhaseClass};
-use replicadr_lab::fixture;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;

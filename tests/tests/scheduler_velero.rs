@@ -12,13 +12,13 @@ use kube::api::{Api, DynamicObject, PostParams};
 use replicadr_e2e::backup_env::{BUCKET, BackupEnv};
 use replicadr_e2e::velero::{self as velero_peer, VeleroServer};
 use replicadr_e2e::workspace::workspace_binary;
+use replicadr_lab::fixture::objects;
 use replicadr_scheduler::clock::{Clock, ManualClock};
 use replicadr_scheduler::metrics::Metrics;
 use replicadr_scheduler::publish::Publisher;
 use replicadr_scheduler::schedule::slot_backup_name;
 use replicadr_scheduler::service::{PolicyOutcome, Service, ServiceConfig};
 use replicadr_scheduler::velero::PhaseClass;
-use replicadr_lab::fixture::objects;
 use replicadr_scheduler::verify::{SiteMapSource, Verifier};
 use serde_json::json;
 

@@ -15,6 +15,7 @@ use replicadr_cli::render;
 use replicadr_core::contents::BackupContents;
 use replicadr_core::sitemap::SiteMap;
 use replicadr_e2e::backup_env::{BUCKET, BackupEnv};
+use replicadr_lab::fixture::{self, ArchiveWriter, objects};
 use replicadr_scheduler::clock::{Clock, ManualClock};
 use replicadr_scheduler::gc::{self, GcAction};
 use replicadr_scheduler::metrics::{self, Metrics};
@@ -23,7 +24,6 @@ use replicadr_scheduler::publish::Publisher;
 use replicadr_scheduler::recovery::plan::{self, BackupFacts, PlanInput, Verification};
 use replicadr_scheduler::service::{Service, ServiceConfig};
 use replicadr_scheduler::velero::{self, BackupRequest, PhaseClass};
-use replicadr_lab::fixture::{self, ArchiveWriter, objects};
 use replicadr_scheduler::verify::{LiveScope, Report, SiteMapSource, Verifier};
 use serde_json::{Value, json};
 

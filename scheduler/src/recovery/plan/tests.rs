@@ -3,8 +3,8 @@ use std::io::Cursor;
 
 use super::*;
 use crate::verify::archive::{self, PvChecks};
-use replicadr_lab::fixture::{self, ArchiveWriter, objects};
 use crate::verify::{Report, Stats};
+use replicadr_lab::fixture::{self, ArchiveWriter, objects};
 use serde_json::json;
 
 fn tarball_of(objects: Vec<(&'static str, Value)>) -> (Vec<u8>, Vec<u8>) {

@@ -5,8 +5,8 @@ use serde_json::json;
 use replicadr_core::invariants::Reason as Invariant;
 
 use super::*;
-use replicadr_lab::fixture::{self, ArchiveWriter, objects};
 use crate::verify::report::Report;
+use replicadr_lab::fixture::{self, ArchiveWriter, objects};
 
 fn checks() -> PvChecks {
     PvChecks::for_every_site(&SiteMap::from_yaml(fixture::SITE_MAP).expect("site map"))
