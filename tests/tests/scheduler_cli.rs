@@ -269,7 +269,7 @@ fn plan_from_a_file_needs_no_cluster_and_its_exit_code_says_if_the_restore_is_co
     let (code, stdout, stderr) = offline_plan(&broken, "dr", &[])?;
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     for needle in [
-        "DeleteReclaimPolicy",
+        "PvNotRetain",
         "PersistentVolume pv-root",
         "INCOMPLETE: 1 blocking problem(s)",
     ] {
