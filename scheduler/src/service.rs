@@ -287,10 +287,9 @@ impl Service {
             reason = "Unix seconds fit an f64 exactly"
         )]
         let last = last.map(|t| t.as_second() as f64);
-        self.publisher()
-            .metrics
-            .rpo
-            .set(&valid.name, last, age, interval);
+        let rpo = &self.publisher().metrics.rpo;
+        rpo.set(&valid.name, last, age, interval);
+        rpo.set_paused(&valid.name, policy.spec.paused);
     }
 
     /// How long until `next`, within [`MIN_REQUEUE`] and the tick.

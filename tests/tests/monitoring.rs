@@ -974,7 +974,6 @@ async fn a_real_prometheus_scraping_the_scheduler_fires_only_the_alerts_that_hol
 }
 
 #[tokio::test]
-#[ignore = "the scheduler service does not call RpoMetrics::set_paused yet; run with --ignored once it does"]
 async fn a_paused_policy_is_exported_as_paused_and_its_rpo_alerts_stay_silent() -> anyhow::Result<()>
 {
     let env = BackupEnv::start(NAMESPACE).await?;
