@@ -289,6 +289,16 @@ async fn clean_up(
     for pv in volumes.list(&labelled).await?.items {
         crate::gc::retain_volume(client, &pv.name_any()).await?;
     }
+    // A scratch claim may have bound to a PV the Restore did not create (Velero skips existing
+    // PVs), and deleting the scratch namespaces deletes every claim in them: Retain those too.
+    for target in scratch.values() {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), target);
+        for claim in claims.list(&ListParams::default()).await?.items {
+            if let Some(volume) = claim.spec.as_ref().and_then(|s| s.volume_name.as_deref()) {
+                crate::gc::retain_volume(client, volume).await?;
+            }
+        }
+    }
     for target in scratch.values() {
         let vms: Api<DynamicObject> = Api::namespaced_with(client.clone(), target, &vm_resource());
         for vm in vms.list(&labelled).await?.items {

@@ -33,6 +33,10 @@ pub struct Orphan {
     /// The PV the claim is bound to, if any.
     pub volume: Option<String>,
     pub action: GcAction,
+    /// The claim as it was listed: the delete is refused if it changed since (e.g. it bound to
+    /// a PV whose policy was not set to `Retain`).
+    #[serde(skip)]
+    pub resource_version: Option<String>,
 }
 
 /// What gc did, or would do, with one replica PVC.
@@ -100,6 +104,7 @@ pub async fn gc(client: &Client, apply: bool) -> Result<Vec<Orphan>, GcError> {
             snapshot_uid,
             volume,
             action: GcAction::WouldDelete,
+            resource_version: pvc.metadata.resource_version.clone(),
         };
         if let Some(restore) = pvc.labels().get(LABEL_RESTORE_NAME) {
             orphan.action = GcAction::SkippedRestored(restore.clone());
@@ -123,7 +128,7 @@ async fn delete_keeping_volume(client: &Client, orphan: &Orphan) -> Result<(), k
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid: Some(orphan.uid.clone()),
-            resource_version: None,
+            resource_version: orphan.resource_version.clone(),
         }),
         ..DeleteParams::default()
     };
