@@ -21,8 +21,11 @@ cargo "+${toolchain}" fuzz --version >/dev/null 2>&1 || die "cargo-fuzz is not i
 cd "${REPO_ROOT}/fuzz"
 targets=(sitemap_parse plugin_config backup_tarball resource_list restore_item_action backup_item_action)
 
-log "writing seed corpora from the fixtures"
-cargo run --quiet --locked --bin write-seeds >&2
+# Seeding needs a second, uninstrumented build of the crate: only when a corpus is missing.
+if [[ ! -d corpus/backup_tarball || ! -d corpus/sitemap_parse ]]; then
+  log "writing seed corpora from the fixtures"
+  cargo run --quiet --locked --bin write-seeds >&2
+fi
 
 log "building ${#targets[@]} targets with ${toolchain}"
 cargo "+${toolchain}" fuzz build --release >&2
