@@ -145,7 +145,16 @@ pub async fn plan_at_site(
             (view, report)
         }
         BackupChoice::LatestVerified => {
-            latest_verified(client, namespace, policy, &verifier, &source, progress).await?
+            latest_verified(
+                client,
+                namespace,
+                site_name.as_str(),
+                policy,
+                &verifier,
+                &source,
+                progress,
+            )
+            .await?
         }
     };
     let verification = match &report {
@@ -257,9 +266,14 @@ pub fn plan_from_file(
     }))
 }
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the selection's inputs, each used once"
+)]
 async fn latest_verified(
     client: &Client,
     namespace: &str,
+    site: &str,
     policy: Option<&str>,
     verifier: &Verifier,
     source: &SiteMapSource,
@@ -271,19 +285,20 @@ async fn latest_verified(
     if let Some(policy) = policy {
         params = params.labels(&format!("{}={policy}", velero::LABEL_POLICY));
     }
-    let mut finished: Vec<BackupView> = api
+    let listed: Vec<BackupView> = api
         .list(&params)
         .await?
         .items
         .iter()
         .map(BackupView::from_object)
-        .filter(|b| b.class == PhaseClass::Succeeded)
         .collect();
-    finished.sort_by_key(|b| std::cmp::Reverse(b.recovery_point()));
+    let (finished, mut rejected) = candidates(listed, site);
+    for line in &rejected {
+        progress(format!("  skipped {line}"));
+    }
     let scope = policy
         .map(|p| format!(" of policy {p}"))
         .unwrap_or_default();
-    let mut rejected = Vec::new();
     for backup in finished.into_iter().take(CANDIDATES) {
         progress(format!(
             "verifying backup {} from object storage",
@@ -307,11 +322,32 @@ async fn latest_verified(
         )
     } else {
         format!(
-            "none of the newest {} completed backups{scope} verifies at this site:\n  {}\nname one with --backup and --force to restore it anyway",
+            "no completed backup{scope} can be restored at this site ({} passed over):\n  {}\nname one with --backup and --force to restore it anyway",
             rejected.len(),
             rejected.join("\n  ")
         )
     }))
+}
+
+/// The backups a restore at `site` may choose, newest recovery point first: completed ones not
+/// made at `site` itself (its `replicadr.io/site` label), which would restore this site's own
+/// state onto itself. Also returns why each own-site backup was passed over.
+fn candidates(backups: Vec<BackupView>, site: &str) -> (Vec<BackupView>, Vec<String>) {
+    let (own, mut finished): (Vec<_>, Vec<_>) = backups
+        .into_iter()
+        .filter(|b| b.class == PhaseClass::Succeeded)
+        .partition(|b| b.site.as_deref() == Some(site));
+    finished.sort_by_key(|b| std::cmp::Reverse(b.recovery_point()));
+    let skipped = own
+        .iter()
+        .map(|b| {
+            format!(
+                "{}: made at site {site} itself (label replicadr.io/site), so it holds this site's own objects; name it with --backup to restore it anyway",
+                b.name
+            )
+        })
+        .collect();
+    (finished, skipped)
 }
 
 /// The RPO of `policy` when it exists at this site and sets one.
@@ -319,4 +355,53 @@ async fn policy_rpo(client: &Client, namespace: &str, policy: Option<&str>) -> O
     let api: Api<BackupPolicy> = Api::namespaced(client.clone(), namespace);
     let policy = api.get_opt(policy?).await.ok()??;
     ValidPolicy::from_policy(&policy).ok()?.rpo
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backup(name: &str, site: Option<&str>, phase: &str, started: &str) -> BackupView {
+        let mut labels = serde_json::Map::new();
+        if let Some(site) = site {
+            labels.insert(velero::LABEL_SITE.into(), site.into());
+        }
+        let object: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "velero.io/v1", "kind": "Backup",
+            "metadata": {"name": name, "namespace": "velero", "labels": labels},
+            "status": {"phase": phase, "startTimestamp": started},
+        }))
+        .expect("a Backup");
+        BackupView::from_object(&object)
+    }
+
+    #[test]
+    fn a_backup_made_at_the_restoring_site_is_never_chosen() {
+        let (chosen, skipped) = candidates(
+            vec![
+                backup(
+                    "primary-old",
+                    Some("primary"),
+                    "Completed",
+                    "2026-12-01T01:00:00Z",
+                ),
+                backup("dr-newest", Some("dr"), "Completed", "2026-12-01T03:00:00Z"),
+                backup("unlabelled", None, "Completed", "2026-12-01T02:00:00Z"),
+                backup(
+                    "primary-failed",
+                    Some("primary"),
+                    "Failed",
+                    "2026-12-01T04:00:00Z",
+                ),
+            ],
+            "dr",
+        );
+        let names: Vec<&str> = chosen.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["unlabelled", "primary-old"]);
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert!(
+            skipped[0].starts_with("dr-newest: made at site dr itself"),
+            "{skipped:?}"
+        );
+    }
 }
