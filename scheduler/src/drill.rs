@@ -289,24 +289,26 @@ async fn clean_up(
     for pv in volumes.list(&labelled).await?.items {
         crate::gc::retain_volume(client, &pv.name_any()).await?;
     }
-    // A scratch claim may have bound to a PV the Restore did not create (Velero skips existing
-    // PVs), and deleting the scratch namespaces deletes every claim in them: Retain those too.
     for target in scratch.values() {
         let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), target);
-        for claim in claims.list(&ListParams::default()).await?.items {
+        let listed = claims.list(&ListParams::default()).await?.items;
+        // A scratch claim may have bound to a PV the Restore did not create (Velero skips
+        // existing PVs), and deleting the scratch namespace deletes every claim in it: Retain
+        // those too, before anything goes.
+        for claim in &listed {
             if let Some(volume) = claim.spec.as_ref().and_then(|s| s.volume_name.as_deref()) {
                 crate::gc::retain_volume(client, volume).await?;
             }
         }
-    }
-    for target in scratch.values() {
         let vms: Api<DynamicObject> = Api::namespaced_with(client.clone(), target, &vm_resource());
         for vm in vms.list(&labelled).await?.items {
             vms.delete(&vm.name_any(), &DeleteParams::default()).await?;
             deleted.push(format!("VirtualMachine {target}/{}", vm.name_any()));
         }
-        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), target);
-        for claim in claims.list(&labelled).await?.items {
+        let restored = listed
+            .iter()
+            .filter(|c| c.labels().get(LABEL_RESTORE_NAME).map(String::as_str) == Some(restore));
+        for claim in restored {
             claims
                 .delete(&claim.name_any(), &DeleteParams::default())
                 .await?;

@@ -8,7 +8,7 @@ use kube::Client;
 use kube::api::Api;
 
 use crate::clock::Clock;
-use crate::lifecycle::{BackupLife, LifeError};
+use crate::lifecycle::{BackupLife, LifeError, site_map_source};
 use crate::policy::{BackupPolicy, ValidPolicy};
 use crate::publish::Publisher;
 use crate::velero::BackupView;
@@ -31,16 +31,12 @@ pub async fn site_map_for(client: &Client, namespace: &str, backup: &BackupView)
         return SiteMapSource::default();
     };
     let api: Api<BackupPolicy> = Api::namespaced(client.clone(), namespace);
-    match api.get_opt(policy).await {
-        Ok(Some(policy)) => match ValidPolicy::from_policy(&policy) {
-            Ok(valid) => SiteMapSource {
-                configmap: valid.site_map.name.clone(),
-                key: valid.site_map_key().to_owned(),
-            },
-            Err(_) => SiteMapSource::default(),
-        },
-        _ => SiteMapSource::default(),
-    }
+    api.get_opt(policy)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|policy| ValidPolicy::from_policy(&policy).ok())
+        .map_or_else(SiteMapSource::default, |valid| site_map_source(&valid))
 }
 
 /// `replicadr verify <backup>`: verifies without writing anything.
