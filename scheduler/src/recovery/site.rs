@@ -266,10 +266,6 @@ pub fn plan_from_file(
     }))
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the selection's inputs, each used once"
-)]
 async fn latest_verified(
     client: &Client,
     namespace: &str,
