@@ -1,5 +1,5 @@
 //! `replicadr`: the scheduler service (`replicadr scheduler`) and the operator commands
-//! (`backup now`, `verify`, `status`, `gc`, `crd`, `plan`, `failover`, `failback`,
+//! (`activate`, `backup now`, `verify`, `status`, `gc`, `crd`, `plan`, `failover`, `failback`,
 //! `drill --dr-context`). Parses arguments, wires the library's parts together, renders their
 //! results, and maps outcomes to exit codes: 0 success, 1 a backup failed verification / a plan
 //! is incomplete / a recovery failed, 2 the command could not run, 3 a recovery was refused by a
@@ -26,7 +26,7 @@ use replicadr_scheduler::recovery::report::Outcome;
 use replicadr_scheduler::recovery::site::{self, BackupChoice};
 use replicadr_scheduler::server::Health;
 use replicadr_scheduler::service::{Service, ServiceConfig};
-use replicadr_scheduler::{gc, manual, policy, status};
+use replicadr_scheduler::{active_site, gc, manual, policy, status};
 use tokio_util::sync::CancellationToken;
 
 /// musl's allocator is slow under many small allocations (about a quarter of the plugin's
@@ -72,6 +72,19 @@ enum Command {
     },
     /// Policies, their newest verified backups and RPO.
     Status {
+        #[arg(long, short = 'o', value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Once, at installation: record this site as the active one in the shared bucket (the
+    /// active-site record every scheduler reads before it makes a backup). Refused when a record
+    /// names another site: sites change only by failover and failback.
+    Activate {
+        /// This site; the plugin ConfigMap's localSite must name it.
+        #[arg(long)]
+        site: String,
+        /// Only this BackupStorageLocation; every one in the namespace by default.
+        #[arg(long)]
+        storage_location: Option<String>,
         #[arg(long, short = 'o', value_enum, default_value = "table")]
         output: Output,
     },
@@ -309,8 +322,24 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(exit_for(report.verified))
         }
         Command::Status { output } => {
-            let policies = status::policies(&client, &namespace, clock.now()).await?;
-            print!("{}", output.render(&policies, |p| render::status(p)));
+            let overview = status::overview(&client, &namespace, clock.now()).await?;
+            print!("{}", output.render(&overview, render::overview));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Activate {
+            site,
+            storage_location,
+            output,
+        } => {
+            let changes = active_site::activate(
+                &client,
+                &namespace,
+                &site,
+                storage_location.as_deref(),
+                clock.now(),
+            )
+            .await?;
+            print!("{}", output.render(&changes, |c| render::activated(c)));
             Ok(ExitCode::SUCCESS)
         }
         Command::Gc { apply, output } => {

@@ -6,12 +6,13 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use comfy_table::{CellAlignment, ColumnConstraint, Table};
+use replicadr_scheduler::active_site::Change;
 use replicadr_scheduler::drill::{Check, LiveReport};
 pub use replicadr_scheduler::duration::human;
 use replicadr_scheduler::gc::{GcAction, Orphan};
 use replicadr_scheduler::recovery::plan::{Plan, Verification};
 use replicadr_scheduler::recovery::report::RecoveryReport;
-use replicadr_scheduler::status::PolicyStatus;
+use replicadr_scheduler::status::{Overview, PolicyStatus};
 use replicadr_scheduler::verify::Report;
 
 /// Left-aligned columns separated by three spaces, the last one unpadded, no trailing blanks;
@@ -93,6 +94,63 @@ pub fn verification(report: &Report) -> String {
 }
 
 /// `replicadr status`: one row per policy.
+pub fn overview(overview: &Overview) -> String {
+    let mut out = String::new();
+    match (&overview.local_site, &overview.local_site_error) {
+        (Some(site), _) => {
+            let _ = writeln!(out, "This site: {site}");
+        }
+        (None, error) => {
+            let _ = writeln!(
+                out,
+                "This site: unknown ({})",
+                error.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    let mut rows = vec![row(["STORAGE LOCATION", "ACTIVE SITE", "RECORD"])];
+    for location in &overview.active_site {
+        let (site, detail) = match (&location.record, &location.error) {
+            (Some(record), None) => (record.site.clone(), record.describe()),
+            (_, error) => ("UNKNOWN".to_owned(), error.clone().unwrap_or_default()),
+        };
+        rows.push(vec![
+            location.location.clone(),
+            site,
+            format!(
+                "{detail}{}",
+                location
+                    .url
+                    .as_ref()
+                    .map(|u| format!(" [{u}]"))
+                    .unwrap_or_default()
+            ),
+        ]);
+    }
+    out.push_str(&table(&rows));
+    let _ = writeln!(out);
+    out.push_str(&status(&overview.policies));
+    out
+}
+
+/// `replicadr activate`: each storage location's record.
+pub fn activated(changes: &[Change]) -> String {
+    let mut rows = vec![row(["STORAGE LOCATION", "RECORD", "ACTION"])];
+    for change in changes {
+        rows.push(vec![
+            change.location.clone(),
+            change.url.clone(),
+            if change.written {
+                format!("written: {}", change.record.describe())
+            } else {
+                format!("already names {}", change.record.describe())
+            },
+        ]);
+    }
+    table(&rows)
+}
+
+/// The policies' rows of `replicadr status`.
 pub fn status(policies: &[PolicyStatus]) -> String {
     let mut rows = vec![row([
         "POLICY",
@@ -386,6 +444,9 @@ pub fn recovery(report: &RecoveryReport) -> String {
             report.restore_warnings,
             report.restore_errors
         );
+    }
+    for line in &report.active_site {
+        let _ = writeln!(out, "Active site: {line}");
     }
     let _ = writeln!(out);
     out.push_str(&preconditions_table(report));

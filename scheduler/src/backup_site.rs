@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
 use kube::api::Api;
-use replicadr_core::plugin_config::PluginConfig;
+use replicadr_core::plugin_config::{PluginConfig, SiteConfig};
 use replicadr_core::sitemap::SiteName;
 use replicadr_core::wire::CONFIG_SITE_MAP;
 
@@ -92,6 +92,15 @@ pub async fn local_site(
     namespace: &str,
     source: &SiteMapSource,
 ) -> Result<SiteName, SiteError> {
+    Ok(site_config(client, namespace, source).await?.local_site)
+}
+
+/// The site map of `source` and this site's name in it (`localSite` of the same ConfigMap).
+pub async fn site_config(
+    client: &Client,
+    namespace: &str,
+    source: &SiteMapSource,
+) -> Result<SiteConfig, SiteError> {
     let origin = format!("{namespace}/{}", source.configmap);
     let configmap = Api::<ConfigMap>::namespaced(client.clone(), namespace)
         .get_opt(&source.configmap)
@@ -103,16 +112,25 @@ pub async fn local_site(
         .ok_or_else(|| SiteError::Missing {
             origin: origin.clone(),
         })?;
-    local_site_from(origin, configmap.data.unwrap_or_default(), &source.key)
+    site_config_from(origin, configmap.data.unwrap_or_default(), &source.key)
 }
 
 /// This site's name from a ConfigMap's data, whose site map is under `site_map_key`: the restore
 /// plugins' own reader checks that `localSite` is one of the site map's sites.
 pub fn local_site_from(
     origin: String,
-    mut data: BTreeMap<String, String>,
+    data: BTreeMap<String, String>,
     site_map_key: &str,
 ) -> Result<SiteName, SiteError> {
+    Ok(site_config_from(origin, data, site_map_key)?.local_site)
+}
+
+/// The site map and `localSite` from a ConfigMap's data, as [`local_site_from`] reads them.
+pub fn site_config_from(
+    origin: String,
+    mut data: BTreeMap<String, String>,
+    site_map_key: &str,
+) -> Result<SiteConfig, SiteError> {
     if site_map_key != CONFIG_SITE_MAP
         && let Some(map) = data.get(site_map_key).cloned()
     {
@@ -121,7 +139,6 @@ pub fn local_site_from(
     let config = PluginConfig { origin, data };
     config
         .site_config()
-        .map(|site| site.local_site)
         .map_err(|error| SiteError::Invalid(error.to_string()))
 }
 

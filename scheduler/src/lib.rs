@@ -9,6 +9,7 @@
 //! ([`recovery`]) and the drill on real clusters ([`drill`]). Everything returns data; the
 //! `replicadr` CLI crate renders it.
 
+pub mod active_site;
 pub mod backup_site;
 pub mod clock;
 pub mod drill;

@@ -11,7 +11,10 @@ use std::time::Duration;
 use jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, DynamicObject, PostParams};
-use replicadr_core::sitemap::SiteName;
+use replicadr_core::plugin_config::SiteConfig;
+use replicadr_core::sitemap::{SiteMap, SiteName};
+
+use crate::active_site::{ActiveSite, Record, RecordError};
 
 use crate::backup_site::{self, Origin, SiteError};
 use crate::clock::Clock;
@@ -34,6 +37,10 @@ pub enum LifeError {
         #[source]
         source: SiteError,
     },
+    #[error("BackupPolicy {name} makes no backup here: {message}")]
+    NotActive { name: String, message: String },
+    #[error(transparent)]
+    ActiveSite(#[from] RecordError),
     #[error("backup {name} already exists and was made at {made_at}: not this site's to follow")]
     Foreign { name: String, made_at: String },
     #[error("backup {name} did not finish within {timeout:?} (phase {phase})")]
@@ -119,7 +126,28 @@ impl<P: Deref<Target = Publisher>> BackupLife<P> {
 
     /// The site `valid`'s backups are made at: `localSite` of its site map's ConfigMap.
     pub async fn local_site(&self, valid: &ValidPolicy) -> Result<SiteName, SiteError> {
-        backup_site::local_site(&self.client, &self.namespace, &site_map_source(valid)).await
+        Ok(self.site_config(valid).await?.local_site)
+    }
+
+    /// `valid`'s site map and this site's name in it.
+    pub async fn site_config(&self, valid: &ValidPolicy) -> Result<SiteConfig, SiteError> {
+        backup_site::site_config(&self.client, &self.namespace, &site_map_source(valid)).await
+    }
+
+    /// The active-site record of `valid`'s storage location, checked against `sites`.
+    pub async fn active_site(
+        &self,
+        valid: &ValidPolicy,
+        sites: &SiteMap,
+    ) -> Result<ActiveSite, RecordError> {
+        let record = Record::open(
+            &self.client,
+            &self.namespace,
+            valid.template.storage_location.as_deref(),
+            &format!("BackupPolicy {}/{}", self.namespace, valid.name),
+        )
+        .await?;
+        record.current(sites).await
     }
 
     /// Creates the Backup `name` of `valid` at `site`, for `slot` (retry `attempt`) or by hand
@@ -323,12 +351,20 @@ impl<P: Deref<Target = Publisher>> BackupLife<P> {
             name: policy_name.to_owned(),
             message: e.to_string(),
         })?;
-        let site = self
-            .local_site(&valid)
+        let config = self
+            .site_config(&valid)
             .await
             .map_err(|source| LifeError::UnknownSite {
                 name: policy_name.to_owned(),
                 source,
+            })?;
+        let site = config.local_site;
+        let record = self.active_site(&valid, &config.site_map).await?;
+        record
+            .allows(site.as_str())
+            .map_err(|message| LifeError::NotActive {
+                name: policy_name.to_owned(),
+                message,
             })?;
         let name = schedule::manual_backup_name(policy_name, self.clock.now());
         if let Created::Foreign { site: made_at } =

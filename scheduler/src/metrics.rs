@@ -156,7 +156,8 @@ impl VerificationMetrics {
 
 /// The recovery point of each policy: `replicadr_rpo_seconds`, `replicadr_rpo_ratio`,
 /// `replicadr_expected_interval_seconds`, `replicadr_last_verified_success_timestamp_seconds`,
-/// `replicadr_has_verified_backup` and `replicadr_policy_paused`.
+/// `replicadr_has_verified_backup`, `replicadr_policy_paused`, and where the policy stands with
+/// the active-site record: `replicadr_policy_standby` and `replicadr_active_site_record_error`.
 #[derive(Debug, Clone)]
 pub struct RpoMetrics {
     last_verified: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
@@ -165,6 +166,8 @@ pub struct RpoMetrics {
     ratio: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
     has_verified: Family<PolicyLabels, Gauge>,
     paused: Family<PolicyLabels, Gauge>,
+    standby: Family<PolicyLabels, Gauge>,
+    record_error: Family<PolicyLabels, Gauge>,
 }
 
 impl RpoMetrics {
@@ -177,6 +180,8 @@ impl RpoMetrics {
             ratio: Family::default(),
             has_verified: Family::default(),
             paused: Family::default(),
+            standby: Family::default(),
+            record_error: Family::default(),
         };
         registry.register_with_unit(
             "last_verified_success_timestamp",
@@ -211,6 +216,16 @@ impl RpoMetrics {
             "1 while the policy's spec.paused is true (no new backups are made; the RPO alerts stay silent), else 0",
             metrics.paused.clone(),
         );
+        registry.register(
+            "policy_standby",
+            "1 while the active-site record names another site: this site makes no backups on purpose and the RPO alerts stay silent; else 0",
+            metrics.standby.clone(),
+        );
+        registry.register(
+            "active_site_record_error",
+            "1 while the active-site record the policy's storage location holds is missing, unreadable, invalid or names an unknown site (no backups are made), else 0",
+            metrics.record_error.clone(),
+        );
         metrics
     }
 
@@ -239,6 +254,16 @@ impl RpoMetrics {
             .set(i64::from(paused));
     }
 
+    /// Sets where a policy stands with the active-site record: `standby` while the record names
+    /// another site, `record_error` while it cannot be used.
+    pub fn set_standing(&self, name: &str, standby: bool, record_error: bool) {
+        let labels = policy(name);
+        self.standby.get_or_create(&labels).set(i64::from(standby));
+        self.record_error
+            .get_or_create(&labels)
+            .set(i64::from(record_error));
+    }
+
     /// Drops a deleted policy's series.
     pub fn forget(&self, name: &str) {
         let labels = policy(name);
@@ -248,6 +273,8 @@ impl RpoMetrics {
         self.ratio.remove(&labels);
         self.has_verified.remove(&labels);
         self.paused.remove(&labels);
+        self.standby.remove(&labels);
+        self.record_error.remove(&labels);
     }
 }
 

@@ -25,6 +25,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::{WatchStreamExt as _, reflector::store::WriterDropped};
 use kube::{Client, ResourceExt as _};
+use replicadr_core::plugin_config::SiteConfig;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -103,6 +104,11 @@ pub enum PolicyOutcome {
         reason: String,
     },
     Paused,
+    /// This site may not make backups now: another site is active (`SiteNotActive`), or the
+    /// active-site record cannot be used (`ActiveSite…`).
+    NotActive {
+        reason: String,
+    },
     Running {
         backup: String,
     },
@@ -133,6 +139,8 @@ pub enum ReconcileError {
 struct Admitted {
     valid: ValidPolicy,
     site: String,
+    /// Whether this site may create backups: the `Ready` condition's reason and message when not.
+    active: Result<(), (&'static str, String)>,
 }
 
 /// What reconciles share: the service, the Backup cache, and whether this replica leads.
@@ -352,6 +360,14 @@ impl Service {
                 .await?;
             return Ok((PolicyOutcome::Paused, attention));
         }
+        if let Err((reason, message)) = &admitted.active {
+            // Looked at again every tick: a failback (or a repaired record) lets it go on.
+            self.not_ready(policy, reason, message, now).await?;
+            let outcome = PolicyOutcome::NotActive {
+                reason: (*reason).to_owned(),
+            };
+            return Ok((outcome, earliest(attention, Some(now + self.config.tick))));
+        }
         let retry = due_retry(&admitted.valid, &backups, now);
         if let Some(retry) = &retry
             && now >= retry.at
@@ -384,8 +400,8 @@ impl Service {
                 return Ok(refuse(reason));
             }
         };
-        let site = match self.life.local_site(&valid).await {
-            Ok(site) => site.as_str().to_owned(),
+        let config = match self.life.site_config(&valid).await {
+            Ok(config) => config,
             Err(SiteError::Unreadable { source, .. }) => return Err(source),
             Err(error) => {
                 let message = format!(
@@ -403,7 +419,36 @@ impl Service {
             self.not_ready(policy, reason, &message, now).await?;
             return Ok(refuse(reason));
         }
-        Ok(Ok(Admitted { valid, site }))
+        let active = self.standing(&valid, &config).await;
+        let site = config.local_site.as_str().to_owned();
+        Ok(Ok(Admitted {
+            valid,
+            site,
+            active,
+        }))
+    }
+
+    /// Whether this site may create `valid`'s backups, from the active-site record; exported as
+    /// `replicadr_policy_standby` and `replicadr_active_site_record_error`.
+    async fn standing(
+        &self,
+        valid: &ValidPolicy,
+        config: &SiteConfig,
+    ) -> Result<(), (&'static str, String)> {
+        let local = config.local_site.as_str();
+        let standing = match self.life.active_site(valid, &config.site_map).await {
+            Ok(record) => record
+                .allows(local)
+                .map_err(|message| ("SiteNotActive", message)),
+            Err(error) => Err((error.reason(), error.to_string())),
+        };
+        let standby = matches!(standing, Err(("SiteNotActive", _)));
+        self.publisher().metrics.rpo.set_standing(
+            &valid.name,
+            standby,
+            standing.is_err() && !standby,
+        );
+        standing
     }
 
     /// Follows each backup along; returns the earliest time one of them needs attention.

@@ -359,6 +359,18 @@ impl StorageLocation {
         self.key("restores", restore, file)
     }
 
+    /// The object key of `file` in the location's `metadata/` directory, the one top-level
+    /// directory besides Velero's data directories that its store validation accepts and that
+    /// holds no backup: files kept anywhere else under the prefix make the location
+    /// `Unavailable` ("Backup store contains invalid top-level directories").
+    pub fn metadata_key(&self, file: &str) -> String {
+        if self.prefix.is_empty() {
+            format!("metadata/{file}")
+        } else {
+            format!("{}/metadata/{file}", self.prefix)
+        }
+    }
+
     fn key(&self, kind: &str, name: &str, file: &str) -> String {
         if self.prefix.is_empty() {
             format!("{kind}/{name}/{file}")

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use replicadr_scheduler::active_site::{self, Record, Takeover};
 use replicadr_scheduler::policy::BackupPolicy;
 use replicadr_scheduler::velero::{self, BackupView};
 use serde_json::json;
@@ -89,7 +90,44 @@ impl BackupEnv {
         env.put_credentials("cloud-credentials", "cloud", &env.s3.credentials_file())
             .await?;
         env.put_site_map(replicadr_lab::fixture::SITE_MAP).await?;
+        // As at installation: the primary is the active site.
+        active_site::activate(&env.client, namespace, "primary", None, Timestamp::now())
+            .await
+            .context("replicadr activate --site primary")?;
         Ok(env)
+    }
+
+    /// The active-site record of the default storage location.
+    pub async fn active_site_record(&self) -> anyhow::Result<Record> {
+        Ok(Record::open(&self.client, &self.namespace, None, "the test").await?)
+    }
+
+    /// Makes `site` the active one, as a failover or failback to it does.
+    pub async fn make_active(&self, site: &str, takeover: Takeover) -> anyhow::Result<()> {
+        self.active_site_record()
+            .await?
+            .take_over(site, takeover, None, Timestamp::now())
+            .await?;
+        Ok(())
+    }
+
+    /// Writes `key` of the default location through the S3 API, as a client other than Velero
+    /// would (s3s-fs keeps checksums of what it was sent: a file changed beside it no longer reads).
+    pub async fn put_through_s3(&self, key: &str, bytes: &[u8]) -> anyhow::Result<()> {
+        let verifier =
+            replicadr_scheduler::verify::Verifier::new(self.client.clone(), &self.namespace);
+        let location = verifier.storage_location_named(None, "the test").await?;
+        verifier
+            .open_store(&location)
+            .await?
+            .put_json(key, bytes.to_vec())
+            .await?;
+        Ok(())
+    }
+
+    /// The object key of the active-site record.
+    pub fn active_site_key() -> String {
+        format!("{PREFIX}/metadata/{}", active_site::RECORD_FILE)
     }
 
     /// Creates or replaces a BackupStorageLocation pointing at the test S3 server.

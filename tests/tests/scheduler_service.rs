@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use replicadr_e2e::backup_env::BackupEnv;
+use replicadr_e2e::backup_env::{BUCKET, BackupEnv};
 use replicadr_lab::fixture;
+use replicadr_scheduler::active_site::Takeover;
 use replicadr_scheduler::clock::{Clock, ManualClock};
 use replicadr_scheduler::leader::Election;
 use replicadr_scheduler::metrics::{self, Metrics, Registry};
@@ -761,8 +762,26 @@ async fn at_the_dr_site_the_primarys_failed_slot_is_never_retried() -> anyhow::R
     assert_eq!(ready.1, "Paused", "{ready:?}");
     assert!(ready.2.contains("retries included"), "{ready:?}");
 
-    // Unpaused (the DR site takes over): the primary's Backup is still not this site's to retry,
-    // verify or publish, and the slot it took is not run again under the same name.
+    // Unpaused while the primary is the active site: still nothing, and the condition says why.
+    env.policies()
+        .patch(
+            "vms",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"paused": false}})),
+        )
+        .await?;
+    let p = policy(&env, "vms").await?;
+    assert_eq!(
+        service.reconcile(&p, clock.now()).await?.0,
+        PolicyOutcome::NotActive {
+            reason: "SiteNotActive".into()
+        }
+    );
+    assert_eq!(env.backup_views().await?.len(), 1);
+
+    // The DR site takes over: the primary's Backup is still not this site's to retry, verify or
+    // publish, and the slot it took is not run again under the same name.
+    env.make_active("dr", Takeover::Failover).await?;
     env.policies()
         .patch(
             "vms",
@@ -952,6 +971,244 @@ async fn a_deleted_policys_rpo_series_are_dropped() -> anyhow::Result<()> {
     assert!(
         env.backup_views().await?.is_empty(),
         "a follower creates nothing"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
+async fn a_returning_primary_makes_no_backup_until_failback_makes_it_active() -> anyhow::Result<()>
+{
+    let env = BackupEnv::start("velero").await?;
+    env.create_policy(
+        "vms",
+        json!({"schedule": "@hourly", "missedRunPolicy": "RunOnce",
+               "template": {"includedNamespaces": ["vms"]}}),
+    )
+    .await?;
+    // The failover to dr happened while the primary was down.
+    env.make_active("dr", Takeover::Failover).await?;
+    // The primary comes back three slots later: RunOnce would run the newest missed slot now.
+    let slot = next_hour() + Duration::from_hours(3);
+    let clock = Arc::new(ManualClock::new(slot + Duration::from_secs(5)));
+    let (service, registry) = service(&env, &clock, "primary");
+    let p = policy(&env, "vms").await?;
+    assert_eq!(
+        service.reconcile(&p, clock.now()).await?.0,
+        PolicyOutcome::NotActive {
+            reason: "SiteNotActive".into()
+        }
+    );
+    run_for(&service, Duration::from_secs(2)).await?;
+    assert!(
+        env.backup_views().await?.is_empty(),
+        "the returning primary created a backup"
+    );
+    let (status, reason, message) =
+        condition_of(&policy(&env, "vms").await?, condition::READY).expect("ready");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "SiteNotActive")
+    );
+    for needle in [
+        "names site dr, active since",
+        "(failover, epoch 2)",
+        "this site, primary, makes no backups",
+        "replicadr failback --site primary",
+    ] {
+        assert!(message.contains(needle), "{needle:?} not in {message}");
+    }
+    wait_for_metric(&registry, "replicadr_policy_standby{policy=\"vms\"} 1").await?;
+    wait_for_metric(
+        &registry,
+        "replicadr_active_site_record_error{policy=\"vms\"} 0",
+    )
+    .await?;
+    let events = env.cluster.client().await?;
+    let events: kube::Api<k8s_openapi::api::core::v1::Event> =
+        kube::Api::namespaced(events, &env.namespace);
+    let reasons: Vec<String> = events
+        .list(&kube::api::ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.iter().any(|r| r == "SiteNotActive"), "{reasons:?}");
+
+    // `backup now` is refused there too, naming the active site.
+    let publisher = Publisher::new(
+        env.client.clone(),
+        &env.namespace,
+        "cli",
+        Metrics::new_registry().1,
+    );
+    let refused = replicadr_scheduler::manual::backup_now(
+        &env.client,
+        &env.namespace,
+        "vms",
+        Arc::clone(&clock) as Arc<dyn Clock>,
+        &publisher,
+        Duration::from_millis(100),
+        |_| {},
+    )
+    .await
+    .expect_err("backup now at the standby site")
+    .to_string();
+    assert!(
+        refused.contains("BackupPolicy vms makes no backup here") && refused.contains("site dr"),
+        "{refused}"
+    );
+    assert!(env.backup_views().await?.is_empty());
+
+    // Failback makes the primary active again: the slot due runs.
+    env.make_active("primary", Takeover::Failback).await?;
+    let p = policy(&env, "vms").await?;
+    let name = slot_backup_name("vms", slot);
+    assert_eq!(
+        service.reconcile(&p, clock.now()).await?.0,
+        PolicyOutcome::Created {
+            backup: name.clone()
+        }
+    );
+    let record = env
+        .active_site_record()
+        .await?
+        .read()
+        .await?
+        .expect("record");
+    assert_eq!(
+        (
+            record.site.as_str(),
+            record.epoch,
+            record.previous_site.as_deref()
+        ),
+        ("primary", 3, Some("dr"))
+    );
+    run_for(&service, Duration::from_secs(1)).await?;
+    wait_for_metric(&registry, "replicadr_policy_standby{policy=\"vms\"} 0").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_a_usable_active_site_record_neither_site_makes_a_backup() -> anyhow::Result<()> {
+    let env = BackupEnv::start("velero").await?;
+    env.create_policy(
+        "vms",
+        json!({"schedule": "@hourly", "template": {"includedNamespaces": ["vms"]}}),
+    )
+    .await?;
+    let key = BackupEnv::active_site_key();
+    let slot = next_hour();
+    let clock = Arc::new(ManualClock::new(slot + Duration::from_secs(5)));
+    let record = String::from_utf8(env.s3.get(BUCKET, &key)?)?;
+    let unknown = record.replace("\"primary\"", "\"moon\"");
+    assert_ne!(record, unknown);
+    let cases: [(&str, Option<&str>, &str, &[&str]); 3] = [
+        (
+            "missing",
+            None,
+            "ActiveSiteMissing",
+            &[
+                "there is no active-site record at s3://fresh/site-a/metadata/replicadr-active-site.json (BackupStorageLocation velero/default)",
+                "replicadr activate --site",
+            ],
+        ),
+        (
+            "not JSON",
+            Some("{ half a record"),
+            "ActiveSiteInvalid",
+            &["is not valid", "replicadr.io/active-site/v1"],
+        ),
+        (
+            "an unknown site",
+            Some(&unknown),
+            "ActiveSiteUnknown",
+            &["names site \"moon\"", "its sites: primary, dr"],
+        ),
+    ];
+    for (case, content, reason, needles) in cases {
+        match content {
+            // A location whose bucket holds no record (as at installation).
+            None => {
+                env.s3.create_bucket("fresh")?;
+                env.put_storage_location("default", "fresh", Some(("cloud-credentials", "cloud")))
+                    .await?;
+            }
+            Some(text) => {
+                env.put_storage_location("default", BUCKET, Some(("cloud-credentials", "cloud")))
+                    .await?;
+                env.put_through_s3(&key, text.as_bytes()).await?;
+            }
+        }
+        for site in ["primary", "dr"] {
+            env.put_local_site(site).await?;
+            let (service, registry) = service(&env, &clock, site);
+            let p = policy(&env, "vms").await?;
+            let outcome = service.reconcile(&p, clock.now()).await?.0;
+            let (_, got, message) =
+                condition_of(&policy(&env, "vms").await?, condition::READY).expect("ready");
+            assert_eq!(
+                outcome,
+                PolicyOutcome::NotActive {
+                    reason: reason.into()
+                },
+                "{case} at {site}: {message}"
+            );
+            assert_eq!(got, reason, "{case} at {site}: {message}");
+            for needle in needles {
+                assert!(
+                    message.contains(needle),
+                    "{case} at {site}: {needle:?} not in {message}"
+                );
+            }
+            wait_for_metric(
+                &registry,
+                "replicadr_active_site_record_error{policy=\"vms\"} 1",
+            )
+            .await?;
+            wait_for_metric(&registry, "replicadr_policy_standby{policy=\"vms\"} 0").await?;
+        }
+        assert!(
+            env.backup_views().await?.is_empty(),
+            "{case}: a backup was made"
+        );
+    }
+
+    // Unreadable: the store rejects the credentials.
+    env.put_through_s3(&key, record.as_bytes()).await?;
+    env.put_local_site("primary").await?;
+    env.put_credentials(
+        "cloud-credentials",
+        "cloud",
+        "[default]\naws_access_key_id=nobody\naws_secret_access_key=wrong\n",
+    )
+    .await?;
+    let (service, _) = service(&env, &clock, "primary");
+    let p = policy(&env, "vms").await?;
+    assert_eq!(
+        service.reconcile(&p, clock.now()).await?.0,
+        PolicyOutcome::NotActive {
+            reason: "ActiveSiteUnreadable".into()
+        }
+    );
+    let (_, _, message) =
+        condition_of(&policy(&env, "vms").await?, condition::READY).expect("ready");
+    assert!(
+        message.contains("cannot read the active-site record"),
+        "{message}"
+    );
+    assert!(env.backup_views().await?.is_empty());
+
+    // Repaired: the active site backs up again.
+    env.put_credentials("cloud-credentials", "cloud", &env.s3.credentials_file())
+        .await?;
+    let p = policy(&env, "vms").await?;
+    assert_eq!(
+        service.reconcile(&p, clock.now()).await?.0,
+        PolicyOutcome::Created {
+            backup: slot_backup_name("vms", slot)
+        }
     );
     Ok(())
 }

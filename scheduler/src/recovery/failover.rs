@@ -28,6 +28,7 @@ use replicadr_core::wire::{
 use super::plan::{self, Plan, VolumeAction};
 use super::report::{Outcome, PhaseTime, Precondition, RecoveryReport, VmStart};
 use super::site::{self, BackupChoice, Planned, RecoveryError};
+use crate::active_site::{Record, Takeover};
 use crate::velero;
 use crate::verify::Verifier;
 
@@ -52,6 +53,15 @@ pub enum Operation {
 }
 
 impl Operation {
+    /// How this operation makes its site the active one; drills take nothing over.
+    pub fn takeover(self) -> Option<Takeover> {
+        match self {
+            Operation::Failover => Some(Takeover::Failover),
+            Operation::Failback => Some(Takeover::Failback),
+            Operation::Drill => None,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::Failover => "failover",
@@ -144,6 +154,26 @@ pub async fn run(
                 precondition.name, precondition.detail
             ));
         }
+        report.forced = true;
+    }
+
+    if let Err(failure) = take_over(
+        client,
+        namespace,
+        options,
+        &backup.name,
+        &mut report,
+        progress,
+    )
+    .await
+    {
+        if !options.force {
+            report.outcome = Outcome::Refused;
+            report.failures = vec![failure];
+            return Ok(report);
+        }
+        tracing::warn!(%failure, "--force: going on without recording the active site");
+        progress(format!("WARNING --force: going on although {failure}"));
         report.forced = true;
     }
 
@@ -309,6 +339,47 @@ async fn plan_with_preconditions(
         },
     ));
     Ok(planned)
+}
+
+/// Makes this site the active one in the active-site record of every storage location, before
+/// anything is restored: from then on the site that was active makes no backups, even if it comes
+/// back. Returns what to report when a record cannot be written.
+async fn take_over(
+    client: &Client,
+    namespace: &str,
+    options: &Options,
+    backup: &str,
+    report: &mut RecoveryReport,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<(), String> {
+    let Some(takeover) = options.operation.takeover() else {
+        return Ok(());
+    };
+    let consequence = "without it, the site that was active would make backups again as soon as it is back; fix access to the bucket, or pass --force to restore anyway and run the same command again later to record the takeover";
+    let records = Record::every(client, namespace)
+        .await
+        .map_err(|e| format!("{e}; {consequence}"))?;
+    for record in records {
+        let change = record
+            .take_over(&options.site, takeover, Some(backup), Timestamp::now())
+            .await
+            .map_err(|e| format!("{e}; {consequence}"))?;
+        let line = format!(
+            "{} is the active site (epoch {}{}) in {} (BackupStorageLocation {})",
+            change.record.site,
+            change.record.epoch,
+            match (&change.previous, change.written) {
+                (_, false) => ", unchanged".to_owned(),
+                (Some(previous), true) => format!(", was {previous}"),
+                (None, true) => ", first record".to_owned(),
+            },
+            change.url,
+            change.location
+        );
+        progress(line.clone());
+        report.active_site.push(line);
+    }
+    Ok(())
 }
 
 /// Whether to start the VMs: not with `--no-start`, nor when the policy says to leave them halted.

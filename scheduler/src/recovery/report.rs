@@ -100,6 +100,9 @@ pub struct RecoveryReport {
     pub preconditions: Vec<Precondition>,
     /// Went on although a precondition failed.
     pub forced: bool,
+    /// What the takeover wrote to the active-site record of each storage location ("dr is the
+    /// active site (epoch 2, was primary): s3://…"); empty for drills.
+    pub active_site: Vec<String>,
     pub restore: Option<String>,
     pub restore_phase: Option<String>,
     pub restore_warnings: u64,
@@ -129,6 +132,7 @@ impl RecoveryReport {
             rpo_achieved_seconds: None,
             preconditions: Vec::new(),
             forced: false,
+            active_site: Vec::new(),
             restore: None,
             restore_phase: None,
             restore_warnings: 0,

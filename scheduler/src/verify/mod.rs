@@ -312,6 +312,20 @@ impl Verifier {
     }
 
     async fn storage_location(&self, backup: &BackupView) -> Result<StorageLocation, StoreError> {
+        self.storage_location_named(
+            backup.storage_location.as_deref(),
+            &format!("backup {}", backup.name),
+        )
+        .await
+    }
+
+    /// The BackupStorageLocation `name`, or Velero's default one when `None`; `user` says who
+    /// names it, for messages ("backup X", "BackupPolicy Y").
+    pub async fn storage_location_named(
+        &self,
+        name: Option<&str>,
+        user: &str,
+    ) -> Result<StorageLocation, StoreError> {
         let api: Api<DynamicObject> = Api::namespaced_with(
             self.client.clone(),
             &self.namespace,
@@ -324,12 +338,12 @@ impl Verifier {
                 self.namespace
             ),
         };
-        let object = match &backup.storage_location {
+        let object = match name {
             Some(name) => api.get_opt(name).await.map_err(unreachable)?.ok_or_else(|| StoreError {
                 reason: Reason::StorageLocationNotFound,
                 message: format!(
-                    "backup {} names BackupStorageLocation {name}, which does not exist in namespace {}",
-                    backup.name, self.namespace
+                    "{user} names BackupStorageLocation {name}, which does not exist in namespace {}",
+                    self.namespace
                 ),
             })?,
             None => api
@@ -342,8 +356,8 @@ impl Verifier {
                 .ok_or_else(|| StoreError {
                     reason: Reason::StorageLocationNotFound,
                     message: format!(
-                        "backup {} names no storage location and namespace {} has no default BackupStorageLocation",
-                        backup.name, self.namespace
+                        "{user} names no storage location and namespace {} has no default BackupStorageLocation",
+                        self.namespace
                     ),
                 })?,
         };
@@ -354,7 +368,7 @@ impl Verifier {
     }
 
     /// A client for `location`'s bucket, with its credentials and CA bundle read from the cluster.
-    async fn open_store(&self, location: &StorageLocation) -> Result<ObjectStore, StoreError> {
+    pub async fn open_store(&self, location: &StorageLocation) -> Result<ObjectStore, StoreError> {
         let keys = self.credentials(location).await?;
         let ca = match &location.ca_cert {
             None => None,

@@ -304,6 +304,31 @@ impl ObjectStore {
             })
     }
 
+    /// Writes `bytes` to `key` as JSON (only the small records ReplicaDR keeps beside Velero's).
+    pub async fn put_json(&self, key: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                let error = self.classify(&e, Some(key));
+                StoreError {
+                    message: format!("writing failed: {}", error.message),
+                    ..error
+                }
+            })
+    }
+
+    /// `s3://bucket/key`, for messages.
+    pub fn url(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
     fn classify<E, R>(&self, error: &SdkError<E, R>, key: Option<&str>) -> StoreError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
