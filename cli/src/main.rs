@@ -300,22 +300,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Scheduler(options) => run_scheduler(client, &namespace, clock, options).await,
         Command::Backup {
             command: BackupCommand::Now { policy, output },
-        } => {
-            let (_, metrics) = Metrics::new_registry();
-            let publisher = Publisher::new(client.clone(), &namespace, "replicadr-cli", metrics);
-            let report = manual::backup_now(
-                &client,
-                &namespace,
-                &policy,
-                clock,
-                &publisher,
-                Duration::from_secs(2),
-                |line| output.progress(line),
-            )
-            .await?;
-            print!("{}", output.render(&report, render::verification));
-            Ok(exit_for(report.verified))
-        }
+        } => backup_now(&client, &namespace, &policy, clock, output).await,
         Command::Verify { backup, output } => {
             let report = manual::verify(&client, &namespace, &backup).await?;
             print!("{}", output.render(&report, render::verification));
@@ -331,16 +316,14 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             storage_location,
             output,
         } => {
-            let changes = active_site::activate(
+            activate(
                 &client,
                 &namespace,
                 &site,
                 storage_location.as_deref(),
-                clock.now(),
+                output,
             )
-            .await?;
-            print!("{}", output.render(&changes, |c| render::activated(c)));
-            Ok(ExitCode::SUCCESS)
+            .await
         }
         Command::Gc { apply, output } => {
             let orphans = gc::gc(&client, apply).await?;
@@ -351,6 +334,50 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             Ok(exit_for(!failed))
         }
     }
+}
+
+/// `replicadr backup now`: one backup of `policy`, waited for and verified.
+async fn backup_now(
+    client: &Client,
+    namespace: &str,
+    policy: &str,
+    clock: Arc<dyn Clock>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let (_, metrics) = Metrics::new_registry();
+    let publisher = Publisher::new(client.clone(), namespace, "replicadr-cli", metrics);
+    let report = manual::backup_now(
+        client,
+        namespace,
+        policy,
+        clock,
+        &publisher,
+        Duration::from_secs(2),
+        |line| output.progress(line),
+    )
+    .await?;
+    print!("{}", output.render(&report, render::verification));
+    Ok(exit_for(report.verified))
+}
+
+/// `replicadr activate`: the first active-site record, naming this site.
+async fn activate(
+    client: &Client,
+    namespace: &str,
+    site: &str,
+    storage_location: Option<&str>,
+    output: Output,
+) -> anyhow::Result<ExitCode> {
+    let changes = active_site::activate(
+        client,
+        namespace,
+        site,
+        storage_location,
+        jiff::Timestamp::now(),
+    )
+    .await?;
+    print!("{}", output.render(&changes, |c| render::activated(c)));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The service: metrics endpoints, leader election, the loop; stops on SIGTERM.

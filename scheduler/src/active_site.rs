@@ -433,7 +433,7 @@ fn known(record: &ActiveSite, sites: &SiteMap) -> Result<(), String> {
     Err(sites
         .sites()
         .iter()
-        .map(|s| s.as_str())
+        .map(replicadr_core::sitemap::SiteName::as_str)
         .collect::<Vec<_>>()
         .join(", "))
 }
@@ -457,17 +457,17 @@ mod tests {
     #[test]
     fn a_record_round_trips_and_names_its_fields_in_camel_case() {
         let record = record("dr", 2);
-        let text = serde_json::to_string(&record).unwrap();
+        let text = serde_json::to_string(&record).expect("serializes");
         assert!(text.contains("\"previousSite\":\"primary\""), "{text}");
         assert!(text.contains("\"operation\":\"failover\""), "{text}");
-        assert_eq!(parse(text.as_bytes()).unwrap(), record);
+        assert_eq!(parse(text.as_bytes()).expect("parses"), record);
     }
 
     #[test]
     fn only_the_named_site_may_back_up_and_the_refusal_says_who_is_active() {
         let record = record("dr", 2);
         assert!(record.allows("dr").is_ok());
-        let refusal = record.allows("primary").unwrap_err();
+        let refusal = record.allows("primary").expect_err("not active");
         assert!(refusal.contains("site dr, active since 2026-12-02T01:00:00Z (failover of backup prod-vms-20261202-0000, epoch 2)"), "{refusal}");
         assert!(
             refusal.contains("replicadr failback --site primary"),
@@ -477,7 +477,7 @@ mod tests {
 
     #[test]
     fn a_bad_record_is_refused_naming_the_field() {
-        let good = serde_json::to_value(record("dr", 2)).unwrap();
+        let good = serde_json::to_value(record("dr", 2)).expect("serializes");
         for (field, value, expected) in [
             ("format", serde_json::json!("v0"), "field format is \"v0\""),
             ("epoch", serde_json::json!(0), "field epoch is 0"),
@@ -490,7 +490,7 @@ mod tests {
         ] {
             let mut bad = good.clone();
             bad[field] = value;
-            let error = parse(bad.to_string().as_bytes()).unwrap_err();
+            let error = parse(bad.to_string().as_bytes()).expect_err("invalid");
             assert!(error.contains(expected), "{field}: {error}");
         }
         assert!(parse(b"not json").is_err());
@@ -501,8 +501,11 @@ mod tests {
         let map = SiteMap::from_yaml(
             "sites: [primary, dr]\nexports:\n  - name: vm-disks\n    primary: {server: a, path: /x}\n    dr: {server: b, path: /y}\n",
         )
-        .unwrap();
+        .expect("a site map");
         assert!(known(&record("dr", 1), &map).is_ok());
-        assert_eq!(known(&record("moon", 1), &map).unwrap_err(), "primary, dr");
+        assert_eq!(
+            known(&record("moon", 1), &map).expect_err("unknown"),
+            "primary, dr"
+        );
     }
 }

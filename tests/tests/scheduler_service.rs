@@ -1091,6 +1091,7 @@ async fn a_returning_primary_makes_no_backup_until_failback_makes_it_active() ->
 }
 
 #[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
 async fn without_a_usable_active_site_record_neither_site_makes_a_backup() -> anyhow::Result<()> {
     let env = BackupEnv::start("velero").await?;
     env.create_policy(

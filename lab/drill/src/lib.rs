@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 
 use controllers::{Export, Played};
 use replicadr_cli::render;
+use replicadr_scheduler::active_site::{self, Record};
 use replicadr_scheduler::clock::{Clock, SystemClock};
 pub use replicadr_scheduler::drill::Check;
 use replicadr_scheduler::metrics::Metrics;
@@ -373,6 +374,22 @@ pub async fn run(
 ) -> anyhow::Result<(Environment, DrillReport)> {
     let started = Instant::now();
     let mut env = Environment::start(options.clone(), progress).await?;
+    // As at installation: `replicadr activate --site primary`, once.
+    for change in active_site::activate(
+        &env.primary.client,
+        VELERO_NAMESPACE,
+        "primary",
+        None,
+        jiff::Timestamp::now(),
+    )
+    .await?
+    {
+        progress(format!(
+            "replicadr activate --site primary: {} ({})",
+            change.record.describe(),
+            change.url
+        ));
+    }
     let setup_seconds = started.elapsed().as_secs_f64();
     progress(format!(
         "both sites up in {setup_seconds:.1}s; creating the sample workload at primary ({} VMs)",
@@ -431,6 +448,14 @@ pub async fn run(
         (Some(restore), Some(log)) => plugin_time(&log, restore, &failover),
         _ => None,
     };
+    report
+        .checks
+        .push(active_site_check(&env.dr.client, "dr", "dr").await);
+    if failover.outcome == Outcome::Succeeded {
+        report
+            .checks
+            .push(standby_refuses_backups(&env.primary.client).await);
+    }
     let failed_over = failover.outcome == Outcome::Succeeded;
     if !failed_over {
         progress(format!(
@@ -474,6 +499,9 @@ pub async fn run(
             )
             .await?,
         );
+        report
+            .checks
+            .push(active_site_check(&env.primary.client, "primary", "primary").await);
         report.failback = Some(failback);
     }
     for site in [&env.primary, &env.dr] {
@@ -492,6 +520,59 @@ pub async fn run(
     }
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok((env, report))
+}
+
+/// The active-site record, read at `at`, names `site`.
+async fn active_site_check(client: &Client, at: &str, site: &str) -> Check {
+    let read = match Record::open(client, VELERO_NAMESPACE, None, "the drill").await {
+        Ok(record) => record.read().await,
+        Err(error) => Err(error),
+    };
+    let (passed, detail) = match read {
+        Ok(Some(record)) => (record.site == site, record.describe()),
+        Ok(None) => (false, "no record".to_owned()),
+        Err(error) => (false, error.to_string()),
+    };
+    Check {
+        name: format!("{at}: the active-site record names {site}"),
+        passed,
+        detail,
+    }
+}
+
+/// While dr is the active site, `backup now` at the returning primary is refused and creates
+/// nothing.
+async fn standby_refuses_backups(primary: &Client) -> Check {
+    let backups: Api<DynamicObject> = Api::namespaced_with(
+        primary.clone(),
+        VELERO_NAMESPACE,
+        &velero::backup_resource(),
+    );
+    let count = |list: Result<kube::core::ObjectList<DynamicObject>, kube::Error>| {
+        list.map_or(usize::MAX, |l| l.items.len())
+    };
+    let before = count(backups.list(&ListParams::default()).await);
+    let mut ignored = |_: String| {};
+    let outcome = verified_backup(primary, &mut ignored).await;
+    let after = count(backups.list(&ListParams::default()).await);
+    let (passed, detail) = match outcome {
+        Err(error) => {
+            let text = format!("{error:#}");
+            (
+                text.contains("makes no backup here") && before == after,
+                format!("refused: {text}"),
+            )
+        }
+        Ok((backup, _)) => (
+            false,
+            format!("backup {backup} was made at the standby site"),
+        ),
+    };
+    Check {
+        name: "primary: makes no backup while dr is active".to_owned(),
+        passed,
+        detail,
+    }
 }
 
 pub async fn create_workload(client: &Client, scale_vms: usize) -> anyhow::Result<()> {

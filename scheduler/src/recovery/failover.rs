@@ -137,27 +137,10 @@ pub async fn run(
         plan_with_preconditions(client, namespace, options, &mut report, progress).await?;
     let Planned { backup, plan, .. } = &planned;
     report.phase(PhaseTime::new("plan", started.elapsed()));
-    let failed: Vec<&Precondition> = report.preconditions.iter().filter(|p| p.failed()).collect();
-    if !failed.is_empty() {
-        if !options.force {
-            report.outcome = Outcome::Refused;
-            report.failures = failed
-                .iter()
-                .map(|p| format!("precondition {} failed: {}", p.name, p.detail))
-                .collect();
-            return Ok(report);
-        }
-        for precondition in failed {
-            tracing::warn!(precondition = precondition.name, detail = %precondition.detail, "--force: going on although a precondition failed");
-            progress(format!(
-                "WARNING --force: going on although precondition {} failed: {}",
-                precondition.name, precondition.detail
-            ));
-        }
-        report.forced = true;
+    if !preconditions_allow(options, &mut report, progress) {
+        return Ok(report);
     }
-
-    if let Err(failure) = take_over(
+    if !take_over(
         client,
         namespace,
         options,
@@ -167,14 +150,7 @@ pub async fn run(
     )
     .await
     {
-        if !options.force {
-            report.outcome = Outcome::Refused;
-            report.failures = vec![failure];
-            return Ok(report);
-        }
-        tracing::warn!(%failure, "--force: going on without recording the active site");
-        progress(format!("WARNING --force: going on although {failure}"));
-        report.forced = true;
+        return Ok(report);
     }
 
     // Restore.
@@ -341,9 +317,44 @@ async fn plan_with_preconditions(
     Ok(planned)
 }
 
+/// Whether to go on after the preconditions: not when one failed, unless `--force` (then each
+/// failure is a warning and the report is marked forced). A refusal is written to the report.
+fn preconditions_allow(
+    options: &Options,
+    report: &mut RecoveryReport,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> bool {
+    let failed: Vec<Precondition> = report
+        .preconditions
+        .iter()
+        .filter(|p| p.failed())
+        .cloned()
+        .collect();
+    if failed.is_empty() {
+        return true;
+    }
+    if !options.force {
+        report.outcome = Outcome::Refused;
+        report.failures = failed
+            .iter()
+            .map(|p| format!("precondition {} failed: {}", p.name, p.detail))
+            .collect();
+        return false;
+    }
+    for precondition in failed {
+        tracing::warn!(precondition = precondition.name, detail = %precondition.detail, "--force: going on although a precondition failed");
+        progress(format!(
+            "WARNING --force: going on although precondition {} failed: {}",
+            precondition.name, precondition.detail
+        ));
+    }
+    report.forced = true;
+    true
+}
+
 /// Makes this site the active one in the active-site record of every storage location, before
 /// anything is restored: from then on the site that was active makes no backups, even if it comes
-/// back. Returns what to report when a record cannot be written.
+/// back. Whether to go on: a record that cannot be written refuses the run, unless `--force`.
 async fn take_over(
     client: &Client,
     namespace: &str,
@@ -351,10 +362,38 @@ async fn take_over(
     backup: &str,
     report: &mut RecoveryReport,
     progress: &mut (dyn FnMut(String) + Send),
-) -> Result<(), String> {
+) -> bool {
     let Some(takeover) = options.operation.takeover() else {
-        return Ok(());
+        return true;
     };
+    let Err(failure) = record_takeover(
+        client, namespace, options, takeover, backup, report, progress,
+    )
+    .await
+    else {
+        return true;
+    };
+    if !options.force {
+        report.outcome = Outcome::Refused;
+        report.failures = vec![failure];
+        return false;
+    }
+    tracing::warn!(%failure, "--force: going on without recording the active site");
+    progress(format!("WARNING --force: going on although {failure}"));
+    report.forced = true;
+    true
+}
+
+/// Writes the takeover to every storage location's record; the failure as the report says it.
+async fn record_takeover(
+    client: &Client,
+    namespace: &str,
+    options: &Options,
+    takeover: Takeover,
+    backup: &str,
+    report: &mut RecoveryReport,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<(), String> {
     let consequence = "without it, the site that was active would make backups again as soon as it is back; fix access to the bucket, or pass --force to restore anyway and run the same command again later to record the takeover";
     let records = Record::every(client, namespace)
         .await
