@@ -20,6 +20,7 @@ use replicadr_scheduler::duration::GoDuration;
 use replicadr_scheduler::leader::Election;
 use replicadr_scheduler::metrics::Metrics;
 use replicadr_scheduler::publish::Publisher;
+use replicadr_scheduler::recovery::every_policy;
 use replicadr_scheduler::recovery::failover::{self, Operation};
 use replicadr_scheduler::recovery::plan;
 use replicadr_scheduler::recovery::report::Outcome;
@@ -517,12 +518,17 @@ async fn recover(
         tracing::warn!("--force given: failed preconditions are reported, not enforced");
     }
     let output = args.output;
-    let report = failover::run(client, namespace, &options, &mut |line| {
-        output.progress(&line);
-    })
+    let recovery = Box::pin(every_policy::run(
+        client,
+        namespace,
+        &options,
+        &mut |line| {
+            output.progress(&line);
+        },
+    ))
     .await?;
-    print!("{}", output.render(&report, render::recovery));
-    Ok(match report.outcome {
+    print!("{}", output.render(&recovery, render::recoveries));
+    Ok(match recovery.outcome {
         Outcome::Succeeded => ExitCode::SUCCESS,
         Outcome::Refused => ExitCode::from(3),
         Outcome::Running | Outcome::Failed => ExitCode::from(1),

@@ -10,6 +10,7 @@ use replicadr_scheduler::active_site::Change;
 use replicadr_scheduler::drill::{Check, LiveReport};
 pub use replicadr_scheduler::duration::human;
 use replicadr_scheduler::gc::{GcAction, Orphan};
+use replicadr_scheduler::recovery::every_policy::Recovery;
 use replicadr_scheduler::recovery::plan::{Plan, Verification};
 use replicadr_scheduler::recovery::report::RecoveryReport;
 use replicadr_scheduler::status::{Overview, PolicyStatus};
@@ -413,6 +414,48 @@ fn preconditions_table(report: &RecoveryReport) -> String {
     table(&rows)
 }
 
+/// Every policy's report, then, when there are several, one row per policy.
+pub fn recoveries(recovery: &Recovery) -> String {
+    let mut out = String::new();
+    for (index, report) in recovery.reports.iter().enumerate() {
+        if index > 0 {
+            let _ = writeln!(out, "\n---\n");
+        }
+        out.push_str(&self::recovery(report));
+    }
+    if recovery.reports.len() > 1 {
+        let mut rows = vec![row(["POLICY", "BACKUP", "AGE", "RESTORE", "OUTCOME"])];
+        for report in &recovery.reports {
+            rows.push(vec![
+                report.policy.clone().unwrap_or_else(|| "-".to_owned()),
+                if report.backup.is_empty() {
+                    "none".to_owned()
+                } else {
+                    report.backup.clone()
+                },
+                report
+                    .rpo_achieved_seconds
+                    .map_or_else(|| "-".to_owned(), |s| human(Duration::from_secs(s))),
+                report.restore.clone().unwrap_or_else(|| "-".to_owned()),
+                format!("{:?}", report.outcome),
+            ]);
+        }
+        let _ = writeln!(out, "\n===\n");
+        out.push_str(&table(&rows));
+        let _ = writeln!(
+            out,
+            "\n{} of {} policies: {:?}",
+            recovery
+                .reports
+                .first()
+                .map_or("recovery", |r| r.operation.as_str()),
+            recovery.reports.len(),
+            recovery.outcome
+        );
+    }
+    out
+}
+
 /// A failover's or failback's report as the CLI prints it (and stores it in `summary.txt`).
 #[expect(clippy::too_many_lines, reason = "one section after the other")]
 pub fn recovery(report: &RecoveryReport) -> String {
@@ -425,6 +468,9 @@ pub fn recovery(report: &RecoveryReport) -> String {
         report.outcome,
         if report.forced { " (FORCED)" } else { "" }
     );
+    if let Some(policy) = &report.policy {
+        let _ = writeln!(out, "BackupPolicy {policy}");
+    }
     let _ = writeln!(
         out,
         "Backup {} (recovery point {}; RPO achieved {})",

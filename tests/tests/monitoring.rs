@@ -26,6 +26,7 @@ use replicadr_e2e::backup_env::BackupEnv;
 use replicadr_e2e::workspace::workspace_binary;
 use replicadr_lab::fixture;
 use replicadr_lab::prometheus::{PrometheusServer, promtool};
+use replicadr_scheduler::active_site::Takeover;
 use replicadr_scheduler::velero::BackupView;
 use serde_json::{Value, json};
 
@@ -358,6 +359,10 @@ fn rule_tests(scrape: &Scrape) -> anyhow::Result<(Value, BTreeSet<String>)> {
         &scrape.family("replicadr_verification_failures_total", "counter")?,
         "broken",
     )?;
+    let record_error = scrape.find(
+        &scrape.family("replicadr_active_site_record_error", "gauge")?,
+        "vms",
+    )?;
     let reason = failures.labels["reason"].clone();
     let up = up_series();
     let vms = [("namespace", NAMESPACE), ("policy", "vms")];
@@ -502,6 +507,36 @@ fn rule_tests(scrape: &Scrape) -> anyhow::Result<(Value, BTreeSet<String>)> {
             )],
         ),
         case(
+            "the active-site record unusable for 10m: critical",
+            &["ReplicaDRActiveSiteUnusable"],
+            vec![
+                series(ratio, "0.1x30"),
+                series(has_verified, "1x30"),
+                series(record_error, "0x5 1x25"),
+                healthy_up.clone(),
+            ],
+            vec![
+                alerts_at(
+                    "10m",
+                    &[alert_sample(
+                        "ReplicaDRActiveSiteUnusable",
+                        "pending",
+                        "critical",
+                        &vms,
+                    )],
+                ),
+                alerts_at(
+                    "16m",
+                    &[alert_sample(
+                        "ReplicaDRActiveSiteUnusable",
+                        "firing",
+                        "critical",
+                        &vms,
+                    )],
+                ),
+            ],
+        ),
+        case(
             "on time: silent",
             &[],
             vec![
@@ -550,18 +585,16 @@ fn up_series() -> String {
     )
 }
 
-/// Rule tests for a paused policy, from a scrape that shows policy `paused` as paused: three
-/// intervals late and never verified, it raises nothing; the same series with the gauge at 0 raise
-/// the RPO alerts, so it is the gauge that silences them.
-fn paused_rule_tests(scrape: &Scrape) -> anyhow::Result<Value> {
-    let paused = scrape.find(
-        &scrape.family("replicadr_policy_paused", "gauge")?,
-        "paused",
-    )?;
-    let ratio = scrape.find(&scrape.family("replicadr_rpo_ratio", "gauge")?, "paused")?;
+/// Rule tests for a policy that makes no backups on purpose, from a scrape that shows `gauge` at 1
+/// for policy `name` (`replicadr_policy_paused`, `replicadr_policy_standby`): three intervals late
+/// and never verified, it raises nothing; the same series with the gauge at 0 raise the RPO alerts,
+/// so it is the gauge that silences them.
+fn silenced_rule_tests(scrape: &Scrape, gauge: &str, name: &str) -> anyhow::Result<Value> {
+    let paused = scrape.find(&scrape.family(gauge, "gauge")?, name)?;
+    let ratio = scrape.find(&scrape.family("replicadr_rpo_ratio", "gauge")?, name)?;
     let has_verified = scrape.find(
         &scrape.family("replicadr_has_verified_backup", "gauge")?,
-        "paused",
+        name,
     )?;
     let input = |paused_value: &str| {
         json!([
@@ -571,12 +604,12 @@ fn paused_rule_tests(scrape: &Scrape) -> anyhow::Result<Value> {
             {"series": up_series(), "values": "1x30"},
         ])
     };
-    let labels = [("namespace", NAMESPACE), ("policy", "paused")];
+    let labels = [("namespace", NAMESPACE), ("policy", name)];
     Ok(rule_test_file(&[
-        json!({"name": "a paused policy three intervals late, never verified: silent",
+        json!({"name": format!("{gauge} 1, three intervals late, never verified: silent"),
                "interval": "1m", "input_series": input("1x30"),
                "promql_expr_test": [alerts_at("10m", &[]), alerts_at("29m", &[])]}),
-        json!({"name": "the same policy unpaused: late, critical and never verified",
+        json!({"name": format!("the same policy with {gauge} 0: late, critical and never verified"),
         "interval": "1m", "input_series": input("0x30"),
         "promql_expr_test": [alerts_at("10m", &[
             alert_sample("ReplicaDRNoVerifiedBackup", "firing", "critical", &labels),
@@ -762,7 +795,7 @@ async fn promtool_checks_the_scrape_rules_and_dashboard_and_unit_tests_every_ale
     let check = promtool(&["check", "rules", "rules.yaml"], dir.path(), None)?;
     assert!(check.success, "promtool check rules:\n{}", check.text());
     assert!(
-        check.stdout.contains("SUCCESS: 5 rules found"),
+        check.stdout.contains("SUCCESS: 6 rules found"),
         "{}",
         check.text()
     );
@@ -877,7 +910,7 @@ async fn a_real_prometheus_scraping_the_scheduler_fires_only_the_alerts_that_hol
         PrometheusServer::start(&config, &[("rules.yaml", &rule_file(Some("3s"))?)]).await?;
     let loaded = prometheus.api("rules")?;
     let loaded_rules = loaded["groups"][0]["rules"].as_array().map_or(0, Vec::len);
-    assert_eq!(loaded_rules, 5, "the shipped rules are loaded: {loaded}");
+    assert_eq!(loaded_rules, 6, "the shipped rules are loaded: {loaded}");
 
     // A verified backup: the RPO ratio is below 1 and no alert is pending or firing.
     let first = next_backup(&env, "vms", &[]).await?;
@@ -998,7 +1031,58 @@ async fn a_paused_policy_is_exported_as_paused_and_its_rpo_alerts_stay_silent() 
     .await?;
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("rules.yaml"), rule_file(None)?)?;
-    let tests = serde_yaml_ng::to_string(&paused_rule_tests(&Scrape::parse(&text)?)?)?;
+    let tests = serde_yaml_ng::to_string(&silenced_rule_tests(
+        &Scrape::parse(&text)?,
+        "replicadr_policy_paused",
+        "paused",
+    )?)?;
+    std::fs::write(dir.path().join("tests.yaml"), &tests)?;
+    let unit = promtool(&["test", "rules", "tests.yaml"], dir.path(), None)?;
+    assert!(
+        unit.success,
+        "promtool test rules:\n{}\n{tests}",
+        unit.text()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_standby_sites_policy_is_exported_as_standby_and_its_rpo_alerts_stay_silent()
+-> anyhow::Result<()> {
+    let env = BackupEnv::start(NAMESPACE).await?;
+    env.create_policy(
+        "standby",
+        json!({"schedule": "@every 1m", "template": {"includedNamespaces": ["vms"]}}),
+    )
+    .await?;
+    // The other site took over: this one is the standby.
+    env.make_active("dr", Takeover::Failover).await?;
+    let scheduler = Scheduler::start(&env)?;
+    let text = eventually(
+        "policy standby reported as standby",
+        Duration::from_secs(20),
+        || {
+            let text = scheduler.scrape(OPENMETRICS)?;
+            ensure!(
+                text.contains("replicadr_policy_standby{policy=\"standby\"} 1")
+                    && text.contains("replicadr_active_site_record_error{policy=\"standby\"} 0"),
+                "not reported as standby in the last scrape:\n{text}"
+            );
+            Ok(Some(text))
+        },
+    )
+    .await?;
+    assert!(
+        env.backup_views().await?.is_empty(),
+        "the standby site made a backup"
+    );
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("rules.yaml"), rule_file(None)?)?;
+    let tests = serde_yaml_ng::to_string(&silenced_rule_tests(
+        &Scrape::parse(&text)?,
+        "replicadr_policy_standby",
+        "standby",
+    )?)?;
     std::fs::write(dir.path().join("tests.yaml"), &tests)?;
     let unit = promtool(&["test", "rules", "tests.yaml"], dir.path(), None)?;
     assert!(

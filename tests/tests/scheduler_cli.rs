@@ -103,11 +103,28 @@ async fn the_binary_verifies_reports_status_and_prints_its_crd() -> anyhow::Resu
     .await?;
     let (code, stdout, stderr) = replicadr(&kubeconfig, &["status"])?;
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.starts_with("POLICY"), "{stdout}");
+    assert!(stdout.starts_with("This site: primary\n"), "{stdout}");
+    assert!(
+        stdout.contains("velero/default")
+            && stdout.contains("site primary, active since")
+            && stdout.contains("(activate, epoch 1)")
+            && stdout.contains("[s3://velero-backups/site-a/metadata/replicadr-active-site.json]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\nPOLICY"), "{stdout}");
     assert!(
         stdout.contains("vms") && stdout.contains("@hourly") && stdout.contains("none"),
         "{stdout}"
     );
+    let (code, stdout, stderr) = replicadr(&kubeconfig, &["status", "-o", "json"])?;
+    assert_eq!(code, 0, "{stderr}");
+    let overview: serde_json::Value = serde_json::from_str(&stdout)?;
+    assert_eq!(overview["localSite"], "primary", "{stdout}");
+    assert_eq!(
+        overview["activeSite"][0]["record"]["site"], "primary",
+        "{stdout}"
+    );
+    assert_eq!(overview["policies"][0]["policy"], "vms", "{stdout}");
 
     let (code, stdout, _) = replicadr(&kubeconfig, &["crd"])?;
     assert_eq!(code, 0);
@@ -280,6 +297,57 @@ fn plan_from_a_file_needs_no_cluster_and_its_exit_code_says_if_the_restore_is_co
     assert_eq!(code, 2, "{stderr}");
     assert!(
         stderr.contains("elsewhere") && stderr.contains("primary"),
+        "{stderr}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn activate_writes_the_record_once_and_never_for_another_site() -> anyhow::Result<()> {
+    let env = BackupEnv::start("velero").await?;
+    let kubeconfig = env.cluster.kubeconfig_path().to_owned();
+    // A location with no record yet, as at installation.
+    env.s3.create_bucket("fresh")?;
+    env.put_storage_location("default", "fresh", Some(("cloud-credentials", "cloud")))
+        .await?;
+    let (code, stdout, stderr) = replicadr(&kubeconfig, &["status"])?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("UNKNOWN")
+            && stdout.contains("there is no active-site record at s3://fresh/"),
+        "{stdout}"
+    );
+    let (code, stdout, stderr) = replicadr(&kubeconfig, &["activate", "--site", "primary"])?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("written: site primary, active since")
+            && stdout.contains("(activate, epoch 1)"),
+        "{stdout}"
+    );
+    let written: serde_json::Value = serde_json::from_slice(&env.s3.get(
+        "fresh",
+        &BackupEnv::active_site_key(),
+    )?)?;
+    assert_eq!(written["site"], "primary");
+    assert_eq!(written["format"], "replicadr.io/active-site/v1");
+    // `activate` again at the same site changes nothing; for another site it is refused.
+    let (code, stdout, stderr) = replicadr(&kubeconfig, &["activate", "--site", "primary"])?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("already names site primary"), "{stdout}");
+    let (code, _, stderr) = replicadr(&kubeconfig, &["activate", "--site", "dr"])?;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--site is \"dr\" but this cluster's plugin ConfigMap velero/replicadr-plugins names localSite \"primary\""),
+        "{stderr}"
+    );
+    env.put_local_site("dr").await?;
+    let (code, _, stderr) = replicadr(&kubeconfig, &["activate", "--site", "dr"])?;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("already names site primary")
+            && stderr.contains(
+                "a site becomes active only by `replicadr failover` or `replicadr failback`"
+            ),
         "{stderr}"
     );
     Ok(())

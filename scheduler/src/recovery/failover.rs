@@ -4,30 +4,26 @@
 //! same site and continues from it; it never deletes and never overwrites what exists (Velero's
 //! `existingResourcePolicy: none`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim};
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource as _, ResourceExt as _};
 use serde_json::{Value, json};
 
-use replicadr_core::contents::{VmItem, run_strategy};
-use replicadr_core::invariants::Severity;
-use replicadr_core::nfs::location;
 use replicadr_core::wire::{
     LABEL_BACKUP, LABEL_MANAGED_BY, LABEL_OPERATION, LABEL_SITE, MANAGED_BY, PHASE_AVAILABLE,
-    PHASE_BOUND, PHASE_COMPLETED, PHASE_FAILED, PHASE_FAILED_VALIDATION, PHASE_PARTIALLY_FAILED,
+    PHASE_COMPLETED, PHASE_FAILED, PHASE_FAILED_VALIDATION, PHASE_PARTIALLY_FAILED,
     POINTER_STATUS_PHASE,
 };
 
-use super::plan::{self, Plan, VolumeAction};
-use super::report::{Outcome, PhaseTime, Precondition, RecoveryReport, VmStart};
+use super::plan::{self, Plan};
+use super::report::{Outcome, PhaseTime, Precondition, RecoveryReport};
 use super::site::{self, BackupChoice, Planned, RecoveryError};
+use super::{checks, vm_start};
 use crate::active_site::{Record, Takeover};
 use crate::velero;
 use crate::verify::Verifier;
@@ -39,6 +35,8 @@ pub use replicadr_core::wire::ANNOTATION_ATTEMPT;
 pub const FIELD_MANAGER: &str = "replicadr-recovery";
 /// How many times one run starts a new Restore after Velero restarted during the previous one.
 const MAX_RESTARTS: u32 = 3;
+pub use super::vm_start::{vm_resource, vm_running};
+
 /// The resource-modifier ConfigMap that restores VMs halted, so they start in order afterwards.
 pub const HALT_VMS_CONFIGMAP: &str = "replicadr-restore-vms-halted";
 
@@ -121,39 +119,97 @@ impl Options {
     }
 }
 
-/// Runs a failover or failback; `progress` receives a line per step. The report is returned
-/// whatever happened after the preconditions (and stored in the cluster once a Restore exists).
+/// Runs a failover or failback of one backup; `progress` receives a line per step. The report
+/// is returned whatever happened after the preconditions (and stored in the cluster once a
+/// Restore exists). [`super::every_policy::run`] runs one of these per policy.
 pub async fn run(
     client: &Client,
     namespace: &str,
     options: &Options,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> Result<RecoveryReport, RecoveryError> {
+    let mut run = prepare(client, namespace, options, progress).await?;
+    if !admit(client, namespace, options, &mut run, progress).await {
+        return Ok(run.report);
+    }
+    restore_and_check(client, namespace, options, &mut run, progress).await?;
+    let mut runs = [run];
+    start_every(client, namespace, options, &mut runs, progress).await?;
+    let [run] = runs;
+    finish(client, namespace, options, run.report, run.started).await
+}
+
+/// One backup's restore on its way: what was planned, its report, and how far it got.
+pub(crate) struct Run {
+    pub planned: Planned,
+    pub report: RecoveryReport,
+    /// The policy whose backup this is, if any.
+    pub policy: Option<String>,
+    pub started: Instant,
+    /// Restored and checked: its VMs may start.
+    pub restored: bool,
+}
+
+/// Plans the restore and checks every precondition, into the run's report.
+pub(crate) async fn prepare(
+    client: &Client,
+    namespace: &str,
+    options: &Options,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<Run, RecoveryError> {
     let started = Instant::now();
     let mut report =
         RecoveryReport::new(options.operation.as_str(), &options.site, Timestamp::now());
-
     let planned =
         plan_with_preconditions(client, namespace, options, &mut report, progress).await?;
-    let Planned { backup, plan, .. } = &planned;
     report.phase(PhaseTime::new("plan", started.elapsed()));
-    if !preconditions_allow(options, &mut report, progress) {
-        return Ok(report);
-    }
-    if !take_over(
-        client,
-        namespace,
-        options,
-        &backup.name,
-        &mut report,
-        progress,
-    )
-    .await
-    {
-        return Ok(report);
-    }
+    let policy = options
+        .policy
+        .clone()
+        .or_else(|| planned.backup.policy.clone());
+    report.policy.clone_from(&policy);
+    Ok(Run {
+        planned,
+        report,
+        policy,
+        started,
+        restored: false,
+    })
+}
 
-    // Restore.
+/// Whether the run may restore: its preconditions hold (or `--force`), and this site is recorded
+/// as the active one. A refusal is in the report.
+pub(crate) async fn admit(
+    client: &Client,
+    namespace: &str,
+    options: &Options,
+    run: &mut Run,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> bool {
+    preconditions_allow(options, &mut run.report, progress)
+        && take_over(
+            client,
+            namespace,
+            options,
+            &run.planned.backup.name,
+            &mut run.report,
+            progress,
+        )
+        .await
+}
+
+/// Restores the run's backup with Velero (following a Restore Velero's restart failed into the
+/// next attempt) and checks what was restored against the plan. A restore that did not finish
+/// is a failure in the report, and the run is not `restored`.
+pub(crate) async fn restore_and_check(
+    client: &Client,
+    namespace: &str,
+    options: &Options,
+    run: &mut Run,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<(), RecoveryError> {
+    let Planned { backup, plan, .. } = &run.planned;
+    let report = &mut run.report;
     let restore_started = Instant::now();
     let restores = Restores::new(client, namespace);
     let mut restarts = 0;
@@ -188,10 +244,10 @@ pub async fn run(
         Ok(view) => view,
         Err(message) => {
             report.fail(message);
-            return finish(client, namespace, options, report, started).await;
+            return Ok(());
         }
     };
-    report.restore_phase = view.phase.clone();
+    report.restore_phase.clone_from(&view.phase);
     report.restore_warnings = view.warnings;
     report.restore_errors = view.errors;
     if let Ok(results) = Verifier::new(client.clone(), namespace)
@@ -212,24 +268,44 @@ pub async fn run(
                 .map(|r| format!(" ({r})"))
                 .unwrap_or_default()
         ));
-        return finish(client, namespace, options, report, started).await;
+        return Ok(());
     }
 
     // Check what was restored against the plan.
     let binding_started = Instant::now();
-    check_volumes(client, plan, &mut report).await?;
-    check_claims(client, plan, options, &mut report, progress).await?;
-    check_vms(client, plan, &mut report).await?;
+    checks::check_volumes(client, plan, report).await?;
+    checks::check_claims(client, plan, options, report, progress).await?;
+    checks::check_vms(client, plan, report).await?;
     report.phase(PhaseTime::new("binding", binding_started.elapsed()));
+    run.restored = true;
+    Ok(())
+}
 
-    // Start the VMs, group by group.
+/// Starts the VMs of every run restored (unless `--no-start`, or its policy keeps them halted),
+/// group by group across all runs; each run's report gets its VMs' starts and the phase's time.
+pub(crate) async fn start_every(
+    client: &Client,
+    namespace: &str,
+    options: &Options,
+    runs: &mut [Run],
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<(), RecoveryError> {
     let start_started = Instant::now();
-    let policy = options.policy.as_deref().or(backup.policy.as_deref());
-    if start_wanted(client, namespace, options, policy, progress).await {
-        start_vms(client, plan, options, &mut report, progress).await?;
+    let mut wanted = Vec::new();
+    for (index, run) in runs.iter().enumerate() {
+        if run.restored
+            && vm_start::start_wanted(client, namespace, options, run.policy.as_deref(), progress)
+                .await
+        {
+            wanted.push(index);
+        }
     }
-    report.phase(PhaseTime::new("vm-start", start_started.elapsed()));
-    finish(client, namespace, options, report, started).await
+    vm_start::start_vms(client, options, runs, &wanted, progress).await?;
+    for run in runs.iter_mut().filter(|r| r.restored) {
+        run.report
+            .phase(PhaseTime::new("vm-start", start_started.elapsed()));
+    }
+    Ok(())
 }
 
 /// Checks and reports every precondition and plans the restore.
@@ -421,43 +497,8 @@ async fn record_takeover(
     Ok(())
 }
 
-/// Whether to start the VMs: not with `--no-start`, nor when the policy says to leave them halted.
-async fn start_wanted(
-    client: &Client,
-    namespace: &str,
-    options: &Options,
-    policy: Option<&str>,
-    progress: &mut (dyn FnMut(String) + Send),
-) -> bool {
-    if !options.start_vms {
-        progress("VMs left halted (--no-start)".to_owned());
-        return false;
-    }
-    if policy_keeps_vms_halted(client, namespace, policy).await {
-        progress(format!(
-            "VMs left halted: BackupPolicy {} sets restoreVMsHalted",
-            policy.unwrap_or_default()
-        ));
-        return false;
-    }
-    true
-}
-
-/// Whether the BackupPolicy `policy`, where it exists at this site, says to leave VMs halted.
-async fn policy_keeps_vms_halted(client: &Client, namespace: &str, policy: Option<&str>) -> bool {
-    let Some(policy) = policy else {
-        return false;
-    };
-    Api::<crate::policy::BackupPolicy>::namespaced(client.clone(), namespace)
-        .get_opt(policy)
-        .await
-        .ok()
-        .flatten()
-        .is_some_and(|p| p.spec.restore_vms_halted)
-}
-
 /// Ends the report, stores it, records an Event on the Restore.
-async fn finish(
+pub(crate) async fn finish(
     client: &Client,
     namespace: &str,
     options: &Options,
@@ -871,271 +912,6 @@ fn build_restore(
     )]));
     restore.data = json!({ "spec": spec });
     restore
-}
-
-/// Every planned PV exists and points where the plan says. A PV Velero re-provisions is a
-/// failure only when the backup invariant it breaks is blocking (an NFS PV backed up `Delete`);
-/// one of another driver was a warning in the plan and is expected.
-async fn check_volumes(
-    client: &Client,
-    plan: &Plan,
-    report: &mut RecoveryReport,
-) -> Result<(), kube::Error> {
-    let api: Api<PersistentVolume> = Api::all(client.clone());
-    for volume in &plan.volumes {
-        if volume.action == VolumeAction::Reprovisioned {
-            if let Some(reason) = volume
-                .problems
-                .iter()
-                .find(|r| r.severity() == Severity::Blocking)
-            {
-                report.fail(format!(
-                    "PersistentVolume {} was not restored ({reason}: reclaim policy Delete in the backup): Velero provisions a new, empty volume for claim {}",
-                    volume.name,
-                    volume.claim.as_deref().unwrap_or("-")
-                ));
-            }
-            continue;
-        }
-        let Some(pv) = api.get_opt(&volume.name).await? else {
-            report.fail(format!(
-                "PersistentVolume {} was not restored; see the Restore's errors",
-                volume.name
-            ));
-            continue;
-        };
-        let pv = serde_json::to_value(pv).unwrap_or_default();
-        let now = location(&pv);
-        if volume.after.is_some() && now != volume.after {
-            report.fail(format!(
-                "PersistentVolume {} points at {}, not at this site's {}",
-                volume.name,
-                now.as_deref().unwrap_or("a non-NFS volume"),
-                volume.after.as_deref().unwrap_or("-")
-            ));
-        } else if volume.action == VolumeAction::Rewrite {
-            report.rewritten.push(volume.clone());
-        }
-    }
-    Ok(())
-}
-
-/// Every planned PVC exists and is Bound to its PV, waiting up to the bind timeout; names why
-/// not for each one that is not.
-async fn check_claims(
-    client: &Client,
-    plan: &Plan,
-    options: &Options,
-    report: &mut RecoveryReport,
-    progress: &mut (dyn FnMut(String) + Send),
-) -> Result<(), kube::Error> {
-    let deadline = Instant::now() + options.bind_timeout;
-    let mut announced = false;
-    loop {
-        let mut pending = Vec::new();
-        for namespace in &plan.namespaces {
-            let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace.name);
-            let mut live: HashMap<String, PersistentVolumeClaim> = api
-                .list(&ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .map(|pvc| (pvc.name_any(), pvc))
-                .collect();
-            for claim in &namespace.claims {
-                let bound = live.get(&claim.name).is_some_and(|pvc| {
-                    pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some(PHASE_BOUND)
-                });
-                if !bound {
-                    pending.push((namespace.name.as_str(), claim, live.remove(&claim.name)));
-                }
-            }
-        }
-        if pending.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            let volumes: Api<PersistentVolume> = Api::all(client.clone());
-            for (namespace, claim, live) in pending {
-                let why = match (&live, claim.volume.as_deref()) {
-                    (None, _) => "it was not restored; see the Restore's errors".to_owned(),
-                    (Some(_), None) => {
-                        "it names no volume, so it waits for a provisioner".to_owned()
-                    }
-                    (Some(pvc), Some(volume)) => match volumes.get_opt(volume).await? {
-                        None => format!("its PersistentVolume {volume} does not exist"),
-                        Some(pv) => {
-                            let claim_ref = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
-                            let bound_to = claim_ref.map(|r| {
-                                format!(
-                                    "{}/{}",
-                                    r.namespace.as_deref().unwrap_or_default(),
-                                    r.name.as_deref().unwrap_or_default()
-                                )
-                            });
-                            format!(
-                                "it is {} and PersistentVolume {volume} is {} with claimRef {}: the PV controller has not bound them",
-                                pvc.status
-                                    .as_ref()
-                                    .and_then(|s| s.phase.as_deref())
-                                    .unwrap_or("Pending"),
-                                pv.status
-                                    .as_ref()
-                                    .and_then(|s| s.phase.as_deref())
-                                    .unwrap_or("Pending"),
-                                bound_to.as_deref().unwrap_or("<none>")
-                            )
-                        }
-                    },
-                };
-                report.fail(format!(
-                    "PersistentVolumeClaim {namespace}/{} is not Bound after {}: {why}",
-                    claim.name,
-                    crate::duration::human(options.bind_timeout)
-                ));
-            }
-            return Ok(());
-        }
-        if !announced {
-            progress(format!("waiting for {} PVCs to be Bound", pending.len()));
-            announced = true;
-        }
-        tokio::time::sleep(options.poll).await;
-    }
-}
-
-/// KubeVirt's `VirtualMachine`.
-pub fn vm_resource() -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "kubevirt.io",
-        "v1",
-        "VirtualMachine",
-    ))
-}
-
-async fn check_vms(
-    client: &Client,
-    plan: &Plan,
-    report: &mut RecoveryReport,
-) -> Result<(), kube::Error> {
-    for vm in plan.virtual_machines() {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
-        if api.get_opt(&vm.name).await?.is_none() {
-            report.fail(format!(
-                "VirtualMachine {}/{} was not restored; see the Restore's errors",
-                vm.namespace, vm.name
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The VMs that run, grouped by start order (lower first, unordered last).
-pub fn start_groups(plan: &Plan) -> Vec<(Option<i64>, Vec<&VmItem>)> {
-    let mut groups: BTreeMap<(bool, i64), Vec<&VmItem>> = BTreeMap::new();
-    for vm in plan.virtual_machines().filter(|vm| vm.runs()) {
-        let key = (vm.start_order.is_none(), vm.start_order.unwrap_or_default());
-        groups.entry(key).or_default().push(vm);
-    }
-    groups
-        .into_iter()
-        .map(|((unordered, order), vms)| ((!unordered).then_some(order), vms))
-        .collect()
-}
-
-/// Starts each group and waits for it to run before the next; stops at the first group that
-/// does not come up.
-async fn start_vms(
-    client: &Client,
-    plan: &Plan,
-    options: &Options,
-    report: &mut RecoveryReport,
-    progress: &mut (dyn FnMut(String) + Send),
-) -> Result<(), kube::Error> {
-    for (index, (order, vms)) in start_groups(plan).into_iter().enumerate() {
-        let group = order.map_or_else(|| "unordered".to_owned(), |o| o.to_string());
-        progress(format!(
-            "starting VM group {} (start-order {group}): {}",
-            index + 1,
-            vms.iter()
-                .map(|vm| format!("{}/{}", vm.namespace, vm.name))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-        let group_started = Instant::now();
-        for vm in &vms {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
-            let Some(live) = api.get_opt(&vm.name).await? else {
-                continue;
-            };
-            if run_strategy(&live.data) != vm.run_strategy {
-                api.patch(
-                    &vm.name,
-                    &PatchParams::default(),
-                    &Patch::Merge(
-                        json!({"spec": {"running": null, "runStrategy": vm.run_strategy}}),
-                    ),
-                )
-                .await?;
-            }
-        }
-        let deadline = Instant::now() + options.vm_timeout;
-        let mut waiting: Vec<&VmItem> = vms.clone();
-        while !waiting.is_empty() {
-            let mut still = Vec::new();
-            for vm in waiting {
-                let api: Api<DynamicObject> =
-                    Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
-                let running = api
-                    .get_opt(&vm.name)
-                    .await?
-                    .is_some_and(|live| vm_running(&live.data));
-                if running {
-                    report.vm_starts.push(VmStart {
-                        namespace: vm.namespace.clone(),
-                        name: vm.name.clone(),
-                        group: index + 1,
-                        start_order: vm.start_order,
-                        running_after_seconds: group_started.elapsed().as_secs_f64(),
-                    });
-                } else {
-                    still.push(vm);
-                }
-            }
-            waiting = still;
-            if waiting.is_empty() {
-                break;
-            }
-            if Instant::now() > deadline {
-                for vm in &waiting {
-                    report.fail(format!(
-                        "VirtualMachine {}/{} is not Running {} after it was started; later groups were not started",
-                        vm.namespace,
-                        vm.name,
-                        crate::duration::human(options.vm_timeout)
-                    ));
-                }
-                return Ok(());
-            }
-            tokio::time::sleep(options.poll).await;
-        }
-        progress(format!(
-            "VM group {} running after {:.1}s",
-            index + 1,
-            group_started.elapsed().as_secs_f64()
-        ));
-    }
-    Ok(())
-}
-
-/// Whether KubeVirt reports the VM running.
-pub fn vm_running(vm: &Value) -> bool {
-    vm.pointer("/status/printableStatus")
-        .and_then(Value::as_str)
-        == Some("Running")
-        || vm.pointer("/status/ready").and_then(Value::as_bool) == Some(true)
 }
 
 /// The first messages of Velero's restore results, `namespace: message`.

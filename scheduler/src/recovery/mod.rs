@@ -2,7 +2,10 @@
 //! `failover` and `failback` (do it, check it, start the VMs in order, report). The same site map
 //! serves both directions.
 
+mod checks;
+pub mod every_policy;
 pub mod failover;
 pub mod plan;
 pub mod report;
 pub mod site;
+pub mod vm_start;

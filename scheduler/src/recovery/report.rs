@@ -90,6 +90,8 @@ pub struct VmStart {
 pub struct RecoveryReport {
     pub operation: String,
     pub site: String,
+    /// The BackupPolicy whose backup this restores, when it has one.
+    pub policy: Option<String>,
     pub outcome: Outcome,
     pub started: Timestamp,
     pub finished: Option<Timestamp>,
@@ -124,6 +126,7 @@ impl RecoveryReport {
         Self {
             operation: operation.to_owned(),
             site: site.to_owned(),
+            policy: None,
             outcome: Outcome::Running,
             started,
             finished: None,

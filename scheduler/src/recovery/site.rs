@@ -353,6 +353,42 @@ async fn policy_rpo(client: &Client, namespace: &str, policy: Option<&str>) -> O
     ValidPolicy::from_policy(&policy).ok()?.rpo
 }
 
+/// The policies a restore at `site` restores when none is named: the `replicadr.io/policy` of
+/// every completed backup not made at `site` itself, sorted. Also returns, as lines to show, the
+/// completed backups without a policy label (a Velero Schedule's, or made by hand): they are not
+/// chosen without `--backup`.
+pub async fn policies_to_restore(
+    client: &Client,
+    namespace: &str,
+    site: &str,
+) -> Result<(Vec<String>, Vec<String>), RecoveryError> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &velero::backup_resource());
+    let listed: Vec<BackupView> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(BackupView::from_object)
+        .collect();
+    let (finished, _) = candidates(listed, site);
+    let mut policies: Vec<String> = finished.iter().filter_map(|b| b.policy.clone()).collect();
+    policies.sort();
+    policies.dedup();
+    let unlabelled = finished
+        .iter()
+        .filter(|b| b.policy.is_none())
+        .map(|b| {
+            format!(
+                "backup {} has no {} label (not made by a BackupPolicy): not restored unless named with --backup",
+                b.name,
+                velero::LABEL_POLICY
+            )
+        })
+        .collect();
+    Ok((policies, unlabelled))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,192 @@
+//! Starting the restored VMs: halted by the restore, they get back the run strategy they had,
+//! group by group in `replicadr.io/start-order` order across every backup restored, each group
+//! once the one before it runs.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use serde_json::{Value, json};
+
+use replicadr_core::contents::{VmItem, run_strategy};
+
+use super::failover::{Options, Run};
+use super::plan::Plan;
+use super::report::VmStart;
+
+/// KubeVirt's `VirtualMachine`.
+pub fn vm_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "kubevirt.io",
+        "v1",
+        "VirtualMachine",
+    ))
+}
+
+/// Whether to start the VMs: not with `--no-start`, nor when the policy says to leave them halted.
+pub(crate) async fn start_wanted(
+    client: &Client,
+    namespace: &str,
+    options: &Options,
+    policy: Option<&str>,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> bool {
+    if !options.start_vms {
+        progress("VMs left halted (--no-start)".to_owned());
+        return false;
+    }
+    if policy_keeps_vms_halted(client, namespace, policy).await {
+        progress(format!(
+            "VMs left halted: BackupPolicy {} sets restoreVMsHalted",
+            policy.unwrap_or_default()
+        ));
+        return false;
+    }
+    true
+}
+
+/// Whether the BackupPolicy `policy`, where it exists at this site, says to leave VMs halted.
+async fn policy_keeps_vms_halted(client: &Client, namespace: &str, policy: Option<&str>) -> bool {
+    let Some(policy) = policy else {
+        return false;
+    };
+    Api::<crate::policy::BackupPolicy>::namespaced(client.clone(), namespace)
+        .get_opt(policy)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|p| p.spec.restore_vms_halted)
+}
+
+/// The VMs that run, grouped by start order (lower first, unordered last).
+pub fn start_groups(plan: &Plan) -> Vec<(Option<i64>, Vec<&VmItem>)> {
+    let mut groups: BTreeMap<(bool, i64), Vec<&VmItem>> = BTreeMap::new();
+    for vm in plan.virtual_machines().filter(|vm| vm.runs()) {
+        let key = (vm.start_order.is_none(), vm.start_order.unwrap_or_default());
+        groups.entry(key).or_default().push(vm);
+    }
+    groups
+        .into_iter()
+        .map(|((unordered, order), vms)| ((!unordered).then_some(order), vms))
+        .collect()
+}
+
+/// One start-order group (`None`: the VMs without a start order), each VM with the index of the
+/// run it belongs to.
+type Group = (Option<i64>, Vec<(usize, VmItem)>);
+
+/// The VMs that run in every run restored, grouped by start order across all of them.
+fn groups_of(runs: &[Run], wanted: &[usize]) -> Vec<Group> {
+    let mut groups: BTreeMap<(bool, i64), Vec<(usize, VmItem)>> = BTreeMap::new();
+    for &index in wanted {
+        for vm in runs[index]
+            .planned
+            .plan
+            .virtual_machines()
+            .filter(|vm| vm.runs())
+        {
+            let key = (vm.start_order.is_none(), vm.start_order.unwrap_or_default());
+            groups.entry(key).or_default().push((index, vm.clone()));
+        }
+    }
+    groups
+        .into_iter()
+        .map(|((unordered, order), vms)| ((!unordered).then_some(order), vms))
+        .collect()
+}
+
+/// Starts the VMs of the runs `wanted`, group by group across all of them, and waits for each
+/// group to run before the next; stops at the first group that does not come up. Each start and
+/// failure goes to the report of the run the VM belongs to.
+pub(crate) async fn start_vms(
+    client: &Client,
+    options: &Options,
+    runs: &mut [Run],
+    wanted: &[usize],
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<(), kube::Error> {
+    for (index, (order, vms)) in groups_of(runs, wanted).into_iter().enumerate() {
+        let group = order.map_or_else(|| "unordered".to_owned(), |o| o.to_string());
+        progress(format!(
+            "starting VM group {} (start-order {group}): {}",
+            index + 1,
+            vms.iter()
+                .map(|(_, vm)| format!("{}/{}", vm.namespace, vm.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let group_started = Instant::now();
+        for (_, vm) in &vms {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
+            let Some(live) = api.get_opt(&vm.name).await? else {
+                continue;
+            };
+            if run_strategy(&live.data) != vm.run_strategy {
+                api.patch(
+                    &vm.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        json!({"spec": {"running": null, "runStrategy": vm.run_strategy}}),
+                    ),
+                )
+                .await?;
+            }
+        }
+        let deadline = Instant::now() + options.vm_timeout;
+        let mut waiting: Vec<(usize, VmItem)> = vms;
+        while !waiting.is_empty() {
+            let mut still = Vec::new();
+            for (run, vm) in waiting {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
+                let running = api
+                    .get_opt(&vm.name)
+                    .await?
+                    .is_some_and(|live| vm_running(&live.data));
+                if running {
+                    runs[run].report.vm_starts.push(VmStart {
+                        namespace: vm.namespace.clone(),
+                        name: vm.name.clone(),
+                        group: index + 1,
+                        start_order: vm.start_order,
+                        running_after_seconds: group_started.elapsed().as_secs_f64(),
+                    });
+                } else {
+                    still.push((run, vm));
+                }
+            }
+            waiting = still;
+            if waiting.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                for (run, vm) in &waiting {
+                    runs[*run].report.fail(format!(
+                        "VirtualMachine {}/{} is not Running {} after it was started; later groups were not started",
+                        vm.namespace,
+                        vm.name,
+                        crate::duration::human(options.vm_timeout)
+                    ));
+                }
+                return Ok(());
+            }
+            tokio::time::sleep(options.poll).await;
+        }
+        progress(format!(
+            "VM group {} running after {:.1}s",
+            index + 1,
+            group_started.elapsed().as_secs_f64()
+        ));
+    }
+    Ok(())
+}
+
+/// Whether KubeVirt reports the VM running.
+pub fn vm_running(vm: &Value) -> bool {
+    vm.pointer("/status/printableStatus")
+        .and_then(Value::as_str)
+        == Some("Running")
+        || vm.pointer("/status/ready").and_then(Value::as_bool) == Some(true)
+}
