@@ -42,7 +42,7 @@ wait "${drill}" || {
 }
 
 jq -r '
-  .failover as $f |
+  (.failover.reports[] | select(.policy == "drill")) as $f |
   "VMs started:          \($f.vmStarts | length)",
   "PVs rewritten:        \($f.rewritten | length)",
   "RPO achieved:         \($f.rpoAchievedSeconds) s",

@@ -31,8 +31,16 @@ async fn failover_survives_velero_killed_mid_restore_and_failback_restores_prima
     assert!(report.passed(), "{context}");
     assert!(report.interrupted_failover.is_some(), "{context}");
 
-    let failover = report.failover.as_ref().expect("a failover");
+    // Both policies restored, each by a Restore of its own.
+    let infra = report
+        .failover_of(drill::POLICY_INFRA)
+        .expect("drill-infra restored");
+    assert_eq!(infra.outcome, Outcome::Succeeded, "{context}");
+    assert_eq!(infra.vm_starts.len(), 1, "{context}");
+    assert_eq!(infra.rewritten.len(), 1, "{context}");
+    let failover = report.failover_of(drill::POLICY).expect("a failover");
     assert_eq!(failover.outcome, Outcome::Succeeded, "{context}");
+    assert_ne!(failover.restore, infra.restore);
     assert_eq!(failover.site, "dr");
     // 4 fixed VMs (one halted) + 40 scale VMs; 4 fixed PVs, the replica's PV and 80 scale PVs.
     assert_eq!(failover.vm_starts.len(), 43, "{context}");
@@ -59,6 +67,12 @@ async fn failover_survives_velero_killed_mid_restore_and_failback_restores_prima
     assert!(position("db") < position("app") && position("app") < position("web"));
     let groups: Vec<usize> = failover.vm_starts.iter().map(|s| s.group).collect();
     assert!(groups.windows(2).all(|w| w[0] <= w[1]), "{groups:?}");
+    // One start sequence across both policies: `dns` (order 1) starts with `db`, before `app`.
+    assert_eq!(
+        infra.vm_starts[0].group,
+        failover.vm_starts[position("db")].group,
+        "{context}"
+    );
     assert!(
         failover
             .restore
@@ -67,8 +81,13 @@ async fn failover_survives_velero_killed_mid_restore_and_failback_restores_prima
         "the re-run made attempt 2: {context}"
     );
 
-    let failback = report.failback.as_ref().expect("a failback");
+    let failback = report.failback_of(drill::POLICY).expect("a failback");
     assert_eq!(failback.outcome, Outcome::Succeeded, "{context}");
+    assert_eq!(
+        report.failback_of(drill::POLICY_INFRA).map(|r| r.outcome),
+        Some(Outcome::Succeeded),
+        "{context}"
+    );
     let primary_prefix = format!("{}:{}", PRIMARY_EXPORT.server, PRIMARY_EXPORT.base);
     assert!(
         failback.rewritten.iter().all(|v| v
@@ -83,6 +102,11 @@ async fn failover_survives_velero_killed_mid_restore_and_failback_restores_prima
         "dr: replica PVC of the VolumeSnapshot restored",
         "dr: VMs started in start order",
         "dr: re-run after Velero was killed mid-restore",
+        "dr: every BackupPolicy restored",
+        "dr: the active-site record names dr",
+        "primary: makes no backup while dr is active",
+        "primary: every BackupPolicy restored",
+        "primary: the active-site record names primary",
         "primary: PVs on primary's exports",
         "primary: every primary PV restored under its name",
     ] {

@@ -34,8 +34,12 @@ async fn a_live_drill_restores_into_scratch_namespaces_checks_and_removes_only_w
     let mut env = Box::pin(Environment::start(options, &mut log)).await?;
     drill::create_workload(&env.primary.client, 2).await?;
     drill::wait_workload_ready(&env.primary.client, &mut log).await?;
-    let (backup, verification) =
-        Box::pin(drill::verified_backup(&env.primary.client, &mut log)).await?;
+    let (backup, verification) = Box::pin(drill::verified_backup(
+        &env.primary.client,
+        drill::POLICY,
+        &mut log,
+    ))
+    .await?;
     assert!(verification.verified, "{verification:#?}");
     env.kill_velero(true);
     env.start_velero(false).await?;

@@ -324,10 +324,8 @@ async fn activate_writes_the_record_once_and_never_for_another_site() -> anyhow:
             && stdout.contains("(activate, epoch 1)"),
         "{stdout}"
     );
-    let written: serde_json::Value = serde_json::from_slice(&env.s3.get(
-        "fresh",
-        &BackupEnv::active_site_key(),
-    )?)?;
+    let written: serde_json::Value =
+        serde_json::from_slice(&env.s3.get("fresh", &BackupEnv::active_site_key())?)?;
     assert_eq!(written["site"], "primary");
     assert_eq!(written["format"], "replicadr.io/active-site/v1");
     // `activate` again at the same site changes nothing; for another site it is refused.

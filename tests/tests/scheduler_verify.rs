@@ -371,6 +371,45 @@ async fn the_live_scope_is_checked_only_at_the_site_that_made_the_backup() -> an
 }
 
 #[tokio::test]
+async fn a_live_cluster_that_cannot_be_read_fails_verification_for_a_retry_never_passes_it()
+-> anyhow::Result<()> {
+    let env = BackupEnv::start("velero").await?;
+    backup_with(&env, "healthy", fixture::healthy_vm_backup()?).await?;
+    assert!(verify(&env, "healthy").await?.verified);
+    // The scheduler loses its cluster-wide right to list claims and snapshots.
+    env.scheduler_client().await?;
+    let role = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "replicadr-scheduler"},
+        "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list"]}],
+    });
+    env.cluster.apply_yaml(&role.to_string()).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let report = loop {
+        let report = verify(&env, "healthy").await?;
+        if !report.verified || tokio::time::Instant::now() > deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(
+        !report.verified,
+        "verified without reading the live cluster: {report:#?}"
+    );
+    assert_eq!(reasons(&report), ["LiveClusterUnreadable"], "{report:#?}");
+    assert!(report.is_transient(), "{report:#?}");
+    let messages: Vec<&str> = report.findings.iter().map(|f| f.message.as_str()).collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m
+                .contains("cannot list the PersistentVolumeClaims in the backup's scope (vms)")),
+        "{messages:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn storage_problems_are_named() -> anyhow::Result<()> {
     let mut env = BackupEnv::start("velero").await?;
     backup_with(&env, "b", fixture::healthy_vm_backup()?).await?;

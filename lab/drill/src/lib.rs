@@ -33,8 +33,9 @@ use replicadr_scheduler::clock::{Clock, SystemClock};
 pub use replicadr_scheduler::drill::Check;
 use replicadr_scheduler::metrics::Metrics;
 use replicadr_scheduler::publish::Publisher;
+use replicadr_scheduler::recovery::every_policy::{self, Recovery};
 use replicadr_scheduler::recovery::failover::{self, Operation, vm_resource};
-use replicadr_scheduler::recovery::report::{Outcome, RecoveryReport};
+use replicadr_scheduler::recovery::report::{Outcome, RecoveryReport, VmStart};
 use replicadr_scheduler::recovery::site::BackupChoice;
 use replicadr_scheduler::velero::{self, BackupView, PhaseClass};
 use replicadr_scheduler::verify::Report;
@@ -42,8 +43,16 @@ use workload::SiteExport;
 
 /// The Velero namespace at both sites.
 pub const VELERO_NAMESPACE: &str = "velero";
-/// The drill's BackupPolicy.
+/// The drill's main BackupPolicy: the fixed and the scale VMs.
 pub const POLICY: &str = "drill";
+/// The second BackupPolicy: the `drill-infra` namespace.
+pub const POLICY_INFRA: &str = "drill-infra";
+
+/// Each policy and the namespaces it backs up.
+const POLICIES: [(&str, &[&str]); 2] = [
+    (POLICY, &[workload::NAMESPACE, workload::SCALE_NAMESPACE]),
+    (POLICY_INFRA, &[workload::INFRA_NAMESPACE]),
+];
 const BUCKET: &str = "replicadr-drill";
 const PREFIX: &str = "velero";
 const CREDENTIALS: (&str, &str) = ("cloud-credentials", "cloud");
@@ -86,13 +95,17 @@ pub struct DrillOptions {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DrillReport {
+    /// The main policy's backup at primary.
     pub backup: String,
+    /// Every policy's backup at primary.
+    pub backups: Vec<String>,
     pub backup_verified: bool,
     pub backup_seconds: f64,
-    pub failover: Option<RecoveryReport>,
+    /// One report per policy.
+    pub failover: Option<Recovery>,
     /// The failover interrupted by the fault, when one was injected.
     pub interrupted_failover: Option<String>,
-    pub failback: Option<RecoveryReport>,
+    pub failback: Option<Recovery>,
     pub checks: Vec<Check>,
     /// The failover's Restore, as Velero's log at `dr` accounts it.
     pub plugin_time: Option<PluginTime>,
@@ -114,6 +127,23 @@ impl DrillReport {
                 .as_ref()
                 .is_none_or(|r| r.outcome == Outcome::Succeeded)
     }
+
+    /// The failover's report for `policy`.
+    pub fn failover_of(&self, policy: &str) -> Option<&RecoveryReport> {
+        report_of(self.failover.as_ref()?, policy)
+    }
+
+    /// The failback's report for `policy`.
+    pub fn failback_of(&self, policy: &str) -> Option<&RecoveryReport> {
+        report_of(self.failback.as_ref()?, policy)
+    }
+}
+
+fn report_of<'a>(recovery: &'a Recovery, policy: &str) -> Option<&'a RecoveryReport> {
+    recovery
+        .reports
+        .iter()
+        .find(|r| r.policy.as_deref() == Some(policy))
 }
 
 /// One local site: a control plane, its Velero, its played controllers.
@@ -190,10 +220,7 @@ impl Environment {
             "the plugin binary {} does not exist: build it with `cargo build -p replicadr-velero-plugins`, or pass --plugin-binary",
             options.plugin_binary.display()
         );
-        progress(
-            "starting the object store and two control planes (etcd + kube-apiserver): primary, dr"
-                .to_owned(),
-        );
+        progress("starting the object store and two control planes (etcd + kube-apiserver)".into());
         let (s3, primary, dr) = tokio::try_join!(
             S3Server::start(),
             TestCluster::start(),
@@ -282,7 +309,31 @@ impl Environment {
             options,
         };
         environment.start_velero(true).await?;
+        environment.activate_primary(progress).await?;
         Ok(environment)
+    }
+
+    /// As at installation: `replicadr activate --site primary`, once.
+    async fn activate_primary(
+        &self,
+        progress: &mut (dyn FnMut(String) + Send),
+    ) -> anyhow::Result<()> {
+        for change in active_site::activate(
+            &self.primary.client,
+            VELERO_NAMESPACE,
+            "primary",
+            None,
+            jiff::Timestamp::now(),
+        )
+        .await?
+        {
+            progress(format!(
+                "replicadr activate --site primary: {} ({})",
+                change.record.describe(),
+                change.url
+            ));
+        }
+        Ok(())
     }
 
     /// Starts Velero at a site and waits for its storage location to be Available. One Velero runs
@@ -374,37 +425,22 @@ pub async fn run(
 ) -> anyhow::Result<(Environment, DrillReport)> {
     let started = Instant::now();
     let mut env = Environment::start(options.clone(), progress).await?;
-    // As at installation: `replicadr activate --site primary`, once.
-    for change in active_site::activate(
-        &env.primary.client,
-        VELERO_NAMESPACE,
-        "primary",
-        None,
-        jiff::Timestamp::now(),
-    )
-    .await?
-    {
-        progress(format!(
-            "replicadr activate --site primary: {} ({})",
-            change.record.describe(),
-            change.url
-        ));
-    }
     let setup_seconds = started.elapsed().as_secs_f64();
     progress(format!(
         "both sites up in {setup_seconds:.1}s; creating the sample workload at primary ({} VMs)",
-        4 + options.scale_vms
+        5 + options.scale_vms
     ));
     create_workload(&env.primary.client, options.scale_vms).await?;
     wait_workload_ready(&env.primary.client, progress).await?;
 
     let backup_started = Instant::now();
-    let (backup, verification) = verified_backup(&env.primary.client, progress).await?;
+    let verified = every_policy_backed_up(&env.primary.client, progress).await?;
     env.primary.velero_is_running()?;
     let backup_seconds = backup_started.elapsed().as_secs_f64();
     let mut report = DrillReport {
-        backup: backup.clone(),
-        backup_verified: verification.verified,
+        backup: verified[0].0.clone(),
+        backups: verified.iter().map(|(b, _)| b.clone()).collect(),
+        backup_verified: verified.iter().all(|(_, v)| v.verified),
         backup_seconds,
         failover: None,
         interrupted_failover: None,
@@ -414,11 +450,10 @@ pub async fn run(
         setup_seconds,
         total_seconds: 0.0,
     };
-    if !verification.verified {
-        progress(format!(
-            "the backup did not verify: {}",
-            verification.summary()
-        ));
+    if !report.backup_verified {
+        for (backup, verification) in &verified {
+            progress(format!("backup {backup}: {}", verification.summary()));
+        }
         env.primary.report_velero_errors(progress);
         report.total_seconds = started.elapsed().as_secs_f64();
         return Ok((env, report));
@@ -429,38 +464,48 @@ pub async fn run(
     );
     env.kill_velero(true);
     env.start_velero(false).await?;
-    wait_synced(&env.dr, &backup, progress).await?;
+    for backup in &report.backups {
+        wait_synced(&env.dr, backup, progress).await?;
+    }
 
     if options.kill_velero_mid_restore {
         report.interrupted_failover = Some(interrupted_failover(&mut env, progress).await?);
     }
-    progress("failover to site dr".to_owned());
-    let failover = recover(&env.dr.client, Operation::Failover, "dr", progress).await?;
+    progress("failover to site dr: every policy".to_owned());
+    let failover = recover_every(&env.dr.client, Operation::Failover, "dr", progress).await?;
     let primary_names = workload_pv_names(&env.primary.client).await?;
     report
         .checks
-        .extend(check_site(&env.dr.client, &failover, &DR_EXPORT, &primary_names).await?);
+        .extend(check_site(&env.dr.client, "dr", &failover, &DR_EXPORT, &primary_names).await?);
+    report.checks.push(check_every_policy("dr", &failover));
     report.checks.push(check_start_order(&failover));
     if options.kill_velero_mid_restore {
-        report.checks.push(check_attempts(&env.dr.client).await?);
+        report
+            .checks
+            .push(check_attempts(&env.dr.client, &report.backup).await?);
     }
-    report.plugin_time = match (&failover.restore, env.dr.velero_log()) {
-        (Some(restore), Some(log)) => plugin_time(&log, restore, &failover),
+    let main = report_of(&failover, POLICY);
+    report.plugin_time = match (main.and_then(|r| r.restore.as_ref()), env.dr.velero_log()) {
+        (Some(restore), Some(log)) => main.and_then(|r| plugin_time(&log, restore, r)),
         _ => None,
     };
     report
         .checks
         .push(active_site_check(&env.dr.client, "dr", "dr").await);
-    if failover.outcome == Outcome::Succeeded {
+    let failed_over = failover.outcome == Outcome::Succeeded;
+    if failed_over {
         report
             .checks
             .push(standby_refuses_backups(&env.primary.client).await);
-    }
-    let failed_over = failover.outcome == Outcome::Succeeded;
-    if !failed_over {
+    } else {
         progress(format!(
             "the failover did not succeed: {}",
-            failover.summary()
+            failover
+                .reports
+                .iter()
+                .map(RecoveryReport::summary)
+                .collect::<Vec<_>>()
+                .join("; ")
         ));
         env.dr.report_velero_errors(progress);
     }
@@ -468,13 +513,15 @@ pub async fn run(
 
     if options.failback && failed_over {
         progress("failback: the dr site backs up, the old primary's stale workload is cleared, primary restores".to_owned());
-        let (dr_backup, dr_verification) = verified_backup(&env.dr.client, progress).await?;
-        report.checks.push(Check {
-            name: "dr: backup for the failback verified".to_owned(),
-            passed: dr_verification.verified,
-            detail: format!("{dr_backup}: {}", dr_verification.summary()),
-        });
-        if !dr_verification.verified {
+        let dr_verified = every_policy_backed_up(&env.dr.client, progress).await?;
+        for (dr_backup, dr_verification) in &dr_verified {
+            report.checks.push(Check {
+                name: format!("dr: backup {dr_backup} for the failback verified"),
+                passed: dr_verification.verified,
+                detail: dr_verification.summary(),
+            });
+        }
+        if !dr_verified.iter().all(|(_, v)| v.verified) {
             env.dr.report_velero_errors(progress);
             report.total_seconds = started.elapsed().as_secs_f64();
             return Ok((env, report));
@@ -482,8 +529,10 @@ pub async fn run(
         clear_workload(&env.primary.client, progress).await?;
         env.kill_velero(false);
         env.start_velero(true).await?;
-        wait_synced(&env.primary, &dr_backup, progress).await?;
-        let failback = recover(
+        for (dr_backup, _) in &dr_verified {
+            wait_synced(&env.primary, dr_backup, progress).await?;
+        }
+        let failback = recover_every(
             &env.primary.client,
             Operation::Failback,
             "primary",
@@ -493,12 +542,14 @@ pub async fn run(
         report.checks.extend(
             check_site(
                 &env.primary.client,
+                "primary",
                 &failback,
                 &PRIMARY_EXPORT,
                 &primary_names,
             )
             .await?,
         );
+        report.checks.push(check_every_policy("primary", &failback));
         report
             .checks
             .push(active_site_check(&env.primary.client, "primary", "primary").await);
@@ -520,6 +571,44 @@ pub async fn run(
     }
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok((env, report))
+}
+
+/// Backs up every policy at a site and verifies each backup: (backup, verification), the main
+/// policy's first.
+async fn every_policy_backed_up(
+    client: &Client,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<Vec<(String, Report)>> {
+    let mut verified = Vec::new();
+    for (policy, _) in POLICIES {
+        verified.push(verified_backup(client, policy, progress).await?);
+    }
+    Ok(verified)
+}
+
+/// Every policy was restored, each by its own Restore, and each succeeded.
+fn check_every_policy(site: &str, recovery: &Recovery) -> Check {
+    let restored: Vec<String> = recovery
+        .reports
+        .iter()
+        .map(|r| {
+            format!(
+                "{} ← {} ({:?})",
+                r.policy.as_deref().unwrap_or("-"),
+                r.restore.as_deref().unwrap_or("no Restore"),
+                r.outcome
+            )
+        })
+        .collect();
+    let every = POLICIES.iter().all(|(policy, _)| {
+        report_of(recovery, policy)
+            .is_some_and(|r| r.outcome == Outcome::Succeeded && r.restore.is_some())
+    });
+    Check {
+        name: format!("{site}: every BackupPolicy restored"),
+        passed: every && recovery.reports.len() == POLICIES.len(),
+        detail: restored.join(", "),
+    }
 }
 
 /// The active-site record, read at `at`, names `site`.
@@ -553,7 +642,7 @@ async fn standby_refuses_backups(primary: &Client) -> Check {
     };
     let before = count(backups.list(&ListParams::default()).await);
     let mut ignored = |_: String| {};
-    let outcome = verified_backup(primary, &mut ignored).await;
+    let outcome = verified_backup(primary, POLICY, &mut ignored).await;
     let after = count(backups.list(&ListParams::default()).await);
     let (passed, detail) = match outcome {
         Err(error) => {
@@ -619,19 +708,27 @@ async fn wait_claims_bound(client: &Client, timeout: Duration) -> anyhow::Result
 }
 
 /// The scheduler's path for one backup: the policy, `backup now`, verification.
+/// `replicadr backup now <policy>` at a site (creating the drill's policy there first if
+/// needed): the backup's name and its verification.
 pub async fn verified_backup(
     client: &Client,
+    policy_name: &str,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> anyhow::Result<(String, Report)> {
     let policies: Api<replicadr_scheduler::policy::BackupPolicy> =
         Api::namespaced(client.clone(), VELERO_NAMESPACE);
-    if policies.get_opt(POLICY).await?.is_none() {
+    if policies.get_opt(policy_name).await?.is_none() {
+        let namespaces = POLICIES
+            .iter()
+            .find(|(name, _)| *name == policy_name)
+            .map(|(_, namespaces)| namespaces.to_vec())
+            .with_context(|| format!("{policy_name} is not one of the drill's policies"))?;
         let policy: replicadr_scheduler::policy::BackupPolicy = serde_json::from_value(json!({
             "apiVersion": "replicadr.io/v1alpha1", "kind": "BackupPolicy",
-            "metadata": {"name": POLICY, "namespace": VELERO_NAMESPACE},
+            "metadata": {"name": policy_name, "namespace": VELERO_NAMESPACE},
             "spec": {
                 "schedule": "0 2 * * *", "rpo": "26h",
-                "template": {"includedNamespaces": [workload::NAMESPACE, workload::SCALE_NAMESPACE], "ttl": "72h"},
+                "template": {"includedNamespaces": namespaces, "ttl": "72h"},
             },
         }))?;
         policies.create(&PostParams::default(), &policy).await?;
@@ -643,7 +740,7 @@ pub async fn verified_backup(
     let report = replicadr_scheduler::manual::backup_now(
         client,
         VELERO_NAMESPACE,
-        POLICY,
+        policy_name,
         clock,
         &publisher,
         Duration::from_millis(500),
@@ -707,6 +804,28 @@ async fn recover(
     options.poll = Duration::from_millis(500);
     let report = failover::run(client, VELERO_NAMESPACE, &options, progress).await?;
     Ok(report)
+}
+
+/// A failover or failback of every policy, as `replicadr failover --site <site> --yes` runs it.
+async fn recover_every(
+    client: &Client,
+    operation: Operation,
+    site: &str,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<Recovery> {
+    let mut options = failover::Options::new(operation, site);
+    options.replication_confirmed = true;
+    options.restore_timeout = Duration::from_mins(30);
+    options.bind_timeout = Duration::from_mins(5);
+    options.vm_timeout = Duration::from_mins(5);
+    options.poll = Duration::from_millis(500);
+    Ok(Box::pin(every_policy::run(
+        client,
+        VELERO_NAMESPACE,
+        &options,
+        progress,
+    ))
+    .await?)
 }
 
 /// Starts the failover, kills Velero at dr once the Restore is `InProgress`, drops the failover
@@ -775,7 +894,7 @@ async fn workload_pv_names(client: &Client) -> anyhow::Result<BTreeSet<String>> 
                 .as_ref()
                 .and_then(|s| s.claim_ref.as_ref())
                 .and_then(|r| r.namespace.as_deref())
-                .is_some_and(|ns| ns == workload::NAMESPACE || ns == workload::SCALE_NAMESPACE)
+                .is_some_and(|ns| workload::NAMESPACES.contains(&ns))
         })
         .map(ResourceExt::name_any)
         .collect())
@@ -787,12 +906,13 @@ async fn workload_pv_names(client: &Client) -> anyhow::Result<BTreeSet<String>> 
 #[expect(clippy::too_many_lines, reason = "one check after the other")]
 async fn check_site(
     client: &Client,
-    report: &RecoveryReport,
+    site: &str,
+    recovery: &Recovery,
     export: &SiteExport<'_>,
     expected_pvs: &BTreeSet<String>,
 ) -> anyhow::Result<Vec<Check>> {
     let mut checks = Vec::new();
-    let site = &report.site;
+    let started = vm_starts(recovery).len();
     let pvs = Api::<PersistentVolume>::all(client.clone())
         .list(&ListParams::default())
         .await?
@@ -902,22 +1022,33 @@ async fn check_site(
         .all(|vm| !failover::vm_running(&vm.data));
     checks.push(Check {
         name: format!("{site}: VMs restored, the halted one left halted"),
-        passed: !vms.is_empty() && halted_ok && report.vm_starts.len() + 1 == vms.len(),
-        detail: format!("{} VMs, {} started", vms.len(), report.vm_starts.len()),
+        passed: !vms.is_empty() && halted_ok && started + 1 == vms.len(),
+        detail: format!("{} VMs, {started} started", vms.len()),
     });
     Ok(checks)
 }
 
-/// VMs came up group by group in ascending start order.
-fn check_start_order(report: &RecoveryReport) -> Check {
-    let orders: Vec<Option<i64>> = report.vm_starts.iter().map(|s| s.start_order).collect();
+/// Every VM start of every policy, in the order of their groups.
+fn vm_starts(recovery: &Recovery) -> Vec<&VmStart> {
+    let mut starts: Vec<&VmStart> = recovery.reports.iter().flat_map(|r| &r.vm_starts).collect();
+    starts.sort_by(|a, b| {
+        a.group
+            .cmp(&b.group)
+            .then(a.running_after_seconds.total_cmp(&b.running_after_seconds))
+    });
+    starts
+}
+
+/// VMs came up group by group in ascending start order, across every policy.
+fn check_start_order(recovery: &Recovery) -> Check {
+    let starts = vm_starts(recovery);
+    let orders: Vec<Option<i64>> = starts.iter().map(|s| s.start_order).collect();
     let ordered = orders.windows(2).all(|w| match (w[0], w[1]) {
         (Some(a), Some(b)) => a <= b,
         (None, Some(_)) => false,
         _ => true,
     });
-    let first: Vec<String> = report
-        .vm_starts
+    let first: Vec<String> = starts
         .iter()
         .take(4)
         .map(|s| format!("{}/{}", s.namespace, s.name))
@@ -928,25 +1059,23 @@ fn check_start_order(report: &RecoveryReport) -> Check {
         detail: format!(
             "{} VMs in {} groups; first: {}",
             orders.len(),
-            report
-                .vm_starts
-                .iter()
-                .map(|s| s.group)
-                .max()
-                .unwrap_or_default(),
+            starts.iter().map(|s| s.group).max().unwrap_or_default(),
             first.join(", ")
         ),
     }
 }
 
-/// After the fault: the first Restore failed, a second one completed, and nothing is duplicated.
-async fn check_attempts(client: &Client) -> anyhow::Result<Check> {
+/// After the fault: the first Restore of `backup` failed, a second one completed, and nothing is
+/// duplicated.
+async fn check_attempts(client: &Client, backup: &str) -> anyhow::Result<Check> {
     let restores: Vec<(String, String)> = Api::<DynamicObject>::namespaced_with(
         client.clone(),
         VELERO_NAMESPACE,
         &velero::restore_resource(),
     )
-    .list(&ListParams::default())
+    .list(
+        &ListParams::default().labels(&format!("{}={backup}", replicadr_core::wire::LABEL_BACKUP)),
+    )
     .await?
     .items
     .iter()
@@ -991,7 +1120,7 @@ fn is_workload_volume(pv: &PersistentVolume) -> bool {
         || spec
             .and_then(|s| s.claim_ref.as_ref())
             .and_then(|r| r.namespace.as_deref())
-            .is_some_and(|ns| ns == workload::NAMESPACE || ns == workload::SCALE_NAMESPACE)
+            .is_some_and(|ns| workload::NAMESPACES.contains(&ns))
 }
 
 /// Clears the stale workload at the old primary before failback, as the runbook says: only the
@@ -1003,7 +1132,7 @@ async fn clear_workload(
 ) -> anyhow::Result<()> {
     let selector = ListParams::default().labels(&format!("{}=true", workload::LABEL_DRILL));
     let mut cleared = 0;
-    for namespace in [workload::NAMESPACE, workload::SCALE_NAMESPACE] {
+    for namespace in workload::NAMESPACES {
         let vms: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), namespace, &vm_resource());
         for vm in vms.list(&selector).await?.items {
@@ -1036,7 +1165,7 @@ async fn clear_workload(
             .iter()
             .filter(|pv| is_workload_volume(pv))
             .count();
-        for namespace in [workload::NAMESPACE, workload::SCALE_NAMESPACE] {
+        for namespace in workload::NAMESPACES {
             left += Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
                 .list(&ListParams::default())
                 .await?
@@ -1126,7 +1255,7 @@ pub fn render(report: &DrillReport) -> String {
         "The drill played the PV controller, the NFS provisioner, the snapshot controller and KubeVirt by writing status: no pods ran.\n"
     );
     for recovery in [&report.failover, &report.failback].into_iter().flatten() {
-        out.push_str(&render::recovery(recovery));
+        out.push_str(&render::recoveries(recovery));
         let _ = writeln!(out);
     }
     out.push_str(&render::checks(&report.checks));

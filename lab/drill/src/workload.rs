@@ -10,6 +10,9 @@
 //!
 //! Namespace `drill-scale` (always there, empty unless `--vms N`): `vm-0001` … each with two in-tree NFS disks, start orders
 //! 1–4 in turn.
+//!
+//! Namespace `drill-infra`, backed up by a second policy: `dns` (start-order 1), an in-tree NFS
+//! PV, Retain.
 
 use kube::Client;
 use serde_json::{Value, json};
@@ -21,6 +24,10 @@ use replicadr_core::wire::START_ORDER;
 pub const NAMESPACE: &str = "drill-vms";
 /// The namespace of the scale VMs.
 pub const SCALE_NAMESPACE: &str = "drill-scale";
+/// The namespace of the second policy's VM.
+pub const INFRA_NAMESPACE: &str = "drill-infra";
+/// Every namespace of the workload.
+pub const NAMESPACES: [&str; 3] = [NAMESPACE, SCALE_NAMESPACE, INFRA_NAMESPACE];
 /// Marks everything the drill creates.
 pub const LABEL_DRILL: &str = "replicadr.io/drill";
 
@@ -143,6 +150,13 @@ pub fn objects(primary: &SiteExport<'_>, scale_vms: usize) -> Vec<Value> {
         vm(ns, "web", Some(3), "RerunOnFailure", &["web-root"]),
         vm(ns, "tools", None, "Halted", &[]),
     ];
+    let ns = INFRA_NAMESPACE;
+    objects.extend([
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels()}}),
+        in_tree_pv("drill-dns-root", primary, "dns-root"),
+        claim(ns, "dns-root", Some("drill-dns-root")),
+        vm(ns, "dns", Some(1), "Always", &["dns-root"]),
+    ]);
     let ns = SCALE_NAMESPACE;
     objects.push(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": labels()}}));
     {

@@ -233,7 +233,7 @@ impl Verifier {
         if !present[&files[1]] {
             return Ok(());
         }
-        let live = self.live_snapshots(backup).await;
+        let live = self.live_snapshots(backup, findings).await;
         let key = location.backup_key(name, &files[1]);
         let body = store.get(&key).await?;
         let reader = SyncIoBridge::new(body.into_async_read());
@@ -558,7 +558,13 @@ impl Verifier {
             let pvcs = match api.list(&params).await {
                 Ok(list) => list.items,
                 Err(error) => {
-                    tracing::warn!(error = %error, "cannot list pvcs in scope; skipping the live scope check");
+                    findings.push(
+                        Reason::LiveClusterUnreadable,
+                        format!(
+                            "cannot list the PersistentVolumeClaims in the backup's scope ({}): whether the backup holds every one of them could not be checked ({error})",
+                            namespace.unwrap_or("all namespaces")
+                        ),
+                    );
                     continue;
                 }
             };
@@ -586,8 +592,13 @@ impl Verifier {
     /// their source claim, taken before the backup started, with the live UID of that claim: the
     /// invariants hold them against the backup where that UID is the one backed up (at the site
     /// the backup was taken), since Velero 1.17 and later leave VolumeSnapshots out of the backup.
-    /// Empty where the snapshot API is not served or cannot be read (logged).
-    async fn live_snapshots(&self, backup: &BackupView) -> Vec<LiveVolumeSnapshot> {
+    /// Empty where the snapshot API is not served; a list that fails otherwise is a transient
+    /// finding (`LiveClusterUnreadable`), never a silent pass.
+    async fn live_snapshots(
+        &self,
+        backup: &BackupView,
+        findings: &mut Findings,
+    ) -> Vec<LiveVolumeSnapshot> {
         let Some(started) = backup.recovery_point() else {
             return Vec::new();
         };
@@ -613,7 +624,13 @@ impl Verifier {
                 Ok(list) => list.items,
                 Err(kube::Error::Api(status)) if status.code == 404 => return Vec::new(),
                 Err(error) => {
-                    tracing::warn!(error = %error, "cannot list volume snapshots in scope; skipping their replica check");
+                    findings.push(
+                        Reason::LiveClusterUnreadable,
+                        format!(
+                            "cannot list the VolumeSnapshots in the backup's scope ({}): whether each has its replica claim in the backup could not be checked ({error})",
+                            namespace.unwrap_or("all namespaces")
+                        ),
+                    );
                     continue;
                 }
             };
@@ -643,7 +660,13 @@ impl Verifier {
                     })
                     .collect(),
                 Err(error) => {
-                    tracing::warn!(error = %error, "cannot list pvcs in scope; skipping the replica check of live snapshots");
+                    findings.push(
+                        Reason::LiveClusterUnreadable,
+                        format!(
+                            "cannot list the PersistentVolumeClaims in the backup's scope ({}): the replica claims of its VolumeSnapshots could not be checked ({error})",
+                            namespace.unwrap_or("all namespaces")
+                        ),
+                    );
                     continue;
                 }
             };

@@ -44,6 +44,9 @@ pub enum Reason {
     /// A PVC in the backup's scope that existed when the backup started is not in it (checked
     /// against the live cluster where the backup was taken).
     PvcMissing,
+    /// The live PVCs or VolumeSnapshots in the backup's scope could not be listed, so the checks
+    /// against the live cluster could not run (transient: verification is retried).
+    LiveClusterUnreadable,
     /// The site map could not be read or is invalid.
     SiteMapUnavailable,
     /// The backup moved volume data (`PodVolumeBackups` or `DataUploads` exist).
@@ -69,6 +72,7 @@ impl Reason {
             Reason::ItemInvalid => "ItemInvalid",
             Reason::ResourceListMismatch => "ResourceListMismatch",
             Reason::PvcMissing => "PvcMissing",
+            Reason::LiveClusterUnreadable => "LiveClusterUnreadable",
             Reason::SiteMapUnavailable => "SiteMapUnavailable",
             Reason::DataMoverUsed => "DataMoverUsed",
         }
@@ -84,7 +88,10 @@ impl Reason {
 
     /// Failures that may pass on a later attempt without anyone changing anything.
     pub fn is_transient(self) -> bool {
-        matches!(self, Reason::ObjectStoreUnreachable)
+        matches!(
+            self,
+            Reason::ObjectStoreUnreachable | Reason::LiveClusterUnreadable
+        )
     }
 }
 
