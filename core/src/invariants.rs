@@ -249,15 +249,16 @@ impl Violation {
             claims: (claims_before, claims_kept),
             missing,
         } = *shrink;
-        let mut named = missing
+        let named = missing
             .iter()
             .take(NAMED_MISSING)
             .cloned()
             .collect::<Vec<_>>()
             .join(", ");
-        if missing.len() > NAMED_MISSING {
-            named.push_str(&format!(" and {} more", missing.len() - NAMED_MISSING));
-        }
+        let more = match missing.len().saturating_sub(NAMED_MISSING) {
+            0 => String::new(),
+            more => format!(" and {more} more"),
+        };
         let held = if vms_kept == 0 && claims_kept == 0 {
             format!(
                 "backup {backup} holds none of the {vms_before} VMs and {claims_before} claims of backup {previous}"
@@ -271,7 +272,7 @@ impl Violation {
             reason: Reason::BackupShrank,
             object: format!("Backup {backup}"),
             message: format!(
-                "{held}, the previous verified backup of its policy (missing: {named}); restore {previous} with `--backup {previous}`, or {backup} with `--backup {backup} --force`"
+                "{held}, the previous verified backup of its policy (missing: {named}{more}); restore {previous} with `--backup {previous}`, or {backup} with `--backup {backup} --force`"
             ),
         }
     }

@@ -385,7 +385,7 @@ async fn previous_verified(
                 match read_contents(verifier, &candidate).await {
                     Ok(contents) => return Ok(Some((candidate, contents))),
                     Err(error) => {
-                        progress(format!("  not compared with {}: {error}", candidate.name))
+                        progress(format!("  not compared with {}: {error}", candidate.name));
                     }
                 }
             }
