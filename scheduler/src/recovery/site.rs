@@ -1,6 +1,7 @@
 //! What a site knows about itself and its backups: the restore plugin's ConfigMap (site map and
-//! `localSite`), the backup to restore (named, or the newest one that verifies here), and the plan
-//! for it, read from object storage.
+//! `localSite`), the backup to restore (named, or the newest one that verifies here), the previous
+//! verified backup of its policy that the plan compares it with, and the plan for it, read from
+//! object storage.
 
 use std::collections::BTreeMap;
 use std::path::Path;
