@@ -285,6 +285,12 @@ pub fn plan(plan: &Plan) -> String {
         Verification::NotRun(why) => format!("not run ({why})"),
     };
     let _ = writeln!(out, "Verification:  {verification}");
+    if let Some(previous) = &plan.compared_with {
+        let _ = writeln!(
+            out,
+            "Compared with: {previous}, the previous verified backup of the policy"
+        );
+    }
     let _ = writeln!(out, "Restore at:    site {}", plan.site);
     let _ = writeln!(out);
 

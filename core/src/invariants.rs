@@ -14,6 +14,10 @@
 //!
 //! Messages are built here too ([`Violation`]'s constructors), so the same fact reads the same
 //! in a verification report, a plan and a failover report.
+//!
+//! Two reasons compare a backup with the previous verified backup of its policy rather than judge
+//! it alone ([`Reason::BackupShrank`], [`Reason::VmMissingFromBackup`]): verification reads one
+//! backup, so only the plan (and the failover, which plans first) reports them.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -69,11 +73,16 @@ pub enum Reason {
     /// An NFS PV outside the site map would be restored unchanged (`unmapped: keep`), still
     /// pointing at its old server.
     PvKeptUnmapped,
+    /// The backup is empty, or lost more than half of the VMs or of the claims of the previous
+    /// verified backup of its policy: restoring it would bring back a fraction of the workload.
+    BackupShrank,
+    /// A VM the previous verified backup of the policy held is not in this one.
+    VmMissingFromBackup,
 }
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 10] = [
         Reason::PvcNotBound,
         Reason::PvMissing,
         Reason::ReplicaPvcMissing,
@@ -82,6 +91,8 @@ impl Reason {
         Reason::PvReprovisioned,
         Reason::PvUnmappable,
         Reason::PvKeptUnmapped,
+        Reason::BackupShrank,
+        Reason::VmMissingFromBackup,
     ];
 
     /// The stable string form.
@@ -95,19 +106,24 @@ impl Reason {
             Reason::PvReprovisioned => "PvReprovisioned",
             Reason::PvUnmappable => "PvUnmappable",
             Reason::PvKeptUnmapped => "PvKeptUnmapped",
+            Reason::BackupShrank => "BackupShrank",
+            Reason::VmMissingFromBackup => "VmMissingFromBackup",
         }
     }
 
     /// How bad it is; fixed per reason.
     pub fn severity(self) -> Severity {
         match self {
-            Reason::PvReprovisioned | Reason::PvKeptUnmapped => Severity::Warning,
+            Reason::PvReprovisioned | Reason::PvKeptUnmapped | Reason::VmMissingFromBackup => {
+                Severity::Warning
+            }
             Reason::PvcNotBound
             | Reason::PvMissing
             | Reason::ReplicaPvcMissing
             | Reason::VmVolumeMissing
             | Reason::PvNotRetain
-            | Reason::PvUnmappable => Severity::Blocking,
+            | Reason::PvUnmappable
+            | Reason::BackupShrank => Severity::Blocking,
         }
     }
 }
@@ -199,6 +215,81 @@ impl Violation {
             reason: Reason::VmVolumeMissing,
             object: format!("VirtualMachine {namespace}/{vm}"),
             message: format!("its disk claim {claim} is not in the backup"),
+        }
+    }
+}
+
+/// How many missing objects a [`Reason::BackupShrank`] message names; the rest are counted.
+const NAMED_MISSING: usize = 10;
+
+/// What a backup holds of the previous verified backup of its policy, for
+/// [`Violation::backup_shrank`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shrink<'a> {
+    /// The backup judged.
+    pub backup: &'a str,
+    /// The previous verified backup of its policy.
+    pub previous: &'a str,
+    /// How many VMs `previous` holds, and how many of them `backup` holds too.
+    pub vms: (usize, usize),
+    /// How many claims `previous` holds, and how many of them `backup` holds too.
+    pub claims: (usize, usize),
+    /// What `backup` lacks, each as `Kind namespace/name`.
+    pub missing: &'a [String],
+}
+
+impl Violation {
+    /// [`Reason::BackupShrank`]. Names both backups and how to restore either, since neither is
+    /// chosen for the operator.
+    pub fn backup_shrank(shrink: &Shrink<'_>) -> Self {
+        let Shrink {
+            backup,
+            previous,
+            vms: (vms_before, vms_kept),
+            claims: (claims_before, claims_kept),
+            missing,
+        } = *shrink;
+        let named = missing
+            .iter()
+            .take(NAMED_MISSING)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        let more = match missing.len().saturating_sub(NAMED_MISSING) {
+            0 => String::new(),
+            more => format!(" and {more} more"),
+        };
+        let held = if vms_kept == 0 && claims_kept == 0 {
+            format!(
+                "backup {backup} holds none of the {vms_before} VMs and {claims_before} claims of backup {previous}"
+            )
+        } else {
+            format!(
+                "backup {backup} holds {vms_kept} of the {vms_before} VMs and {claims_kept} of the {claims_before} claims of backup {previous}"
+            )
+        };
+        Self {
+            reason: Reason::BackupShrank,
+            object: format!("Backup {backup}"),
+            message: format!(
+                "{held}, the previous verified backup of its policy (missing: {named}{more}); restore {previous} with `--backup {previous}`, or {backup} with `--backup {backup} --force`"
+            ),
+        }
+    }
+
+    /// [`Reason::VmMissingFromBackup`].
+    pub fn vm_missing_from_backup(
+        namespace: &str,
+        name: &str,
+        backup: &str,
+        previous: &str,
+    ) -> Self {
+        Self {
+            reason: Reason::VmMissingFromBackup,
+            object: format!("VirtualMachine {namespace}/{name}"),
+            message: format!(
+                "backup {previous}, the previous verified backup of the policy, holds this VM and backup {backup} does not, so the restore would not bring it back; if it was not deleted on purpose, restore {previous} with `--backup {previous}`"
+            ),
         }
     }
 }

@@ -91,6 +91,7 @@ fn plan_blocking(tarball: &[u8]) -> anyhow::Result<Vec<String>> {
             verification: Verification::Passed,
         },
         contents: &contents,
+        previous: None,
         site_map: &map,
         site: map.site("dr")?.clone(),
         now: Timestamp::now(),

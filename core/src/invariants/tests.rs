@@ -51,7 +51,14 @@ fn every_reason_has_a_distinct_stable_name_and_a_severity() {
         .into_iter()
         .filter(|r| r.severity() == Severity::Warning)
         .collect();
-    assert_eq!(warnings, [Reason::PvReprovisioned, Reason::PvKeptUnmapped]);
+    assert_eq!(
+        warnings,
+        [
+            Reason::PvReprovisioned,
+            Reason::PvKeptUnmapped,
+            Reason::VmMissingFromBackup
+        ]
+    );
 }
 
 #[test]

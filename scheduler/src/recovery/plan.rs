@@ -4,13 +4,18 @@
 //! incomplete: the backup invariants ([`replicadr_core::invariants`], the same checks and reasons
 //! as verification) and what only this site can tell (a PV of the same name here, the backup's
 //! age, its verification). The failover runs the same plan first and checks its result against it.
+//!
+//! The plan also compares the backup with the previous verified backup of its policy, when there
+//! is one: a backup that is empty or lost more than half of the VMs or claims is refused
+//! ([`Reason::BackupShrank`](invariants::Reason::BackupShrank)), naming both backups so the
+//! operator chooses; each VM it lost is a warning.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
 use replicadr_core::contents::{BackupContents, PvcItem, VmItem};
-use replicadr_core::invariants::{self, SnapshotSeen, Violation};
+use replicadr_core::invariants::{self, Shrink, SnapshotSeen, Violation};
 use replicadr_core::remap::{Outcome, SiteRemap};
 use replicadr_core::sitemap::{SiteMap, SiteName};
 use serde::Serialize;
@@ -63,11 +68,20 @@ pub struct BackupFacts {
     pub verification: Verification,
 }
 
+/// The previous verified backup of the same policy, that the planned one is compared with.
+#[derive(Debug, Clone, Copy)]
+pub struct PreviousBackup<'a> {
+    pub name: &'a str,
+    pub contents: &'a BackupContents,
+}
+
 /// What the plan reads besides the backup.
 #[derive(Debug)]
 pub struct PlanInput<'a> {
     pub backup: BackupFacts,
     pub contents: &'a BackupContents,
+    /// The previous verified backup of the policy, when there is one.
+    pub previous: Option<PreviousBackup<'a>>,
     pub site_map: &'a SiteMap,
     /// The site the restore runs at.
     pub site: SiteName,
@@ -132,6 +146,8 @@ pub struct Plan {
     /// The backup's age now: the RPO a failover with it achieves.
     pub age_seconds: Option<u64>,
     pub verification: Verification,
+    /// The previous verified backup of the policy this one was compared with.
+    pub compared_with: Option<String>,
     pub namespaces: Vec<NamespacePlan>,
     pub volumes: Vec<VolumePlan>,
     pub problems: Vec<Problem>,
@@ -193,6 +209,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
     let PlanInput {
         backup,
         contents,
+        previous,
         site_map,
         site,
         now,
@@ -207,6 +224,9 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
     let remap = SiteRemap::new((*site_map).clone(), site.clone());
     let volumes = volume_plans(contents, &remap, site, *existing_pvs, &mut problems);
     claim_problems(contents, &mut problems);
+    if let Some(previous) = previous {
+        shrink_problems(&backup.name, contents, previous, &mut problems);
+    }
     let namespaces = contents
         .namespaces()
         .into_iter()
@@ -236,6 +256,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
         recovery_point: backup.recovery_point,
         age_seconds: age,
         verification: backup.verification.clone(),
+        compared_with: previous.map(|p| p.name.to_owned()),
         namespaces,
         volumes,
         problems,
@@ -401,6 +422,63 @@ fn claim_problems(contents: &BackupContents, problems: &mut Problems) {
     for index in broken.vm_volumes_without_claim {
         let (vm, claim) = disks[index];
         problems.violation(Violation::vm_volume_missing(&vm.namespace, &vm.name, claim));
+    }
+}
+
+/// What `backup` lacks of `previous`: each VM it held is a warning; losing everything, or more
+/// than half of the VMs or of the claims, is blocking. Replica PVCs are left out of the claims:
+/// they follow the snapshots of the day, not the workload.
+fn shrink_problems(
+    backup: &str,
+    contents: &BackupContents,
+    previous: &PreviousBackup<'_>,
+    problems: &mut Problems,
+) {
+    let vms = |c: &BackupContents| -> BTreeSet<(String, String)> {
+        c.vms
+            .iter()
+            .map(|vm| (vm.namespace.clone(), vm.name.clone()))
+            .collect()
+    };
+    let claims = |c: &BackupContents| -> BTreeSet<(String, String)> {
+        c.pvcs
+            .iter()
+            .filter(|pvc| pvc.replica_of_snapshot.is_none())
+            .map(|pvc| (pvc.namespace.clone(), pvc.name.clone()))
+            .collect()
+    };
+    let (vms_before, vms_now) = (vms(previous.contents), vms(contents));
+    let (claims_before, claims_now) = (claims(previous.contents), claims(contents));
+    let lost_vms: Vec<&(String, String)> = vms_before.difference(&vms_now).collect();
+    let lost_claims: Vec<&(String, String)> = claims_before.difference(&claims_now).collect();
+    for (namespace, name) in &lost_vms {
+        problems.violation(Violation::vm_missing_from_backup(
+            namespace,
+            name,
+            backup,
+            previous.name,
+        ));
+    }
+    let more_than_half = |lost: usize, before: usize| lost * 2 > before;
+    if more_than_half(lost_vms.len(), vms_before.len())
+        || more_than_half(lost_claims.len(), claims_before.len())
+    {
+        let missing: Vec<String> = lost_vms
+            .iter()
+            .map(|(namespace, name)| format!("VirtualMachine {namespace}/{name}"))
+            .chain(
+                lost_claims
+                    .iter()
+                    .map(|(namespace, name)| format!("PersistentVolumeClaim {namespace}/{name}")),
+            )
+            .collect();
+        problems.violation(Violation::backup_shrank(&Shrink {
+            backup,
+            previous: previous.name,
+            vms: (vms_before.len(), vms_before.len() - lost_vms.len()),
+            claims: (claims_before.len(), claims_before.len() - lost_claims.len()),
+            missing: &missing,
+        }));
     }
 }
 

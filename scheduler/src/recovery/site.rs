@@ -1,6 +1,7 @@
 //! What a site knows about itself and its backups: the restore plugin's ConfigMap (site map and
-//! `localSite`), the backup to restore (named, or the newest one that verifies here), and the plan
-//! for it, read from object storage.
+//! `localSite`), the backup to restore (named, or the newest one that verifies here), the previous
+//! verified backup of its policy that the plan compares it with, and the plan for it, read from
+//! object storage.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -166,23 +167,17 @@ pub async fn plan_at_site(
         "reading backup {} from object storage",
         backup.name
     ));
-    let reader = verifier
-        .open_tarball(&backup)
-        .await
-        .map_err(|e| RecoveryError::Unreadable {
-            backup: backup.name.clone(),
-            message: e.message,
-        })?;
-    let contents = tokio::task::spawn_blocking(move || BackupContents::read(reader))
-        .await
-        .map_err(|e| RecoveryError::Unreadable {
-            backup: backup.name.clone(),
-            message: format!("the reader panicked: {e}"),
-        })?
-        .map_err(|e| RecoveryError::Unreadable {
-            backup: backup.name.clone(),
-            message: e.to_string(),
-        })?;
+    let contents = read_contents(&verifier, &backup).await?;
+    let previous = previous_verified(
+        client,
+        namespace,
+        site_name.as_str(),
+        &backup,
+        &verifier,
+        &source,
+        progress,
+    )
+    .await?;
     let existing: BTreeMap<String, serde_json::Value> =
         Api::<PersistentVolume>::all(client.clone())
             .list(&ListParams::default())
@@ -200,6 +195,12 @@ pub async fn plan_at_site(
             verification,
         },
         contents: &contents,
+        previous: previous
+            .as_ref()
+            .map(|(view, contents)| plan::PreviousBackup {
+                name: &view.name,
+                contents,
+            }),
         site_map: &config.site_map,
         site: site_name.clone(),
         now,
@@ -258,12 +259,53 @@ pub fn plan_from_file(
             )),
         },
         contents: &contents,
+        previous: None,
         site_map: &map,
         site: site_name,
         now,
         rpo: None,
         existing_pvs: None,
     }))
+}
+
+/// The tarball of `backup`, read from its object storage.
+async fn read_contents(
+    verifier: &Verifier,
+    backup: &BackupView,
+) -> Result<BackupContents, RecoveryError> {
+    let unreadable = |message: String| RecoveryError::Unreadable {
+        backup: backup.name.clone(),
+        message,
+    };
+    let reader = verifier
+        .open_tarball(backup)
+        .await
+        .map_err(|e| unreadable(e.message))?;
+    tokio::task::spawn_blocking(move || BackupContents::read(reader))
+        .await
+        .map_err(|e| unreadable(format!("the reader panicked: {e}")))?
+        .map_err(|e| unreadable(e.to_string()))
+}
+
+/// The Backups in `namespace`, of `policy` when given.
+async fn list_backups(
+    client: &Client,
+    namespace: &str,
+    policy: Option<&str>,
+) -> Result<Vec<BackupView>, RecoveryError> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &velero::backup_resource());
+    let mut params = ListParams::default();
+    if let Some(policy) = policy {
+        params = params.labels(&format!("{}={policy}", velero::LABEL_POLICY));
+    }
+    Ok(api
+        .list(&params)
+        .await?
+        .items
+        .iter()
+        .map(BackupView::from_object)
+        .collect())
 }
 
 async fn latest_verified(
@@ -275,19 +317,7 @@ async fn latest_verified(
     source: &SiteMapSource,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> Result<(BackupView, Option<Report>), RecoveryError> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), namespace, &velero::backup_resource());
-    let mut params = ListParams::default();
-    if let Some(policy) = policy {
-        params = params.labels(&format!("{}={policy}", velero::LABEL_POLICY));
-    }
-    let listed: Vec<BackupView> = api
-        .list(&params)
-        .await?
-        .items
-        .iter()
-        .map(BackupView::from_object)
-        .collect();
+    let listed = list_backups(client, namespace, policy).await?;
     let (finished, mut rejected) = candidates(listed, site);
     for line in &rejected {
         progress(format!("  skipped {line}"));
@@ -323,6 +353,64 @@ async fn latest_verified(
             rejected.join("\n  ")
         )
     }))
+}
+
+/// The previous verified backup of `backup`'s policy, with its contents: the newest candidate at
+/// `site` ([`candidates`]) with an older recovery point that verifies here. `None` when `backup`
+/// has no policy label or no older backup of its policy verifies; the plan then compares nothing.
+async fn previous_verified(
+    client: &Client,
+    namespace: &str,
+    site: &str,
+    backup: &BackupView,
+    verifier: &Verifier,
+    source: &SiteMapSource,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<Option<(BackupView, BackupContents)>, RecoveryError> {
+    let Some(policy) = backup.policy.as_deref() else {
+        return Ok(None);
+    };
+    let listed = list_backups(client, namespace, Some(policy)).await?;
+    let older = older_candidates(listed, site, backup);
+    for candidate in older.into_iter().take(CANDIDATES) {
+        progress(format!(
+            "verifying backup {}, the one of policy {policy} before {}, to compare them",
+            candidate.name, backup.name
+        ));
+        match verifier.verify(&candidate.name, source).await {
+            Ok(report) if report.verified => {
+                progress(format!(
+                    "reading backup {} from object storage",
+                    candidate.name
+                ));
+                match read_contents(verifier, &candidate).await {
+                    Ok(contents) => return Ok(Some((candidate, contents))),
+                    Err(error) => {
+                        progress(format!("  not compared with {}: {error}", candidate.name));
+                    }
+                }
+            }
+            Ok(report) => progress(format!(
+                "  not compared with {}: {}",
+                candidate.name,
+                report.summary()
+            )),
+            Err(error) => progress(format!("  not compared with {}: {error}", candidate.name)),
+        }
+    }
+    Ok(None)
+}
+
+/// The candidates at `site` ([`candidates`]) older than `backup`, newest first.
+fn older_candidates(backups: Vec<BackupView>, site: &str, backup: &BackupView) -> Vec<BackupView> {
+    let Some(point) = backup.recovery_point() else {
+        return Vec::new();
+    };
+    candidates(backups, site)
+        .0
+        .into_iter()
+        .filter(|b| b.name != backup.name && b.recovery_point().is_some_and(|p| p < point))
+        .collect()
 }
 
 /// The backups a restore at `site` may choose, newest recovery point first: completed ones not
@@ -435,5 +523,55 @@ mod tests {
             skipped[0].starts_with("dr-newest: made at site dr itself"),
             "{skipped:?}"
         );
+    }
+
+    #[test]
+    fn the_previous_backup_is_the_newest_older_one_not_made_at_the_restoring_site() {
+        let listed = || {
+            vec![
+                backup(
+                    "vms-1",
+                    Some("primary"),
+                    "Completed",
+                    "2026-12-01T01:00:00Z",
+                ),
+                backup(
+                    "vms-2",
+                    Some("primary"),
+                    "Completed",
+                    "2026-12-01T02:00:00Z",
+                ),
+                backup("vms-2-dr", Some("dr"), "Completed", "2026-12-01T02:30:00Z"),
+                backup("vms-3", Some("primary"), "Failed", "2026-12-01T02:45:00Z"),
+                backup(
+                    "vms-4",
+                    Some("primary"),
+                    "Completed",
+                    "2026-12-01T03:00:00Z",
+                ),
+                backup(
+                    "vms-5",
+                    Some("primary"),
+                    "Completed",
+                    "2026-12-01T04:00:00Z",
+                ),
+            ]
+        };
+        let chosen = backup(
+            "vms-4",
+            Some("primary"),
+            "Completed",
+            "2026-12-01T03:00:00Z",
+        );
+        let older = older_candidates(listed(), "dr", &chosen);
+        let names: Vec<&str> = older.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, ["vms-2", "vms-1"]);
+        let first = backup(
+            "vms-1",
+            Some("primary"),
+            "Completed",
+            "2026-12-01T01:00:00Z",
+        );
+        assert!(older_candidates(listed(), "dr", &first).is_empty());
     }
 }

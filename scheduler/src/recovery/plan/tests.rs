@@ -45,6 +45,7 @@ fn plan_with(
             verification: Verification::Passed,
         },
         contents,
+        previous: None,
         site_map: &map,
         site,
         now: now(),
@@ -364,4 +365,218 @@ fn verification_and_the_plan_give_every_backup_the_same_verdict_and_reasons() {
             .collect();
         assert_eq!(verified, planned, "{case}");
     }
+}
+
+/// `vms` VMs in namespace `vms`, each with a disk claim bound to an NFS PV, and `extra` more
+/// claims no VM uses.
+fn workload(vms: &[usize], extra: &[usize]) -> BackupContents {
+    let mut items = Vec::new();
+    let claim = |items: &mut Vec<(&'static str, Value)>, name: String| {
+        let volume = format!("pv-{name}");
+        items.push((
+            "persistentvolumeclaims",
+            objects::pvc("vms", &name, &volume),
+        ));
+        items.push((
+            "persistentvolumes",
+            objects::nfs_pv(
+                &volume,
+                "nfs-a.example.com",
+                &format!("/exports/vms/{name}"),
+                "Retain",
+            ),
+        ));
+    };
+    for i in vms {
+        let disk = format!("vm-{i}-root");
+        items.push((
+            "virtualmachines.kubevirt.io",
+            objects::vm("vms", &format!("vm-{i}"), &[&disk]),
+        ));
+        claim(&mut items, disk);
+    }
+    for i in extra {
+        claim(&mut items, format!("shared-{i}"));
+    }
+    contents_of(items)
+}
+
+/// The plan of `contents` as backup `vms-2`, compared with `previous` as backup `vms-1`.
+fn plan_after(contents: &BackupContents, previous: &BackupContents) -> Plan {
+    let map = SiteMap::from_yaml(fixture::SITE_MAP).expect("site map");
+    let site = map.site("dr").expect("site").clone();
+    build(&PlanInput {
+        backup: BackupFacts {
+            name: "vms-2".into(),
+            policy: Some("vms".into()),
+            recovery_point: Some("2026-11-22T11:00:00Z".parse().expect("timestamp")),
+            verification: Verification::Passed,
+        },
+        contents,
+        previous: Some(PreviousBackup {
+            name: "vms-1",
+            contents: previous,
+        }),
+        site_map: &map,
+        site,
+        now: now(),
+        rpo: None,
+        existing_pvs: None,
+    })
+}
+
+fn reasons_of(plan: &Plan) -> Vec<(Severity, &str, &str)> {
+    plan.problems
+        .iter()
+        .map(|p| (p.severity, p.reason, p.object.as_str()))
+        .collect()
+}
+
+#[test]
+fn an_empty_backup_after_a_full_one_is_refused_naming_both_backups_and_what_is_missing() {
+    let previous = workload(&[0, 1, 2, 3], &[]);
+    let plan = plan_after(&BackupContents::default(), &previous);
+    assert!(!plan.complete);
+    assert_eq!(plan.compared_with.as_deref(), Some("vms-1"));
+    let shrank: Vec<&Problem> = plan.blocking().collect();
+    assert_eq!(shrank.len(), 1, "{:#?}", plan.problems);
+    assert_eq!(
+        (shrank[0].reason, shrank[0].object.as_str()),
+        ("BackupShrank", "Backup vms-2")
+    );
+    let message = &shrank[0].message;
+    assert!(
+        message.starts_with("backup vms-2 holds none of the 4 VMs and 4 claims of backup vms-1"),
+        "{message}"
+    );
+    for missing in [
+        "VirtualMachine vms/vm-0",
+        "VirtualMachine vms/vm-3",
+        "PersistentVolumeClaim vms/vm-2-root",
+    ] {
+        assert!(message.contains(missing), "{missing}: {message}");
+    }
+    assert!(
+        message.ends_with(
+            "restore vms-1 with `--backup vms-1`, or vms-2 with `--backup vms-2 --force`"
+        ),
+        "{message}"
+    );
+    let warned: Vec<&str> = plan
+        .problems
+        .iter()
+        .filter(|p| p.reason == "VmMissingFromBackup")
+        .map(|p| p.object.as_str())
+        .collect();
+    assert_eq!(
+        warned,
+        [
+            "VirtualMachine vms/vm-0",
+            "VirtualMachine vms/vm-1",
+            "VirtualMachine vms/vm-2",
+            "VirtualMachine vms/vm-3"
+        ]
+    );
+}
+
+#[test]
+fn losing_more_than_half_of_the_vms_is_blocking_and_exactly_half_is_not() {
+    let previous = workload(&[0, 1, 2, 3], &[]);
+    let plan = plan_after(&workload(&[2], &[]), &previous);
+    assert_eq!(
+        plan.blocking()
+            .map(|p| (p.reason, p.message.as_str()))
+            .next()
+            .map(|(reason, message)| (reason, message.split(',').next().unwrap_or_default())),
+        Some((
+            "BackupShrank",
+            "backup vms-2 holds 1 of the 4 VMs and 1 of the 4 claims of backup vms-1"
+        )),
+        "{:#?}",
+        plan.problems
+    );
+    let plan = plan_after(&workload(&[0, 3], &[]), &previous);
+    assert!(plan.complete, "{:#?}", plan.problems);
+    assert_eq!(
+        reasons_of(&plan),
+        [
+            (
+                Severity::Warning,
+                "VmMissingFromBackup",
+                "VirtualMachine vms/vm-1"
+            ),
+            (
+                Severity::Warning,
+                "VmMissingFromBackup",
+                "VirtualMachine vms/vm-2"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn losing_more_than_half_of_the_claims_is_blocking_with_every_vm_still_there() {
+    let previous = workload(&[0], &[0, 1, 2]);
+    let plan = plan_after(&workload(&[0], &[]), &previous);
+    assert_eq!(
+        reasons_of(&plan),
+        [(Severity::Blocking, "BackupShrank", "Backup vms-2")]
+    );
+    let message = &plan.problems[0].message;
+    assert!(
+        message.starts_with("backup vms-2 holds 1 of the 1 VMs and 1 of the 4 claims"),
+        "{message}"
+    );
+    assert!(
+        message.contains(
+            "missing: PersistentVolumeClaim vms/shared-0, PersistentVolumeClaim vms/shared-1, PersistentVolumeClaim vms/shared-2)"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn one_vm_lost_of_four_is_a_warning_naming_it() {
+    let previous = workload(&[0, 1, 2, 3], &[]);
+    let plan = plan_after(&workload(&[0, 1, 2], &[]), &previous);
+    assert!(plan.complete, "{:#?}", plan.problems);
+    assert_eq!(
+        reasons_of(&plan),
+        [(
+            Severity::Warning,
+            "VmMissingFromBackup",
+            "VirtualMachine vms/vm-3"
+        )]
+    );
+    assert!(
+        plan.problems[0]
+            .message
+            .starts_with("backup vms-1, the previous verified backup of the policy, holds this VM and backup vms-2 does not"),
+        "{}",
+        plan.problems[0].message
+    );
+}
+
+#[test]
+fn a_backup_holding_what_the_previous_one_held_has_no_problem() {
+    let previous = workload(&[0, 1], &[0]);
+    let plan = plan_after(&workload(&[0, 1], &[0]), &previous);
+    assert!(plan.problems.is_empty(), "{:#?}", plan.problems);
+    assert_eq!(plan.compared_with.as_deref(), Some("vms-1"));
+    // Replica PVCs follow the snapshots of the day: a new one or a gone one is no loss.
+    let with_replica = contents_of(fixture::healthy_vm_objects());
+    let mut without = fixture::healthy_vm_objects();
+    without.retain(|(resource, object)| {
+        !(*resource == "persistentvolumeclaims"
+            && object["metadata"]["name"] == "db-data-snap-replica")
+            && *resource != "volumesnapshots.snapshot.storage.k8s.io"
+    });
+    let plan = plan_after(&contents_of(without), &with_replica);
+    assert!(
+        plan.problems
+            .iter()
+            .all(|p| p.reason != "BackupShrank" && p.reason != "VmMissingFromBackup"),
+        "{:#?}",
+        plan.problems
+    );
 }

@@ -1,0 +1,257 @@
+//! A shrunken backup is never chosen silently, in the two-site lab (real kube-apiservers with
+//! etcd, s3s-fs, the real Velero server with the project's plugins): a verified backup of the
+//! workload at `primary`, then the namespace emptied and a second verified backup of it. At `dr`,
+//! `replicadr plan` and `failover` (the binary) refuse the newer one as `BackupShrank` and do not
+//! fall back to the older one either: both are named, and each restores only when the operator
+//! names it. A separate test binary from `drill.rs`: one Velero runs at a time. Build the
+//! workspace binaries first (`cargo build --workspace --bins`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::{Client, ResourceExt};
+use replicadr_drill::{self as drill, DrillOptions, Environment};
+use replicadr_e2e::workspace::workspace_binary;
+use replicadr_scheduler::recovery::failover;
+use replicadr_scheduler::velero;
+use serde_json::Value;
+use tokio::process::Command;
+
+const NAMESPACE: &str = "drill-vms";
+
+/// Runs `replicadr` against the site of `kubeconfig`: exit code, stdout, stderr. Awaited, not
+/// blocking: the TLS front of object storage runs on this test's runtime.
+async fn replicadr(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+    let output = Command::new(workspace_binary("replicadr")?)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("VELERO_NAMESPACE", drill::VELERO_NAMESPACE)
+        .output()
+        .await?;
+    Ok((
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+/// Deletes every VM, VolumeSnapshot and PVC of the workload's namespace and waits until they
+/// are gone (the lab's played PV controller lifts the claims' protection finalizer).
+async fn empty_namespace(client: &Client) -> anyhow::Result<()> {
+    let snapshot = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "snapshot.storage.k8s.io",
+        "v1",
+        "VolumeSnapshot",
+    ));
+    for resource in [failover::vm_resource(), snapshot] {
+        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NAMESPACE, &resource);
+        api.delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await?;
+    }
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NAMESPACE);
+    claims
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    let vms: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), NAMESPACE, &failover::vm_resource());
+    let deadline = Instant::now() + Duration::from_mins(1);
+    loop {
+        let left: Vec<String> = claims
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .map(ResourceExt::name_any)
+            .chain(
+                vms.list(&ListParams::default())
+                    .await?
+                    .items
+                    .iter()
+                    .map(ResourceExt::name_any),
+            )
+            .collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "still in {NAMESPACE} after a minute: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn problems<'a>(value: &'a Value, reason: &str) -> Vec<&'a Value> {
+    value["problems"]
+        .as_array()
+        .map(|all| all.iter().filter(|p| p["reason"] == reason).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
+async fn a_backup_of_an_emptied_namespace_is_refused_and_the_older_one_is_not_chosen_silently()
+-> anyhow::Result<()> {
+    let mut log = |line: String| eprintln!("lab: {line}");
+    let options = DrillOptions {
+        plugin_binary: workspace_binary("replicadr-velero-plugins")?,
+        scale_vms: 0,
+        failback: false,
+        kill_velero_mid_restore: false,
+        velero_log_level: "info".to_owned(),
+    };
+    let mut env = Box::pin(Environment::start(options, &mut log)).await?;
+    drill::create_workload(&env.primary.client, 0).await?;
+    drill::wait_workload_ready(&env.primary.client, &mut log).await?;
+    let (good, verification) =
+        Box::pin(drill::verified_backup(&env.primary.client, &mut log)).await?;
+    assert!(verification.verified, "{verification:#?}");
+
+    empty_namespace(&env.primary.client).await?;
+    // Backup names carry the second they were made in.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (empty, verification) =
+        Box::pin(drill::verified_backup(&env.primary.client, &mut log)).await?;
+    assert_ne!(empty, good);
+    assert!(
+        verification.verified,
+        "a backup of an empty namespace breaks no invariant of its own: {verification:#?}"
+    );
+
+    env.kill_velero(true);
+    env.start_velero(false).await?;
+    drill::wait_synced(&env.dr, &good, &mut log).await?;
+    drill::wait_synced(&env.dr, &empty, &mut log).await?;
+    let kubeconfig = env.dr.cluster.kubeconfig_path().to_owned();
+
+    // The newest verified backup is chosen and refused; the plan names both.
+    let (code, out, err) = replicadr(
+        &kubeconfig,
+        &[
+            "plan",
+            "--site",
+            "dr",
+            "--policy",
+            drill::POLICY,
+            "-o",
+            "json",
+        ],
+    )
+    .await?;
+    assert_eq!(code, 1, "plan exits 1 when incomplete:\n{out}\n{err}");
+    let plan: Value = serde_json::from_str(&out)?;
+    assert_eq!(plan["backup"], empty.as_str(), "{out}");
+    assert_eq!(plan["comparedWith"], good.as_str(), "{out}");
+    assert_eq!(plan["complete"], false);
+    let shrank = problems(&plan, "BackupShrank");
+    assert_eq!(shrank.len(), 1, "{out}");
+    assert_eq!(shrank[0]["severity"], "Blocking");
+    assert_eq!(shrank[0]["object"], format!("Backup {empty}"));
+    let message = shrank[0]["message"].as_str().unwrap_or_default();
+    for expected in [
+        format!("backup {empty} holds none of the 4 VMs and 4 claims of backup {good}"),
+        format!("VirtualMachine {NAMESPACE}/db"),
+        format!("PersistentVolumeClaim {NAMESPACE}/app-data"),
+        format!("restore {good} with `--backup {good}`"),
+        format!("{empty} with `--backup {empty} --force`"),
+    ] {
+        assert!(message.contains(&expected), "{expected}:\n{message}");
+    }
+    let missing: Vec<&str> = problems(&plan, "VmMissingFromBackup")
+        .iter()
+        .filter_map(|p| p["object"].as_str())
+        .collect();
+    assert_eq!(
+        missing,
+        [
+            "VirtualMachine drill-vms/app",
+            "VirtualMachine drill-vms/db",
+            "VirtualMachine drill-vms/tools",
+            "VirtualMachine drill-vms/web"
+        ],
+        "{out}"
+    );
+
+    // The failover does not restore it, nor the older one in its place.
+    let (code, out, err) = replicadr(
+        &kubeconfig,
+        &[
+            "failover",
+            "--site",
+            "dr",
+            "--policy",
+            drill::POLICY,
+            "--yes",
+            "-o",
+            "json",
+        ],
+    )
+    .await?;
+    assert_eq!(code, 3, "refused by a precondition:\n{out}\n{err}");
+    let report: Value = serde_json::from_str(&out)?;
+    assert_eq!(report["outcome"], "Refused");
+    assert_eq!(report["backup"], empty.as_str());
+    assert!(report["restore"].is_null(), "{out}");
+    let failures = report["failures"].to_string();
+    assert!(
+        failures.contains("BackupShrank") && failures.contains(&format!("--backup {good}")),
+        "{failures}"
+    );
+    let restores: Api<DynamicObject> = Api::namespaced_with(
+        env.dr.client.clone(),
+        drill::VELERO_NAMESPACE,
+        &velero::restore_resource(),
+    );
+    assert!(
+        restores
+            .list(&ListParams::default())
+            .await?
+            .items
+            .is_empty(),
+        "nothing was restored"
+    );
+
+    // Named, the older backup plans complete: it is compared with nothing older.
+    let (code, out, err) = replicadr(
+        &kubeconfig,
+        &["plan", "--site", "dr", "--backup", &good, "-o", "json"],
+    )
+    .await?;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let plan: Value = serde_json::from_str(&out)?;
+    assert_eq!(plan["backup"], good.as_str());
+    assert!(plan["comparedWith"].is_null(), "{out}");
+    assert!(problems(&plan, "BackupShrank").is_empty(), "{out}");
+
+    // Named with --force, the shrunken one is restored as the operator asks.
+    let (code, out, err) = replicadr(
+        &kubeconfig,
+        &[
+            "failover",
+            "--site",
+            "dr",
+            "--backup",
+            &empty,
+            "--force",
+            "--yes",
+            "--restore-timeout",
+            "5m",
+            "-o",
+            "json",
+        ],
+    )
+    .await?;
+    let report: Value = serde_json::from_str(&out)?;
+    assert_eq!(report["outcome"], "Succeeded", "{out}\n{err}");
+    assert_eq!(code, 0);
+    assert_eq!(report["backup"], empty.as_str());
+    assert_eq!(report["forced"], true);
+    assert!(
+        err.contains("BackupShrank") && err.contains(&format!("--backup {good}")),
+        "the forced failover says what it goes on with:\n{err}"
+    );
+    Ok(())
+}
