@@ -106,15 +106,23 @@ async fn a_backup_of_an_emptied_namespace_is_refused_and_the_older_one_is_not_ch
     let mut env = Box::pin(Environment::start(options, &mut log)).await?;
     drill::create_workload(&env.primary.client, 0).await?;
     drill::wait_workload_ready(&env.primary.client, &mut log).await?;
-    let (good, verification) =
-        Box::pin(drill::verified_backup(&env.primary.client, &mut log)).await?;
+    let (good, verification) = Box::pin(drill::verified_backup(
+        &env.primary.client,
+        drill::POLICY,
+        &mut log,
+    ))
+    .await?;
     assert!(verification.verified, "{verification:#?}");
 
     empty_namespace(&env.primary.client).await?;
     // Backup names carry the second they were made in.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (empty, verification) =
-        Box::pin(drill::verified_backup(&env.primary.client, &mut log)).await?;
+    let (empty, verification) = Box::pin(drill::verified_backup(
+        &env.primary.client,
+        drill::POLICY,
+        &mut log,
+    ))
+    .await?;
     assert_ne!(empty, good);
     assert!(
         verification.verified,

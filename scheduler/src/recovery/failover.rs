@@ -128,11 +128,14 @@ pub async fn run(
     options: &Options,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> Result<RecoveryReport, RecoveryError> {
-    let mut run = prepare(client, namespace, options, progress).await?;
+    let mut run = Box::pin(prepare(client, namespace, options, progress)).await?;
     if !admit(client, namespace, options, &mut run, progress).await {
         return Ok(run.report);
     }
-    restore_and_check(client, namespace, options, &mut run, progress).await?;
+    Box::pin(restore_and_check(
+        client, namespace, options, &mut run, progress,
+    ))
+    .await?;
     let mut runs = [run];
     start_every(client, namespace, options, &mut runs, progress).await?;
     let [run] = runs;
