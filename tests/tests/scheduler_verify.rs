@@ -96,7 +96,7 @@ fn plan_blocking(tarball: &[u8]) -> anyhow::Result<Vec<String>> {
         site: map.site("dr")?.clone(),
         now: Timestamp::now(),
         rpo: None,
-        existing_pvs: None,
+        existing: None,
     });
     Ok(plan.blocking().map(|p| p.reason.to_owned()).collect())
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::{Client, ResourceExt as _};
+use serde_json::Value;
 
 use replicadr_core::invariants::Severity;
 use replicadr_core::nfs::location;
@@ -17,7 +18,8 @@ use super::plan::{Plan, VolumeAction};
 use super::report::RecoveryReport;
 use super::vm_start::vm_resource;
 
-/// Every planned PV exists and points where the plan says. A PV Velero re-provisions is a
+/// Every planned PV exists, is claimed by the claim the backup's is, and points where the plan
+/// says. A PV Velero re-provisions is a
 /// failure only when the backup invariant it breaks is blocking (an NFS PV backed up `Delete`);
 /// one of another driver was a warning in the plan and is expected.
 pub(crate) async fn check_volumes(
@@ -49,6 +51,24 @@ pub(crate) async fn check_volumes(
             continue;
         };
         let pv = serde_json::to_value(pv).unwrap_or_default();
+        let claimed_by = pv.pointer("/spec/claimRef").map(|r| {
+            format!(
+                "{}/{}",
+                r.get("namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                r.get("name").and_then(Value::as_str).unwrap_or_default()
+            )
+        });
+        if let (Some(expected), Some(actual)) = (&volume.claim, &claimed_by)
+            && expected != actual
+        {
+            report.fail(format!(
+                "PersistentVolume {} is claimed by {actual}, but the backup's is claimed by {expected}: it is not the volume the backup holds",
+                volume.name
+            ));
+            continue;
+        }
         let now = location(&pv);
         if volume.after.is_some() && now != volume.after {
             report.fail(format!(
@@ -64,8 +84,8 @@ pub(crate) async fn check_volumes(
     Ok(())
 }
 
-/// Every planned PVC exists and is Bound to its PV, waiting up to the bind timeout; names why
-/// not for each one that is not.
+/// Every planned PVC exists and is Bound to the PV the backup binds it to, waiting up to the bind
+/// timeout; names why not for each one that is not.
 pub(crate) async fn check_claims(
     client: &Client,
     plan: &Plan,
@@ -75,6 +95,7 @@ pub(crate) async fn check_claims(
 ) -> Result<(), kube::Error> {
     let deadline = Instant::now() + options.bind_timeout;
     let mut announced = false;
+    let mut wrong: Vec<(String, String)> = Vec::new();
     loop {
         let mut pending = Vec::new();
         for namespace in &plan.namespaces {
@@ -92,6 +113,22 @@ pub(crate) async fn check_claims(
                 });
                 if !bound {
                     pending.push((namespace.name.as_str(), claim, live.remove(&claim.name)));
+                    continue;
+                }
+                let bound_to = live
+                    .get(&claim.name)
+                    .and_then(|pvc| pvc.spec.as_ref()?.volume_name.clone());
+                if let Some(expected) = &claim.volume
+                    && bound_to.as_ref() != Some(expected)
+                    && !wrong.contains(&(namespace.name.clone(), claim.name.clone()))
+                {
+                    wrong.push((namespace.name.clone(), claim.name.clone()));
+                    report.fail(format!(
+                        "PersistentVolumeClaim {}/{} is Bound to {}, but the backup binds it to {expected}: it is not the claim the backup holds (it existed before the restore, or something else bound it)",
+                        namespace.name,
+                        claim.name,
+                        bound_to.as_deref().unwrap_or("no volume")
+                    ));
                 }
             }
         }

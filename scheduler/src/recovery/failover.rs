@@ -151,6 +151,9 @@ pub(crate) struct Run {
     pub started: Instant,
     /// Restored and checked: its VMs may start.
     pub restored: bool,
+    /// Every attempt's Restore of this operation on the backup here: the objects labelled with
+    /// one of them are the ones this operation restored.
+    pub own_restores: Vec<String>,
 }
 
 /// Plans the restore and checks every precondition, into the run's report.
@@ -177,6 +180,7 @@ pub(crate) async fn prepare(
         policy,
         started,
         restored: false,
+        own_restores: Vec::new(),
     })
 }
 
@@ -242,6 +246,12 @@ pub(crate) async fn restore_and_check(
         break (restore, finished);
     };
     report.restore = Some(restore.clone());
+    run.own_restores = restores
+        .attempts(options, &backup.name)
+        .await?
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
     report.phase(PhaseTime::new("restore", restore_started.elapsed()));
     let view = match finished {
         Ok(view) => view,
@@ -705,13 +715,12 @@ impl Restores {
 
     /// The Restore to follow: the newest attempt of this backup at this site unless it failed,
     /// else a new attempt.
-    pub(crate) async fn ensure(
+    /// Every attempt of this operation on `backup` at this site, the first first.
+    pub(crate) async fn attempts(
         &self,
         options: &Options,
         backup: &str,
-        plan: &Plan,
-        progress: &mut (dyn FnMut(String) + Send),
-    ) -> Result<String, RecoveryError> {
+    ) -> Result<Vec<RestoreView>, kube::Error> {
         let selector = format!(
             "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_SITE}={},{LABEL_BACKUP}={backup},{LABEL_OPERATION}={}",
             options.site,
@@ -726,6 +735,17 @@ impl Restores {
             .map(RestoreView::from_object)
             .collect();
         attempts.sort_by_key(|r| r.attempt);
+        Ok(attempts)
+    }
+
+    pub(crate) async fn ensure(
+        &self,
+        options: &Options,
+        backup: &str,
+        plan: &Plan,
+        progress: &mut (dyn FnMut(String) + Send),
+    ) -> Result<String, RecoveryError> {
+        let attempts = self.attempts(options, backup).await?;
         // A drill proves the backup restorable again each time: only a drill still running is
         // followed; a failover continues with any attempt that did not fail.
         let reusable = |last: &RestoreView| {

@@ -33,6 +33,38 @@ pub mod reason {
     pub const RPO_EXCEEDED: &str = "RpoExceeded";
     /// A PV of the same name exists here pointing elsewhere (Blocking).
     pub const PERSISTENT_VOLUME_EXISTS: &str = "PersistentVolumeExists";
+    /// A VM, PVC or PV the backup holds already exists here and was not restored by this
+    /// operation (Blocking): Velero would keep it as it is.
+    pub const OBJECT_EXISTS: &str = "ObjectExists";
+}
+
+/// Velero's label on every object a restore created: the Restore's name.
+pub const LABEL_RESTORE_NAME: &str = "velero.io/restore-name";
+
+/// What already exists at the site under the names the backup holds, and which of this backup's
+/// failover or failback Restores at this site made what.
+#[derive(Debug, Default, Clone)]
+pub struct Existing {
+    /// PVs by name.
+    pub pvs: BTreeMap<String, Value>,
+    /// PVCs by `(namespace, name)`.
+    pub claims: BTreeMap<(String, String), Value>,
+    /// VirtualMachines by `(namespace, name)`.
+    pub vms: BTreeMap<(String, String), Value>,
+    /// The names of this backup's failover and failback Restores at this site (every attempt):
+    /// an object labelled [`LABEL_RESTORE_NAME`] with one of them was restored by this operation.
+    pub own_restores: BTreeSet<String>,
+}
+
+impl Existing {
+    /// Whether `object` was restored by one of [`Self::own_restores`].
+    pub fn restored_here(&self, object: &Value) -> bool {
+        object
+            .pointer("/metadata/labels")
+            .and_then(|labels| labels.get(LABEL_RESTORE_NAME))
+            .and_then(Value::as_str)
+            .is_some_and(|restore| self.own_restores.contains(restore))
+    }
 }
 
 /// One problem, naming the object, what is wrong and what would fix it.
@@ -88,8 +120,8 @@ pub struct PlanInput<'a> {
     pub now: Timestamp,
     /// The policy's RPO, if it has one.
     pub rpo: Option<Duration>,
-    /// The PVs that already exist at the site, by name, when a cluster was reachable.
-    pub existing_pvs: Option<&'a BTreeMap<String, Value>>,
+    /// What already exists at the site, when a cluster was reachable.
+    pub existing: Option<&'a Existing>,
 }
 
 /// What a PV's restore does to it.
@@ -214,7 +246,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
         site,
         now,
         rpo,
-        existing_pvs,
+        existing,
     } = input;
     let mut problems = Problems::default();
     let age = backup
@@ -222,8 +254,11 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
         .map(|point| now.duration_since(point).as_secs().max(0).unsigned_abs());
     backup_problems(backup, site, age, *rpo, &mut problems);
     let remap = SiteRemap::new((*site_map).clone(), site.clone());
-    let volumes = volume_plans(contents, &remap, site, *existing_pvs, &mut problems);
+    let volumes = volume_plans(contents, &remap, site, *existing, &mut problems);
     claim_problems(contents, &mut problems);
+    if let Some(existing) = existing {
+        existing_problems(&backup.name, contents, site, existing, &mut problems);
+    }
     if let Some(previous) = previous {
         shrink_problems(&backup.name, contents, previous, &mut problems);
     }
@@ -309,7 +344,7 @@ fn volume_plans(
     contents: &BackupContents,
     remap: &SiteRemap,
     site: &SiteName,
-    existing_pvs: Option<&BTreeMap<String, Value>>,
+    existing: Option<&Existing>,
     problems: &mut Problems,
 ) -> Vec<VolumePlan> {
     let claims_by_volume: BTreeMap<&str, &PvcItem> = contents
@@ -362,7 +397,9 @@ fn volume_plans(
             }
         }
         if let (Some(existing), Some(after)) = (
-            existing_pvs.and_then(|pvs| pvs.get(name)),
+            existing
+                .filter(|e| e.pvs.get(name).is_some_and(|pv| e.restored_here(pv)))
+                .and_then(|e| e.pvs.get(name)),
             plan.after.as_deref(),
         ) {
             let there = location(existing);
@@ -381,6 +418,111 @@ fn volume_plans(
         volumes.push(plan);
     }
     volumes
+}
+
+/// Every VM, PVC and PV of the backup that already exists at the site and was not restored by
+/// this backup's own failover or failback: Velero keeps what exists (`existingResourcePolicy:
+/// none`), so the backup's object would not be restored and the old one would be taken for it.
+fn existing_problems(
+    backup: &str,
+    contents: &BackupContents,
+    site: &SiteName,
+    existing: &Existing,
+    problems: &mut Problems,
+) {
+    let stale = |what: String, object: &str, detail: String| {
+        format!(
+            "{what} already exists at site {site} and was not restored from backup {backup} by a failover or failback here ({detail}); Velero keeps what exists, so the backup's {object} would not be restored and the old one would be used instead. Remove it (after checking nothing needs it: it may be this site's state from before a failover, or a drill's leftover) and plan again"
+        )
+    };
+    for vm in &contents.vms {
+        let key = (vm.namespace.clone(), vm.name.clone());
+        if let Some(live) = existing
+            .vms
+            .get(&key)
+            .filter(|v| !existing.restored_here(v))
+        {
+            let strategy = replicadr_core::contents::run_strategy(live);
+            problems.push(
+                Severity::Blocking,
+                reason::OBJECT_EXISTS,
+                format!("VirtualMachine {}/{}", vm.namespace, vm.name),
+                stale(
+                    format!("a VirtualMachine {}/{}", vm.namespace, vm.name),
+                    "VM",
+                    format!(
+                        "run strategy {strategy} here, {} in the backup",
+                        vm.run_strategy
+                    ),
+                ),
+            );
+        }
+    }
+    for pvc in &contents.pvcs {
+        let key = (pvc.namespace.clone(), pvc.name.clone());
+        if let Some(live) = existing
+            .claims
+            .get(&key)
+            .filter(|c| !existing.restored_here(c))
+        {
+            let bound = live.pointer("/spec/volumeName").and_then(Value::as_str);
+            problems.push(
+                Severity::Blocking,
+                reason::OBJECT_EXISTS,
+                format!("PersistentVolumeClaim {}/{}", pvc.namespace, pvc.name),
+                stale(
+                    format!("a PersistentVolumeClaim {}/{}", pvc.namespace, pvc.name),
+                    "claim",
+                    format!(
+                        "bound to {} here; the backup binds it to {}",
+                        bound.unwrap_or("no volume"),
+                        pvc.volume.as_deref().unwrap_or("no volume")
+                    ),
+                ),
+            );
+        }
+    }
+    let claims_by_volume: BTreeMap<&str, &PvcItem> = contents
+        .pvcs
+        .iter()
+        .filter_map(|pvc| pvc.volume.as_deref().map(|v| (v, pvc)))
+        .collect();
+    for name in contents.pvs.keys() {
+        let Some(live) = existing
+            .pvs
+            .get(name)
+            .filter(|v| !existing.restored_here(v))
+        else {
+            continue;
+        };
+        let claim_ref = live.pointer("/spec/claimRef").map(|r| {
+            format!(
+                "{}/{}",
+                r.get("namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+                r.get("name").and_then(Value::as_str).unwrap_or_default()
+            )
+        });
+        let backed_up = claims_by_volume
+            .get(name.as_str())
+            .map(|pvc| format!("{}/{}", pvc.namespace, pvc.name));
+        problems.push(
+            Severity::Blocking,
+            reason::OBJECT_EXISTS,
+            format!("PersistentVolume {name}"),
+            stale(
+                format!("a PersistentVolume {name}"),
+                "PV",
+                format!(
+                    "claimed by {} and pointing at {} here; the backup's is claimed by {}",
+                    claim_ref.as_deref().unwrap_or("no claim"),
+                    location(live).as_deref().unwrap_or("a non-NFS volume"),
+                    backed_up.as_deref().unwrap_or("no claim")
+                ),
+            ),
+        );
+    }
 }
 
 /// The backup invariants across items: claims bound to a PV in the backup, snapshots with their

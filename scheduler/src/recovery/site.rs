@@ -3,12 +3,11 @@
 //! verified backup of its policy that the plan compares it with, and the plan for it, read from
 //! object storage.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::{Client, ResourceExt as _};
 use replicadr_core::contents::BackupContents;
@@ -178,14 +177,14 @@ pub async fn plan_at_site(
         progress,
     )
     .await?;
-    let existing: BTreeMap<String, serde_json::Value> =
-        Api::<PersistentVolume>::all(client.clone())
-            .list(&ListParams::default())
-            .await?
-            .items
-            .into_iter()
-            .filter_map(|pv| Some((pv.name_any(), serde_json::to_value(pv).ok()?)))
-            .collect();
+    let existing = existing_at_site(
+        client,
+        namespace,
+        site_name.as_str(),
+        &backup.name,
+        &contents,
+    )
+    .await?;
     let rpo = policy_rpo(client, namespace, policy.or(backup.policy.as_deref())).await;
     let plan = plan::build(&PlanInput {
         backup: BackupFacts {
@@ -205,7 +204,7 @@ pub async fn plan_at_site(
         site: site_name.clone(),
         now,
         rpo,
-        existing_pvs: Some(&existing),
+        existing: Some(&existing),
     });
     Ok(Planned {
         backup,
@@ -264,7 +263,7 @@ pub fn plan_from_file(
         site: site_name,
         now,
         rpo: None,
-        existing_pvs: None,
+        existing: None,
     }))
 }
 
@@ -439,6 +438,74 @@ async fn policy_rpo(client: &Client, namespace: &str, policy: Option<&str>) -> O
     let api: Api<BackupPolicy> = Api::namespaced(client.clone(), namespace);
     let policy = api.get_opt(policy?).await.ok()??;
     ValidPolicy::from_policy(&policy).ok()?.rpo
+}
+
+/// What exists at `site` under the names `contents` holds — every PV, and the PVCs and VMs of the
+/// backup's namespaces — and which Restores of `backup` a failover or failback here made.
+async fn existing_at_site(
+    client: &Client,
+    namespace: &str,
+    site: &str,
+    backup: &str,
+    contents: &BackupContents,
+) -> Result<plan::Existing, RecoveryError> {
+    let mut existing = plan::Existing {
+        pvs: Api::<PersistentVolume>::all(client.clone())
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|pv| Some((pv.name_any(), serde_json::to_value(pv).ok()?)))
+            .collect(),
+        ..plan::Existing::default()
+    };
+    for name in contents.namespaces() {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &name);
+        for claim in claims.list(&ListParams::default()).await?.items {
+            if let Ok(value) = serde_json::to_value(&claim) {
+                existing
+                    .claims
+                    .insert((name.clone(), claim.name_any()), value);
+            }
+        }
+        let vms: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &name, &super::vm_start::vm_resource());
+        match vms.list(&ListParams::default()).await {
+            Ok(list) => {
+                for vm in list.items {
+                    if let Ok(value) = serde_json::to_value(&vm) {
+                        existing.vms.insert((name.clone(), vm.name_any()), value);
+                    }
+                }
+            }
+            // KubeVirt is not installed here: no VM can exist.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let restores: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &velero::restore_resource());
+    let selector = format!(
+        "{}={},{}={site},{} in (failover,failback)",
+        replicadr_core::wire::LABEL_MANAGED_BY,
+        replicadr_core::wire::MANAGED_BY,
+        replicadr_core::wire::LABEL_SITE,
+        replicadr_core::wire::LABEL_OPERATION
+    );
+    existing.own_restores = restores
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .filter(|r| {
+            r.data
+                .pointer("/spec/backupName")
+                .and_then(serde_json::Value::as_str)
+                == Some(backup)
+        })
+        .map(|r| r.name_any())
+        .collect();
+    Ok(existing)
 }
 
 /// The policies a restore at `site` restores when none is named: the `replicadr.io/policy` of

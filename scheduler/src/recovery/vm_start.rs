@@ -5,14 +5,14 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
 
 use replicadr_core::contents::{VmItem, run_strategy};
 
 use super::failover::{Options, Run};
-use super::plan::Plan;
+use super::plan::{LABEL_RESTORE_NAME, Plan};
 use super::report::VmStart;
 
 /// KubeVirt's `VirtualMachine`.
@@ -117,12 +117,31 @@ pub(crate) async fn start_vms(
                 .join(", ")
         ));
         let group_started = Instant::now();
-        for (_, vm) in &vms {
+        let mut started = Vec::new();
+        for (run, vm) in vms {
             let api: Api<DynamicObject> =
                 Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
             let Some(live) = api.get_opt(&vm.name).await? else {
                 continue;
             };
+            let restore = runs[run].report.restore.clone();
+            let restored_by = live.labels().get(LABEL_RESTORE_NAME).cloned();
+            if !restored_by
+                .as_ref()
+                .is_some_and(|r| runs[run].own_restores.contains(r))
+            {
+                runs[run].report.fail(format!(
+                    "VirtualMachine {}/{} was not started: it was not restored by Restore {} (it existed before{}), so it is not the backup's VM",
+                    vm.namespace,
+                    vm.name,
+                    restore.as_deref().unwrap_or("-"),
+                    restored_by
+                        .map(|r| format!("; Restore {r} made it"))
+                        .unwrap_or_default()
+                ));
+                continue;
+            }
+            started.push((run, vm.clone()));
             if run_strategy(&live.data) != vm.run_strategy {
                 api.patch(
                     &vm.name,
@@ -135,7 +154,7 @@ pub(crate) async fn start_vms(
             }
         }
         let deadline = Instant::now() + options.vm_timeout;
-        let mut waiting: Vec<(usize, VmItem)> = vms;
+        let mut waiting: Vec<(usize, VmItem)> = started;
         while !waiting.is_empty() {
             let mut still = Vec::new();
             for (run, vm) in waiting {

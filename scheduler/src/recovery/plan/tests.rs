@@ -33,7 +33,7 @@ fn plan_with(
     contents: &BackupContents,
     map: &str,
     rpo: Option<Duration>,
-    existing: Option<&BTreeMap<String, Value>>,
+    existing: Option<&Existing>,
 ) -> Plan {
     let map = SiteMap::from_yaml(map).expect("site map");
     let site = map.site(site).expect("site").clone();
@@ -50,7 +50,7 @@ fn plan_with(
         site,
         now: now(),
         rpo,
-        existing_pvs: existing,
+        existing,
     })
 }
 
@@ -185,34 +185,127 @@ fn keep_unmapped_and_an_old_backup_are_warnings_only() {
     );
 }
 
+/// `object` as a restore of `restore` labels it.
+fn restored_by(mut object: Value, restore: &str) -> Value {
+    object["metadata"]["labels"][LABEL_RESTORE_NAME] = json!(restore);
+    object
+}
+
 #[test]
-fn a_stale_pv_at_the_site_pointing_elsewhere_blocks_and_a_restored_one_does_not() {
+fn a_stale_pv_at_the_site_blocks_and_one_this_operation_restored_does_not() {
     let contents = contents_of(fixture::healthy_vm_objects());
-    let stale = BTreeMap::from([(
-        "pv-root".to_owned(),
-        objects::nfs_pv(
-            "pv-root",
-            "nfs-a.example.com",
-            "/exports/vms/root",
-            "Retain",
-        ),
-    )]);
+    let on_replica =
+        |name: &str| objects::nfs_pv(name, "nfs-b.example.com", "/replica/vms/root", "Retain");
+    // Left from before (no restore made it): blocked even where it points at the right export,
+    // since its claim and data are not the backup's.
+    let stale = Existing {
+        pvs: BTreeMap::from([("pv-root".to_owned(), on_replica("pv-root"))]),
+        ..Existing::default()
+    };
     let plan = plan_with("dr", &contents, fixture::SITE_MAP, None, Some(&stale));
+    assert_eq!(
+        plan.blocking().map(|p| p.reason).collect::<Vec<_>>(),
+        ["ObjectExists"]
+    );
+    let problem = plan.blocking().next().expect("a problem");
+    assert_eq!(problem.object, "PersistentVolume pv-root");
+    assert!(
+        problem
+            .message
+            .contains("was not restored from backup vms-1")
+            && problem
+                .message
+                .contains("the backup's is claimed by vms/db-root"),
+        "{}",
+        problem.message
+    );
+    // Restored by this backup's failover here, pointing at this site's export: fine.
+    let own = Existing {
+        pvs: BTreeMap::from([(
+            "pv-root".to_owned(),
+            restored_by(on_replica("pv-root"), "failover-dr-vms-1"),
+        )]),
+        own_restores: BTreeSet::from(["failover-dr-vms-1".to_owned()]),
+        ..Existing::default()
+    };
+    let plan = plan_with("dr", &contents, fixture::SITE_MAP, None, Some(&own));
+    assert!(plan.complete, "{:#?}", plan.problems);
+    // Restored by this operation but pointing elsewhere: still PersistentVolumeExists.
+    let elsewhere = Existing {
+        pvs: BTreeMap::from([(
+            "pv-root".to_owned(),
+            restored_by(
+                objects::nfs_pv(
+                    "pv-root",
+                    "nfs-a.example.com",
+                    "/exports/vms/root",
+                    "Retain",
+                ),
+                "failover-dr-vms-1",
+            ),
+        )]),
+        own_restores: BTreeSet::from(["failover-dr-vms-1".to_owned()]),
+        ..Existing::default()
+    };
+    let plan = plan_with("dr", &contents, fixture::SITE_MAP, None, Some(&elsewhere));
     assert_eq!(
         plan.blocking().map(|p| p.reason).collect::<Vec<_>>(),
         ["PersistentVolumeExists"]
     );
-    let restored = BTreeMap::from([(
-        "pv-root".to_owned(),
-        objects::nfs_pv(
-            "pv-root",
-            "nfs-b.example.com",
-            "/replica/vms/root",
-            "Retain",
-        ),
-    )]);
-    let plan = plan_with("dr", &contents, fixture::SITE_MAP, None, Some(&restored));
-    assert!(plan.complete, "{:#?}", plan.problems);
+    // A drill's Restore is not this operation's: its PV, bound to a scratch namespace, blocks.
+    let drill = Existing {
+        pvs: BTreeMap::from([(
+            "pv-root".to_owned(),
+            restored_by(on_replica("pv-root"), "drill-dr-vms-1"),
+        )]),
+        own_restores: BTreeSet::from(["failover-dr-vms-1".to_owned()]),
+        ..Existing::default()
+    };
+    let plan = plan_with("dr", &contents, fixture::SITE_MAP, None, Some(&drill));
+    assert_eq!(
+        plan.blocking().map(|p| p.reason).collect::<Vec<_>>(),
+        ["ObjectExists"]
+    );
+}
+
+#[test]
+fn stale_vms_and_claims_at_the_site_block_naming_what_they_are_bound_to() {
+    let contents = contents_of(fixture::healthy_vm_objects());
+    let mut stale_claim = objects::pvc("vms", "db-root", "pv-root-new");
+    stale_claim["metadata"]["labels"] = json!({});
+    let existing = Existing {
+        claims: BTreeMap::from([(("vms".to_owned(), "db-root".to_owned()), stale_claim)]),
+        vms: BTreeMap::from([(
+            ("vms".to_owned(), "db".to_owned()),
+            objects::vm("vms", "db", &["db-root", "db-data"]),
+        )]),
+        ..Existing::default()
+    };
+    let plan = plan_with("dr", &contents, fixture::SITE_MAP, None, Some(&existing));
+    let blocking: Vec<(&str, &str)> = plan
+        .blocking()
+        .map(|p| (p.reason, p.object.as_str()))
+        .collect();
+    assert!(
+        blocking.contains(&("ObjectExists", "PersistentVolumeClaim vms/db-root")),
+        "{blocking:?}"
+    );
+    let claim = plan
+        .blocking()
+        .find(|p| p.object == "PersistentVolumeClaim vms/db-root")
+        .expect("the claim");
+    assert!(
+        claim
+            .message
+            .contains("bound to pv-root-new here; the backup binds it to pv-root"),
+        "{}",
+        claim.message
+    );
+    assert!(
+        blocking.contains(&("ObjectExists", "VirtualMachine vms/db")),
+        "{blocking:?}"
+    );
+    assert_eq!(blocking.len(), 2, "{blocking:?}");
 }
 
 #[test]
@@ -421,7 +514,7 @@ fn plan_after(contents: &BackupContents, previous: &BackupContents) -> Plan {
         site,
         now: now(),
         rpo: None,
-        existing_pvs: None,
+        existing: None,
     })
 }
 
