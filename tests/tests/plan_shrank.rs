@@ -199,7 +199,9 @@ async fn a_backup_of_an_emptied_namespace_is_refused_and_the_older_one_is_not_ch
     )
     .await?;
     assert_eq!(code, 3, "refused by a precondition:\n{out}\n{err}");
-    let report: Value = serde_json::from_str(&out)?;
+    let recovery: Value = serde_json::from_str(&out)?;
+    let report = &recovery["reports"][0];
+    assert_eq!(recovery["outcome"], "Refused");
     assert_eq!(report["outcome"], "Refused");
     assert_eq!(report["backup"], empty.as_str());
     assert!(report["restore"].is_null(), "{out}");
@@ -252,7 +254,8 @@ async fn a_backup_of_an_emptied_namespace_is_refused_and_the_older_one_is_not_ch
         ],
     )
     .await?;
-    let report: Value = serde_json::from_str(&out)?;
+    let recovery: Value = serde_json::from_str(&out)?;
+    let report = &recovery["reports"][0];
     assert_eq!(report["outcome"], "Succeeded", "{out}\n{err}");
     assert_eq!(code, 0);
     assert_eq!(report["backup"], empty.as_str());

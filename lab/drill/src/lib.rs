@@ -1126,7 +1126,7 @@ fn is_workload_volume(pv: &PersistentVolume) -> bool {
 /// Clears the stale workload at the old primary before failback, as the runbook says: only the
 /// objects the drill created (labelled), then waits until they are gone (the played controllers
 /// finish the deletions, as the protection controllers would).
-async fn clear_workload(
+pub async fn clear_workload(
     client: &Client,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> anyhow::Result<()> {

@@ -1,0 +1,254 @@
+//! Failback onto a primary that comes back with its pre-disaster workload, in the two-site lab
+//! (real kube-apiservers with etcd, s3s-fs, the real Velero server with the project's plugins):
+//! after a failover to `dr`, one claim is re-created at `dr` on a new volume during the outage,
+//! and `dr` backs up. At `primary`, whose VMs, claims and PVs from before the disaster are all
+//! still there, `replicadr plan` blocks with `ObjectExists` for each of them (the re-created
+//! claim named with both bindings) and `failback` is refused without restoring anything. Once the
+//! stale workload is removed, the failback restores `dr`'s state: the claim is bound to its new
+//! volume, rewritten onto `primary`'s export. Build the workspace binaries first.
+
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use replicadr_drill::{self as drill, DR_EXPORT, DrillOptions, Environment, PRIMARY_EXPORT};
+use replicadr_e2e::workspace::workspace_binary;
+use replicadr_scheduler::recovery::plan::location;
+use replicadr_scheduler::velero;
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+const NAMESPACE: &str = "drill-vms";
+
+/// Runs `replicadr` against the site of `kubeconfig`: exit code, stdout, stderr. Awaited, not
+/// blocking: the TLS front of object storage runs on this test's runtime.
+async fn replicadr(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+    let output = Command::new(workspace_binary("replicadr")?)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("VELERO_NAMESPACE", drill::VELERO_NAMESPACE)
+        .output()
+        .await?;
+    Ok((
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+/// At `dr` during the outage: claim `web-root` is deleted and made again on a new volume.
+async fn recreate_web_root(dr: &kube::Client) -> anyhow::Result<()> {
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(dr.clone(), NAMESPACE);
+    claims.delete("web-root", &DeleteParams::default()).await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_mins(1);
+    while claims.get_opt("web-root").await?.is_some() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "web-root is not deleted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": "drill-web-root-v2", "labels": {"replicadr.io/drill": "true"}},
+        "spec": {
+            "capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+            "nfs": {"server": DR_EXPORT.server, "path": format!("{}/web-root-v2", DR_EXPORT.base)},
+        },
+    }))?;
+    Api::<PersistentVolume>::all(dr.clone())
+        .create(&PostParams::default(), &pv)
+        .await?;
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "web-root", "namespace": NAMESPACE, "labels": {"replicadr.io/drill": "true"}},
+        "spec": {
+            "accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}},
+            "storageClassName": "", "volumeName": "drill-web-root-v2",
+        },
+    }))?;
+    claims.create(&PostParams::default(), &claim).await?;
+    while claims
+        .get("web-root")
+        .await?
+        .status
+        .and_then(|s| s.phase)
+        .as_deref()
+        != Some("Bound")
+    {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "web-root is not Bound again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+fn objects_with(plan: &Value, reason: &str) -> Vec<String> {
+    plan["problems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["reason"] == reason)
+        .filter_map(|p| p["object"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
+async fn failback_onto_a_site_holding_its_old_workload_is_refused_until_it_is_cleared()
+-> anyhow::Result<()> {
+    let mut log = |line: String| eprintln!("lab: {line}");
+    let options = DrillOptions {
+        plugin_binary: workspace_binary("replicadr-velero-plugins")?,
+        scale_vms: 0,
+        failback: true,
+        kill_velero_mid_restore: false,
+        velero_log_level: "info".to_owned(),
+    };
+    let mut env = Box::pin(Environment::start(options, &mut log)).await?;
+    drill::create_workload(&env.primary.client, 0).await?;
+    drill::wait_workload_ready(&env.primary.client, &mut log).await?;
+    let (backup, verification) = Box::pin(drill::verified_backup(
+        &env.primary.client,
+        drill::POLICY,
+        &mut log,
+    ))
+    .await?;
+    assert!(verification.verified, "{verification:#?}");
+
+    // The primary is lost: failover to dr.
+    env.kill_velero(true);
+    env.start_velero(false).await?;
+    drill::wait_synced(&env.dr, &backup, &mut log).await?;
+    let dr = env.dr.cluster.kubeconfig_path().to_owned();
+    let (code, out, err) = replicadr(
+        &dr,
+        &[
+            "failover",
+            "--site",
+            "dr",
+            "--yes",
+            "--restore-timeout",
+            "5m",
+            "-o",
+            "json",
+        ],
+    )
+    .await?;
+    assert_eq!(code, 0, "failover:\n{out}\n{err}");
+
+    // During the outage a claim is re-created at dr on a new volume; then dr backs up.
+    recreate_web_root(&env.dr.client).await?;
+    let (dr_backup, verification) = Box::pin(drill::verified_backup(
+        &env.dr.client,
+        drill::POLICY,
+        &mut log,
+    ))
+    .await?;
+    assert!(verification.verified, "{verification:#?}");
+
+    // The primary comes back with everything it had.
+    env.kill_velero(false);
+    env.start_velero(true).await?;
+    drill::wait_synced(&env.primary, &dr_backup, &mut log).await?;
+    let primary = env.primary.cluster.kubeconfig_path().to_owned();
+    let (code, out, err) =
+        replicadr(&primary, &["plan", "--site", "primary", "-o", "json"]).await?;
+    assert_eq!(code, 1, "the plan is incomplete:\n{out}\n{err}");
+    let plan: Value = serde_json::from_str(&out)?;
+    assert_eq!(plan["backup"], dr_backup.as_str(), "{out}");
+    let stale = objects_with(&plan, "ObjectExists");
+    for object in [
+        "VirtualMachine drill-vms/db",
+        "VirtualMachine drill-vms/web",
+        "PersistentVolumeClaim drill-vms/web-root",
+        "PersistentVolumeClaim drill-vms/db-root",
+        "PersistentVolume drill-db-root",
+    ] {
+        assert!(
+            stale.iter().any(|o| o == object),
+            "{object} not blocked: {stale:?}\n{out}"
+        );
+    }
+    let claim = plan["problems"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| {
+            p["reason"] == "ObjectExists"
+                && p["object"] == "PersistentVolumeClaim drill-vms/web-root"
+        })
+        .expect("the re-created claim");
+    let message = claim["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("bound to drill-web-root here; the backup binds it to drill-web-root-v2")
+            && message.contains(&format!("was not restored from backup {dr_backup}")),
+        "{message}"
+    );
+
+    // The failback is refused and restores nothing.
+    let (code, out, err) = replicadr(
+        &primary,
+        &["failback", "--site", "primary", "--yes", "-o", "json"],
+    )
+    .await?;
+    assert_eq!(code, 3, "refused:\n{out}\n{err}");
+    let recovery: Value = serde_json::from_str(&out)?;
+    assert_eq!(recovery["outcome"], "Refused", "{out}");
+    let restores: Api<DynamicObject> = Api::namespaced_with(
+        env.primary.client.clone(),
+        drill::VELERO_NAMESPACE,
+        &velero::restore_resource(),
+    );
+    assert!(
+        restores
+            .list(&ListParams::default())
+            .await?
+            .items
+            .is_empty(),
+        "nothing restored at primary"
+    );
+
+    // Cleared of its stale workload, the primary takes dr's state back.
+    drill::clear_workload(&env.primary.client, &mut log).await?;
+    let (code, out, err) = replicadr(
+        &primary,
+        &[
+            "failback",
+            "--site",
+            "primary",
+            "--yes",
+            "--restore-timeout",
+            "5m",
+            "-o",
+            "json",
+        ],
+    )
+    .await?;
+    assert_eq!(code, 0, "failback:\n{out}\n{err}");
+    let claim = Api::<PersistentVolumeClaim>::namespaced(env.primary.client.clone(), NAMESPACE)
+        .get("web-root")
+        .await?;
+    assert_eq!(
+        claim.spec.and_then(|s| s.volume_name).as_deref(),
+        Some("drill-web-root-v2"),
+        "the claim runs on the volume made at dr"
+    );
+    let pv = Api::<PersistentVolume>::all(env.primary.client.clone())
+        .get("drill-web-root-v2")
+        .await?;
+    assert_eq!(
+        location(&serde_json::to_value(pv)?).as_deref(),
+        Some(
+            format!(
+                "{}:{}/web-root-v2",
+                PRIMARY_EXPORT.server, PRIMARY_EXPORT.base
+            )
+            .as_str()
+        ),
+    );
+    Ok(())
+}
