@@ -182,6 +182,10 @@ struct RecoveryArgs {
     /// Leave the restored VMs halted.
     #[arg(long)]
     no_start: bool,
+    /// Restore again with a new Restore attempt, even when the last one completed (a re-run
+    /// after failed checks does so by itself).
+    #[arg(long)]
+    new_attempt: bool,
     /// How long Velero may take to restore.
     #[arg(long, default_value = "1h")]
     restore_timeout: GoDuration,
@@ -509,6 +513,7 @@ async fn recover(
     options.force = args.force;
     options.check_exports = args.check_exports;
     options.start_vms = !args.no_start;
+    options.new_attempt = args.new_attempt;
     options.restore_timeout = args.restore_timeout.as_std();
     options.bind_timeout = args.bind_timeout.as_std();
     options.vm_timeout = args.vm_timeout.as_std();

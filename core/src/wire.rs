@@ -59,6 +59,13 @@ pub const ANNOTATION_VERIFICATION_ATTEMPTS: &str = "replicadr.io/verification-at
 pub const ANNOTATION_SLOT: &str = "replicadr.io/slot";
 /// On a Backup: its retry number within the slot; on a Restore: its attempt number.
 pub const ANNOTATION_ATTEMPT: &str = "replicadr.io/attempt";
+/// On our Restores: how the failover or failback that followed it ended (`Succeeded`, `Failed`).
+/// A Restore whose run failed its checks is not continued by a re-run: the next run restores
+/// again with a new attempt.
+pub const ANNOTATION_OUTCOME: &str = "replicadr.io/outcome";
+/// On a VirtualMachine a failover or failback started: the Restore of that run. A re-run never
+/// starts it again (an operator may have halted it since).
+pub const ANNOTATION_STARTED_BY: &str = "replicadr.io/started-by";
 
 // The plugins and their ConfigMap.
 

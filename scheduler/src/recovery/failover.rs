@@ -29,7 +29,7 @@ use crate::velero;
 use crate::verify::Verifier;
 
 /// On our Restores: the attempt number, 1 for the first Restore of a backup at a site.
-pub use replicadr_core::wire::ANNOTATION_ATTEMPT;
+pub use replicadr_core::wire::{ANNOTATION_ATTEMPT, ANNOTATION_OUTCOME};
 
 /// The field manager and event reporter of what the recovery commands write.
 pub const FIELD_MANAGER: &str = "replicadr-recovery";
@@ -84,6 +84,8 @@ pub struct Options {
     pub replication_confirmed: bool,
     /// Connect to port 2049 of each of this site's NFS servers before restoring.
     pub check_exports: bool,
+    /// Start a new Restore attempt even when the last one completed (`--new-attempt`).
+    pub new_attempt: bool,
     /// Leave the VMs halted.
     pub start_vms: bool,
     pub restore_timeout: Duration,
@@ -108,6 +110,7 @@ impl Options {
             force: false,
             replication_confirmed: false,
             check_exports: false,
+            new_attempt: false,
             start_vms: true,
             restore_timeout: Duration::from_hours(1),
             bind_timeout: Duration::from_mins(5),
@@ -531,7 +534,26 @@ pub(crate) async fn finish(
         .summary
         .map_or_else(|| report.summary(), |render| render(&report));
     store(client, namespace, &report, &summary).await?;
+    record_outcome(client, namespace, &report).await;
     Ok(report)
+}
+
+/// Writes how the run ended onto its Restore, so that a re-run after failed checks restores
+/// again. A failure to write it is logged: the next run then continues with this Restore.
+async fn record_outcome(client: &Client, namespace: &str, report: &RecoveryReport) {
+    let Some(restore) = &report.restore else {
+        return;
+    };
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &velero::restore_resource());
+    let patch =
+        json!({"metadata": {"annotations": {ANNOTATION_OUTCOME: format!("{:?}", report.outcome)}}});
+    if let Err(error) = api
+        .patch(restore, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        tracing::warn!(%restore, %error, "cannot record the run's outcome on its Restore; a re-run continues with it");
+    }
 }
 
 /// Velero's BSL at this site must be Available, or Velero cannot read the backup.
@@ -645,6 +667,8 @@ pub struct RestoreView {
     pub warnings: u64,
     pub errors: u64,
     pub failure_reason: Option<String>,
+    /// How the run that followed it ended ([`ANNOTATION_OUTCOME`]).
+    pub outcome: Option<String>,
 }
 
 impl RestoreView {
@@ -677,6 +701,7 @@ impl RestoreView {
                 .pointer("/status/failureReason")
                 .and_then(Value::as_str)
                 .map(str::to_owned),
+            outcome: object.annotations().get(ANNOTATION_OUTCOME).cloned(),
         }
     }
 
@@ -747,9 +772,18 @@ impl Restores {
     ) -> Result<String, RecoveryError> {
         let attempts = self.attempts(options, backup).await?;
         // A drill proves the backup restorable again each time: only a drill still running is
-        // followed; a failover continues with any attempt that did not fail.
+        // followed. A failover continues with an attempt still running, or one that finished
+        // and whose run did not fail its checks, unless --new-attempt asks for a new one.
         let reusable = |last: &RestoreView| {
-            !last.failed() && (options.operation != Operation::Drill || !last.finished())
+            if last.failed() {
+                return false;
+            }
+            if !last.finished() {
+                return true;
+            }
+            options.operation != Operation::Drill
+                && !options.new_attempt
+                && last.outcome.as_deref() != Some("Failed")
         };
         let attempt = match attempts.last() {
             Some(last) if reusable(last) => {
@@ -763,14 +797,22 @@ impl Restores {
                 return Ok(last.name.clone());
             }
             Some(last) => {
-                progress(format!(
-                    "Restore {} ended {}{}: starting attempt {}",
-                    last.name,
-                    last.phase.as_deref().unwrap_or("?"),
+                let why = if last.failed() {
                     last.failure_reason
                         .as_deref()
                         .map(|r| format!(" ({r})"))
-                        .unwrap_or_default(),
+                        .unwrap_or_default()
+                } else if last.outcome.as_deref() == Some("Failed") {
+                    ", and the run that followed it failed its checks".to_owned()
+                } else if options.new_attempt {
+                    ", and --new-attempt asks for a new one".to_owned()
+                } else {
+                    String::new()
+                };
+                progress(format!(
+                    "Restore {} ended {}{why}: starting attempt {}",
+                    last.name,
+                    last.phase.as_deref().unwrap_or("?"),
                     last.attempt + 1
                 ));
                 last.attempt + 1

@@ -10,6 +10,7 @@ use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
 
 use replicadr_core::contents::{VmItem, run_strategy};
+use replicadr_core::wire::ANNOTATION_STARTED_BY;
 
 use super::failover::{Options, Run};
 use super::plan::{LABEL_RESTORE_NAME, Plan};
@@ -119,38 +120,8 @@ pub(crate) async fn start_vms(
         let group_started = Instant::now();
         let mut started = Vec::new();
         for (run, vm) in vms {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
-            let Some(live) = api.get_opt(&vm.name).await? else {
-                continue;
-            };
-            let restore = runs[run].report.restore.clone();
-            let restored_by = live.labels().get(LABEL_RESTORE_NAME).cloned();
-            if !restored_by
-                .as_ref()
-                .is_some_and(|r| runs[run].own_restores.contains(r))
-            {
-                runs[run].report.fail(format!(
-                    "VirtualMachine {}/{} was not started: it was not restored by Restore {} (it existed before{}), so it is not the backup's VM",
-                    vm.namespace,
-                    vm.name,
-                    restore.as_deref().unwrap_or("-"),
-                    restored_by
-                        .map(|r| format!("; Restore {r} made it"))
-                        .unwrap_or_default()
-                ));
-                continue;
-            }
-            started.push((run, vm.clone()));
-            if run_strategy(&live.data) != vm.run_strategy {
-                api.patch(
-                    &vm.name,
-                    &PatchParams::default(),
-                    &Patch::Merge(
-                        json!({"spec": {"running": null, "runStrategy": vm.run_strategy}}),
-                    ),
-                )
-                .await?;
+            if start_one(client, &mut runs[run], &vm, progress).await? {
+                started.push((run, vm));
             }
         }
         let deadline = Instant::now() + options.vm_timeout;
@@ -200,6 +171,64 @@ pub(crate) async fn start_vms(
         ));
     }
     Ok(())
+}
+
+/// Starts one VM of `run` with the run strategy it had when backed up; whether to wait for it to
+/// run. Not started: a VM this operation did not restore (a failure), and one an earlier run of
+/// it started that is halted now (left as someone set it).
+async fn start_one(
+    client: &Client,
+    run: &mut Run,
+    vm: &VmItem,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<bool, kube::Error> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
+    let Some(live) = api.get_opt(&vm.name).await? else {
+        return Ok(false);
+    };
+    let restore = run.report.restore.clone();
+    let restored_by = live.labels().get(LABEL_RESTORE_NAME).cloned();
+    if !restored_by
+        .as_ref()
+        .is_some_and(|r| run.own_restores.contains(r))
+    {
+        run.report.fail(format!(
+            "VirtualMachine {}/{} was not started: it was not restored by Restore {} (it existed before{}), so it is not the backup's VM",
+            vm.namespace,
+            vm.name,
+            restore.as_deref().unwrap_or("-"),
+            restored_by
+                .map(|r| format!("; Restore {r} made it"))
+                .unwrap_or_default()
+        ));
+        return Ok(false);
+    }
+    if run_strategy(&live.data) == vm.run_strategy {
+        return Ok(true);
+    }
+    let started_by = live.annotations().get(ANNOTATION_STARTED_BY);
+    if started_by.is_some_and(|r| run.own_restores.contains(r)) {
+        // An earlier run of this operation started it; someone halted it since.
+        progress(format!(
+            "VirtualMachine {}/{} was started by an earlier run (Restore {}) and is {} now: left as it is",
+            vm.namespace,
+            vm.name,
+            started_by.map(String::as_str).unwrap_or_default(),
+            run_strategy(&live.data)
+        ));
+        return Ok(false);
+    }
+    api.patch(
+        &vm.name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({
+            "metadata": {"annotations": {ANNOTATION_STARTED_BY: restore}},
+            "spec": {"running": null, "runStrategy": vm.run_strategy},
+        })),
+    )
+    .await?;
+    Ok(true)
 }
 
 /// Whether KubeVirt reports the VM running.
