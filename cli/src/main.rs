@@ -1,5 +1,5 @@
 //! `replicadr`: the scheduler service (`replicadr scheduler`) and the operator commands
-//! (`activate`, `backup now`, `verify`, `status`, `gc`, `crd`, `plan`, `failover`, `failback`,
+//! (`activate`, `backup now`, `verify`, `status`, `gc`, `clean`, `crd`, `plan`, `failover`, `failback`,
 //! `drill --dr-context`). Parses arguments, wires the library's parts together, renders their
 //! results, and maps outcomes to exit codes: 0 success, 1 a backup failed verification / a plan
 //! is incomplete / a recovery failed, 2 the command could not run, 3 a recovery was refused by a
@@ -20,11 +20,11 @@ use replicadr_scheduler::duration::GoDuration;
 use replicadr_scheduler::leader::Election;
 use replicadr_scheduler::metrics::Metrics;
 use replicadr_scheduler::publish::Publisher;
-use replicadr_scheduler::recovery::every_policy;
 use replicadr_scheduler::recovery::failover::{self, Operation};
 use replicadr_scheduler::recovery::plan;
 use replicadr_scheduler::recovery::report::Outcome;
 use replicadr_scheduler::recovery::site::{self, BackupChoice};
+use replicadr_scheduler::recovery::{clean, every_policy};
 use replicadr_scheduler::server::Health;
 use replicadr_scheduler::service::{Service, ServiceConfig};
 use replicadr_scheduler::{active_site, gc, manual, policy, status};
@@ -106,6 +106,10 @@ enum Command {
     Failover(RecoveryArgs),
     /// The same as failover, back to the original site after it is repaired.
     Failback(RecoveryArgs),
+    /// Before a failback: list the stale workload at this site — VMs, PVCs and PVs under the
+    /// names of the backup a failback would restore that no failover or failback of it restored
+    /// here — and with --apply remove it (PVs set to Retain first; refused at the active site).
+    Clean(CleanArgs),
     /// Drill real clusters: restore a backup at the DR site into scratch namespaces, check it
     /// against the plan, delete what it restored; nothing fails over. (The local two-site drill
     /// is `replicadr-drill`, run by `hack/drill.sh`.)
@@ -130,6 +134,31 @@ struct DrillArgs {
     /// Leave the scratch namespaces and what was restored into them.
     #[arg(long)]
     keep: bool,
+    #[arg(long, short = 'o', value_enum, default_value = "table")]
+    output: Output,
+}
+
+#[derive(Debug, clap::Args)]
+struct CleanArgs {
+    /// This site; its plugin ConfigMap must name it, and the active-site record must not.
+    #[arg(long)]
+    site: String,
+    /// The backup the failback will restore; by default the same as `plan` chooses, per policy.
+    #[arg(long)]
+    backup: Option<String>,
+    /// Only this BackupPolicy's backup.
+    #[arg(long)]
+    policy: Option<String>,
+    /// Remove what is listed (without it, nothing changes).
+    #[arg(long)]
+    apply: bool,
+    /// Remove although a listed VM runs or a pod mounts a listed claim.
+    #[arg(long)]
+    force: bool,
+    /// Also remove the VMs, claims and their PVs in the backup's namespaces that the backup does
+    /// not hold (deleted at the other site during the outage).
+    #[arg(long)]
+    include_absent: bool,
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     output: Output,
 }
@@ -296,6 +325,7 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .await?;
             Ok(print_plan(&planned.plan, options.output))
         }
+        Command::Clean(args) => clean(&client, &namespace, args).await,
         Command::Failover(options) => {
             recover(&client, &namespace, Operation::Failover, options).await
         }
@@ -363,6 +393,35 @@ async fn backup_now(
     .await?;
     print!("{}", output.render(&report, render::verification));
     Ok(exit_for(report.verified))
+}
+
+/// `replicadr clean`: exit 0 when listed or removed, 1 when a removal failed, 3 when refused.
+async fn clean(client: &Client, namespace: &str, args: CleanArgs) -> anyhow::Result<ExitCode> {
+    let options = clean::CleanOptions {
+        site: args.site,
+        backup: args
+            .backup
+            .map_or(BackupChoice::LatestVerified, BackupChoice::Named),
+        policy: args.policy,
+        apply: args.apply,
+        force: args.force,
+        include_absent: args.include_absent,
+        timeout: Duration::from_mins(5),
+        poll: Duration::from_secs(1),
+    };
+    let output = args.output;
+    let report = Box::pin(clean::clean(client, namespace, &options, &mut |line| {
+        output.progress(&line);
+    }))
+    .await?;
+    print!("{}", output.render(&report, render::clean));
+    Ok(if report.refused.is_some() {
+        ExitCode::from(3)
+    } else if report.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// `replicadr activate`: the first active-site record, naming this site.

@@ -10,6 +10,7 @@ use replicadr_scheduler::active_site::Change;
 use replicadr_scheduler::drill::{Check, LiveReport};
 pub use replicadr_scheduler::duration::human;
 use replicadr_scheduler::gc::{GcAction, Orphan};
+use replicadr_scheduler::recovery::clean::{CleanReport, Target};
 use replicadr_scheduler::recovery::every_policy::Recovery;
 use replicadr_scheduler::recovery::plan::{Plan, Verification};
 use replicadr_scheduler::recovery::report::RecoveryReport;
@@ -131,6 +132,76 @@ pub fn overview(overview: &Overview) -> String {
     out.push_str(&table(&rows));
     let _ = writeln!(out);
     out.push_str(&status(&overview.policies));
+    out
+}
+
+/// `replicadr clean`: the stale and the absent objects, and what happened.
+pub fn clean(report: &CleanReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Site {}; backups compared: {}",
+        report.site,
+        if report.backups.is_empty() {
+            "none".to_owned()
+        } else {
+            report.backups.join(", ")
+        }
+    );
+    let removed = |t: &Target| report.removed.contains(&t.describe());
+    for (title, targets, action) in [
+        (
+            "Stale (under the backup's names, not restored from it here)",
+            &report.stale,
+            "remove",
+        ),
+        (
+            "Absent from the backup (removed only with --include-absent)",
+            &report.absent,
+            "keep",
+        ),
+    ] {
+        if targets.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n{title}:");
+        let mut rows = vec![row(["KIND", "NAMESPACE", "NAME", "HERE", "ACTION"])];
+        for target in targets {
+            rows.push(vec![
+                target.kind.to_owned(),
+                target.namespace.clone().unwrap_or_else(|| "-".to_owned()),
+                target.name.clone(),
+                target.detail.clone(),
+                if removed(target) {
+                    "removed".to_owned()
+                } else if report.applied {
+                    "kept".to_owned()
+                } else {
+                    format!("would {action} (dry run; --apply)")
+                },
+            ]);
+        }
+        out.push_str(&table(&rows));
+    }
+    if report.stale.is_empty() && report.absent.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nnothing stale: no VM, claim or PV of the backups' names is here"
+        );
+    }
+    if let Some(refused) = &report.refused {
+        let _ = writeln!(out, "\nREFUSED: {refused}");
+    }
+    for failure in &report.failures {
+        let _ = writeln!(out, "FAILURE: {failure}");
+    }
+    if let Some(configmap) = &report.report_configmap {
+        let _ = writeln!(
+            out,
+            "\n{} objects removed; report in ConfigMap {configmap}",
+            report.removed.len()
+        );
+    }
     out
 }
 

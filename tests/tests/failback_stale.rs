@@ -4,7 +4,8 @@
 //! and `dr` backs up. At `primary`, whose VMs, claims and PVs from before the disaster are all
 //! still there, `replicadr plan` blocks with `ObjectExists` for each of them (the re-created
 //! claim named with both bindings) and `failback` is refused without restoring anything. Once the
-//! stale workload is removed, the failback restores `dr`'s state: the claim is bound to its new
+//! stale workload is removed by `replicadr clean` (refused at the active site and while the old
+//! VMs run), the failback restores `dr`'s state: the claim is bound to its new
 //! volume, rewritten onto `primary`'s export. Build the workspace binaries first.
 
 use std::path::Path;
@@ -212,8 +213,137 @@ async fn failback_onto_a_site_holding_its_old_workload_is_refused_until_it_is_cl
         "nothing restored at primary"
     );
 
+    // `clean` is refused at the active site, and at primary while the old VMs run.
+    let (code, out, err) = replicadr(&dr, &["clean", "--site", "dr", "--apply"]).await?;
+    assert_eq!(code, 3, "clean at the active site:\n{out}\n{err}");
+    assert!(
+        out.contains("names site dr, active since")
+            && out.contains("only at a site that is not active"),
+        "{out}"
+    );
+    let (code, out, err) =
+        replicadr(&primary, &["clean", "--site", "primary", "-o", "json"]).await?;
+    assert_eq!(code, 0, "clean's dry run:\n{out}\n{err}");
+    let listed: Value = serde_json::from_str(&out)?;
+    let stale: Vec<String> = listed["stale"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            format!(
+                "{} {}",
+                t["kind"].as_str().unwrap_or_default(),
+                t["name"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    for object in [
+        "VirtualMachine db",
+        "PersistentVolumeClaim web-root",
+        "PersistentVolume drill-web-root",
+        "PersistentVolume drill-db-root",
+    ] {
+        assert!(
+            stale.contains(&object.to_owned()),
+            "{object} not listed: {stale:?}"
+        );
+    }
+    assert_eq!(
+        listed["removed"].as_array().map(Vec::len),
+        Some(0),
+        "a dry run removes nothing"
+    );
+    let (code, out, err) = replicadr(&primary, &["clean", "--site", "primary", "--apply"]).await?;
+    assert_eq!(code, 3, "refused while the old VMs run:\n{out}\n{err}");
+    assert!(
+        out.contains("VirtualMachine drill-vms/db is running"),
+        "{out}"
+    );
+    let vms: Api<DynamicObject> = Api::namespaced_with(
+        env.primary.client.clone(),
+        NAMESPACE,
+        &replicadr_scheduler::recovery::failover::vm_resource(),
+    );
+    for vm in ["db", "app", "web"] {
+        vms.patch(
+            vm,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"runStrategy": "Halted"}})),
+        )
+        .await?;
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_mins(1);
+    while vms
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .any(|vm| replicadr_scheduler::recovery::failover::vm_running(&vm.data))
+    {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the old VMs do not stop"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Halted, they are removed, PVs set to Retain first; a report is left.
+    let (code, out, err) = replicadr(
+        &primary,
+        &["clean", "--site", "primary", "--apply", "-o", "json"],
+    )
+    .await?;
+    assert_eq!(code, 0, "clean --apply:\n{out}\n{err}");
+    let cleaned: Value = serde_json::from_str(&out)?;
+    let removed: Vec<&str> = cleaned["removed"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        removed.contains(&"VirtualMachine drill-vms/db")
+            && removed.contains(&"PersistentVolumeClaim drill-vms/web-root")
+            && removed.contains(&"PersistentVolume drill-web-root"),
+        "{removed:?}"
+    );
+    let first_claim = removed
+        .iter()
+        .position(|r| r.starts_with("PersistentVolumeClaim"));
+    let last_vm = removed
+        .iter()
+        .rposition(|r| r.starts_with("VirtualMachine"));
+    assert!(last_vm < first_claim, "VMs go before claims: {removed:?}");
+    let configmap = cleaned["reportConfigmap"]
+        .as_str()
+        .expect("a report ConfigMap");
+    let stored = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
+        env.primary.client.clone(),
+        drill::VELERO_NAMESPACE,
+    )
+    .get(configmap)
+    .await?;
+    assert!(
+        stored
+            .data
+            .unwrap_or_default()
+            .get("report.json")
+            .is_some_and(|r| r.contains("PersistentVolume drill-web-root")),
+        "the report names what was removed"
+    );
+    // The infra namespace, not in the backup, is untouched.
+    assert!(
+        Api::<DynamicObject>::namespaced_with(
+            env.primary.client.clone(),
+            "drill-infra",
+            &replicadr_scheduler::recovery::failover::vm_resource()
+        )
+        .get_opt("dns")
+        .await?
+        .is_some(),
+        "clean touched a VM outside the backup's names"
+    );
+
     // Cleared of its stale workload, the primary takes dr's state back.
-    drill::clear_workload(&env.primary.client, &mut log).await?;
     let (code, out, err) = replicadr(
         &primary,
         &[

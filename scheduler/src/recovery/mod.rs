@@ -3,6 +3,7 @@
 //! serves both directions.
 
 mod checks;
+pub mod clean;
 pub mod every_policy;
 pub mod failover;
 pub mod plan;

@@ -104,6 +104,8 @@ pub struct Planned {
     pub backup: BackupView,
     pub plan: Plan,
     pub contents: BackupContents,
+    /// What exists at the site under the backup's names, as the plan saw it.
+    pub existing: plan::Existing,
     /// The verification run at this site, if it could run.
     pub verification: Option<Report>,
 }
@@ -210,6 +212,7 @@ pub async fn plan_at_site(
         backup,
         plan,
         contents,
+        existing,
         verification: report,
     })
 }

@@ -1,0 +1,564 @@
+//! `replicadr clean --site <site>`: before a failback onto a site that comes back, the stale
+//! workload there — the VMs, PVCs and PVs under the names the backup to be restored holds, which
+//! no failover or failback of that backup restored here — is listed, and with `--apply` removed
+//! safely: never while one of those VMs runs or a pod mounts one of those claims (unless
+//! `--force`), every PV set to `Retain` before its claim goes (so no provisioner deletes data on
+//! the exports), VMs first, then claims, then PVs, nothing outside that set, and a report
+//! ConfigMap and Event of exactly what was removed. The objects in the backup's namespaces that
+//! the backup does not hold (deleted at the other site during the outage) are listed apart and
+//! removed only with `--include-absent`. Refused at the active site: there, the workload is the
+//! one in use.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource as _, ResourceExt as _};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use replicadr_core::wire::{LABEL_MANAGED_BY, MANAGED_BY};
+
+use super::failover::FIELD_MANAGER;
+use super::site::{self, BackupChoice, Planned, RecoveryError};
+use super::vm_start::{vm_resource, vm_running};
+use crate::active_site::Record;
+
+/// What to clean.
+#[derive(Debug, Clone)]
+pub struct CleanOptions {
+    /// The site this runs at: its plugin ConfigMap must name it, and it must not be active.
+    pub site: String,
+    pub backup: BackupChoice,
+    pub policy: Option<String>,
+    /// Remove; without it, only list.
+    pub apply: bool,
+    /// Remove although a VM of the set runs or a pod mounts one of its claims.
+    pub force: bool,
+    /// Also remove what the backup's namespaces hold here but the backup does not.
+    pub include_absent: bool,
+    /// How long the removals may take to finish.
+    pub timeout: Duration,
+    pub poll: Duration,
+}
+
+/// One object of the stale workload.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    /// Removal order: VirtualMachine, PersistentVolumeClaim, PersistentVolume.
+    #[serde(skip)]
+    order: u8,
+    pub kind: &'static str,
+    pub namespace: Option<String>,
+    pub name: String,
+    /// What it is bound to here.
+    pub detail: String,
+}
+
+impl Target {
+    /// `Kind namespace/name`.
+    pub fn describe(&self) -> String {
+        match &self.namespace {
+            Some(namespace) => format!("{} {namespace}/{}", self.kind, self.name),
+            None => format!("{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// What `clean` found and did.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CleanReport {
+    pub site: String,
+    /// The backups whose names were compared.
+    pub backups: Vec<String>,
+    /// Under the backups' names, not restored by them here.
+    pub stale: Vec<Target>,
+    /// In the backups' namespaces, not in the backups.
+    pub absent: Vec<Target>,
+    pub applied: bool,
+    /// What was removed, `Kind namespace/name`, in order.
+    pub removed: Vec<String>,
+    /// Why nothing was removed, when refused.
+    pub refused: Option<String>,
+    pub failures: Vec<String>,
+    /// The report ConfigMap, when something was removed.
+    pub report_configmap: Option<String>,
+}
+
+/// Lists the stale workload at the site and, with `apply`, removes it.
+pub async fn clean(
+    client: &Client,
+    namespace: &str,
+    options: &CleanOptions,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<CleanReport, RecoveryError> {
+    let config = site::site_config(client, namespace).await?;
+    if config.local_site.as_str() != options.site {
+        return Err(RecoveryError::Config(format!(
+            "--site is {:?} but ConfigMap {namespace}/{} names localSite {:?}: run clean against the cluster of site {}",
+            options.site,
+            config.configmap,
+            config.local_site.as_str(),
+            options.site
+        )));
+    }
+    let mut report = CleanReport {
+        site: options.site.clone(),
+        ..CleanReport::default()
+    };
+    if let Some(refusal) = active_here(client, namespace, &config.site_map, &options.site).await {
+        report.refused = Some(refusal);
+        return Ok(report);
+    }
+    for planned in planned(client, namespace, options, progress).await? {
+        report.backups.push(planned.backup.name.clone());
+        stale_and_absent(&planned, &mut report);
+    }
+    report.stale.sort();
+    report.stale.dedup();
+    report.absent.sort();
+    report.absent.dedup();
+    report.absent.retain(|t| !report.stale.contains(t));
+    if !options.apply {
+        return Ok(report);
+    }
+    let mut targets = report.stale.clone();
+    if options.include_absent {
+        targets.extend(report.absent.iter().cloned());
+    }
+    targets.sort();
+    if targets.is_empty() {
+        return Ok(report);
+    }
+    let busy = in_use(client, &targets).await?;
+    if !busy.is_empty() && !options.force {
+        report.refused = Some(format!(
+            "nothing was removed: {}; stop them first (or pass --force)",
+            busy.join("; ")
+        ));
+        return Ok(report);
+    }
+    report.applied = true;
+    Box::pin(remove(client, &targets, options, &mut report, progress)).await?;
+    store(client, namespace, &mut report).await?;
+    Ok(report)
+}
+
+/// Why clean may not run here: this site is the active one, or that cannot be told.
+async fn active_here(
+    client: &Client,
+    namespace: &str,
+    sites: &replicadr_core::sitemap::SiteMap,
+    site: &str,
+) -> Option<String> {
+    let records = match Record::every(client, namespace).await {
+        Ok(records) => records,
+        Err(error) => {
+            return Some(format!(
+                "{error}; clean removes a workload only at a site known not to be active"
+            ));
+        }
+    };
+    for record in records {
+        match record.current(sites).await {
+            Ok(active) if active.site == site => {
+                return Some(format!(
+                    "the active-site record {} names {}: this site's workload is the one in use, and clean removes a workload only at a site that is not active",
+                    record.url(),
+                    active.describe()
+                ));
+            }
+            Ok(_) => {}
+            Err(error) => {
+                return Some(format!(
+                    "{error}; clean removes a workload only at a site known not to be active"
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// The backups the failback would restore, planned here: the same selection as `plan`.
+async fn planned(
+    client: &Client,
+    namespace: &str,
+    options: &CleanOptions,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<Vec<Planned>, RecoveryError> {
+    let policies = match (&options.backup, &options.policy) {
+        (BackupChoice::Named(_), _) | (_, Some(_)) => vec![options.policy.clone()],
+        (BackupChoice::LatestVerified, None) => {
+            let (policies, _) = site::policies_to_restore(client, namespace, &options.site).await?;
+            if policies.is_empty() {
+                vec![None]
+            } else {
+                policies.into_iter().map(Some).collect()
+            }
+        }
+    };
+    let mut planned = Vec::new();
+    for policy in policies {
+        planned.push(
+            Box::pin(site::plan_at_site(
+                client,
+                namespace,
+                &options.site,
+                &options.backup,
+                policy.as_deref(),
+                Timestamp::now(),
+                progress,
+            ))
+            .await?,
+        );
+    }
+    Ok(planned)
+}
+
+/// The stale objects under the backup's names, and the absent ones in its namespaces.
+fn stale_and_absent(planned: &Planned, report: &mut CleanReport) {
+    let contents = &planned.contents;
+    let existing = &planned.existing;
+    let vm_key = |ns: &str, name: &str| (ns.to_owned(), name.to_owned());
+    let in_backup_vms: BTreeSet<(String, String)> = contents
+        .vms
+        .iter()
+        .map(|vm| vm_key(&vm.namespace, &vm.name))
+        .collect();
+    let in_backup_claims: BTreeSet<(String, String)> = contents
+        .pvcs
+        .iter()
+        .map(|pvc| vm_key(&pvc.namespace, &pvc.name))
+        .collect();
+    let namespaces: BTreeSet<String> = contents.namespaces().into_iter().collect();
+    let not_ours = |object: &&Value| !existing.restored_here(object);
+    for ((ns, name), vm) in existing.vms.iter().filter(|(_, v)| not_ours(v)) {
+        let target = target(0, "VirtualMachine", Some(ns), name, vm_detail(vm));
+        if in_backup_vms.contains(&vm_key(ns, name)) {
+            report.stale.push(target);
+        } else {
+            report.absent.push(target);
+        }
+    }
+    let mut absent_claims = BTreeSet::new();
+    for ((ns, name), claim) in existing.claims.iter().filter(|(_, c)| not_ours(c)) {
+        let detail = format!(
+            "bound to {}",
+            claim
+                .pointer("/spec/volumeName")
+                .and_then(Value::as_str)
+                .unwrap_or("no volume")
+        );
+        let target = target(1, "PersistentVolumeClaim", Some(ns), name, detail);
+        if in_backup_claims.contains(&vm_key(ns, name)) {
+            report.stale.push(target);
+        } else {
+            absent_claims.insert(vm_key(ns, name));
+            report.absent.push(target);
+        }
+    }
+    for (name, pv) in existing.pvs.iter().filter(|(_, p)| not_ours(p)) {
+        let claim = claim_ref(pv);
+        let detail = format!(
+            "claimed by {}, {}",
+            claim
+                .as_ref()
+                .map_or_else(|| "no claim".to_owned(), |(ns, n)| format!("{ns}/{n}")),
+            super::plan::location(pv).unwrap_or_else(|| "not NFS".to_owned())
+        );
+        let target = target(2, "PersistentVolume", None, name, detail);
+        if contents.pvs.contains_key(name) {
+            report.stale.push(target);
+        } else if claim.as_ref().is_some_and(|(ns, n)| {
+            namespaces.contains(ns) && absent_claims.contains(&vm_key(ns, n))
+        }) {
+            report.absent.push(target);
+        }
+    }
+}
+
+fn target(
+    order: u8,
+    kind: &'static str,
+    namespace: Option<&str>,
+    name: &str,
+    detail: String,
+) -> Target {
+    Target {
+        order,
+        kind,
+        namespace: namespace.map(str::to_owned),
+        name: name.to_owned(),
+        detail,
+    }
+}
+
+fn vm_detail(vm: &Value) -> String {
+    format!(
+        "run strategy {}{}",
+        replicadr_core::contents::run_strategy(vm),
+        if vm_running(vm) { ", running" } else { "" }
+    )
+}
+
+/// `(namespace, name)` of a PV's `claimRef`.
+fn claim_ref(pv: &Value) -> Option<(String, String)> {
+    let reference = pv.pointer("/spec/claimRef")?;
+    Some((
+        reference.get("namespace")?.as_str()?.to_owned(),
+        reference.get("name")?.as_str()?.to_owned(),
+    ))
+}
+
+/// The targets' VMs that run and the pods that mount the targets' claims.
+async fn in_use(client: &Client, targets: &[Target]) -> Result<Vec<String>, kube::Error> {
+    let mut busy = Vec::new();
+    for target in targets.iter().filter(|t| t.kind == "VirtualMachine") {
+        let namespace = target.namespace.as_deref().unwrap_or_default();
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), namespace, &vm_resource());
+        if let Some(vm) = api.get_opt(&target.name).await?
+            && vm_running(&vm.data)
+        {
+            busy.push(format!("{} is running", target.describe()));
+        }
+    }
+    let claims: BTreeSet<(String, String)> = targets
+        .iter()
+        .filter(|t| t.kind == "PersistentVolumeClaim")
+        .map(|t| (t.namespace.clone().unwrap_or_default(), t.name.clone()))
+        .collect();
+    let namespaces: BTreeSet<&String> = claims.iter().map(|(ns, _)| ns).collect();
+    for namespace in namespaces {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        for pod in pods.list(&ListParams::default()).await?.items {
+            let mounted = pod
+                .spec
+                .iter()
+                .flat_map(|s| s.volumes.iter().flatten())
+                .filter_map(|v| v.persistent_volume_claim.as_ref())
+                .filter(|c| claims.contains(&(namespace.clone(), c.claim_name.clone())))
+                .map(|c| c.claim_name.clone())
+                .collect::<Vec<_>>();
+            for claim in mounted {
+                busy.push(format!(
+                    "pod {namespace}/{} mounts PersistentVolumeClaim {namespace}/{claim}",
+                    pod.name_any()
+                ));
+            }
+        }
+    }
+    Ok(busy)
+}
+
+/// Removes the targets in order: VMs, then claims (their PV set to `Retain` first), then PVs
+/// (`Retain` first); each by the UID it was listed with, so nothing made since is touched.
+async fn remove(
+    client: &Client,
+    targets: &[Target],
+    options: &CleanOptions,
+    report: &mut CleanReport,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<(), kube::Error> {
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    for target in targets {
+        let namespace = target.namespace.as_deref().unwrap_or_default();
+        let result = match target.kind {
+            "VirtualMachine" => {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(client.clone(), namespace, &vm_resource());
+                match api.get_opt(&target.name).await? {
+                    Some(vm) => delete_guarded(&api, &target.name, vm.uid()).await,
+                    None => Ok(false),
+                }
+            }
+            "PersistentVolumeClaim" => {
+                let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
+                match api.get_opt(&target.name).await? {
+                    Some(claim) => {
+                        if let Some(volume) =
+                            claim.spec.as_ref().and_then(|s| s.volume_name.as_deref())
+                        {
+                            retain(&volumes, volume).await?;
+                        }
+                        delete_guarded(&api, &target.name, claim.uid()).await
+                    }
+                    None => Ok(false),
+                }
+            }
+            _ => match volumes.get_opt(&target.name).await? {
+                Some(pv) => {
+                    retain(&volumes, &target.name).await?;
+                    delete_guarded(&volumes, &target.name, pv.uid()).await
+                }
+                None => Ok(false),
+            },
+        };
+        match result {
+            Ok(true) => {
+                progress(format!("removed {}", target.describe()));
+                report.removed.push(target.describe());
+            }
+            Ok(false) => {}
+            Err(error) => report
+                .failures
+                .push(format!("cannot remove {}: {error}", target.describe())),
+        }
+    }
+    wait_gone(client, targets, options, report).await
+}
+
+/// Sets a PV's reclaim policy to `Retain`, so that removing its claim or itself never deletes data.
+async fn retain(volumes: &Api<PersistentVolume>, name: &str) -> Result<(), kube::Error> {
+    let patch = json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}});
+    match volumes
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// Deletes `name` if it still has `uid`; whether it was deleted.
+async fn delete_guarded<K>(
+    api: &Api<K>,
+    name: &str,
+    uid: Option<String>,
+) -> Result<bool, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid,
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
+/// Waits until every removed object is gone (finalizers done).
+async fn wait_gone(
+    client: &Client,
+    targets: &[Target],
+    options: &CleanOptions,
+    report: &mut CleanReport,
+) -> Result<(), kube::Error> {
+    let deadline = Instant::now() + options.timeout;
+    loop {
+        let mut left = Vec::new();
+        for target in targets
+            .iter()
+            .filter(|t| report.removed.contains(&t.describe()))
+        {
+            let namespace = target.namespace.as_deref().unwrap_or_default();
+            let exists = match target.kind {
+                "VirtualMachine" => {
+                    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &vm_resource())
+                        .get_opt(&target.name)
+                        .await?
+                        .is_some()
+                }
+                "PersistentVolumeClaim" => {
+                    Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
+                        .get_opt(&target.name)
+                        .await?
+                        .is_some()
+                }
+                _ => Api::<PersistentVolume>::all(client.clone())
+                    .get_opt(&target.name)
+                    .await?
+                    .is_some(),
+            };
+            if exists {
+                left.push(target.describe());
+            }
+        }
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            report.failures.push(format!(
+                "still being deleted after {}: {}",
+                crate::duration::human(options.timeout),
+                left.join(", ")
+            ));
+            return Ok(());
+        }
+        tokio::time::sleep(options.poll).await;
+    }
+}
+
+/// Stores the report as a ConfigMap (`report.json`) and records an Event on it.
+async fn store(
+    client: &Client,
+    namespace: &str,
+    report: &mut CleanReport,
+) -> Result<(), kube::Error> {
+    let name = format!(
+        "replicadr-clean-{}-{}",
+        report.site,
+        Timestamp::now().strftime("%Y%m%d%H%M%S")
+    );
+    report.report_configmap = Some(name.clone());
+    let configmap: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {LABEL_MANAGED_BY: MANAGED_BY, "replicadr.io/operation": "clean"}},
+        "data": {"report.json": serde_json::to_string_pretty(&*report).unwrap_or_default()},
+    }))
+    .expect("a valid ConfigMap");
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let stored = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&configmap),
+        )
+        .await?;
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: None,
+        },
+    );
+    let ok = report.failures.is_empty();
+    let event = Event {
+        type_: if ok {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        reason: if ok { "CleanSucceeded" } else { "CleanFailed" }.to_owned(),
+        note: Some(
+            format!(
+                "removed {} stale objects at site {}: {}",
+                report.removed.len(),
+                report.site,
+                report.removed.join(", ")
+            )
+            .chars()
+            .take(1000)
+            .collect(),
+        ),
+        action: "Clean".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&event, &stored.object_ref(&())).await {
+        tracing::warn!(%error, "cannot record the clean Event");
+    }
+    Ok(())
+}
