@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use replicadr_core::contents::{VmItem, run_strategy};
 use replicadr_core::invariants::Severity;
+use replicadr_core::names::{self, label_value};
 use replicadr_core::nfs::location;
 use replicadr_core::wire::{
     LABEL_BACKUP, LABEL_MANAGED_BY, LABEL_OPERATION, LABEL_SITE, MANAGED_BY, PHASE_AVAILABLE,
@@ -559,8 +560,9 @@ impl Restores {
         progress: &mut (dyn FnMut(String) + Send),
     ) -> Result<String, RecoveryError> {
         let selector = format!(
-            "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_SITE}={},{LABEL_BACKUP}={backup},{LABEL_OPERATION}={}",
+            "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_SITE}={},{LABEL_BACKUP}={},{LABEL_OPERATION}={}",
             options.site,
+            label_value(backup),
             options.operation.as_str()
         );
         let mut attempts: Vec<RestoreView> = self
@@ -693,21 +695,19 @@ resourceModifierRules:
       - patchData: '{"spec": {"running": null, "runStrategy": "Halted"}}'
 "#;
 
-/// `<operation>-<site>-<backup>[-<attempt>]`, at most 63 characters (Velero puts restore names
-/// in labels).
+/// `<operation>-<site>-<backup>[-<attempt>]`, at most 63 characters: Velero writes the restore
+/// name into the `velero.io/restore-name` label of everything it restores. A longer name keeps
+/// its attempt suffix and is cut before it, ending in a hash of the uncut name
+/// ([`names::fitted`]), so that backups differing only after the cut (their timestamps) get
+/// Restores of their own.
 pub fn restore_name(operation: Operation, site: &str, backup: &str, attempt: u32) -> String {
     let suffix = if attempt > 1 {
         format!("-{attempt}")
     } else {
         String::new()
     };
-    let mut name = format!("{}-{site}-{backup}", operation.as_str());
-    let room = 63 - suffix.len();
-    if name.len() > room {
-        name.truncate(room);
-    }
-    let name = name.trim_end_matches(['-', '.']).to_owned();
-    name + &suffix
+    let name = format!("{}-{site}-{backup}", operation.as_str());
+    names::fitted(&name, names::MAX_LABEL_VALUE - suffix.len()).into_owned() + &suffix
 }
 
 /// The Restore: the whole backup, PVs restored as backed up (the site-remap plugin rewrites
@@ -753,7 +753,7 @@ fn build_restore(
             options.operation.as_str().to_owned(),
         ),
         (LABEL_SITE.to_owned(), options.site.clone()),
-        (LABEL_BACKUP.to_owned(), backup.to_owned()),
+        (LABEL_BACKUP.to_owned(), label_value(backup).into_owned()),
     ]));
     restore.metadata.annotations = Some(BTreeMap::from([(
         ANNOTATION_ATTEMPT.to_owned(),
@@ -1089,7 +1089,7 @@ async fn store(
                 LABEL_MANAGED_BY: MANAGED_BY,
                 LABEL_OPERATION: report.operation,
                 LABEL_SITE: report.site,
-                LABEL_BACKUP: report.backup,
+                LABEL_BACKUP: label_value(&report.backup),
             },
         },
         "data": {
@@ -1164,6 +1164,37 @@ mod tests {
         let long = restore_name(Operation::Failover, "dr", &"x".repeat(80), 12);
         assert_eq!(long.len(), 63, "{long}");
         assert!(long.ends_with("-12"), "{long}");
+    }
+
+    /// The longest backup names a policy makes (a 41-character policy name, the longest
+    /// accepted) differ only in their timestamps: each gets a Restore name of its own, a valid
+    /// DNS label, and its attempts stay apart.
+    #[test]
+    fn restore_names_of_long_backups_that_differ_at_the_end_stay_apart() {
+        let policy = "p".repeat(crate::policy::MAX_POLICY_NAME);
+        let first = format!("{policy}-manual-20261122180000");
+        let second = format!("{policy}-manual-20261122180001");
+        assert_eq!(first.len(), names::MAX_LABEL_VALUE);
+        let names: Vec<String> = [(&first, 1), (&second, 1), (&first, 2), (&second, 10)]
+            .into_iter()
+            .map(|(backup, attempt)| restore_name(Operation::Failback, "primary", backup, attempt))
+            .collect();
+        for name in &names {
+            assert!(name.len() <= names::MAX_LABEL_VALUE, "{name}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "{name}"
+            );
+            assert!(name.starts_with("failback-primary-ppp"), "{name}");
+        }
+        let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{names:#?}");
+        assert!(
+            names[2].ends_with("-2") && names[3].ends_with("-10"),
+            "{names:#?}"
+        );
+        assert_eq!(names[0][..55], names[2][..55]);
     }
 
     #[test]
