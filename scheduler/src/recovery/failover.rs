@@ -26,7 +26,7 @@ use replicadr_core::wire::{
     POINTER_STATUS_PHASE,
 };
 
-use super::plan::{self, Plan, VolumeAction};
+use super::plan::{self, Plan, VolumeAction, VolumePlan};
 use super::report::{Outcome, PhaseTime, Precondition, RecoveryReport, VmStart};
 use super::site::{self, BackupChoice, Planned, RecoveryError};
 use crate::velero;
@@ -37,6 +37,8 @@ pub use replicadr_core::wire::ANNOTATION_ATTEMPT;
 
 /// The field manager and event reporter of what the recovery commands write.
 pub const FIELD_MANAGER: &str = "replicadr-recovery";
+/// The port `--check-exports` connects to on each NFS server.
+const NFS_PORT: u16 = 2049;
 /// How many times one run starts a new Restore after Velero restarted during the previous one.
 const MAX_RESTARTS: u32 = 3;
 /// The resource-modifier ConfigMap that restores VMs halted, so they start in order afterwards.
@@ -71,7 +73,8 @@ pub struct Options {
     pub site: String,
     pub backup: BackupChoice,
     pub policy: Option<String>,
-    /// Go on although preconditions fail (each is logged and reported).
+    /// Go on although preconditions fail (each is logged and reported), except one that
+    /// `--force` never overrides ([`Forcing::Never`](super::report::Forcing::Never)).
     pub force: bool,
     /// The operator confirmed that replication to this site was stopped and its exports promoted.
     pub replication_confirmed: bool,
@@ -128,16 +131,13 @@ pub async fn run(
         plan_with_preconditions(client, namespace, options, &mut report, progress).await?;
     let Planned { backup, plan, .. } = &planned;
     report.phase(PhaseTime::new("plan", started.elapsed()));
+    if let Some(failures) = report.refusal(options.force) {
+        report.outcome = Outcome::Refused;
+        report.failures = failures;
+        return Ok(report);
+    }
     let failed: Vec<&Precondition> = report.preconditions.iter().filter(|p| p.failed()).collect();
     if !failed.is_empty() {
-        if !options.force {
-            report.outcome = Outcome::Refused;
-            report.failures = failed
-                .iter()
-                .map(|p| format!("precondition {} failed: {}", p.name, p.detail))
-                .collect();
-            return Ok(report);
-        }
         for precondition in failed {
             tracing::warn!(precondition = precondition.name, detail = %precondition.detail, "--force: going on although a precondition failed");
             progress(format!(
@@ -247,8 +247,8 @@ async fn plan_with_preconditions(
                 String::new()
             } else {
                 format!(
-                    ": the restore plugin would rewrite PVs onto {local_site}'s exports, not {}'s",
-                    options.site
+                    ": the restore plugin would rewrite PVs onto {local_site}'s exports, not {}'s; run this where localSite is {}, or restore to this site with --site {local_site}",
+                    options.site, options.site
                 )
             }
         ),
@@ -293,7 +293,7 @@ async fn plan_with_preconditions(
         report.precondition(vm_api_served(client).await);
     }
     report.precondition(if options.check_exports {
-        exports_reachable(plan).await
+        exports_reachable(&plan.volumes, NFS_PORT).await
     } else {
         Precondition::skipped(
             "ExportsReachable",
@@ -440,35 +440,156 @@ async fn vm_api_served(client: &Client) -> Precondition {
     }
 }
 
-/// Connects to port 2049 of every NFS server the plan rewrites PVs onto.
-async fn exports_reachable(plan: &Plan) -> Precondition {
-    let mut servers: Vec<&str> = plan
-        .volumes
-        .iter()
-        .filter_map(|v| v.after.as_deref())
-        .filter_map(|after| after.split_once(':').map(|(server, _)| server))
-        .collect();
-    servers.sort_unstable();
-    servers.dedup();
+/// Connects to `port` (NFS: 2049) of every NFS server the plan puts PVs on, each once; the
+/// detail names each server that did not answer, its PVs, and the error.
+async fn exports_reachable(volumes: &[VolumePlan], port: u16) -> Precondition {
+    let mut servers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for volume in volumes {
+        if let Some(server) = volume.after.as_deref().and_then(export_server) {
+            servers.entry(server).or_default().push(&volume.name);
+        }
+    }
+    let mut reached = Vec::new();
     let mut unreachable = Vec::new();
-    for server in &servers {
-        let address = format!("{server}:2049");
-        let connect = tokio::net::TcpStream::connect(address.clone());
-        match tokio::time::timeout(Duration::from_secs(3), connect).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => unreachable.push(format!("{address}: {error}")),
-            Err(_) => unreachable.push(format!("{address}: no answer in 3s")),
+    for (server, volumes) in &servers {
+        match reach_nfs_server(server, port, Duration::from_secs(3)).await {
+            Ok(endpoint) => reached.push(endpoint),
+            Err(error) => unreachable.push(format!(
+                "NFS server {server} (PV {}): {error}",
+                volumes.join(", ")
+            )),
         }
     }
     Precondition::new(
         "ExportsReachable",
         unreachable.is_empty(),
         if unreachable.is_empty() {
-            format!("NFS answers on {}", servers.join(", "))
+            format!("NFS answers on {}", reached.join(", "))
         } else {
             unreachable.join("; ")
         },
     )
+}
+
+/// The server of a `server:path` location. The path is absolute and a server holds no `/`, so
+/// the server ends at the `:` before the first `/`, however many colons an IPv6 address has.
+fn export_server(location: &str) -> Option<&str> {
+    let slash = location.find('/')?;
+    location[..slash].strip_suffix(':')
+}
+
+/// Connects to an NFS server as a PV names it; returns the address it connected to.
+async fn reach_nfs_server(server: &str, port: u16, timeout: Duration) -> Result<String, String> {
+    let endpoint = NfsEndpoint::parse(server, port)?;
+    let connect = async {
+        match &endpoint.host {
+            NfsHost::Ip(ip) => tokio::net::TcpStream::connect((*ip, endpoint.port)).await,
+            NfsHost::Name(name) => {
+                tokio::net::TcpStream::connect((name.as_str(), endpoint.port)).await
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(_)) => Ok(endpoint.to_string()),
+        Ok(Err(error)) => Err(format!("cannot connect to {endpoint}: {error}")),
+        Err(_) => Err(format!(
+            "no answer from {endpoint} in {}",
+            crate::duration::human(timeout)
+        )),
+    }
+}
+
+/// Where an NFS server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NfsEndpoint {
+    host: NfsHost,
+    port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NfsHost {
+    Ip(std::net::IpAddr),
+    Name(String),
+}
+
+impl NfsEndpoint {
+    /// Reads an NFS server as PVs write it (`spec.nfs.server`, the CSI driver's `server`): an
+    /// IPv4 address, an IPv6 address bare (`fd00::5`) or in brackets (`[fd00::5]`), or a
+    /// hostname; `default_port` unless a port follows a bracketed address, an IPv4 address or a
+    /// hostname (`[fd00::5]:2049`, `nfs-a:2049`). A bare IPv6 address never reads as one with a
+    /// port: `fd00::5:2049` is the address `fd00::5:2049`.
+    fn parse(server: &str, default_port: u16) -> Result<Self, String> {
+        const ACCEPTED: &str = "expected an IPv4 address, an IPv6 address (fd00::5 or [fd00::5]), or a hostname, each optionally with a port in the form [fd00::5]:2049 or nfs-a:2049";
+        let server = server.trim();
+        let port_of = |text: &str| {
+            text.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                format!("{server:?} has port {text:?}; expected a number from 1 to 65535")
+            })
+        };
+        if server.is_empty() {
+            return Err(format!("the server is empty; {ACCEPTED}"));
+        }
+        if let Some(rest) = server.strip_prefix('[') {
+            let (address, after) = rest.split_once(']').ok_or_else(|| {
+                format!("{server:?} opens a bracket it does not close; {ACCEPTED}")
+            })?;
+            let ip = address
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("{server:?} holds {address:?} in brackets, which is not an IPv6 address; {ACCEPTED}"))?;
+            let port = match after {
+                "" => default_port,
+                _ => port_of(after.strip_prefix(':').ok_or_else(|| {
+                    format!("{server:?} has {after:?} after the brackets; {ACCEPTED}")
+                })?)?,
+            };
+            return Ok(Self {
+                host: NfsHost::Ip(ip.into()),
+                port,
+            });
+        }
+        if let Ok(ip) = server.parse::<std::net::IpAddr>() {
+            return Ok(Self {
+                host: NfsHost::Ip(ip),
+                port: default_port,
+            });
+        }
+        let (host, port) = match server.split_once(':') {
+            None => (server, default_port),
+            Some((host, port)) if !port.contains(':') => (host, port_of(port)?),
+            Some(_) => {
+                return Err(format!(
+                    "{server:?} is not an IPv6 address, nor a host and port; {ACCEPTED}"
+                ));
+            }
+        };
+        if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+            return Ok(Self {
+                host: NfsHost::Ip(ip.into()),
+                port,
+            });
+        }
+        if host.is_empty()
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        {
+            return Err(format!("{server:?} is not a hostname; {ACCEPTED}"));
+        }
+        Ok(Self {
+            host: NfsHost::Name(host.to_owned()),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for NfsEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.host {
+            NfsHost::Ip(std::net::IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            NfsHost::Ip(std::net::IpAddr::V4(ip)) => write!(f, "{ip}:{}", self.port),
+            NfsHost::Name(name) => write!(f, "{name}:{}", self.port),
+        }
+    }
 }
 
 /// A Restore as the failover reads it.
@@ -1195,6 +1316,128 @@ mod tests {
             "{names:#?}"
         );
         assert_eq!(names[0][..55], names[2][..55]);
+    }
+
+    fn endpoint(server: &str) -> Result<String, String> {
+        NfsEndpoint::parse(server, 2049).map(|e| e.to_string())
+    }
+
+    #[test]
+    fn nfs_servers_parse_as_pvs_write_them() {
+        for (server, parsed) in [
+            ("10.0.0.5", "10.0.0.5:2049"),
+            ("10.0.0.5:2050", "10.0.0.5:2050"),
+            ("fd00::5", "[fd00::5]:2049"),
+            ("::1", "[::1]:2049"),
+            ("[::1]", "[::1]:2049"),
+            ("[fd00::5]:2050", "[fd00::5]:2050"),
+            // A bare IPv6 address has no port: its last group is part of the address.
+            ("fd00::5:2049", "[fd00::5:2049]:2049"),
+            ("FD00:0:0::5", "[fd00::5]:2049"),
+            ("nfs-a.dr.example.com", "nfs-a.dr.example.com:2049"),
+            ("nfs-a:111", "nfs-a:111"),
+            (" nfs-a ", "nfs-a:2049"),
+        ] {
+            assert_eq!(endpoint(server).as_deref(), Ok(parsed), "{server}");
+        }
+    }
+
+    #[test]
+    fn bad_nfs_servers_are_named_with_what_is_accepted() {
+        for (server, says) in [
+            ("", "the server is empty"),
+            ("[fd00::5", "\"[fd00::5\" opens a bracket it does not close"),
+            (
+                "[nfs-a]",
+                "holds \"nfs-a\" in brackets, which is not an IPv6 address",
+            ),
+            ("[::1]2049", "has \"2049\" after the brackets"),
+            (
+                "[::1]:0",
+                "has port \"0\"; expected a number from 1 to 65535",
+            ),
+            ("nfs-a:99999", "has port \"99999\""),
+            (
+                "nfs-a:b:c",
+                "\"nfs-a:b:c\" is not an IPv6 address, nor a host and port",
+            ),
+            ("nfs a", "\"nfs a\" is not a hostname"),
+        ] {
+            let error = endpoint(server).expect_err(server);
+            assert!(error.contains(says), "{server}: {error}");
+            assert!(error.contains("expected"), "{server}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_server_of_a_location_ends_before_its_path() {
+        for (location, server) in [
+            ("nfs-a:/exports/vms", Some("nfs-a")),
+            ("10.0.0.5:/", Some("10.0.0.5")),
+            ("fd00::5:/exports/vms", Some("fd00::5")),
+            ("fd00:::/exports", Some("fd00::")),
+            ("[fd00::5]:/exports/a:b", Some("[fd00::5]")),
+            ("nfs-a", None),
+            ("nfs-a/exports", None),
+        ] {
+            assert_eq!(export_server(location), server, "{location}");
+        }
+    }
+
+    fn volume_at(name: &str, after: &str) -> VolumePlan {
+        VolumePlan {
+            name: name.to_owned(),
+            claim: None,
+            reclaim_policy: "Retain".to_owned(),
+            action: VolumeAction::Rewrite,
+            problems: Vec::new(),
+            before: None,
+            after: Some(after.to_owned()),
+        }
+    }
+
+    /// A real listener on the IPv6 loopback stands in for an NFS server: the check connects to
+    /// it however the PVs spell the address, and names server, PVs and error once it is gone.
+    #[tokio::test]
+    async fn exports_on_ipv6_servers_are_reached() {
+        let listener = match tokio::net::TcpListener::bind("[::1]:0").await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("SKIPPED: this machine has no IPv6 loopback ([::1]: {error})");
+                return;
+            }
+        };
+        let port = listener.local_addr().expect("bound").port();
+        let volumes = [
+            volume_at("pv-bare", "::1:/exports/a"),
+            volume_at("pv-bracketed", "[::1]:/exports/b"),
+            volume_at("pv-bare-2", "::1:/exports/c"),
+        ];
+        let reached = exports_reachable(&volumes, port).await;
+        assert_eq!(reached.passed, Some(true), "{}", reached.detail);
+        assert_eq!(
+            reached.detail,
+            format!("NFS answers on [::1]:{port}, [::1]:{port}")
+        );
+        assert_eq!(
+            reach_nfs_server(&format!("[::1]:{port}"), 1, Duration::from_secs(3)).await,
+            Ok(format!("[::1]:{port}"))
+        );
+
+        drop(listener);
+        let refused = exports_reachable(&volumes, port).await;
+        assert_eq!(refused.passed, Some(false), "{}", refused.detail);
+        let expected =
+            format!("NFS server ::1 (PV pv-bare, pv-bare-2): cannot connect to [::1]:{port}: ");
+        assert!(refused.detail.starts_with(&expected), "{}", refused.detail);
+        assert!(
+            refused.detail.contains(&format!(
+                "; NFS server [::1] (PV pv-bracketed): cannot connect to [::1]:{port}: "
+            )),
+            "{}",
+            refused.detail
+        );
+        assert!(refused.detail.contains("refused"), "{}", refused.detail);
     }
 
     #[test]
