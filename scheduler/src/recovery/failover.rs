@@ -1184,6 +1184,14 @@ fn summarize_results(results: &Value) -> Vec<String> {
     lines
 }
 
+/// The report ConfigMap of a Restore: `<restore>-report`, at most 63 characters like the Restore
+/// name, cut with a hash ([`names::fitted`]) so that Restores alike in their first 56 characters
+/// keep reports of their own.
+pub fn report_name(restore: &str) -> String {
+    const SUFFIX: &str = "-report";
+    names::fitted(restore, names::MAX_LABEL_VALUE - SUFFIX.len()).into_owned() + SUFFIX
+}
+
 /// Stores the report as a ConfigMap named after the Restore and records an Event on the Restore.
 async fn store(
     client: &Client,
@@ -1194,14 +1202,7 @@ async fn store(
     let Some(restore) = &report.restore else {
         return Ok(());
     };
-    let name = format!(
-        "{}-report",
-        restore
-            .chars()
-            .take(56)
-            .collect::<String>()
-            .trim_end_matches('-')
-    );
+    let name = report_name(restore);
     let configmap: ConfigMap = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {
@@ -1438,6 +1439,17 @@ mod tests {
             refused.detail
         );
         assert!(refused.detail.contains("refused"), "{}", refused.detail);
+    }
+
+    #[test]
+    fn report_names_stay_apart_when_restore_names_are_long() {
+        assert_eq!(report_name("failover-dr-b"), "failover-dr-b-report");
+        let first = restore_name(Operation::Failover, "dr", &"b".repeat(60), 1);
+        let second = restore_name(Operation::Failover, "dr", &"b".repeat(60), 2);
+        let (first, second) = (report_name(&first), report_name(&second));
+        assert_eq!((first.len(), second.len()), (63, 63));
+        assert_ne!(first, second);
+        assert!(first.ends_with("-report"), "{first}");
     }
 
     #[test]
