@@ -10,7 +10,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, ValidationRule,
+    CustomResourceDefinition, JSONSchemaProps,
 };
 use kube::CustomResource;
 use replicadr_core::names::MAX_LABEL_VALUE;
@@ -294,20 +294,26 @@ impl BackupPolicyStatus {
     }
 }
 
-/// The CRD: the schema derived from these types, and a rule by which the API server itself
-/// refuses a policy name longer than [`MAX_POLICY_NAME`] (a schema can only limit
-/// `metadata.name` through a CEL rule at its root).
+/// The CRD: the schema derived from these types, with `metadata.name` limited to
+/// [`MAX_POLICY_NAME`] so that the API server itself refuses a longer name ("metadata.name: Too
+/// long: may not be more than 41 bytes"). A `maxLength` rather than a CEL rule: validation
+/// ratcheting lets a policy created before the limit still be updated (its status too) until
+/// it is renamed, where a rule on the whole object would refuse every update of it.
 pub fn crd() -> CustomResourceDefinition {
     use kube::CustomResourceExt as _;
     let mut crd = BackupPolicy::crd();
-    let rule = ValidationRule {
-        rule: format!("self.metadata.name.size() <= {MAX_POLICY_NAME}"),
-        // A static message: one built from the name costs the API server more than a rule may.
-        // The API server's error names the policy in front of it.
-        message: Some(format!(
-            "metadata.name has more than {MAX_POLICY_NAME} characters; at most {MAX_POLICY_NAME} are accepted, so that the names of its backups (the longest <policy>-manual-YYYYMMDDHHMMSS) are valid label values of at most 63"
+    let name = JSONSchemaProps {
+        description: Some(format!(
+            "At most {MAX_POLICY_NAME} characters, so that the names of the policy's backups (the longest <policy>-manual-YYYYMMDDHHMMSS) are valid label values of at most 63."
         )),
-        ..ValidationRule::default()
+        type_: Some("string".to_owned()),
+        max_length: Some(i64::try_from(MAX_POLICY_NAME).expect("a small number")),
+        ..JSONSchemaProps::default()
+    };
+    let metadata = JSONSchemaProps {
+        type_: Some("object".to_owned()),
+        properties: Some(BTreeMap::from([("name".to_owned(), name)])),
+        ..JSONSchemaProps::default()
     };
     for version in &mut crd.spec.versions {
         if let Some(schema) = version
@@ -315,7 +321,10 @@ pub fn crd() -> CustomResourceDefinition {
             .as_mut()
             .and_then(|s| s.open_api_v3_schema.as_mut())
         {
-            schema.x_kubernetes_validations = Some(vec![rule.clone()]);
+            schema
+                .properties
+                .get_or_insert_with(BTreeMap::new)
+                .insert("metadata".to_owned(), metadata.clone());
         }
     }
     crd
