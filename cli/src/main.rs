@@ -199,7 +199,8 @@ struct RecoveryArgs {
     /// Only this BackupPolicy's backups.
     #[arg(long)]
     policy: Option<String>,
-    /// Go on although preconditions fail (each one is logged and reported).
+    /// Go on although preconditions fail (each one is logged and reported); never past
+    /// a plugin ConfigMap whose localSite names another site.
     #[arg(long)]
     force: bool,
     /// Confirm without a prompt that replication to this site is stopped and its exports promoted.
@@ -579,7 +580,9 @@ async fn recover(
     options.replication_confirmed = args.yes || confirm_replication(&args.site);
     options.summary = Some(render::recovery);
     if args.force {
-        tracing::warn!("--force given: failed preconditions are reported, not enforced");
+        tracing::warn!(
+            "--force given: failed preconditions are reported, not enforced, except PluginConfig naming another site"
+        );
     }
     let output = args.output;
     let recovery = Box::pin(every_policy::run(

@@ -1,7 +1,7 @@
 //! ReplicaDR's facts about backups, shared by the Velero plugins and the scheduler: what the
 //! project's wire names are ([`wire`]), where sites and their replicated NFS exports are
 //! ([`sitemap`]), what an NFS volume is ([`nfs`]) and how a PV is rewritten onto another site's
-//! export ([`remap`]), how the plugin ConfigMap is read ([`plugin_config`]), how a Velero backup
+//! export ([`remap`]), how a long name becomes a valid label value ([`names`]), how the plugin ConfigMap is read ([`plugin_config`]), how a Velero backup
 //! tarball is read ([`tarball`], [`contents`]), and what a backup must hold for a failover to
 //! restore it ([`invariants`]).
 //!
@@ -11,6 +11,7 @@
 
 pub mod contents;
 pub mod invariants;
+pub mod names;
 pub mod nfs;
 pub mod objects;
 pub mod plugin_config;

@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
 use kube::{Client, ResourceExt as _};
+use replicadr_core::names::label_value;
 use serde::Serialize;
 
 use crate::recovery::failover::{self, Operation, Restores, vm_resource};
@@ -174,7 +175,8 @@ async fn check_restored(
     scratch: &BTreeMap<String, String>,
     restore: &str,
 ) -> Result<Vec<Check>, kube::Error> {
-    let labelled = ListParams::default().labels(&format!("{LABEL_RESTORE_NAME}={restore}"));
+    let labelled =
+        ListParams::default().labels(&format!("{LABEL_RESTORE_NAME}={}", label_value(restore)));
     let pvs = Api::<PersistentVolume>::all(client.clone())
         .list(&labelled)
         .await?
@@ -282,7 +284,8 @@ async fn clean_up(
     scratch: &BTreeMap<String, String>,
     restore: &str,
 ) -> Result<Vec<String>, kube::Error> {
-    let labelled = ListParams::default().labels(&format!("{LABEL_RESTORE_NAME}={restore}"));
+    let labelled =
+        ListParams::default().labels(&format!("{LABEL_RESTORE_NAME}={}", label_value(restore)));
     let mut deleted = Vec::new();
     // Every restored PV keeps its data on the export whatever happens to its claim: Retain first.
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
@@ -305,9 +308,9 @@ async fn clean_up(
             vms.delete(&vm.name_any(), &DeleteParams::default()).await?;
             deleted.push(format!("VirtualMachine {target}/{}", vm.name_any()));
         }
-        let restored = listed
-            .iter()
-            .filter(|c| c.labels().get(LABEL_RESTORE_NAME).map(String::as_str) == Some(restore));
+        let restored = listed.iter().filter(|c| {
+            c.labels().get(LABEL_RESTORE_NAME).map(String::as_str) == Some(&label_value(restore))
+        });
         for claim in restored {
             claims
                 .delete(&claim.name_any(), &DeleteParams::default())

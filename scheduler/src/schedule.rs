@@ -246,6 +246,11 @@ pub fn manual_backup_name(policy: &str, now: Timestamp) -> String {
     format!("{policy}-manual-{}", now.strftime("%Y%m%d%H%M%S"))
 }
 
+/// The most a backup name adds to its policy's name: a manual backup's
+/// `-manual-YYYYMMDDHHMMSS`. A slot's `-YYYYMMDDHHMM` and a retry's `-YYYYMMDDHHMM-r10`
+/// (`retries.limit` is at most 10) are shorter.
+pub const LONGEST_BACKUP_NAME_SUFFIX: usize = "-manual-".len() + "YYYYMMDDHHMMSS".len();
+
 /// The delay after a slot before its backup starts, the same on every replica: a hash of the
 /// policy's UID and the slot, in `0..=max_seconds`. Spreads policies sharing a schedule.
 pub fn jitter(policy_uid: &str, slot: Timestamp, max_seconds: u32) -> Duration {

@@ -319,7 +319,12 @@ impl Service {
         policy: &BackupPolicy,
         now: Timestamp,
     ) -> Result<(PolicyOutcome, Option<Timestamp>), kube::Error> {
-        let selector = format!("{}={}", velero::LABEL_POLICY, policy.name_any());
+        // A name too long for a label value is refused in `admit`; it must not fail the list.
+        let selector = format!(
+            "{}={}",
+            velero::LABEL_POLICY,
+            replicadr_core::names::label_value(&policy.name_any())
+        );
         let backups = self
             .backups()
             .list(&ListParams::default().labels(&selector))

@@ -1213,3 +1213,223 @@ async fn without_a_usable_active_site_record_neither_site_makes_a_backup() -> an
     );
     Ok(())
 }
+
+/// The longest policy name accepted goes all the way: the API server refuses one character more
+/// (the CRD's `maxLength`), the scheduler's Backup and a manual backup name of 63 characters are
+/// accepted with their labels, and a failover of it creates a Restore whose name and labels the
+/// API server accepts and that a re-run finds again by those labels. No Velero runs here, so the
+/// Restore never finishes: the failover stops at its restore timeout. A forced failover at the
+/// wrong site is refused before anything is written.
+#[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
+async fn the_longest_policy_name_makes_valid_backups_and_restores() -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::api::{Api, DynamicObject, ListParams};
+    use replicadr_scheduler::policy::MAX_POLICY_NAME;
+    use replicadr_scheduler::recovery::failover::{self, Operation};
+    use replicadr_scheduler::recovery::report::Outcome;
+    use replicadr_scheduler::recovery::site::BackupChoice;
+    use replicadr_scheduler::schedule::manual_backup_name;
+
+    let env = BackupEnv::start("velero").await?;
+    let spec = json!({"schedule": "@hourly", "template": {"includedNamespaces": ["vms"]}});
+    let too_long = "p".repeat(MAX_POLICY_NAME + 1);
+    let refused = env
+        .create_policy(&too_long, spec.clone())
+        .await
+        .expect_err("one character more than accepted");
+    match refused.downcast_ref::<kube::Error>() {
+        Some(kube::Error::Api(status)) => {
+            assert_eq!(status.code, 422, "{status:?}");
+            assert!(
+                status.message.contains(&format!(
+                    "\"{too_long}\" is invalid: metadata.name: Too long: may not be more than 41"
+                )),
+                "{status:?}"
+            );
+        }
+        other => panic!("not refused by the API server: {other:?}"),
+    }
+
+    let longest = "p".repeat(MAX_POLICY_NAME);
+    env.create_policy(&longest, spec).await?;
+    let slot = next_hour();
+    let clock = Arc::new(ManualClock::new(slot + Duration::from_secs(5)));
+    let (scheduler, _) = service(&env, &clock, "primary");
+    let slot_name = slot_backup_name(&longest, slot);
+    assert_eq!(
+        scheduler
+            .reconcile(&policy(&env, &longest).await?, clock.now())
+            .await?
+            .0,
+        PolicyOutcome::Created {
+            backup: slot_name.clone()
+        }
+    );
+    let object = env.backups().get(&slot_name).await?;
+    let labels = object.metadata.labels.as_ref().expect("labels");
+    assert_eq!(labels[velero::LABEL_POLICY], longest);
+    assert_eq!(labels[velero::LABEL_SCHEDULE_NAME], longest);
+    let (tarball, list) = fixture::healthy_vm_backup()?;
+    env.complete_backup(&slot_name, &tarball, &list, "Completed", slot)
+        .await?;
+
+    // The longest backup name a policy makes: a manual backup's, exactly 63 characters.
+    let manual = manual_backup_name(&longest, slot + Duration::from_mins(1));
+    assert_eq!(manual.len(), 63);
+    let valid = ValidPolicy::from_policy(&policy(&env, &longest).await?)?;
+    env.backups()
+        .create(
+            &kube::api::PostParams::default(),
+            &velero::build_backup(&BackupRequest {
+                policy: &valid,
+                site: "primary",
+                name: manual.clone(),
+                slot: None,
+                attempt: 0,
+            }),
+        )
+        .await?;
+    env.complete_backup(
+        &manual,
+        &tarball,
+        &list,
+        "Completed",
+        slot + Duration::from_mins(1),
+    )
+    .await?;
+
+    // This cluster becomes the DR site and fails over to the manual backup.
+    env.put_local_site("dr").await?;
+    let mut options = failover::Options::new(Operation::Failover, "dr");
+    options.backup = BackupChoice::Named(manual.clone());
+    options.policy = Some(longest.clone());
+    options.replication_confirmed = true;
+    options.start_vms = false;
+    options.restore_timeout = Duration::from_secs(2);
+    options.poll = Duration::from_millis(200);
+    let mut log = |line: String| eprintln!("failover: {line}");
+    let report = Box::pin(failover::run(
+        &env.client,
+        &env.namespace,
+        &options,
+        &mut log,
+    ))
+    .await?;
+    let restore = report.restore.clone().expect("a Restore was created");
+    assert!(
+        report.preconditions.iter().all(|p| p.passed != Some(false)),
+        "{report:#?}"
+    );
+    assert_eq!(report.outcome, Outcome::Failed, "no Velero: {report:#?}");
+    assert!(
+        restore.len() <= 63 && restore.starts_with("failover-dr-ppp"),
+        "{restore}"
+    );
+    let restores = Api::<DynamicObject>::namespaced_with(
+        env.client.clone(),
+        &env.namespace,
+        &velero::restore_resource(),
+    );
+    let created = restores.get(&restore).await?;
+    assert_eq!(created.data["spec"]["backupName"], manual.as_str());
+    let labels = created.metadata.labels.as_ref().expect("labels");
+    assert_eq!(
+        labels["replicadr.io/backup"], manual,
+        "63 characters fit as they are"
+    );
+    let stored = Api::<ConfigMap>::namespaced(env.client.clone(), &env.namespace)
+        .get(&failover::report_name(&restore))
+        .await?;
+    assert_eq!(
+        stored.metadata.labels.as_ref().expect("labels")["replicadr.io/backup"],
+        manual
+    );
+
+    // A re-run finds its Restore by the labels and follows it instead of making another.
+    let again = Box::pin(failover::run(
+        &env.client,
+        &env.namespace,
+        &options,
+        &mut log,
+    ))
+    .await?;
+    assert_eq!(
+        again.restore.as_deref(),
+        Some(restore.as_str()),
+        "{again:#?}"
+    );
+    assert_eq!(restores.list(&ListParams::default()).await?.items.len(), 1);
+
+    // A backup made by hand may have a name too long for a label: the Restore's label holds it
+    // cut with Velero's hash, and a re-run finds the Restore by that value.
+    let by_hand = format!("made-by-hand-{}", "h".repeat(70));
+    let mut object = velero::build_backup(&BackupRequest {
+        policy: &valid,
+        site: "primary",
+        name: by_hand.clone(),
+        slot: None,
+        attempt: 0,
+    });
+    object.metadata.labels = None;
+    env.backups()
+        .create(&kube::api::PostParams::default(), &object)
+        .await?;
+    env.complete_backup(&by_hand, &tarball, &list, "Completed", slot)
+        .await?;
+    let mut long_named = options.clone();
+    long_named.backup = BackupChoice::Named(by_hand.clone());
+    long_named.policy = None;
+    let report = Box::pin(failover::run(
+        &env.client,
+        &env.namespace,
+        &long_named,
+        &mut log,
+    ))
+    .await?;
+    let long_restore = report.restore.clone().expect("a Restore was created");
+    assert!(long_restore.len() <= 63, "{long_restore}");
+    assert_ne!(long_restore, restore);
+    let labels = restores
+        .get(&long_restore)
+        .await?
+        .metadata
+        .labels
+        .expect("labels");
+    // What Velero v1.18.3's `label.GetValidName` makes of the name.
+    assert_eq!(
+        labels["replicadr.io/backup"],
+        format!("made-by-hand-{}507c53", "h".repeat(44))
+    );
+    let again = Box::pin(failover::run(
+        &env.client,
+        &env.namespace,
+        &long_named,
+        &mut log,
+    ))
+    .await?;
+    assert_eq!(
+        again.restore.as_deref(),
+        Some(long_restore.as_str()),
+        "{again:#?}"
+    );
+    assert_eq!(restores.list(&ListParams::default()).await?.items.len(), 2);
+
+    // At the wrong site --force does not help: the restore plugin would rewrite onto dr.
+    let mut wrong = failover::Options::new(Operation::Failover, "primary");
+    wrong.backup = BackupChoice::Named(manual.clone());
+    wrong.replication_confirmed = true;
+    wrong.force = true;
+    let refused = Box::pin(failover::run(&env.client, &env.namespace, &wrong, &mut log)).await?;
+    assert_eq!(refused.outcome, Outcome::Refused, "{refused:#?}");
+    assert!(!refused.forced && refused.restore.is_none(), "{refused:#?}");
+    let first = refused.failures.first().expect("a failure");
+    assert!(
+        first.starts_with("precondition PluginConfig failed: ConfigMap velero/")
+            && first.contains("names localSite \"dr\"")
+            && first.ends_with("--force does not override this precondition"),
+        "{first}"
+    );
+    assert_eq!(restores.list(&ListParams::default()).await?.items.len(), 2);
+    Ok(())
+}

@@ -43,7 +43,11 @@ use workload::SiteExport;
 
 /// The Velero namespace at both sites.
 pub const VELERO_NAMESPACE: &str = "velero";
-/// The drill's main BackupPolicy: the fixed and the scale VMs.
+/// The drill's main BackupPolicy: the fixed and the scale VMs. Short on purpose: s3s-fs keeps
+/// each object's metadata in a file named after the base64 of bucket and key, and the keys Velero
+/// writes hold the backup or Restore name twice (`backups/<b>/<b>-podvolumebackups.json.gz`), so
+/// long names pass the 255-byte file name limit there (a 63-character backup name does; real S3
+/// takes keys of 1024 bytes).
 pub const POLICY: &str = "drill";
 /// The second BackupPolicy: the `drill-infra` namespace.
 pub const POLICY_INFRA: &str = "drill-infra";

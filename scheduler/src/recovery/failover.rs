@@ -14,13 +14,14 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource as _, ResourceExt as _};
 use serde_json::{Value, json};
 
+use replicadr_core::names::{self, label_value};
 use replicadr_core::wire::{
     LABEL_BACKUP, LABEL_MANAGED_BY, LABEL_OPERATION, LABEL_SITE, MANAGED_BY, PHASE_AVAILABLE,
     PHASE_COMPLETED, PHASE_FAILED, PHASE_FAILED_VALIDATION, PHASE_PARTIALLY_FAILED,
     POINTER_STATUS_PHASE,
 };
 
-use super::plan::{self, Plan};
+use super::plan::{self, Plan, VolumePlan};
 use super::report::{Outcome, PhaseTime, Precondition, RecoveryReport};
 use super::site::{self, BackupChoice, Planned, RecoveryError};
 use super::{checks, vm_start};
@@ -33,6 +34,8 @@ pub use replicadr_core::wire::{ANNOTATION_ATTEMPT, ANNOTATION_OUTCOME};
 
 /// The field manager and event reporter of what the recovery commands write.
 pub const FIELD_MANAGER: &str = "replicadr-recovery";
+/// The port `--check-exports` connects to on each NFS server.
+const NFS_PORT: u16 = 2049;
 /// How many times one run starts a new Restore after Velero restarted during the previous one.
 const MAX_RESTARTS: u32 = 3;
 pub use super::vm_start::{vm_resource, vm_running};
@@ -78,7 +81,8 @@ pub struct Options {
     pub site: String,
     pub backup: BackupChoice,
     pub policy: Option<String>,
-    /// Go on although preconditions fail (each is logged and reported).
+    /// Go on although preconditions fail (each is logged and reported), except one that
+    /// `--force` never overrides ([`Forcing::Never`](super::report::Forcing::Never)).
     pub force: bool,
     /// The operator confirmed that replication to this site was stopped and its exports promoted.
     pub replication_confirmed: bool,
@@ -344,8 +348,8 @@ async fn plan_with_preconditions(
                 String::new()
             } else {
                 format!(
-                    ": the restore plugin would rewrite PVs onto {local_site}'s exports, not {}'s",
-                    options.site
+                    ": the restore plugin would rewrite PVs onto {local_site}'s exports, not {}'s; run this where localSite is {}, or restore to this site with --site {local_site}",
+                    options.site, options.site
                 )
             }
         ),
@@ -390,7 +394,7 @@ async fn plan_with_preconditions(
         report.precondition(vm_api_served(client).await);
     }
     report.precondition(if options.check_exports {
-        exports_reachable(plan).await
+        exports_reachable(&plan.volumes, NFS_PORT).await
     } else {
         Precondition::skipped(
             "ExportsReachable",
@@ -416,31 +420,25 @@ fn preconditions_allow(
     report: &mut RecoveryReport,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> bool {
+    if let Some(failures) = report.refusal(options.force) {
+        report.outcome = Outcome::Refused;
+        report.failures = failures;
+        return false;
+    }
     let failed: Vec<Precondition> = report
         .preconditions
         .iter()
         .filter(|p| p.failed())
         .cloned()
         .collect();
-    if failed.is_empty() {
-        return true;
-    }
-    if !options.force {
-        report.outcome = Outcome::Refused;
-        report.failures = failed
-            .iter()
-            .map(|p| format!("precondition {} failed: {}", p.name, p.detail))
-            .collect();
-        return false;
-    }
-    for precondition in failed {
+    for precondition in &failed {
         tracing::warn!(precondition = precondition.name, detail = %precondition.detail, "--force: going on although a precondition failed");
         progress(format!(
             "WARNING --force: going on although precondition {} failed: {}",
             precondition.name, precondition.detail
         ));
     }
-    report.forced = true;
+    report.forced |= !failed.is_empty();
     true
 }
 
@@ -625,35 +623,156 @@ async fn vm_api_served(client: &Client) -> Precondition {
     }
 }
 
-/// Connects to port 2049 of every NFS server the plan rewrites PVs onto.
-async fn exports_reachable(plan: &Plan) -> Precondition {
-    let mut servers: Vec<&str> = plan
-        .volumes
-        .iter()
-        .filter_map(|v| v.after.as_deref())
-        .filter_map(|after| after.split_once(':').map(|(server, _)| server))
-        .collect();
-    servers.sort_unstable();
-    servers.dedup();
+/// Connects to `port` (NFS: 2049) of every NFS server the plan puts PVs on, each once; the
+/// detail names each server that did not answer, its PVs, and the error.
+async fn exports_reachable(volumes: &[VolumePlan], port: u16) -> Precondition {
+    let mut servers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for volume in volumes {
+        if let Some(server) = volume.after.as_deref().and_then(export_server) {
+            servers.entry(server).or_default().push(&volume.name);
+        }
+    }
+    let mut reached = Vec::new();
     let mut unreachable = Vec::new();
-    for server in &servers {
-        let address = format!("{server}:2049");
-        let connect = tokio::net::TcpStream::connect(address.clone());
-        match tokio::time::timeout(Duration::from_secs(3), connect).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => unreachable.push(format!("{address}: {error}")),
-            Err(_) => unreachable.push(format!("{address}: no answer in 3s")),
+    for (server, volumes) in &servers {
+        match reach_nfs_server(server, port, Duration::from_secs(3)).await {
+            Ok(endpoint) => reached.push(endpoint),
+            Err(error) => unreachable.push(format!(
+                "NFS server {server} (PV {}): {error}",
+                volumes.join(", ")
+            )),
         }
     }
     Precondition::new(
         "ExportsReachable",
         unreachable.is_empty(),
         if unreachable.is_empty() {
-            format!("NFS answers on {}", servers.join(", "))
+            format!("NFS answers on {}", reached.join(", "))
         } else {
             unreachable.join("; ")
         },
     )
+}
+
+/// The server of a `server:path` location. The path is absolute and a server holds no `/`, so
+/// the server ends at the `:` before the first `/`, however many colons an IPv6 address has.
+fn export_server(location: &str) -> Option<&str> {
+    let slash = location.find('/')?;
+    location[..slash].strip_suffix(':')
+}
+
+/// Connects to an NFS server as a PV names it; returns the address it connected to.
+async fn reach_nfs_server(server: &str, port: u16, timeout: Duration) -> Result<String, String> {
+    let endpoint = NfsEndpoint::parse(server, port)?;
+    let connect = async {
+        match &endpoint.host {
+            NfsHost::Ip(ip) => tokio::net::TcpStream::connect((*ip, endpoint.port)).await,
+            NfsHost::Name(name) => {
+                tokio::net::TcpStream::connect((name.as_str(), endpoint.port)).await
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(_)) => Ok(endpoint.to_string()),
+        Ok(Err(error)) => Err(format!("cannot connect to {endpoint}: {error}")),
+        Err(_) => Err(format!(
+            "no answer from {endpoint} in {}",
+            crate::duration::human(timeout)
+        )),
+    }
+}
+
+/// Where an NFS server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NfsEndpoint {
+    host: NfsHost,
+    port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NfsHost {
+    Ip(std::net::IpAddr),
+    Name(String),
+}
+
+impl NfsEndpoint {
+    /// Reads an NFS server as PVs write it (`spec.nfs.server`, the CSI driver's `server`): an
+    /// IPv4 address, an IPv6 address bare (`fd00::5`) or in brackets (`[fd00::5]`), or a
+    /// hostname; `default_port` unless a port follows a bracketed address, an IPv4 address or a
+    /// hostname (`[fd00::5]:2049`, `nfs-a:2049`). A bare IPv6 address never reads as one with a
+    /// port: `fd00::5:2049` is the address `fd00::5:2049`.
+    fn parse(server: &str, default_port: u16) -> Result<Self, String> {
+        const ACCEPTED: &str = "expected an IPv4 address, an IPv6 address (fd00::5 or [fd00::5]), or a hostname, each optionally with a port in the form [fd00::5]:2049 or nfs-a:2049";
+        let server = server.trim();
+        let port_of = |text: &str| {
+            text.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                format!("{server:?} has port {text:?}; expected a number from 1 to 65535")
+            })
+        };
+        if server.is_empty() {
+            return Err(format!("the server is empty; {ACCEPTED}"));
+        }
+        if let Some(rest) = server.strip_prefix('[') {
+            let (address, after) = rest.split_once(']').ok_or_else(|| {
+                format!("{server:?} opens a bracket it does not close; {ACCEPTED}")
+            })?;
+            let ip = address
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("{server:?} holds {address:?} in brackets, which is not an IPv6 address; {ACCEPTED}"))?;
+            let port = match after {
+                "" => default_port,
+                _ => port_of(after.strip_prefix(':').ok_or_else(|| {
+                    format!("{server:?} has {after:?} after the brackets; {ACCEPTED}")
+                })?)?,
+            };
+            return Ok(Self {
+                host: NfsHost::Ip(ip.into()),
+                port,
+            });
+        }
+        if let Ok(ip) = server.parse::<std::net::IpAddr>() {
+            return Ok(Self {
+                host: NfsHost::Ip(ip),
+                port: default_port,
+            });
+        }
+        let (host, port) = match server.split_once(':') {
+            None => (server, default_port),
+            Some((host, port)) if !port.contains(':') => (host, port_of(port)?),
+            Some(_) => {
+                return Err(format!(
+                    "{server:?} is not an IPv6 address, nor a host and port; {ACCEPTED}"
+                ));
+            }
+        };
+        if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+            return Ok(Self {
+                host: NfsHost::Ip(ip.into()),
+                port,
+            });
+        }
+        if host.is_empty()
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        {
+            return Err(format!("{server:?} is not a hostname; {ACCEPTED}"));
+        }
+        Ok(Self {
+            host: NfsHost::Name(host.to_owned()),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for NfsEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.host {
+            NfsHost::Ip(std::net::IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            NfsHost::Ip(std::net::IpAddr::V4(ip)) => write!(f, "{ip}:{}", self.port),
+            NfsHost::Name(name) => write!(f, "{name}:{}", self.port),
+        }
+    }
 }
 
 /// A Restore as the failover reads it.
@@ -738,8 +857,6 @@ impl Restores {
         }
     }
 
-    /// The Restore to follow: the newest attempt of this backup at this site unless it failed,
-    /// else a new attempt.
     /// Every attempt of this operation on `backup` at this site, the first first.
     pub(crate) async fn attempts(
         &self,
@@ -747,8 +864,9 @@ impl Restores {
         backup: &str,
     ) -> Result<Vec<RestoreView>, kube::Error> {
         let selector = format!(
-            "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_SITE}={},{LABEL_BACKUP}={backup},{LABEL_OPERATION}={}",
+            "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_SITE}={},{LABEL_BACKUP}={},{LABEL_OPERATION}={}",
             options.site,
+            label_value(backup),
             options.operation.as_str()
         );
         let mut attempts: Vec<RestoreView> = self
@@ -763,6 +881,8 @@ impl Restores {
         Ok(attempts)
     }
 
+    /// The Restore to follow: the newest attempt of this backup at this site unless it failed
+    /// (or its run failed its checks, or `--new-attempt`), else a new attempt.
     pub(crate) async fn ensure(
         &self,
         options: &Options,
@@ -909,21 +1029,19 @@ resourceModifierRules:
       - patchData: '{"spec": {"running": null, "runStrategy": "Halted"}}'
 "#;
 
-/// `<operation>-<site>-<backup>[-<attempt>]`, at most 63 characters (Velero puts restore names
-/// in labels).
+/// `<operation>-<site>-<backup>[-<attempt>]`, at most 63 characters: Velero writes the restore
+/// name into the `velero.io/restore-name` label of everything it restores. A longer name keeps
+/// its attempt suffix and is cut before it, ending in a hash of the uncut name
+/// ([`names::fitted`]), so that backups differing only after the cut (their timestamps) get
+/// Restores of their own.
 pub fn restore_name(operation: Operation, site: &str, backup: &str, attempt: u32) -> String {
     let suffix = if attempt > 1 {
         format!("-{attempt}")
     } else {
         String::new()
     };
-    let mut name = format!("{}-{site}-{backup}", operation.as_str());
-    let room = 63 - suffix.len();
-    if name.len() > room {
-        name.truncate(room);
-    }
-    let name = name.trim_end_matches(['-', '.']).to_owned();
-    name + &suffix
+    let name = format!("{}-{site}-{backup}", operation.as_str());
+    names::fitted(&name, names::MAX_LABEL_VALUE - suffix.len()).into_owned() + &suffix
 }
 
 /// The Restore: the whole backup, PVs restored as backed up (the site-remap plugin rewrites
@@ -969,7 +1087,7 @@ fn build_restore(
             options.operation.as_str().to_owned(),
         ),
         (LABEL_SITE.to_owned(), options.site.clone()),
-        (LABEL_BACKUP.to_owned(), backup.to_owned()),
+        (LABEL_BACKUP.to_owned(), label_value(backup).into_owned()),
     ]));
     restore.metadata.annotations = Some(BTreeMap::from([(
         ANNOTATION_ATTEMPT.to_owned(),
@@ -1014,6 +1132,14 @@ fn summarize_results(results: &Value) -> Vec<String> {
     lines
 }
 
+/// The report ConfigMap of a Restore: `<restore>-report`, at most 63 characters like the Restore
+/// name, cut with a hash ([`names::fitted`]) so that Restores alike in their first 56 characters
+/// keep reports of their own.
+pub fn report_name(restore: &str) -> String {
+    const SUFFIX: &str = "-report";
+    names::fitted(restore, names::MAX_LABEL_VALUE - SUFFIX.len()).into_owned() + SUFFIX
+}
+
 /// Stores the report as a ConfigMap named after the Restore and records an Event on the Restore.
 async fn store(
     client: &Client,
@@ -1024,14 +1150,7 @@ async fn store(
     let Some(restore) = &report.restore else {
         return Ok(());
     };
-    let name = format!(
-        "{}-report",
-        restore
-            .chars()
-            .take(56)
-            .collect::<String>()
-            .trim_end_matches('-')
-    );
+    let name = report_name(restore);
     let configmap: ConfigMap = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {
@@ -1040,7 +1159,7 @@ async fn store(
                 LABEL_MANAGED_BY: MANAGED_BY,
                 LABEL_OPERATION: report.operation,
                 LABEL_SITE: report.site,
-                LABEL_BACKUP: report.backup,
+                LABEL_BACKUP: label_value(&report.backup),
             },
         },
         "data": {
@@ -1101,6 +1220,7 @@ fn capitalize(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recovery::plan::VolumeAction;
 
     #[test]
     fn restore_names_fit_a_label_and_number_attempts() {
@@ -1115,6 +1235,170 @@ mod tests {
         let long = restore_name(Operation::Failover, "dr", &"x".repeat(80), 12);
         assert_eq!(long.len(), 63, "{long}");
         assert!(long.ends_with("-12"), "{long}");
+    }
+
+    /// The longest backup names a policy makes (a 41-character policy name, the longest
+    /// accepted) differ only in their timestamps: each gets a Restore name of its own, a valid
+    /// DNS label, and its attempts stay apart.
+    #[test]
+    fn restore_names_of_long_backups_that_differ_at_the_end_stay_apart() {
+        let policy = "p".repeat(crate::policy::MAX_POLICY_NAME);
+        let first = format!("{policy}-manual-20261122180000");
+        let second = format!("{policy}-manual-20261122180001");
+        assert_eq!(first.len(), names::MAX_LABEL_VALUE);
+        let names: Vec<String> = [(&first, 1), (&second, 1), (&first, 2), (&second, 10)]
+            .into_iter()
+            .map(|(backup, attempt)| restore_name(Operation::Failback, "primary", backup, attempt))
+            .collect();
+        for name in &names {
+            assert!(name.len() <= names::MAX_LABEL_VALUE, "{name}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "{name}"
+            );
+            assert!(name.starts_with("failback-primary-ppp"), "{name}");
+        }
+        let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len(), "{names:#?}");
+        assert!(
+            names[2].ends_with("-2") && names[3].ends_with("-10"),
+            "{names:#?}"
+        );
+        assert_eq!(names[0][..55], names[2][..55]);
+    }
+
+    fn endpoint(server: &str) -> Result<String, String> {
+        NfsEndpoint::parse(server, 2049).map(|e| e.to_string())
+    }
+
+    #[test]
+    fn nfs_servers_parse_as_pvs_write_them() {
+        for (server, parsed) in [
+            ("10.0.0.5", "10.0.0.5:2049"),
+            ("10.0.0.5:2050", "10.0.0.5:2050"),
+            ("fd00::5", "[fd00::5]:2049"),
+            ("::1", "[::1]:2049"),
+            ("[::1]", "[::1]:2049"),
+            ("[fd00::5]:2050", "[fd00::5]:2050"),
+            // A bare IPv6 address has no port: its last group is part of the address.
+            ("fd00::5:2049", "[fd00::5:2049]:2049"),
+            ("FD00:0:0::5", "[fd00::5]:2049"),
+            ("nfs-a.dr.example.com", "nfs-a.dr.example.com:2049"),
+            ("nfs-a:111", "nfs-a:111"),
+            (" nfs-a ", "nfs-a:2049"),
+        ] {
+            assert_eq!(endpoint(server).as_deref(), Ok(parsed), "{server}");
+        }
+    }
+
+    #[test]
+    fn bad_nfs_servers_are_named_with_what_is_accepted() {
+        for (server, says) in [
+            ("", "the server is empty"),
+            ("[fd00::5", "\"[fd00::5\" opens a bracket it does not close"),
+            (
+                "[nfs-a]",
+                "holds \"nfs-a\" in brackets, which is not an IPv6 address",
+            ),
+            ("[::1]2049", "has \"2049\" after the brackets"),
+            (
+                "[::1]:0",
+                "has port \"0\"; expected a number from 1 to 65535",
+            ),
+            ("nfs-a:99999", "has port \"99999\""),
+            (
+                "nfs-a:b:c",
+                "\"nfs-a:b:c\" is not an IPv6 address, nor a host and port",
+            ),
+            ("nfs a", "\"nfs a\" is not a hostname"),
+        ] {
+            let error = endpoint(server).expect_err(server);
+            assert!(error.contains(says), "{server}: {error}");
+            assert!(error.contains("expected"), "{server}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_server_of_a_location_ends_before_its_path() {
+        for (location, server) in [
+            ("nfs-a:/exports/vms", Some("nfs-a")),
+            ("10.0.0.5:/", Some("10.0.0.5")),
+            ("fd00::5:/exports/vms", Some("fd00::5")),
+            ("fd00:::/exports", Some("fd00::")),
+            ("[fd00::5]:/exports/a:b", Some("[fd00::5]")),
+            ("nfs-a", None),
+            ("nfs-a/exports", None),
+        ] {
+            assert_eq!(export_server(location), server, "{location}");
+        }
+    }
+
+    fn volume_at(name: &str, after: &str) -> VolumePlan {
+        VolumePlan {
+            name: name.to_owned(),
+            claim: None,
+            reclaim_policy: "Retain".to_owned(),
+            action: VolumeAction::Rewrite,
+            problems: Vec::new(),
+            before: None,
+            after: Some(after.to_owned()),
+        }
+    }
+
+    /// A real listener on the IPv6 loopback stands in for an NFS server: the check connects to
+    /// it however the PVs spell the address, and names server, PVs and error once it is gone.
+    #[tokio::test]
+    async fn exports_on_ipv6_servers_are_reached() {
+        let listener = match tokio::net::TcpListener::bind("[::1]:0").await {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("SKIPPED: this machine has no IPv6 loopback ([::1]: {error})");
+                return;
+            }
+        };
+        let port = listener.local_addr().expect("bound").port();
+        let volumes = [
+            volume_at("pv-bare", "::1:/exports/a"),
+            volume_at("pv-bracketed", "[::1]:/exports/b"),
+            volume_at("pv-bare-2", "::1:/exports/c"),
+        ];
+        let reached = exports_reachable(&volumes, port).await;
+        assert_eq!(reached.passed, Some(true), "{}", reached.detail);
+        assert_eq!(
+            reached.detail,
+            format!("NFS answers on [::1]:{port}, [::1]:{port}")
+        );
+        assert_eq!(
+            reach_nfs_server(&format!("[::1]:{port}"), 1, Duration::from_secs(3)).await,
+            Ok(format!("[::1]:{port}"))
+        );
+
+        drop(listener);
+        let refused = exports_reachable(&volumes, port).await;
+        assert_eq!(refused.passed, Some(false), "{}", refused.detail);
+        let expected =
+            format!("NFS server ::1 (PV pv-bare, pv-bare-2): cannot connect to [::1]:{port}: ");
+        assert!(refused.detail.starts_with(&expected), "{}", refused.detail);
+        assert!(
+            refused.detail.contains(&format!(
+                "; NFS server [::1] (PV pv-bracketed): cannot connect to [::1]:{port}: "
+            )),
+            "{}",
+            refused.detail
+        );
+        assert!(refused.detail.contains("refused"), "{}", refused.detail);
+    }
+
+    #[test]
+    fn report_names_stay_apart_when_restore_names_are_long() {
+        assert_eq!(report_name("failover-dr-b"), "failover-dr-b-report");
+        let first = restore_name(Operation::Failover, "dr", &"b".repeat(60), 1);
+        let second = restore_name(Operation::Failover, "dr", &"b".repeat(60), 2);
+        let (first, second) = (report_name(&first), report_name(&second));
+        assert_eq!((first.len(), second.len()), (63, 63));
+        assert_ne!(first, second);
+        assert!(first.ends_with("-report"), "{first}");
     }
 
     #[test]

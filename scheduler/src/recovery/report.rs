@@ -20,7 +20,8 @@ pub enum Outcome {
     Succeeded,
     /// Something is missing or did not start: see `failures`.
     Failed,
-    /// A precondition failed and `--force` was not given: nothing was written.
+    /// A precondition failed and `--force` was not given, or could not override it: nothing
+    /// was written.
     Refused,
 }
 
@@ -31,6 +32,39 @@ pub struct Precondition {
     /// `None` when not checked.
     pub passed: Option<bool>,
     pub detail: String,
+    /// What `--force` may do when it failed.
+    pub forcing: Forcing,
+}
+
+/// Whether `--force` goes on past a failed precondition, and whether a refusal suggests it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Forcing {
+    /// `--force` goes on and a refusal says so: what is restored is still right, only less
+    /// checked or less complete than wanted (an unverified backup, an incomplete plan, NFS
+    /// servers the machine running the command cannot reach but the nodes may).
+    Safe,
+    /// `--force` goes on, but a refusal names the real remedy instead: forcing would not help
+    /// (no storage location, no VM API) or would stand in for the operator's own confirmation.
+    Unadvised,
+    /// `--force` never goes on: the restore would be wrong, e.g. the restore plugin would rewrite
+    /// the PVs onto another site's exports.
+    Never,
+}
+
+impl Forcing {
+    /// How `--force` treats the precondition `name`: one table for every precondition the
+    /// failover checks, so that the rule is read in one place. An unknown one is
+    /// [`Forcing::Unadvised`], as every precondition was before forcing was told apart.
+    pub fn of(name: &str) -> Self {
+        match name {
+            // The plugin ConfigMap's localSite is another site.
+            "PluginConfig" => Forcing::Never,
+            "BackupVerified" | "PlanComplete" | "ExportsReachable" => Forcing::Safe,
+            // StorageLocationAvailable, VirtualMachineApi, ReplicationPromoted (its remedy is
+            // `--yes` once replication is stopped).
+            _ => Forcing::Unadvised,
+        }
+    }
 }
 
 impl Precondition {
@@ -39,6 +73,7 @@ impl Precondition {
             name,
             passed: Some(passed),
             detail: detail.into(),
+            forcing: Forcing::of(name),
         }
     }
 
@@ -47,11 +82,22 @@ impl Precondition {
             name,
             passed: None,
             detail: detail.into(),
+            forcing: Forcing::of(name),
         }
     }
 
     pub fn failed(&self) -> bool {
         self.passed == Some(false)
+    }
+
+    /// The failure line of a refused run: what failed, and whether `--force` would go on.
+    pub fn refusal(&self) -> String {
+        let hint = match self.forcing {
+            Forcing::Safe => "; --force goes on regardless (and reports it)",
+            Forcing::Unadvised => "",
+            Forcing::Never => "; --force does not override this precondition",
+        };
+        format!("precondition {} failed: {}{hint}", self.name, self.detail)
     }
 }
 
@@ -154,6 +200,18 @@ impl RecoveryReport {
         self.preconditions.push(precondition);
     }
 
+    /// The failure lines when the preconditions refuse the run: one failed and `force` is not
+    /// given, or one failed that `--force` never overrides. `None` when the run goes on.
+    pub fn refusal(&self, force: bool) -> Option<Vec<String>> {
+        let mut failed = self.preconditions.iter().filter(|p| p.failed()).peekable();
+        failed.peek()?;
+        let failed: Vec<&Precondition> = failed.collect();
+        if force && failed.iter().all(|p| p.forcing != Forcing::Never) {
+            return None;
+        }
+        Some(failed.iter().map(|p| p.refusal()).collect())
+    }
+
     pub fn phase(&mut self, phase: PhaseTime) {
         self.phases.push(phase);
     }
@@ -190,5 +248,87 @@ impl RecoveryReport {
             let _ = write!(line, "; {} problem(s), first: {first}", self.failures.len());
         }
         line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(preconditions: Vec<Precondition>) -> RecoveryReport {
+        let mut report = RecoveryReport::new("failover", "dr", Timestamp::UNIX_EPOCH);
+        for precondition in preconditions {
+            report.precondition(precondition);
+        }
+        report
+    }
+
+    fn wrong_site() -> Precondition {
+        Precondition::new(
+            "PluginConfig",
+            false,
+            "ConfigMap velero/p names localSite \"primary\"",
+        )
+    }
+
+    #[test]
+    fn force_goes_past_every_failure_but_the_wrong_site() {
+        let unverified = Precondition::new("BackupVerified", false, "backup b: Failed");
+        let unconfirmed = Precondition::new("ReplicationPromoted", false, "not confirmed");
+        let passed = Precondition::new("PlanComplete", true, "2 VMs");
+        let skipped = Precondition::skipped("ExportsReachable", "not checked");
+
+        let forcible = report(vec![
+            unverified.clone(),
+            unconfirmed.clone(),
+            passed,
+            skipped,
+        ]);
+        assert_eq!(forcible.refusal(true), None);
+        assert_eq!(
+            forcible.refusal(false),
+            Some(vec![
+                "precondition BackupVerified failed: backup b: Failed; --force goes on regardless (and reports it)".to_owned(),
+                "precondition ReplicationPromoted failed: not confirmed".to_owned(),
+            ])
+        );
+
+        let at_the_wrong_site = report(vec![wrong_site(), unverified]);
+        let expected = vec![
+            "precondition PluginConfig failed: ConfigMap velero/p names localSite \"primary\"; --force does not override this precondition".to_owned(),
+            "precondition BackupVerified failed: backup b: Failed; --force goes on regardless (and reports it)".to_owned(),
+        ];
+        assert_eq!(at_the_wrong_site.refusal(true), Some(expected.clone()));
+        assert_eq!(at_the_wrong_site.refusal(false), Some(expected));
+        assert_eq!(
+            report(vec![wrong_site()]).refusal(true).map(|f| f.len()),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn each_precondition_has_its_forcing() {
+        for (name, forcing) in [
+            ("PluginConfig", Forcing::Never),
+            ("StorageLocationAvailable", Forcing::Unadvised),
+            ("BackupVerified", Forcing::Safe),
+            ("PlanComplete", Forcing::Safe),
+            ("VirtualMachineApi", Forcing::Unadvised),
+            ("ExportsReachable", Forcing::Safe),
+            ("ReplicationPromoted", Forcing::Unadvised),
+        ] {
+            assert_eq!(
+                Precondition::new(name, false, "").forcing,
+                forcing,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn nothing_failed_nothing_refused() {
+        let all_passed = report(vec![Precondition::new("PluginConfig", true, "ok")]);
+        assert_eq!(all_passed.refusal(false), None);
+        assert_eq!(report(Vec::new()).refusal(false), None);
     }
 }

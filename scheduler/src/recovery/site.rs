@@ -299,7 +299,11 @@ async fn list_backups(
         Api::namespaced_with(client.clone(), namespace, &velero::backup_resource());
     let mut params = ListParams::default();
     if let Some(policy) = policy {
-        params = params.labels(&format!("{}={policy}", velero::LABEL_POLICY));
+        params = params.labels(&format!(
+            "{}={}",
+            velero::LABEL_POLICY,
+            replicadr_core::names::label_value(policy)
+        ));
     }
     Ok(api
         .list(&params)

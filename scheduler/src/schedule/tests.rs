@@ -135,6 +135,17 @@ fn slot_names_are_utc_minutes_and_a_repeated_hour_runs_once() {
         manual_backup_name("vms", ts("2026-03-01T02:05:09Z")),
         "vms-manual-20260301020509"
     );
+    // The longest policy name accepted makes backup names that are still label values.
+    let longest = "p".repeat(crate::policy::MAX_POLICY_NAME);
+    let slot = ts("2026-12-31T23:59:59Z");
+    let manual = manual_backup_name(&longest, slot);
+    assert_eq!(
+        manual.len(),
+        replicadr_core::names::MAX_LABEL_VALUE,
+        "{manual}"
+    );
+    assert!(slot_backup_name(&longest, slot).len() < manual.len());
+    assert!(retry_backup_name(&longest, slot, 10).len() < manual.len());
     // Berlin's clocks go back at 03:00 CEST on 2026-10-25: 02:30 happens twice.
     let berlin = parse_time_zone(Some("Europe/Berlin")).expect("zone");
     let half_past = schedule("30 2 * * *");

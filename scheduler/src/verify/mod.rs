@@ -709,7 +709,12 @@ impl Verifier {
 
     /// A metadata-only backup must not have moved volume data.
     async fn check_data_movers(&self, name: &str, findings: &mut Findings) {
-        let params = ListParams::default().labels(&format!("{}={name}", velero::LABEL_BACKUP_NAME));
+        // Velero cuts a long backup name in the labels it writes; the same cut finds them.
+        let params = ListParams::default().labels(&format!(
+            "{}={}",
+            velero::LABEL_BACKUP_NAME,
+            replicadr_core::names::label_value(name)
+        ));
         for (resource, kind) in [
             (velero::pod_volume_backup_resource(), "PodVolumeBackups"),
             (velero::data_upload_resource(), "DataUploads"),
