@@ -224,6 +224,38 @@ async fn a_backup_of_an_emptied_namespace_is_refused_and_the_older_one_is_not_ch
         "nothing was restored"
     );
 
+    // --force alone does not restore the shrunken backup the failover chose.
+    let (code, out, err) = replicadr(
+        &kubeconfig,
+        &[
+            "failover",
+            "--site",
+            "dr",
+            "--policy",
+            drill::POLICY,
+            "--force",
+            "--yes",
+            "-o",
+            "json",
+        ],
+    )
+    .await?;
+    assert_eq!(code, 3, "refused although forced:\n{out}\n{err}");
+    let forced: Value = serde_json::from_str(&out)?;
+    let failures = forced["reports"][0]["failures"].to_string();
+    assert!(
+        failures.contains("BackupNamed") && failures.contains("--force does not override"),
+        "{failures}"
+    );
+    assert!(
+        restores
+            .list(&ListParams::default())
+            .await?
+            .items
+            .is_empty(),
+        "nothing was restored"
+    );
+
     // Named, the older backup plans complete: it is compared with nothing older.
     let (code, out, err) = replicadr(
         &kubeconfig,

@@ -390,6 +390,22 @@ async fn plan_with_preconditions(
             blocking.join("; ")
         },
     ));
+    if options.backup == BackupChoice::LatestVerified
+        && let Some(shrank) = plan
+            .blocking()
+            .find(|p| p.reason == replicadr_core::invariants::Reason::BackupShrank.as_str())
+    {
+        // A shrunken backup is restored only when the operator names it: --force alone would
+        // restore the backup the failover chose, which nobody chose.
+        report.precondition(Precondition::new(
+            "BackupNamed",
+            false,
+            format!(
+                "the newest verified backup {} shrank, and a shrunken backup is restored only when named with --backup: {}",
+                backup.name, shrank.message
+            ),
+        ));
+    }
     if plan.virtual_machines().next().is_some() {
         report.precondition(vm_api_served(client).await);
     }

@@ -57,8 +57,9 @@ impl Forcing {
     /// [`Forcing::Unadvised`], as every precondition was before forcing was told apart.
     pub fn of(name: &str) -> Self {
         match name {
-            // The plugin ConfigMap's localSite is another site.
-            "PluginConfig" => Forcing::Never,
+            // The plugin ConfigMap's localSite is another site; the failover chose a backup that
+            // shrank (named with --backup, it can be forced through PlanComplete).
+            "PluginConfig" | "BackupNamed" => Forcing::Never,
             "BackupVerified" | "PlanComplete" | "ExportsReachable" => Forcing::Safe,
             // StorageLocationAvailable, VirtualMachineApi, ReplicationPromoted (its remedy is
             // `--yes` once replication is stopped).
