@@ -62,6 +62,10 @@ pub const ANNOTATION_ATTEMPT: &str = "replicadr.io/attempt";
 /// On our Restores: how the failover or failback that followed it ended (`Succeeded`, `Failed`).
 /// A Restore whose run failed its checks is not continued by a re-run: the next run restores
 /// again with a new attempt.
+/// On failover and failback Restores: the active-site epoch of the takeover they belong to. Only
+/// the Restores of the current takeover count as this operation's own: objects a failover of the
+/// same backup restored in an earlier epoch are stale, and their Restore is never continued.
+pub const LABEL_EPOCH: &str = "replicadr.io/epoch";
 pub const ANNOTATION_OUTCOME: &str = "replicadr.io/outcome";
 /// On a VirtualMachine a failover or failback started: the Restore of that run. A re-run never
 /// starts it again (an operator may have halted it since).

@@ -173,6 +173,33 @@ pub enum ActivateError {
     Record(#[from] RecordError),
 }
 
+/// The epoch a takeover by `site` runs under: the first storage location's record's epoch when it
+/// names `site` already (a re-run of the same takeover), else the next one. `None` when the record
+/// cannot be read: then no earlier Restore counts as the takeover's own.
+pub async fn takeover_epoch(
+    client: &Client,
+    namespace: &str,
+    site: &str,
+    sites: &SiteMap,
+) -> Option<u64> {
+    let record = Record::every(client, namespace)
+        .await
+        .ok()?
+        .into_iter()
+        .next()?;
+    match record.read().await.ok()? {
+        None => Some(1),
+        Some(current) => {
+            known(&current, sites).ok()?;
+            Some(if current.site == site {
+                current.epoch
+            } else {
+                current.epoch + 1
+            })
+        }
+    }
+}
+
 /// `replicadr activate --site <site>`: at the site named, which its plugin ConfigMap must confirm,
 /// writes the first active-site record of `location` (every BackupStorageLocation of the namespace
 /// when `None`). Locations whose record names `site` already are left as they are.

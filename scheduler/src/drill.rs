@@ -124,7 +124,7 @@ pub async fn run(
     let started = Instant::now();
     let restores = Restores::new(dr, namespace);
     let restore = restores
-        .ensure(&recovery, &plan.backup, &plan, progress)
+        .ensure(&recovery, &plan.backup, &plan, None, progress)
         .await?;
     report.restore = Some(restore.clone());
     let finished = restores

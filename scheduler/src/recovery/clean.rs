@@ -57,6 +57,9 @@ pub struct Target {
     pub name: String,
     /// What it is bound to here.
     pub detail: String,
+    /// Its UID when listed: only that object is deleted, never one made since under its name.
+    #[serde(skip)]
+    uid: Option<String>,
 }
 
 impl Target {
@@ -238,7 +241,7 @@ fn stale_and_absent(planned: &Planned, report: &mut CleanReport) {
     let namespaces: BTreeSet<String> = contents.namespaces().into_iter().collect();
     let not_ours = |object: &&Value| !existing.restored_here(object);
     for ((ns, name), vm) in existing.vms.iter().filter(|(_, v)| not_ours(v)) {
-        let target = target(0, "VirtualMachine", Some(ns), name, vm_detail(vm));
+        let target = target(0, "VirtualMachine", Some(ns), name, vm_detail(vm), uid(vm));
         if in_backup_vms.contains(&vm_key(ns, name)) {
             report.stale.push(target);
         } else {
@@ -246,6 +249,7 @@ fn stale_and_absent(planned: &Planned, report: &mut CleanReport) {
         }
     }
     let mut absent_claims = BTreeSet::new();
+    let mut stale_claims = BTreeSet::new();
     for ((ns, name), claim) in existing.claims.iter().filter(|(_, c)| not_ours(c)) {
         let detail = format!(
             "bound to {}",
@@ -254,8 +258,16 @@ fn stale_and_absent(planned: &Planned, report: &mut CleanReport) {
                 .and_then(Value::as_str)
                 .unwrap_or("no volume")
         );
-        let target = target(1, "PersistentVolumeClaim", Some(ns), name, detail);
+        let target = target(
+            1,
+            "PersistentVolumeClaim",
+            Some(ns),
+            name,
+            detail,
+            uid(claim),
+        );
         if in_backup_claims.contains(&vm_key(ns, name)) {
+            stale_claims.insert(vm_key(ns, name));
             report.stale.push(target);
         } else {
             absent_claims.insert(vm_key(ns, name));
@@ -271,8 +283,15 @@ fn stale_and_absent(planned: &Planned, report: &mut CleanReport) {
                 .map_or_else(|| "no claim".to_owned(), |(ns, n)| format!("{ns}/{n}")),
             super::plan::location(pv).unwrap_or_else(|| "not NFS".to_owned())
         );
-        let target = target(2, "PersistentVolume", None, name, detail);
-        if contents.pvs.contains_key(name) {
+        let target = target(2, "PersistentVolume", None, name, detail, uid(pv));
+        let claimed_by = |set: &BTreeSet<(String, String)>| {
+            claim
+                .as_ref()
+                .is_some_and(|(ns, n)| namespaces.contains(ns) && set.contains(&vm_key(ns, n)))
+        };
+        // A PV of the backup's name, or the volume of a stale claim (whose new volume the
+        // backup names instead), is stale too.
+        if contents.pvs.contains_key(name) || claimed_by(&stale_claims) {
             report.stale.push(target);
         } else if claim.as_ref().is_some_and(|(ns, n)| {
             namespaces.contains(ns) && absent_claims.contains(&vm_key(ns, n))
@@ -288,6 +307,7 @@ fn target(
     namespace: Option<&str>,
     name: &str,
     detail: String,
+    uid: Option<String>,
 ) -> Target {
     Target {
         order,
@@ -295,7 +315,15 @@ fn target(
         namespace: namespace.map(str::to_owned),
         name: name.to_owned(),
         detail,
+        uid,
     }
+}
+
+fn uid(object: &Value) -> Option<String> {
+    object
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 fn vm_detail(vm: &Value) -> String {
@@ -356,8 +384,10 @@ async fn in_use(client: &Client, targets: &[Target]) -> Result<Vec<String>, kube
     Ok(busy)
 }
 
-/// Removes the targets in order: VMs, then claims (their PV set to `Retain` first), then PVs
-/// (`Retain` first); each by the UID it was listed with, so nothing made since is touched.
+/// Removes the targets in order: VMs (their dependents orphaned, so nothing goes with them),
+/// then claims, then PVs; before anything, every PV of the set and every PV bound to a claim of
+/// the set is set to `Retain`, so no deletion reaches data on the exports. Each object is deleted
+/// only if it still has the UID it was listed with. A failure is reported and the rest goes on.
 async fn remove(
     client: &Client,
     targets: &[Target],
@@ -366,38 +396,67 @@ async fn remove(
     progress: &mut (dyn FnMut(String) + Send),
 ) -> Result<(), kube::Error> {
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    let mut to_retain: BTreeSet<String> = targets
+        .iter()
+        .filter(|t| t.kind == "PersistentVolume")
+        .map(|t| t.name.clone())
+        .collect();
+    for target in targets.iter().filter(|t| t.kind == "PersistentVolumeClaim") {
+        let api: Api<PersistentVolumeClaim> = Api::namespaced(
+            client.clone(),
+            target.namespace.as_deref().unwrap_or_default(),
+        );
+        match api.get_opt(&target.name).await {
+            Ok(claim) => to_retain.extend(claim.and_then(|c| c.spec?.volume_name)),
+            Err(error) => report
+                .failures
+                .push(format!("cannot read {}: {error}", target.describe())),
+        }
+    }
+    for pv in volumes.list(&ListParams::default()).await?.items {
+        let claimed = pv
+            .spec
+            .as_ref()
+            .and_then(|s| s.claim_ref.as_ref())
+            .is_some_and(|r| {
+                targets.iter().any(|t| {
+                    t.kind == "PersistentVolumeClaim"
+                        && t.namespace == r.namespace
+                        && Some(&t.name) == r.name.as_ref()
+                })
+            });
+        if claimed {
+            to_retain.insert(pv.name_any());
+        }
+    }
+    let mut unsafe_claims = BTreeSet::new();
+    for volume in &to_retain {
+        if let Err(error) = retain(&volumes, volume).await {
+            report.failures.push(format!(
+                "cannot set PersistentVolume {volume} to Retain: {error}; its claim is not deleted"
+            ));
+            unsafe_claims.insert(volume.clone());
+        }
+    }
+    if !unsafe_claims.is_empty() {
+        report.failures.push(
+            "nothing was removed: every PV must be Retain before anything is deleted".to_owned(),
+        );
+        return Ok(());
+    }
     for target in targets {
         let namespace = target.namespace.as_deref().unwrap_or_default();
         let result = match target.kind {
             "VirtualMachine" => {
                 let api: Api<DynamicObject> =
                     Api::namespaced_with(client.clone(), namespace, &vm_resource());
-                match api.get_opt(&target.name).await? {
-                    Some(vm) => delete_guarded(&api, &target.name, vm.uid()).await,
-                    None => Ok(false),
-                }
+                delete_guarded(&api, &target.name, target.uid.clone(), true).await
             }
             "PersistentVolumeClaim" => {
                 let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
-                match api.get_opt(&target.name).await? {
-                    Some(claim) => {
-                        if let Some(volume) =
-                            claim.spec.as_ref().and_then(|s| s.volume_name.as_deref())
-                        {
-                            retain(&volumes, volume).await?;
-                        }
-                        delete_guarded(&api, &target.name, claim.uid()).await
-                    }
-                    None => Ok(false),
-                }
+                delete_guarded(&api, &target.name, target.uid.clone(), false).await
             }
-            _ => match volumes.get_opt(&target.name).await? {
-                Some(pv) => {
-                    retain(&volumes, &target.name).await?;
-                    delete_guarded(&volumes, &target.name, pv.uid()).await
-                }
-                None => Ok(false),
-            },
+            _ => delete_guarded(&volumes, &target.name, target.uid.clone(), false).await,
         };
         match result {
             Ok(true) => {
@@ -426,22 +485,30 @@ async fn retain(volumes: &Api<PersistentVolume>, name: &str) -> Result<(), kube:
     }
 }
 
-/// Deletes `name` if it still has `uid`; whether it was deleted.
+/// Deletes `name` if it still has `uid` (a changed UID is a 409 from the API server: someone made
+/// it again since it was listed, and it is left); whether it was deleted. `orphan` leaves its
+/// dependents in place.
 async fn delete_guarded<K>(
     api: &Api<K>,
     name: &str,
     uid: Option<String>,
+    orphan: bool,
 ) -> Result<bool, kube::Error>
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid,
-            resource_version: None,
-        }),
-        ..DeleteParams::default()
+    let Some(uid) = uid else {
+        return Ok(false);
     };
+    let mut params = if orphan {
+        DeleteParams::orphan()
+    } else {
+        DeleteParams::default()
+    };
+    params.preconditions = Some(Preconditions {
+        uid: Some(uid),
+        resource_version: None,
+    });
     match api.delete(name, &params).await {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),

@@ -148,9 +148,12 @@ pub(crate) struct Run {
     pub started: Instant,
     /// Restored and checked: its VMs may start.
     pub restored: bool,
-    /// Every attempt's Restore of this operation on the backup here: the objects labelled with
-    /// one of them are the ones this operation restored.
+    /// Every Restore of this takeover (any attempt, failover or failback) of the backup here: the
+    /// objects labelled with one of them are the ones this operation restored.
     pub own_restores: Vec<String>,
+    /// The active-site epoch of this takeover, once recorded; `None` for drills and when the
+    /// record could not be written (`--force`).
+    pub epoch: Option<u64>,
 }
 
 /// Plans the restore and checks every precondition, into the run's report.
@@ -178,6 +181,7 @@ pub(crate) async fn prepare(
         started,
         restored: false,
         own_restores: Vec::new(),
+        epoch: None,
     })
 }
 
@@ -191,15 +195,7 @@ pub(crate) async fn admit(
     progress: &mut (dyn FnMut(String) + Send),
 ) -> bool {
     preconditions_allow(options, &mut run.report, progress)
-        && take_over(
-            client,
-            namespace,
-            options,
-            &run.planned.backup.name,
-            &mut run.report,
-            progress,
-        )
-        .await
+        && take_over(client, namespace, options, run, progress).await
 }
 
 /// Restores the run's backup with Velero (following a Restore Velero's restart failed into the
@@ -219,7 +215,7 @@ pub(crate) async fn restore_and_check(
     let mut restarts = 0;
     let (restore, finished) = loop {
         let restore = restores
-            .ensure(options, &backup.name, plan, progress)
+            .ensure(options, &backup.name, plan, run.epoch, progress)
             .await?;
         let finished = restores
             .watch(&restore, options.restore_timeout, options.poll, progress)
@@ -244,11 +240,11 @@ pub(crate) async fn restore_and_check(
     };
     report.restore = Some(restore.clone());
     run.own_restores = restores
-        .attempts(options, &backup.name)
-        .await?
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
+        .of_takeover(&options.site, &backup.name, run.epoch)
+        .await?;
+    if !run.own_restores.contains(&restore) {
+        run.own_restores.push(restore.clone());
+    }
     report.phase(PhaseTime::new("restore", restore_started.elapsed()));
     let view = match finished {
         Ok(view) => view,
@@ -325,19 +321,24 @@ async fn take_over(
     client: &Client,
     namespace: &str,
     options: &Options,
-    backup: &str,
-    report: &mut RecoveryReport,
+    run: &mut Run,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> bool {
     let Some(takeover) = options.operation.takeover() else {
         return true;
     };
-    let Err(failure) = record_takeover(
-        client, namespace, options, takeover, backup, report, progress,
+    let backup = run.planned.backup.name.clone();
+    let report = &mut run.report;
+    let failure = match record_takeover(
+        client, namespace, options, takeover, &backup, report, progress,
     )
     .await
-    else {
-        return true;
+    {
+        Ok(epoch) => {
+            run.epoch = epoch;
+            return true;
+        }
+        Err(failure) => failure,
     };
     if !options.force {
         report.outcome = Outcome::Refused;
@@ -359,16 +360,25 @@ async fn record_takeover(
     backup: &str,
     report: &mut RecoveryReport,
     progress: &mut (dyn FnMut(String) + Send),
-) -> Result<(), String> {
+) -> Result<Option<u64>, String> {
     let consequence = "without it, the site that was active would make backups again as soon as it is back; fix access to the bucket, or pass --force to restore anyway and run the same command again later to record the takeover";
     let records = Record::every(client, namespace)
         .await
         .map_err(|e| format!("{e}; {consequence}"))?;
+    let mut epoch = None;
     for record in records {
         let change = record
             .take_over(&options.site, takeover, Some(backup), Timestamp::now())
             .await
-            .map_err(|e| format!("{e}; {consequence}"))?;
+            .map_err(|e| {
+                let written = if report.active_site.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (already written: {})", report.active_site.join("; "))
+                };
+                format!("{e}{written}; {consequence}")
+            })?;
+        epoch = epoch.or(Some(change.record.epoch));
         let line = format!(
             "{} is the active site (epoch {}{}) in {} (BackupStorageLocation {})",
             change.record.site,
@@ -384,5 +394,5 @@ async fn record_takeover(
         progress(line.clone());
         report.active_site.push(line);
     }
-    Ok(())
+    Ok(epoch)
 }

@@ -12,8 +12,9 @@ use serde_json::{Value, json};
 
 use replicadr_core::names::{self, label_value};
 use replicadr_core::wire::{
-    LABEL_BACKUP, LABEL_MANAGED_BY, LABEL_OPERATION, LABEL_SITE, MANAGED_BY, PHASE_COMPLETED,
-    PHASE_FAILED, PHASE_FAILED_VALIDATION, PHASE_PARTIALLY_FAILED, POINTER_STATUS_PHASE,
+    LABEL_BACKUP, LABEL_EPOCH, LABEL_MANAGED_BY, LABEL_OPERATION, LABEL_SITE, MANAGED_BY,
+    PHASE_COMPLETED, PHASE_FAILED, PHASE_FAILED_VALIDATION, PHASE_PARTIALLY_FAILED,
+    POINTER_STATUS_PHASE,
 };
 
 use super::failover::{ANNOTATION_ATTEMPT, ANNOTATION_OUTCOME, FIELD_MANAGER, Operation, Options};
@@ -45,6 +46,8 @@ pub struct RestoreView {
     pub warnings: u64,
     pub errors: u64,
     pub failure_reason: Option<String>,
+    /// The takeover's epoch ([`LABEL_EPOCH`]).
+    pub epoch: Option<u64>,
     /// How the run that followed it ended ([`ANNOTATION_OUTCOME`]).
     pub outcome: Option<String>,
 }
@@ -80,6 +83,10 @@ impl RestoreView {
                 .and_then(Value::as_str)
                 .map(str::to_owned),
             outcome: object.annotations().get(ANNOTATION_OUTCOME).cloned(),
+            epoch: object
+                .labels()
+                .get(LABEL_EPOCH)
+                .and_then(|e| e.parse().ok()),
         }
     }
 
@@ -140,6 +147,31 @@ impl Restores {
         Ok(attempts)
     }
 
+    /// The names of the failover and failback Restores of `backup` at `site` in the takeover of
+    /// `epoch` (none when it is unknown).
+    pub(crate) async fn of_takeover(
+        &self,
+        site: &str,
+        backup: &str,
+        epoch: Option<u64>,
+    ) -> Result<Vec<String>, kube::Error> {
+        let Some(epoch) = epoch else {
+            return Ok(Vec::new());
+        };
+        let selector = format!(
+            "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_SITE}={site},{LABEL_BACKUP}={},{LABEL_EPOCH}={epoch},{LABEL_OPERATION} in (failover,failback)",
+            label_value(backup)
+        );
+        Ok(self
+            .api
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .iter()
+            .map(kube::ResourceExt::name_any)
+            .collect())
+    }
+
     /// The Restore to follow: the newest attempt of this backup at this site unless it failed
     /// (or its run failed its checks, or `--new-attempt`), else a new attempt.
     pub(crate) async fn ensure(
@@ -147,6 +179,7 @@ impl Restores {
         options: &Options,
         backup: &str,
         plan: &Plan,
+        epoch: Option<u64>,
         progress: &mut (dyn FnMut(String) + Send),
     ) -> Result<String, RecoveryError> {
         let attempts = self.attempts(options, backup).await?;
@@ -154,7 +187,8 @@ impl Restores {
         // followed. A failover continues with an attempt still running, or one that finished
         // and whose run did not fail its checks, unless --new-attempt asks for a new one.
         let reusable = |last: &RestoreView| {
-            if last.failed() {
+            // A Restore of an earlier takeover of this backup is over, however it ended.
+            if last.failed() || last.epoch != epoch {
                 return false;
             }
             if !last.finished() {
@@ -203,7 +237,15 @@ impl Restores {
         if halt {
             self.put_halt_modifier().await?;
         }
-        let restore = build_restore(&name, &self.namespace, options, backup, attempt, halt);
+        let restore = build_restore(
+            &name,
+            &self.namespace,
+            options,
+            backup,
+            attempt,
+            halt,
+            epoch,
+        );
         self.api.create(&PostParams::default(), &restore).await?;
         progress(format!(
             "created Restore {}/{name} of backup {backup}",
@@ -302,6 +344,7 @@ pub(crate) fn build_restore(
     backup: &str,
     attempt: u32,
     halt: bool,
+    epoch: Option<u64>,
 ) -> DynamicObject {
     let mut spec = json!({
         "backupName": backup,
@@ -338,6 +381,9 @@ pub(crate) fn build_restore(
         (LABEL_SITE.to_owned(), options.site.clone()),
         (LABEL_BACKUP.to_owned(), label_value(backup).into_owned()),
     ]));
+    if let (Some(labels), Some(epoch)) = (restore.metadata.labels.as_mut(), epoch) {
+        labels.insert(LABEL_EPOCH.to_owned(), epoch.to_string());
+    }
     restore.metadata.annotations = Some(BTreeMap::from([(
         ANNOTATION_ATTEMPT.to_owned(),
         attempt.to_string(),

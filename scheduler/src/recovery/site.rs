@@ -183,6 +183,7 @@ pub async fn plan_at_site(
         client,
         namespace,
         site_name.as_str(),
+        &config.site_map,
         &backup.name,
         &contents,
     )
@@ -453,6 +454,7 @@ async fn existing_at_site(
     client: &Client,
     namespace: &str,
     site: &str,
+    sites: &SiteMap,
     backup: &str,
     contents: &BackupContents,
 ) -> Result<plan::Existing, RecoveryError> {
@@ -490,35 +492,21 @@ async fn existing_at_site(
             Err(error) => return Err(error.into()),
         }
     }
-    let restores: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), namespace, &velero::restore_resource());
-    let selector = format!(
-        "{}={},{}={site},{} in (failover,failback)",
-        replicadr_core::wire::LABEL_MANAGED_BY,
-        replicadr_core::wire::MANAGED_BY,
-        replicadr_core::wire::LABEL_SITE,
-        replicadr_core::wire::LABEL_OPERATION
-    );
-    existing.own_restores = restores
-        .list(&ListParams::default().labels(&selector))
+    // Only the Restores of the takeover this restore runs under: objects a failover of the same
+    // backup restored in an earlier epoch are stale.
+    let epoch = crate::active_site::takeover_epoch(client, namespace, site, sites).await;
+    existing.own_restores = super::restore::Restores::new(client, namespace)
+        .of_takeover(site, backup, epoch)
         .await?
-        .items
         .into_iter()
-        .filter(|r| {
-            r.data
-                .pointer("/spec/backupName")
-                .and_then(serde_json::Value::as_str)
-                == Some(backup)
-        })
-        .map(|r| r.name_any())
         .collect();
     Ok(existing)
 }
 
-/// The policies a restore at `site` restores when none is named: the `replicadr.io/policy` of
-/// every completed backup not made at `site` itself, sorted. Also returns, as lines to show, the
-/// completed backups without a policy label (a Velero Schedule's, or made by hand): they are not
-/// chosen without `--backup`.
+/// The policies a restore at `site` restores when none is named, sorted: the `replicadr.io/policy`
+/// of every backup not made at `site` itself, in any phase, and every BackupPolicy at the site.
+/// Also returns, as lines to show, the completed backups without a policy label (a Velero
+/// Schedule's, or made by hand): they are not chosen without `--backup`.
 pub async fn policies_to_restore(
     client: &Client,
     namespace: &str,
@@ -533,10 +521,25 @@ pub async fn policies_to_restore(
         .iter()
         .map(BackupView::from_object)
         .collect();
-    let (finished, _) = candidates(listed, site);
-    let mut policies: Vec<String> = finished.iter().filter_map(|b| b.policy.clone()).collect();
+    // Every policy a backup from another site names, whatever its phase, and every BackupPolicy
+    // here: one of them without a backup that can be restored is a refusal naming it, never a
+    // policy silently left out.
+    let mut policies: Vec<String> = listed
+        .iter()
+        .filter(|b| b.site.as_deref() != Some(site))
+        .filter_map(|b| b.policy.clone())
+        .collect();
+    policies.extend(
+        Api::<BackupPolicy>::namespaced(client.clone(), namespace)
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .map(kube::ResourceExt::name_any),
+    );
     policies.sort();
     policies.dedup();
+    let (finished, _) = candidates(listed, site);
     let unlabelled = finished
         .iter()
         .filter(|b| b.policy.is_none())

@@ -107,7 +107,8 @@ pub(crate) async fn start_vms(
     wanted: &[usize],
     progress: &mut (dyn FnMut(String) + Send),
 ) -> Result<(), kube::Error> {
-    for (index, (order, vms)) in groups_of(runs, wanted).into_iter().enumerate() {
+    let groups = groups_of(runs, wanted);
+    for (index, (order, vms)) in groups.iter().cloned().enumerate() {
         let group = order.map_or_else(|| "unordered".to_owned(), |o| o.to_string());
         progress(format!(
             "starting VM group {} (start-order {group}): {}",
@@ -159,6 +160,15 @@ pub(crate) async fn start_vms(
                         vm.name,
                         crate::duration::human(options.vm_timeout)
                     ));
+                }
+                // Every run with a VM in a later group says so: none of them succeeded.
+                for (_, later) in groups.iter().skip(index + 1) {
+                    for (run, vm) in later {
+                        runs[*run].report.fail(format!(
+                            "VirtualMachine {}/{} was not started: an earlier start-order group did not come up",
+                            vm.namespace, vm.name
+                        ));
+                    }
                 }
                 return Ok(());
             }
