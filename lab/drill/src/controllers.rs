@@ -9,7 +9,9 @@
 //! - KubeVirt: a VM whose run strategy runs is reported Running, any other Stopped;
 //! - the PV/PVC protection and namespace controllers: a deleted claim or volume loses its
 //!   protection finalizer (no pod uses anything here), and a deleted namespace is finalized once
-//!   it holds no claim or VM.
+//!   it holds no claim or VM;
+//! - the garbage collector: a VM deleted with orphan propagation loses its `orphan` finalizer (the
+//!   played VMs own nothing).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -306,6 +308,18 @@ async fn finish_deletions(client: &Client, caches: &Caches) -> Result<(), kube::
         volumes
             .patch(&volume.name_any(), &params, &unprotect)
             .await?;
+    }
+    // A VM deleted with orphan propagation carries the `orphan` finalizer until the garbage
+    // collector has removed the VM from its dependents' ownerReferences; the played VMs have no
+    // dependents, so it is removed at once, as kube-controller-manager's garbage collector would.
+    for vm in caches.vms.state_filter(|v| deleting(&v.metadata)) {
+        Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            &vm.namespace().unwrap_or_default(),
+            &vm_resource(),
+        )
+        .patch(&vm.name_any(), &params, &unprotect)
+        .await?;
     }
     // A namespace is finalized once no claim or VM is left in it.
     let occupied: HashSet<String> = caches
