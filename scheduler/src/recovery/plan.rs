@@ -54,9 +54,23 @@ pub struct Existing {
     /// The names of this backup's failover and failback Restores at this site (every attempt):
     /// an object labelled [`LABEL_RESTORE_NAME`] with one of them was restored by this operation.
     pub own_restores: BTreeSet<String>,
+    /// The Restores of other backups in the same takeover at this site, by name, with their
+    /// backup: what they restored is not stale but the state this site already runs.
+    pub takeover_restores: BTreeMap<String, String>,
 }
 
 impl Existing {
+    /// The Restore of another backup in this takeover that made `object`, and that backup.
+    pub fn restored_by_takeover(&self, object: &Value) -> Option<(&str, &str)> {
+        let restore = object
+            .pointer("/metadata/labels")
+            .and_then(|labels| labels.get(LABEL_RESTORE_NAME))
+            .and_then(Value::as_str)?;
+        self.takeover_restores
+            .get_key_value(restore)
+            .map(|(r, b)| (r.as_str(), b.as_str()))
+    }
+
     /// Whether `object` was restored by one of [`Self::own_restores`].
     pub fn restored_here(&self, object: &Value) -> bool {
         object
@@ -430,10 +444,8 @@ fn existing_problems(
     existing: &Existing,
     problems: &mut Problems,
 ) {
-    let stale = |what: String, object: &str, detail: String| {
-        format!(
-            "{what} already exists at site {site} and was not restored from backup {backup} by a failover or failback here ({detail}); Velero keeps what exists, so the backup's {object} would not be restored and the old one would be used instead. Remove it (after checking nothing needs it: it may be this site's state from before a failover, or a drill's leftover) and plan again"
-        )
+    let stale = |what: String, object: &str, detail: String, live: &Value| {
+        stale_message(backup, site, existing, &what, object, &detail, live)
     };
     for vm in &contents.vms {
         let key = (vm.namespace.clone(), vm.name.clone());
@@ -454,6 +466,7 @@ fn existing_problems(
                         "run strategy {strategy} here, {} in the backup",
                         vm.run_strategy
                     ),
+                    live,
                 ),
             );
         }
@@ -478,6 +491,7 @@ fn existing_problems(
                         bound.unwrap_or("no volume"),
                         pvc.volume.as_deref().unwrap_or("no volume")
                     ),
+                    live,
                 ),
             );
         }
@@ -520,9 +534,31 @@ fn existing_problems(
                     location(live).as_deref().unwrap_or("a non-NFS volume"),
                     backed_up.as_deref().unwrap_or("no claim")
                 ),
+                live,
             ),
         );
     }
+}
+
+/// Why an existing object blocks: made by another backup's Restore in this takeover (the state
+/// the site already runs: name that backup to go on), or left from before.
+fn stale_message(
+    backup: &str,
+    site: &SiteName,
+    existing: &Existing,
+    what: &str,
+    object: &str,
+    detail: &str,
+    live: &Value,
+) -> String {
+    if let Some((restore, other)) = existing.restored_by_takeover(live) {
+        return format!(
+            "{what} was restored at site {site} by Restore {restore} of backup {other} in this same takeover ({detail}): this site already runs that backup's state, and Velero would keep it rather than restore backup {backup}'s {object}. To go on with the restore already made, run the same command with `--backup {other}`; to restore {backup} instead, remove what Restore {restore} made first"
+        );
+    }
+    format!(
+        "{what} already exists at site {site} and was not restored from backup {backup} by a failover or failback here ({detail}); Velero keeps what exists, so the backup's {object} would not be restored and the old one would be used instead. Remove it (after checking nothing needs it: it may be this site's state from before a failover, or a drill's leftover) and plan again"
+    )
 }
 
 /// The backup invariants across items: claims bound to a PV in the backup, snapshots with their

@@ -172,6 +172,32 @@ impl Restores {
             .collect())
     }
 
+    /// Every failover and failback Restore at `site` in the takeover of `epoch`, by name, with
+    /// its backup (none when the epoch is unknown).
+    pub(crate) async fn of_epoch(
+        &self,
+        site: &str,
+        epoch: Option<u64>,
+    ) -> Result<BTreeMap<String, String>, kube::Error> {
+        let Some(epoch) = epoch else {
+            return Ok(BTreeMap::new());
+        };
+        let selector = format!(
+            "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_SITE}={site},{LABEL_EPOCH}={epoch},{LABEL_OPERATION} in (failover,failback)"
+        );
+        Ok(self
+            .api
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+            .iter()
+            .filter_map(|r| {
+                let backup = r.data.pointer("/spec/backupName")?.as_str()?.to_owned();
+                Some((r.name_any(), backup))
+            })
+            .collect())
+    }
+
     /// The Restore to follow: the newest attempt of this backup at this site unless it failed
     /// (or its run failed its checks, or `--new-attempt`), else a new attempt.
     pub(crate) async fn ensure(

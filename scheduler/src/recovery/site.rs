@@ -495,10 +495,17 @@ async fn existing_at_site(
     // Only the Restores of the takeover this restore runs under: objects a failover of the same
     // backup restored in an earlier epoch are stale.
     let epoch = crate::active_site::takeover_epoch(client, namespace, site, sites).await;
-    existing.own_restores = super::restore::Restores::new(client, namespace)
+    let restores = super::restore::Restores::new(client, namespace);
+    existing.own_restores = restores
         .of_takeover(site, backup, epoch)
         .await?
         .into_iter()
+        .collect();
+    existing.takeover_restores = restores
+        .of_epoch(site, epoch)
+        .await?
+        .into_iter()
+        .filter(|(_, of)| of != backup)
         .collect();
     Ok(existing)
 }

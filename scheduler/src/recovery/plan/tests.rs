@@ -269,6 +269,35 @@ fn a_stale_pv_at_the_site_blocks_and_one_this_operation_restored_does_not() {
 }
 
 #[test]
+fn what_another_backup_restored_in_this_takeover_is_named_with_the_command_to_go_on() {
+    let contents = contents_of(fixture::healthy_vm_objects());
+    let restored = |name: &str| {
+        restored_by(
+            objects::nfs_pv(name, "nfs-b.example.com", "/replica/vms/root", "Retain"),
+            "failover-dr-vms-0",
+        )
+    };
+    let existing = Existing {
+        pvs: BTreeMap::from([("pv-root".to_owned(), restored("pv-root"))]),
+        takeover_restores: BTreeMap::from([("failover-dr-vms-0".to_owned(), "vms-0".to_owned())]),
+        ..Existing::default()
+    };
+    let plan = plan_with("dr", &contents, fixture::SITE_MAP, None, Some(&existing));
+    let problem = plan.blocking().next().expect("a problem");
+    assert_eq!(problem.reason, "ObjectExists");
+    assert!(
+        problem
+            .message
+            .contains("by Restore failover-dr-vms-0 of backup vms-0 in this same takeover")
+            && problem
+                .message
+                .contains("run the same command with `--backup vms-0`"),
+        "{}",
+        problem.message
+    );
+}
+
+#[test]
 fn stale_vms_and_claims_at_the_site_block_naming_what_they_are_bound_to() {
     let contents = contents_of(fixture::healthy_vm_objects());
     let mut stale_claim = objects::pvc("vms", "db-root", "pv-root-new");
