@@ -1,0 +1,147 @@
+//! Re-runs re-restore, in the two-site lab (real kube-apiservers with etcd, s3s-fs, the real
+//! Velero server with the project's plugins): after a failover to `dr`, a claim and its PV are
+//! lost there. Running the failover again first continues with its completed Restore, whose
+//! checks now fail, naming the PV and the claim; the run after that starts a new Restore attempt,
+//! which restores what was lost; `--new-attempt` asks for one more. Build the workspace binaries
+//! first.
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::api::{Api, DeleteParams};
+use replicadr_drill::{self as drill, DrillOptions, Environment};
+use replicadr_e2e::workspace::workspace_binary;
+use serde_json::Value;
+use tokio::process::Command;
+
+const NAMESPACE: &str = "drill-vms";
+
+/// Runs `replicadr` against the site of `kubeconfig`: exit code, stdout, stderr. Awaited, not
+/// blocking: the TLS front of object storage runs on this test's runtime.
+async fn replicadr(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
+    let output = Command::new(workspace_binary("replicadr")?)
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .env("VELERO_NAMESPACE", drill::VELERO_NAMESPACE)
+        .output()
+        .await?;
+    Ok((
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+fn failover_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "failover",
+        "--site",
+        "dr",
+        "--yes",
+        "--restore-timeout",
+        "5m",
+        "--bind-timeout",
+        "15s",
+        "-o",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+#[tokio::test]
+async fn a_rerun_after_failed_checks_restores_what_was_lost() -> anyhow::Result<()> {
+    let mut log = |line: String| eprintln!("lab: {line}");
+    let options = DrillOptions {
+        plugin_binary: workspace_binary("replicadr-velero-plugins")?,
+        scale_vms: 0,
+        failback: false,
+        kill_velero_mid_restore: false,
+        velero_log_level: "info".to_owned(),
+    };
+    let mut env = Box::pin(Environment::start(options, &mut log)).await?;
+    drill::create_workload(&env.primary.client, 0).await?;
+    drill::wait_workload_ready(&env.primary.client, &mut log).await?;
+    let (backup, verification) = Box::pin(drill::verified_backup(
+        &env.primary.client,
+        drill::POLICY,
+        &mut log,
+    ))
+    .await?;
+    assert!(verification.verified, "{verification:#?}");
+    env.kill_velero(true);
+    env.start_velero(false).await?;
+    drill::wait_synced(&env.dr, &backup, &mut log).await?;
+    let dr = env.dr.cluster.kubeconfig_path().to_owned();
+    let (code, out, err) = replicadr(&dr, &failover_args(&[])).await?;
+    assert_eq!(code, 0, "failover:\n{out}\n{err}");
+
+    // A claim and its (Retain) PV are lost at dr.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(env.dr.client.clone(), NAMESPACE);
+    let volumes: Api<PersistentVolume> = Api::all(env.dr.client.clone());
+    claims.delete("web-root", &DeleteParams::default()).await?;
+    volumes
+        .delete("drill-web-root", &DeleteParams::default())
+        .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
+    while claims.get_opt("web-root").await?.is_some()
+        || volumes.get_opt("drill-web-root").await?.is_some()
+    {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "not deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The re-run continues with the completed Restore: its checks fail and name what is lost.
+    let (code, out, err) = replicadr(&dr, &failover_args(&[])).await?;
+    assert_eq!(code, 1, "the checks fail:\n{out}\n{err}");
+    assert!(err.contains("continuing with Restore"), "{err}");
+    let recovery: Value = serde_json::from_str(&out)?;
+    let failures = recovery["reports"][0]["failures"].to_string();
+    assert!(
+        failures.contains("PersistentVolume drill-web-root was not restored")
+            && failures.contains("PersistentVolumeClaim drill-vms/web-root is not Bound"),
+        "{failures}"
+    );
+    let first = recovery["reports"][0]["restore"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+
+    // The next run restores again with a new attempt, and what was lost is back.
+    let (code, out, err) = replicadr(&dr, &failover_args(&[])).await?;
+    assert_eq!(code, 0, "the run after failed checks:\n{out}\n{err}");
+    assert!(
+        err.contains("the run that followed it failed its checks"),
+        "{err}"
+    );
+    let recovery: Value = serde_json::from_str(&out)?;
+    let second = recovery["reports"][0]["restore"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(second, format!("{first}-2"), "{out}");
+    let claim = claims.get("web-root").await?;
+    assert_eq!(
+        claim.spec.and_then(|s| s.volume_name).as_deref(),
+        Some("drill-web-root")
+    );
+
+    // A run after a success continues with it; --new-attempt restores once more.
+    let (code, _, err) = replicadr(&dr, &failover_args(&[])).await?;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!("continuing with Restore velero/{second}")),
+        "{err}"
+    );
+    let (code, out, err) = replicadr(&dr, &failover_args(&["--new-attempt"])).await?;
+    assert_eq!(code, 0, "--new-attempt:\n{out}\n{err}");
+    assert!(err.contains("--new-attempt asks for a new one"), "{err}");
+    let recovery: Value = serde_json::from_str(&out)?;
+    assert_eq!(
+        recovery["reports"][0]["restore"].as_str(),
+        Some(format!("{first}-3").as_str()),
+        "{out}"
+    );
+    Ok(())
+}
