@@ -8,34 +8,16 @@
 //! VMs run), the failback restores `dr`'s state: the claim is bound to its new
 //! volume, rewritten onto `primary`'s export. Build the workspace binaries first.
 
-use std::path::Path;
-
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
 use replicadr_drill::{self as drill, DR_EXPORT, DrillOptions, Environment, PRIMARY_EXPORT};
+use replicadr_e2e::lab_cli::replicadr;
 use replicadr_e2e::workspace::workspace_binary;
 use replicadr_scheduler::recovery::plan::location;
 use replicadr_scheduler::velero;
 use serde_json::{Value, json};
-use tokio::process::Command;
 
 const NAMESPACE: &str = "drill-vms";
-
-/// Runs `replicadr` against the site of `kubeconfig`: exit code, stdout, stderr. Awaited, not
-/// blocking: the TLS front of object storage runs on this test's runtime.
-async fn replicadr(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
-    let output = Command::new(workspace_binary("replicadr")?)
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .env("VELERO_NAMESPACE", drill::VELERO_NAMESPACE)
-        .output()
-        .await?;
-    Ok((
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    ))
-}
 
 /// At `dr` during the outage: claim `web-root` is deleted and made again on a new volume.
 async fn recreate_web_root(dr: &kube::Client) -> anyhow::Result<()> {

@@ -5,33 +5,16 @@
 //! which restores what was lost; `--new-attempt` asks for one more. Build the workspace binaries
 //! first.
 
-use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, DeleteParams};
 use replicadr_drill::{self as drill, DrillOptions, Environment};
+use replicadr_e2e::lab_cli::replicadr;
 use replicadr_e2e::workspace::workspace_binary;
 use serde_json::Value;
-use tokio::process::Command;
 
 const NAMESPACE: &str = "drill-vms";
-
-/// Runs `replicadr` against the site of `kubeconfig`: exit code, stdout, stderr. Awaited, not
-/// blocking: the TLS front of object storage runs on this test's runtime.
-async fn replicadr(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
-    let output = Command::new(workspace_binary("replicadr")?)
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .env("VELERO_NAMESPACE", drill::VELERO_NAMESPACE)
-        .output()
-        .await?;
-    Ok((
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    ))
-}
 
 fn failover_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec![

@@ -6,7 +6,6 @@
 //! names it. A separate test binary from `drill.rs`: one Velero runs at a time. Build the
 //! workspace binaries first (`cargo build --workspace --bins`).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
@@ -14,29 +13,13 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use replicadr_drill::{self as drill, DrillOptions, Environment};
+use replicadr_e2e::lab_cli::replicadr;
 use replicadr_e2e::workspace::workspace_binary;
 use replicadr_scheduler::recovery::failover;
 use replicadr_scheduler::velero;
 use serde_json::Value;
-use tokio::process::Command;
 
 const NAMESPACE: &str = "drill-vms";
-
-/// Runs `replicadr` against the site of `kubeconfig`: exit code, stdout, stderr. Awaited, not
-/// blocking: the TLS front of object storage runs on this test's runtime.
-async fn replicadr(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<(i32, String, String)> {
-    let output = Command::new(workspace_binary("replicadr")?)
-        .args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .env("VELERO_NAMESPACE", drill::VELERO_NAMESPACE)
-        .output()
-        .await?;
-    Ok((
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    ))
-}
 
 /// Deletes every VM, VolumeSnapshot and PVC of the workload's namespace and waits until they
 /// are gone (the lab's played PV controller lifts the claims' protection finalizer).
