@@ -23,6 +23,20 @@ pub fn describe(object: &Value) -> String {
     }
 }
 
+/// `(namespace, name)` of a PersistentVolume's `spec.claimRef`, when it has one (a part it lacks
+/// is empty).
+pub fn claim_ref(pv: &Value) -> Option<(String, String)> {
+    let reference = pv.pointer("/spec/claimRef")?;
+    let field = |key: &str| {
+        reference
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Some((field("namespace"), field("name")))
+}
+
 /// The object at `path` below `root`, created (or replaced, if not an object) as needed.
 pub fn object_at<'v>(
     root: &'v mut Map<String, Value>,

@@ -7,7 +7,6 @@ use std::time::Instant;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::{Client, ResourceExt as _};
-use serde_json::Value;
 
 use replicadr_core::invariants::Severity;
 use replicadr_core::nfs::location;
@@ -51,15 +50,8 @@ pub(crate) async fn check_volumes(
             continue;
         };
         let pv = serde_json::to_value(pv).unwrap_or_default();
-        let claimed_by = pv.pointer("/spec/claimRef").map(|r| {
-            format!(
-                "{}/{}",
-                r.get("namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default(),
-                r.get("name").and_then(Value::as_str).unwrap_or_default()
-            )
-        });
+        let claimed_by =
+            replicadr_core::objects::claim_ref(&pv).map(|(ns, name)| format!("{ns}/{name}"));
         if let (Some(expected), Some(actual)) = (&volume.claim, &claimed_by)
             && expected != actual
         {

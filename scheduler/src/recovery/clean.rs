@@ -275,7 +275,7 @@ fn stale_and_absent(planned: &Planned, report: &mut CleanReport) {
         }
     }
     for (name, pv) in existing.pvs.iter().filter(|(_, p)| not_ours(p)) {
-        let claim = claim_ref(pv);
+        let claim = replicadr_core::objects::claim_ref(pv);
         let detail = format!(
             "claimed by {}, {}",
             claim
@@ -332,15 +332,6 @@ fn vm_detail(vm: &Value) -> String {
         replicadr_core::contents::run_strategy(vm),
         if vm_running(vm) { ", running" } else { "" }
     )
-}
-
-/// `(namespace, name)` of a PV's `claimRef`.
-fn claim_ref(pv: &Value) -> Option<(String, String)> {
-    let reference = pv.pointer("/spec/claimRef")?;
-    Some((
-        reference.get("namespace")?.as_str()?.to_owned(),
-        reference.get("name")?.as_str()?.to_owned(),
-    ))
 }
 
 /// The targets' VMs that run and the pods that mount the targets' claims.

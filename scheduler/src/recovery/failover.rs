@@ -240,8 +240,11 @@ pub(crate) async fn restore_and_check(
     };
     report.restore = Some(restore.clone());
     run.own_restores = restores
-        .of_takeover(&options.site, &backup.name, run.epoch)
-        .await?;
+        .of_epoch(&options.site, run.epoch)
+        .await?
+        .into_iter()
+        .filter_map(|(restore, of)| (of == backup.name).then_some(restore))
+        .collect();
     if !run.own_restores.contains(&restore) {
         run.own_restores.push(restore.clone());
     }

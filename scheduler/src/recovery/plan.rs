@@ -39,7 +39,15 @@ pub mod reason {
 }
 
 /// Velero's label on every object a restore created: the Restore's name.
-pub const LABEL_RESTORE_NAME: &str = "velero.io/restore-name";
+pub use crate::velero::LABEL_RESTORE_NAME;
+
+/// The Restore that made `object` (its [`LABEL_RESTORE_NAME`]), if a restore made it.
+pub fn restored_by(object: &Value) -> Option<&str> {
+    object
+        .pointer("/metadata/labels")?
+        .get(LABEL_RESTORE_NAME)?
+        .as_str()
+}
 
 /// What already exists at the site under the names the backup holds, and which of this backup's
 /// failover or failback Restores at this site made what.
@@ -62,22 +70,14 @@ pub struct Existing {
 impl Existing {
     /// The Restore of another backup in this takeover that made `object`, and that backup.
     pub fn restored_by_takeover(&self, object: &Value) -> Option<(&str, &str)> {
-        let restore = object
-            .pointer("/metadata/labels")
-            .and_then(|labels| labels.get(LABEL_RESTORE_NAME))
-            .and_then(Value::as_str)?;
         self.takeover_restores
-            .get_key_value(restore)
+            .get_key_value(restored_by(object)?)
             .map(|(r, b)| (r.as_str(), b.as_str()))
     }
 
     /// Whether `object` was restored by one of [`Self::own_restores`].
     pub fn restored_here(&self, object: &Value) -> bool {
-        object
-            .pointer("/metadata/labels")
-            .and_then(|labels| labels.get(LABEL_RESTORE_NAME))
-            .and_then(Value::as_str)
-            .is_some_and(|restore| self.own_restores.contains(restore))
+        restored_by(object).is_some_and(|restore| self.own_restores.contains(restore))
     }
 }
 
@@ -509,15 +509,8 @@ fn existing_problems(
         else {
             continue;
         };
-        let claim_ref = live.pointer("/spec/claimRef").map(|r| {
-            format!(
-                "{}/{}",
-                r.get("namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default(),
-                r.get("name").and_then(Value::as_str).unwrap_or_default()
-            )
-        });
+        let claim_ref =
+            replicadr_core::objects::claim_ref(live).map(|(ns, name)| format!("{ns}/{name}"));
         let backed_up = claims_by_volume
             .get(name.as_str())
             .map(|pvc| format!("{}/{}", pvc.namespace, pvc.name));

@@ -147,33 +147,8 @@ impl Restores {
         Ok(attempts)
     }
 
-    /// The names of the failover and failback Restores of `backup` at `site` in the takeover of
-    /// `epoch` (none when it is unknown).
-    pub(crate) async fn of_takeover(
-        &self,
-        site: &str,
-        backup: &str,
-        epoch: Option<u64>,
-    ) -> Result<Vec<String>, kube::Error> {
-        let Some(epoch) = epoch else {
-            return Ok(Vec::new());
-        };
-        let selector = format!(
-            "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_SITE}={site},{LABEL_BACKUP}={},{LABEL_EPOCH}={epoch},{LABEL_OPERATION} in (failover,failback)",
-            label_value(backup)
-        );
-        Ok(self
-            .api
-            .list(&ListParams::default().labels(&selector))
-            .await?
-            .items
-            .iter()
-            .map(kube::ResourceExt::name_any)
-            .collect())
-    }
-
     /// Every failover and failback Restore at `site` in the takeover of `epoch`, by name, with
-    /// its backup (none when the epoch is unknown).
+    /// its backup (none when the epoch is unknown): those of one backup are its run's own.
     pub(crate) async fn of_epoch(
         &self,
         site: &str,

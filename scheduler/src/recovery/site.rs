@@ -3,6 +3,7 @@
 //! verified backup of its policy that the plan compares it with, and the plan for it, read from
 //! object storage.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -495,18 +496,14 @@ async fn existing_at_site(
     // Only the Restores of the takeover this restore runs under: objects a failover of the same
     // backup restored in an earlier epoch are stale.
     let epoch = crate::active_site::takeover_epoch(client, namespace, site, sites).await;
-    let restores = super::restore::Restores::new(client, namespace);
-    existing.own_restores = restores
-        .of_takeover(site, backup, epoch)
-        .await?
-        .into_iter()
-        .collect();
-    existing.takeover_restores = restores
-        .of_epoch(site, epoch)
-        .await?
-        .into_iter()
-        .filter(|(_, of)| of != backup)
-        .collect();
+    let (own, others): (BTreeMap<_, _>, BTreeMap<_, _>) =
+        super::restore::Restores::new(client, namespace)
+            .of_epoch(site, epoch)
+            .await?
+            .into_iter()
+            .partition(|(_, of)| of == backup);
+    existing.own_restores = own.into_keys().collect();
+    existing.takeover_restores = others;
     Ok(existing)
 }
 
