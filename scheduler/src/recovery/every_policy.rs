@@ -152,12 +152,7 @@ fn refuse_all(
     for run in runs {
         let mut report = run.report;
         report.outcome = Outcome::Refused;
-        report.failures = report
-            .preconditions
-            .iter()
-            .filter(|p| p.failed())
-            .map(|p| format!("precondition {} failed: {}", p.name, p.detail))
-            .collect();
+        report.failures = report.refusal(false).unwrap_or_default();
         report.failures.push(why.clone());
         reports.push(report);
     }
