@@ -1,10 +1,45 @@
-//! The `replicadr` binary run against one site of the two-site lab.
+//! The two-site lab as the recovery tests use it: both sites up with the drill's workload at
+//! primary, a verified backup of the drill's policy, and the `replicadr` binary run against a site.
 
 use std::path::Path;
 
+use replicadr_drill::{self as drill, DrillOptions, Environment};
 use tokio::process::Command;
 
 use crate::workspace::workspace_binary;
+
+/// Both sites up (the drill's environment with `scale_vms` further VMs), the workload created at
+/// primary and ready.
+pub async fn sites_with_workload(
+    scale_vms: usize,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<Environment> {
+    let options = DrillOptions {
+        plugin_binary: workspace_binary("replicadr-velero-plugins")?,
+        scale_vms,
+        failback: false,
+        kill_velero_mid_restore: false,
+        velero_log_level: "info".to_owned(),
+    };
+    let env = Box::pin(Environment::start(options, progress)).await?;
+    drill::create_workload(&env.primary.client, scale_vms).await?;
+    drill::wait_workload_ready(&env.primary.client, progress).await?;
+    Ok(env)
+}
+
+/// `backup now` of the drill's policy at the site of `client`; its name, once it verified.
+pub async fn verified_backup(
+    client: &kube::Client,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<String> {
+    let (backup, verification) =
+        Box::pin(drill::verified_backup(client, drill::POLICY, progress)).await?;
+    anyhow::ensure!(
+        verification.verified,
+        "backup {backup} did not verify: {verification:#?}"
+    );
+    Ok(backup)
+}
 
 /// Runs `replicadr` against the site of `kubeconfig`, in the lab's Velero namespace: exit code,
 /// stdout, stderr. Awaited, not blocking: the lab's TLS front of object storage runs on the

@@ -8,8 +8,8 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use kube::api::{DynamicObject, PostParams};
 use replicadr_cli::render;
-use replicadr_drill::{self as drill, DR_EXPORT, DrillOptions, Environment};
-use replicadr_e2e::workspace::workspace_binary;
+use replicadr_drill::{self as drill, DR_EXPORT};
+use replicadr_e2e::lab_cli::{sites_with_workload, verified_backup};
 use replicadr_scheduler::drill::{self as live, LiveOptions};
 use replicadr_scheduler::policy::BackupPolicy;
 use replicadr_scheduler::recovery::failover::{self, Operation};
@@ -24,26 +24,9 @@ use std::time::Duration;
 async fn a_live_drill_restores_into_scratch_namespaces_checks_and_removes_only_what_it_restored()
 -> anyhow::Result<()> {
     let mut log = |line: String| eprintln!("drill: {line}");
-    let options = DrillOptions {
-        plugin_binary: workspace_binary("replicadr-velero-plugins")?,
-        scale_vms: 2,
-        failback: false,
-        kill_velero_mid_restore: false,
-        velero_log_level: "info".to_owned(),
-    };
-    let mut env = Box::pin(Environment::start(options, &mut log)).await?;
-    drill::create_workload(&env.primary.client, 2).await?;
-    drill::wait_workload_ready(&env.primary.client, &mut log).await?;
-    let (backup, verification) = Box::pin(drill::verified_backup(
-        &env.primary.client,
-        drill::POLICY,
-        &mut log,
-    ))
-    .await?;
-    assert!(verification.verified, "{verification:#?}");
-    env.kill_velero(true);
-    env.start_velero(false).await?;
-    drill::wait_synced(&env.dr, &backup, &mut log).await?;
+    let mut env = sites_with_workload(2, &mut log).await?;
+    let backup = verified_backup(&env.primary.client, &mut log).await?;
+    env.move_velero(false, &[&backup], &mut log).await?;
 
     let live_options = LiveOptions {
         backup: BackupChoice::LatestVerified,

@@ -10,9 +10,8 @@
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
-use replicadr_drill::{self as drill, DR_EXPORT, DrillOptions, Environment, PRIMARY_EXPORT};
-use replicadr_e2e::lab_cli::replicadr;
-use replicadr_e2e::workspace::workspace_binary;
+use replicadr_drill::{self as drill, DR_EXPORT, PRIMARY_EXPORT};
+use replicadr_e2e::lab_cli::{replicadr, sites_with_workload, verified_backup};
 use replicadr_scheduler::recovery::plan::location;
 use replicadr_scheduler::velero;
 use serde_json::{Value, json};
@@ -84,28 +83,11 @@ fn objects_with(plan: &Value, reason: &str) -> Vec<String> {
 async fn failback_onto_a_site_holding_its_old_workload_is_refused_until_it_is_cleared()
 -> anyhow::Result<()> {
     let mut log = |line: String| eprintln!("lab: {line}");
-    let options = DrillOptions {
-        plugin_binary: workspace_binary("replicadr-velero-plugins")?,
-        scale_vms: 0,
-        failback: true,
-        kill_velero_mid_restore: false,
-        velero_log_level: "info".to_owned(),
-    };
-    let mut env = Box::pin(Environment::start(options, &mut log)).await?;
-    drill::create_workload(&env.primary.client, 0).await?;
-    drill::wait_workload_ready(&env.primary.client, &mut log).await?;
-    let (backup, verification) = Box::pin(drill::verified_backup(
-        &env.primary.client,
-        drill::POLICY,
-        &mut log,
-    ))
-    .await?;
-    assert!(verification.verified, "{verification:#?}");
+    let mut env = sites_with_workload(0, &mut log).await?;
+    let backup = verified_backup(&env.primary.client, &mut log).await?;
 
     // The primary is lost: failover to dr.
-    env.kill_velero(true);
-    env.start_velero(false).await?;
-    drill::wait_synced(&env.dr, &backup, &mut log).await?;
+    env.move_velero(false, &[&backup], &mut log).await?;
     let dr = env.dr.cluster.kubeconfig_path().to_owned();
     let (code, out, err) = replicadr(
         &dr,
@@ -125,18 +107,10 @@ async fn failback_onto_a_site_holding_its_old_workload_is_refused_until_it_is_cl
 
     // During the outage a claim is re-created at dr on a new volume; then dr backs up.
     recreate_web_root(&env.dr.client).await?;
-    let (dr_backup, verification) = Box::pin(drill::verified_backup(
-        &env.dr.client,
-        drill::POLICY,
-        &mut log,
-    ))
-    .await?;
-    assert!(verification.verified, "{verification:#?}");
+    let dr_backup = verified_backup(&env.dr.client, &mut log).await?;
 
     // The primary comes back with everything it had.
-    env.kill_velero(false);
-    env.start_velero(true).await?;
-    drill::wait_synced(&env.primary, &dr_backup, &mut log).await?;
+    env.move_velero(true, &[&dr_backup], &mut log).await?;
     let primary = env.primary.cluster.kubeconfig_path().to_owned();
     let (code, out, err) =
         replicadr(&primary, &["plan", "--site", "primary", "-o", "json"]).await?;

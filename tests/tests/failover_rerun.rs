@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, DeleteParams};
-use replicadr_drill::{self as drill, DrillOptions, Environment};
-use replicadr_e2e::lab_cli::replicadr;
-use replicadr_e2e::workspace::workspace_binary;
+use replicadr_e2e::lab_cli::{replicadr, sites_with_workload, verified_backup};
 use serde_json::Value;
 
 const NAMESPACE: &str = "drill-vms";
@@ -36,26 +34,9 @@ fn failover_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 #[tokio::test]
 async fn a_rerun_after_failed_checks_restores_what_was_lost() -> anyhow::Result<()> {
     let mut log = |line: String| eprintln!("lab: {line}");
-    let options = DrillOptions {
-        plugin_binary: workspace_binary("replicadr-velero-plugins")?,
-        scale_vms: 0,
-        failback: false,
-        kill_velero_mid_restore: false,
-        velero_log_level: "info".to_owned(),
-    };
-    let mut env = Box::pin(Environment::start(options, &mut log)).await?;
-    drill::create_workload(&env.primary.client, 0).await?;
-    drill::wait_workload_ready(&env.primary.client, &mut log).await?;
-    let (backup, verification) = Box::pin(drill::verified_backup(
-        &env.primary.client,
-        drill::POLICY,
-        &mut log,
-    ))
-    .await?;
-    assert!(verification.verified, "{verification:#?}");
-    env.kill_velero(true);
-    env.start_velero(false).await?;
-    drill::wait_synced(&env.dr, &backup, &mut log).await?;
+    let mut env = sites_with_workload(0, &mut log).await?;
+    let backup = verified_backup(&env.primary.client, &mut log).await?;
+    env.move_velero(false, &[&backup], &mut log).await?;
     let dr = env.dr.cluster.kubeconfig_path().to_owned();
     let (code, out, err) = replicadr(&dr, &failover_args(&[])).await?;
     assert_eq!(code, 0, "failover:\n{out}\n{err}");

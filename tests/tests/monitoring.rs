@@ -619,6 +619,23 @@ fn silenced_rule_tests(scrape: &Scrape, gauge: &str, name: &str) -> anyhow::Resu
     ]))
 }
 
+/// Runs [`silenced_rule_tests`] for `gauge` of policy `name`, from the scrape `text`, with
+/// `promtool test rules` against the shipped rules; they must pass.
+fn silenced_rule_tests_pass(text: &str, gauge: &str, name: &str) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("rules.yaml"), rule_file(None)?)?;
+    let tests =
+        serde_yaml_ng::to_string(&silenced_rule_tests(&Scrape::parse(text)?, gauge, name)?)?;
+    std::fs::write(dir.path().join("tests.yaml"), &tests)?;
+    let unit = promtool(&["test", "rules", "tests.yaml"], dir.path(), None)?;
+    assert!(
+        unit.success,
+        "promtool test rules:\n{}\n{tests}",
+        unit.text()
+    );
+    Ok(())
+}
+
 /// Every `PromQL` expression of the dashboard (panel targets and variable queries' metrics), with
 /// Grafana's variables replaced by values Prometheus accepts.
 fn dashboard_queries() -> anyhow::Result<Vec<(String, String)>> {
@@ -1029,21 +1046,7 @@ async fn a_paused_policy_is_exported_as_paused_and_its_rpo_alerts_stay_silent() 
         },
     )
     .await?;
-    let dir = tempfile::tempdir()?;
-    std::fs::write(dir.path().join("rules.yaml"), rule_file(None)?)?;
-    let tests = serde_yaml_ng::to_string(&silenced_rule_tests(
-        &Scrape::parse(&text)?,
-        "replicadr_policy_paused",
-        "paused",
-    )?)?;
-    std::fs::write(dir.path().join("tests.yaml"), &tests)?;
-    let unit = promtool(&["test", "rules", "tests.yaml"], dir.path(), None)?;
-    assert!(
-        unit.success,
-        "promtool test rules:\n{}\n{tests}",
-        unit.text()
-    );
-    Ok(())
+    silenced_rule_tests_pass(&text, "replicadr_policy_paused", "paused")
 }
 
 #[tokio::test]
@@ -1076,21 +1079,7 @@ async fn a_standby_sites_policy_is_exported_as_standby_and_its_rpo_alerts_stay_s
         env.backup_views().await?.is_empty(),
         "the standby site made a backup"
     );
-    let dir = tempfile::tempdir()?;
-    std::fs::write(dir.path().join("rules.yaml"), rule_file(None)?)?;
-    let tests = serde_yaml_ng::to_string(&silenced_rule_tests(
-        &Scrape::parse(&text)?,
-        "replicadr_policy_standby",
-        "standby",
-    )?)?;
-    std::fs::write(dir.path().join("tests.yaml"), &tests)?;
-    let unit = promtool(&["test", "rules", "tests.yaml"], dir.path(), None)?;
-    assert!(
-        unit.success,
-        "promtool test rules:\n{}\n{tests}",
-        unit.text()
-    );
-    Ok(())
+    silenced_rule_tests_pass(&text, "replicadr_policy_standby", "standby")
 }
 
 #[test]

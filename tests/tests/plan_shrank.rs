@@ -12,9 +12,8 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
-use replicadr_drill::{self as drill, DrillOptions, Environment};
-use replicadr_e2e::lab_cli::replicadr;
-use replicadr_e2e::workspace::workspace_binary;
+use replicadr_drill as drill;
+use replicadr_e2e::lab_cli::{replicadr, sites_with_workload, verified_backup};
 use replicadr_scheduler::recovery::failover;
 use replicadr_scheduler::velero;
 use serde_json::Value;
@@ -79,23 +78,8 @@ fn problems<'a>(value: &'a Value, reason: &str) -> Vec<&'a Value> {
 async fn a_backup_of_an_emptied_namespace_is_refused_and_the_older_one_is_not_chosen_silently()
 -> anyhow::Result<()> {
     let mut log = |line: String| eprintln!("lab: {line}");
-    let options = DrillOptions {
-        plugin_binary: workspace_binary("replicadr-velero-plugins")?,
-        scale_vms: 0,
-        failback: false,
-        kill_velero_mid_restore: false,
-        velero_log_level: "info".to_owned(),
-    };
-    let mut env = Box::pin(Environment::start(options, &mut log)).await?;
-    drill::create_workload(&env.primary.client, 0).await?;
-    drill::wait_workload_ready(&env.primary.client, &mut log).await?;
-    let (good, verification) = Box::pin(drill::verified_backup(
-        &env.primary.client,
-        drill::POLICY,
-        &mut log,
-    ))
-    .await?;
-    assert!(verification.verified, "{verification:#?}");
+    let mut env = sites_with_workload(0, &mut log).await?;
+    let good = verified_backup(&env.primary.client, &mut log).await?;
 
     empty_namespace(&env.primary.client).await?;
     // Backup names carry the second they were made in.
@@ -112,10 +96,7 @@ async fn a_backup_of_an_emptied_namespace_is_refused_and_the_older_one_is_not_ch
         "a backup of an empty namespace breaks no invariant of its own: {verification:#?}"
     );
 
-    env.kill_velero(true);
-    env.start_velero(false).await?;
-    drill::wait_synced(&env.dr, &good, &mut log).await?;
-    drill::wait_synced(&env.dr, &empty, &mut log).await?;
+    env.move_velero(false, &[&good, &empty], &mut log).await?;
     let kubeconfig = env.dr.cluster.kubeconfig_path().to_owned();
 
     // The newest verified backup is chosen and refused; the plan names both.

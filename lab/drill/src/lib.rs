@@ -408,6 +408,23 @@ impl Environment {
         }
     }
 
+    /// The only Velero moves to the primary site (`to_primary`) or to dr: the other site's stops,
+    /// this one starts and syncs `backups` from object storage.
+    pub async fn move_velero<S: AsRef<str>>(
+        &mut self,
+        to_primary: bool,
+        backups: &[S],
+        progress: &mut (dyn FnMut(String) + Send),
+    ) -> anyhow::Result<()> {
+        self.kill_velero(!to_primary);
+        self.start_velero(to_primary).await?;
+        let site = if to_primary { &self.primary } else { &self.dr };
+        for backup in backups {
+            wait_synced(site, backup.as_ref(), progress).await?;
+        }
+        Ok(())
+    }
+
     /// Kills Velero at a site.
     pub fn kill_velero(&mut self, primary: bool) {
         let site = if primary {
@@ -466,11 +483,7 @@ pub async fn run(
         "the primary site is lost: its Velero stops; Velero at dr starts and syncs the backups"
             .to_owned(),
     );
-    env.kill_velero(true);
-    env.start_velero(false).await?;
-    for backup in &report.backups {
-        wait_synced(&env.dr, backup, progress).await?;
-    }
+    env.move_velero(false, &report.backups, progress).await?;
 
     if options.kill_velero_mid_restore {
         report.interrupted_failover = Some(interrupted_failover(&mut env, progress).await?);
@@ -531,11 +544,8 @@ pub async fn run(
             return Ok((env, report));
         }
         clear_workload(&env.primary.client, progress).await?;
-        env.kill_velero(false);
-        env.start_velero(true).await?;
-        for (dr_backup, _) in &dr_verified {
-            wait_synced(&env.primary, dr_backup, progress).await?;
-        }
+        let dr_backups: Vec<&str> = dr_verified.iter().map(|(b, _)| b.as_str()).collect();
+        env.move_velero(true, &dr_backups, progress).await?;
         let failback = recover_every(
             &env.primary.client,
             Operation::Failback,
