@@ -2,14 +2,17 @@
 //! Velero server with the project's plugins): after a failover to `dr`, a claim and its PV are
 //! lost there. Running the failover again first continues with its completed Restore, whose
 //! checks now fail, naming the PV and the claim; the run after that starts a new Restore attempt,
-//! which restores what was lost; `--new-attempt` asks for one more. Build the workspace binaries
-//! first.
+//! which restores what was lost; `--new-attempt` asks for one more. After another site took over
+//! in between, a failover of the same backup is refused on the earlier takeover's objects instead
+//! of continuing its Restore. Build the workspace binaries first.
 
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, DeleteParams};
+use replicadr_drill as drill;
 use replicadr_e2e::lab_cli::{replicadr, sites_with_workload, verified_backup};
+use replicadr_scheduler::active_site::{Record, Takeover};
 use serde_json::Value;
 
 const NAMESPACE: &str = "drill-vms";
@@ -106,6 +109,25 @@ async fn a_rerun_after_failed_checks_restores_what_was_lost() -> anyhow::Result<
         recovery["reports"][0]["restore"].as_str(),
         Some(format!("{first}-3").as_str()),
         "{out}"
+    );
+
+    // The primary takes over again (as a failback does), then dr fails over once more while the
+    // primary's newest backup is still the same one: what the earlier takeover restored at dr is
+    // stale now, and its Completed Restores are not continued.
+    let record = Record::open(&env.dr.client, drill::VELERO_NAMESPACE, None, "the test").await?;
+    record
+        .take_over("primary", Takeover::Failback, None, jiff::Timestamp::now())
+        .await?;
+    let (code, out, err) = replicadr(&dr, &failover_args(&[])).await?;
+    assert_eq!(
+        code, 3,
+        "a new takeover over an old one's objects:\n{out}\n{err}"
+    );
+    let recovery: Value = serde_json::from_str(&out)?;
+    let failures = recovery["reports"][0]["failures"].to_string();
+    assert!(
+        failures.contains("ObjectExists VirtualMachine drill-vms/db"),
+        "{failures}"
     );
     Ok(())
 }
