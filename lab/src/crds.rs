@@ -1,5 +1,5 @@
-//! The CRDs a local site needs besides Velero's: KubeVirt's VirtualMachine and the CSI snapshot
-//! API, typed only as far as the drill and the tests use them (our own, in `tests/crds/`).
+//! The CRDs a local site needs besides Velero's: KubeVirt's VirtualMachine, CDI's `DataVolume` and
+//! the CSI snapshot API, typed only as far as the drill and the tests use them (our own, in `tests/crds/`).
 
 /// KubeVirt `VirtualMachine` (kubevirt.io/v1).
 pub const VIRTUAL_MACHINES: &str =
@@ -7,5 +7,8 @@ pub const VIRTUAL_MACHINES: &str =
 /// `VolumeSnapshot`, `VolumeSnapshotContent` and `VolumeSnapshotClass` (snapshot.storage.k8s.io/v1).
 pub const VOLUME_SNAPSHOTS: &str = include_str!("../../tests/crds/snapshot.storage.k8s.io.yaml");
 
-/// Both, in the order they are applied.
-pub const WORKLOAD: [&str; 2] = [VIRTUAL_MACHINES, VOLUME_SNAPSHOTS];
+/// CDI `DataVolume` (cdi.kubevirt.io/v1beta1).
+pub const DATA_VOLUMES: &str = include_str!("../../tests/crds/cdi.kubevirt.io_datavolumes.yaml");
+
+/// All of them, in the order they are applied.
+pub const WORKLOAD: [&str; 3] = [VIRTUAL_MACHINES, DATA_VOLUMES, VOLUME_SNAPSHOTS];

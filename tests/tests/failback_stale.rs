@@ -242,6 +242,36 @@ async fn failback_onto_a_site_holding_its_old_workload_is_refused_until_it_is_cl
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+    // A DataVolume of a listed claim's name would make that claim again, empty: refused, even
+    // with --force, naming it, until it is gone.
+    let data_volumes: Api<DynamicObject> = Api::namespaced_with(
+        env.primary.client.clone(),
+        NAMESPACE,
+        &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            "cdi.kubevirt.io",
+            "v1beta1",
+            "DataVolume",
+        )),
+    );
+    let dv: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+        "metadata": {"name": "db-root", "namespace": NAMESPACE},
+        "spec": {"source": {"blank": {}}, "storage": {"resources": {"requests": {"storage": "10Gi"}}}},
+    }))?;
+    data_volumes.create(&PostParams::default(), &dv).await?;
+    let (code, out, err) = replicadr(
+        &primary,
+        &["clean", "--site", "primary", "--apply", "--force"],
+    )
+    .await?;
+    assert_eq!(code, 3, "refused for the DataVolume:\n{out}\n{err}");
+    assert!(
+        out.contains("DataVolume drill-vms/db-root exists and CDI would make PersistentVolumeClaim drill-vms/db-root again, empty"),
+        "{out}"
+    );
+    data_volumes
+        .delete("db-root", &DeleteParams::default())
+        .await?;
     // Halted, they are removed, PVs set to Retain first; a report is left.
     let (code, out, err) = replicadr(
         &primary,

@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, Preconditions,
+};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource as _, ResourceExt as _};
 use serde::Serialize;
@@ -136,6 +139,15 @@ pub async fn clean(
     }
     targets.sort();
     if targets.is_empty() {
+        return Ok(report);
+    }
+    let remade = remade_by_data_volumes(client, &targets).await?;
+    if !remade.is_empty() {
+        // Not overridable: the claim would come back empty under the backup's name.
+        report.refused = Some(format!(
+            "nothing was removed: {}; clean does not remove DataVolumes yet: delete each of them first (after checking it is stale), then run clean again",
+            remade.join("; ")
+        ));
         return Ok(report);
     }
     let busy = in_use(client, &targets).await?;
@@ -332,6 +344,41 @@ fn vm_detail(vm: &Value) -> String {
         replicadr_core::contents::run_strategy(vm),
         if vm_running(vm) { ", running" } else { "" }
     )
+}
+
+/// CDI's `DataVolume`.
+fn data_volume_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "cdi.kubevirt.io",
+        "v1beta1",
+        "DataVolume",
+    ))
+}
+
+/// The `DataVolumes` that would make a listed claim again: CDI keeps a `DataVolume`'s claim (of the
+/// same name) in place, so a claim deleted under one comes back, new and empty.
+async fn remade_by_data_volumes(
+    client: &Client,
+    targets: &[Target],
+) -> Result<Vec<String>, kube::Error> {
+    let mut remade = Vec::new();
+    for target in targets.iter().filter(|t| t.kind == "PersistentVolumeClaim") {
+        let namespace = target.namespace.as_deref().unwrap_or_default();
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), namespace, &data_volume_resource());
+        match api.get_opt(&target.name).await {
+            Ok(Some(_)) => remade.push(format!(
+                "DataVolume {namespace}/{} exists and CDI would make {} again, empty",
+                target.name,
+                target.describe()
+            )),
+            Ok(None) => {}
+            // CDI is not installed here: no DataVolume can exist.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(remade)
 }
 
 /// The targets' VMs that run and the pods that mount the targets' claims.
