@@ -28,4 +28,5 @@ pub mod server;
 pub mod service;
 pub mod status;
 pub mod velero;
+pub mod velero_schedule;
 pub mod verify;

@@ -37,6 +37,10 @@ pub enum LifeError {
         #[source]
         source: SiteError,
     },
+    #[error(
+        "BackupPolicy {name} makes no backups itself: they come from Velero Schedule {schedule} (spec.veleroSchedule); make one with `velero backup create --from-schedule {schedule}` and the policy verifies it"
+    )]
+    FollowsSchedule { name: String, schedule: String },
     #[error("BackupPolicy {name} makes no backup here: {message}")]
     NotActive { name: String, message: String },
     #[error(transparent)]
@@ -351,6 +355,12 @@ impl<P: Deref<Target = Publisher>> BackupLife<P> {
             name: policy_name.to_owned(),
             message: e.to_string(),
         })?;
+        if let Some(schedule) = valid.follows() {
+            return Err(LifeError::FollowsSchedule {
+                name: policy_name.to_owned(),
+                schedule: schedule.to_owned(),
+            });
+        }
         let config = self
             .site_config(&valid)
             .await

@@ -93,6 +93,13 @@ pub struct BackupPolicySpec {
     /// `replicadr-plugins`, key `siteMap`, by default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site_map: Option<SiteMapRef>,
+    /// A Velero `Schedule` in this namespace that makes this policy's backups: the policy then
+    /// creates none (no slots, no retries) and verifies, publishes and offers for failover every
+    /// backup of that Schedule. `schedule` must equal the Schedule's `spec.schedule`, and
+    /// `template` may only name the storage location; what the Schedule itself must set is
+    /// reported in the `Ready` condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub velero_schedule: Option<String>,
 }
 
 /// The one concurrency policy: a policy never runs two backups at once.
@@ -386,6 +393,9 @@ pub struct ValidPolicy {
     pub ttl: Option<GoDuration>,
     pub rpo: Option<Duration>,
     pub site_map: SiteMapRef,
+    /// The Velero Schedule that makes the backups (`spec.veleroSchedule`); `None` when the
+    /// policy makes them itself.
+    pub velero_schedule: Option<String>,
 }
 
 /// An optional Go-syntax duration field.
@@ -462,6 +472,9 @@ impl ValidPolicy {
                 message: format!("{} is above the maximum of 3600", spec.jitter_seconds),
             });
         }
+        if let Some(schedule) = &spec.velero_schedule {
+            follows_only(spec, schedule)?;
+        }
         let created = policy
             .metadata
             .creation_timestamp
@@ -488,14 +501,56 @@ impl ValidPolicy {
                 name: DEFAULT_SITE_MAP_CONFIGMAP.to_owned(),
                 key: None,
             }),
+            velero_schedule: spec.velero_schedule.clone(),
             name,
         })
+    }
+
+    /// The Velero Schedule whose backups are this policy's, when it follows one.
+    pub fn follows(&self) -> Option<&str> {
+        self.velero_schedule.as_deref()
     }
 
     /// The site map's ConfigMap key.
     pub fn site_map_key(&self) -> &str {
         self.site_map.key.as_deref().unwrap_or(DEFAULT_SITE_MAP_KEY)
     }
+}
+
+/// A policy that follows a Velero Schedule sets nothing about making backups: the Schedule makes
+/// them, so those fields would never be used and would only mislead whoever reads the policy.
+fn follows_only(spec: &BackupPolicySpec, schedule: &str) -> Result<(), PolicyError> {
+    let set = |field: &'static str, is_set: bool| {
+        if is_set {
+            Err(PolicyError::Invalid {
+                field,
+                message: format!(
+                    "is set, but the backups come from Velero Schedule {schedule:?} (spec.veleroSchedule), which sets it in its own spec.template; remove spec.{field}, or remove spec.veleroSchedule to let the policy make its backups"
+                ),
+            })
+        } else {
+            Ok(())
+        }
+    };
+    if schedule.is_empty() || schedule.len() > MAX_LABEL_VALUE {
+        return Err(PolicyError::Invalid {
+            field: "veleroSchedule",
+            message: format!(
+                "{schedule:?} is not a Schedule name; a name of 1 to {MAX_LABEL_VALUE} characters is accepted (it is the velero.io/schedule-name label of its backups)"
+            ),
+        });
+    }
+    set("retries", spec.retries.is_some())?;
+    set("jitterSeconds", spec.jitter_seconds != 0)?;
+    set(
+        "template.includedNamespaces",
+        !spec.template.included_namespaces.is_empty(),
+    )?;
+    set(
+        "template.labelSelector",
+        spec.template.label_selector.is_some(),
+    )?;
+    set("template.ttl", spec.template.ttl.is_some())
 }
 
 #[cfg(test)]
@@ -523,6 +578,48 @@ mod tests {
         assert_eq!(valid.site_map.name, DEFAULT_SITE_MAP_CONFIGMAP);
         assert_eq!(valid.site_map_key(), DEFAULT_SITE_MAP_KEY);
         assert_eq!(valid.label_query, "");
+    }
+
+    #[test]
+    fn a_policy_that_follows_a_velero_schedule_sets_nothing_about_making_backups() {
+        let follows = |extra: serde_json::Value| {
+            let mut spec = serde_json::json!({"schedule": "@daily", "veleroSchedule": "nightly"});
+            spec.as_object_mut()
+                .expect("object")
+                .extend(extra.as_object().expect("object").clone());
+            ValidPolicy::from_policy(&policy(&spec))
+        };
+        let valid = follows(serde_json::json!({"template": {"storageLocation": "dr-bucket"}}))
+            .expect("a storage location is allowed");
+        assert_eq!(valid.follows(), Some("nightly"));
+        for (extra, field) in [
+            (serde_json::json!({"retries": {"limit": 1}}), "spec.retries"),
+            (
+                serde_json::json!({"jitterSeconds": 30}),
+                "spec.jitterSeconds",
+            ),
+            (
+                serde_json::json!({"template": {"includedNamespaces": ["vms"]}}),
+                "spec.template.includedNamespaces",
+            ),
+            (
+                serde_json::json!({"template": {"ttl": "24h"}}),
+                "spec.template.ttl",
+            ),
+            (
+                serde_json::json!({"veleroSchedule": ""}),
+                "spec.veleroSchedule",
+            ),
+        ] {
+            let error = follows(extra).expect_err(field);
+            assert!(error.to_string().starts_with(field), "{error}");
+            assert_eq!(error.reason(), "InvalidSpec");
+        }
+        let error = follows(serde_json::json!({"retries": {"limit": 1}})).expect_err("retries");
+        assert!(
+            error.to_string().contains("Velero Schedule \"nightly\""),
+            "{error}"
+        );
     }
 
     #[test]

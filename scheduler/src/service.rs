@@ -1,6 +1,6 @@
 //! The scheduler service: a kube-runtime [`Controller`] over the `BackupPolicies` of the Velero
-//! namespace. Reflector caches hold the policies and the scheduler's Velero Backups, each Backup
-//! mapped to its policy by the policy label. A change to a policy or one of its Backups, this
+//! namespace. Reflector caches hold the policies and the Velero Backups labelled with a policy,
+//! each Backup mapped to its policy by that label. A change to a policy or one of its Backups, this
 //! replica winning the leadership, or the time the policy next needs attention runs that
 //! policy's reconcile, which reads the caches, does what is due — report an invalid policy, follow
 //! running backups to a final phase, verify finished ones, retry a failed one, start the backup
@@ -11,7 +11,8 @@
 //! restart or a second replica resumes exactly where the last one stopped and can never create a
 //! slot's backup twice. Every replica keeps the RPO series; only the leader writes. A policy acts
 //! only on the Backups made at its own site ([`crate::backup_site`]), and a paused policy creates
-//! none, retries included.
+//! none, retries included. A policy that follows a Velero Schedule ([`crate::velero_schedule`])
+//! creates none either: it verifies and publishes the Schedule's backups.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,7 @@ use crate::policy::{BackupPolicy, ValidPolicy, condition};
 use crate::publish::Publisher;
 use crate::schedule::{self, Decision, SlotState};
 use crate::velero::{self, BackupView, PhaseClass};
+use crate::velero_schedule;
 
 /// How the service runs.
 #[derive(Debug, Clone)]
@@ -124,6 +126,10 @@ pub enum PolicyOutcome {
         site: Option<String>,
     },
     Waiting,
+    /// The policy follows this Velero Schedule, which makes its backups; nothing was created.
+    Following {
+        schedule: String,
+    },
 }
 
 /// Why a reconcile failed; it is retried with a backoff.
@@ -212,11 +218,15 @@ impl Service {
             .touched_objects();
         let backup_cache = reflector::store::Writer::new(velero::backup_resource());
         let backups = backup_cache.as_reader();
-        let managed = format!("{}={}", velero::LABEL_MANAGED_BY, velero::MANAGED_BY);
-        let backup_events = watcher(self.backups(), watcher::Config::default().labels(&managed))
-            .default_backoff()
-            .reflect(backup_cache)
-            .touched_objects();
+        // Every Backup labelled with a policy: the scheduler's own, and those of the Velero
+        // Schedules policies follow ([`belongs`] sorts them out per policy).
+        let backup_events = watcher(
+            self.backups(),
+            watcher::Config::default().labels(velero::LABEL_POLICY),
+        )
+        .default_backoff()
+        .reflect(backup_cache)
+        .touched_objects();
         let everything = futures::stream::select(
             changes(leader.clone()),
             notifications(Arc::clone(&self.wake)),
@@ -331,6 +341,13 @@ impl Service {
             .await?
             .items
             .iter()
+            .filter(|b| {
+                belongs(
+                    b,
+                    &policy.name_any(),
+                    policy.spec.velero_schedule.as_deref(),
+                )
+            })
             .map(BackupView::from_object)
             .collect();
         self.reconcile_with(policy, backups, now).await
@@ -349,6 +366,12 @@ impl Service {
         };
         let backups = own_backups(backups, &admitted.site);
         let attention = self.follow_all(policy, &admitted, &backups, now).await?;
+        if let Some(schedule) = admitted.valid.follows() {
+            let (outcome, wake) = self
+                .follow_schedule(policy, &admitted, schedule, now)
+                .await?;
+            return Ok((outcome, earliest(attention, wake)));
+        }
         if let Some(running) = backups.iter().find(|b| b.class == PhaseClass::Running) {
             // Forbid: never two running. The Backup's watch brings the policy back when it ends.
             let message = format!("backup {} is running", running.name);
@@ -502,6 +525,87 @@ impl Service {
                 Ok(None)
             }
         }
+    }
+
+    /// A policy that follows a Velero Schedule creates nothing: its `Ready` condition says whether
+    /// the Schedule makes backups that are the policy's, here and now.
+    async fn follow_schedule(
+        &self,
+        policy: &BackupPolicy,
+        admitted: &Admitted,
+        schedule: &str,
+        now: Timestamp,
+    ) -> Result<(PolicyOutcome, Option<Timestamp>), kube::Error> {
+        let namespace = &self.config.namespace;
+        let next = Some(now + self.config.tick);
+        let refuse = |reason: &str| PolicyOutcome::Invalid {
+            reason: reason.to_owned(),
+        };
+        let found = Api::<DynamicObject>::namespaced_with(
+            self.client.clone(),
+            namespace,
+            &velero::schedule_resource(),
+        )
+        .get_opt(schedule)
+        .await?;
+        let Some(found) = found else {
+            let reason = "VeleroScheduleNotFound";
+            let message = format!(
+                "Velero Schedule {namespace}/{schedule} (spec.veleroSchedule) does not exist, so no backups are made for this policy: create it, or remove spec.veleroSchedule to let the policy make its own"
+            );
+            self.not_ready(policy, reason, &message, now).await?;
+            return Ok((refuse(reason), next));
+        };
+        let paused = velero_schedule::paused(&found);
+        if let Err((reason, message)) = &admitted.active {
+            // Velero's Schedule runs whatever the record says; only its own pause stops it.
+            let message = if *reason == "SiteNotActive" && !paused {
+                format!(
+                    "{message}; Velero Schedule {namespace}/{schedule} is not paused here, so it goes on backing up this site's state: pause it (velero schedule pause {schedule})"
+                )
+            } else {
+                message.clone()
+            };
+            self.not_ready(policy, reason, &message, now).await?;
+            let outcome = PolicyOutcome::NotActive {
+                reason: (*reason).to_owned(),
+            };
+            return Ok((outcome, next));
+        }
+        let lacks = velero_schedule::lacks(
+            &found,
+            &policy.spec.schedule,
+            &admitted.valid,
+            &admitted.site,
+        );
+        if !lacks.is_empty() {
+            let reason = "VeleroScheduleIncomplete";
+            let message = format!(
+                "Velero Schedule {namespace}/{schedule} (spec.veleroSchedule) makes backups this policy cannot take as its own: {}",
+                lacks.join("; ")
+            );
+            self.not_ready(policy, reason, &message, now).await?;
+            return Ok((refuse(reason), next));
+        }
+        if paused {
+            let reason = "VeleroSchedulePaused";
+            let message = format!(
+                "Velero Schedule {namespace}/{schedule} is paused (spec.paused), so this site, the active one, makes no backups for this policy: unpause it (velero schedule unpause {schedule})"
+            );
+            self.not_ready(policy, reason, &message, now).await?;
+            return Ok((refuse(reason), next));
+        }
+        let valid = &admitted.valid;
+        let message = valid.schedule.next_slot(now, &valid.zone).map_or_else(
+            || format!("backups come from Velero Schedule {schedule}"),
+            |n| format!("backups come from Velero Schedule {schedule}; the next is due at {n}"),
+        );
+        self.ready(policy, admitted, now, "FollowingVeleroSchedule", message)
+            .await?;
+        let outcome = PolicyOutcome::Following {
+            schedule: schedule.to_owned(),
+        };
+        Ok((outcome, next))
     }
 
     /// Reports a running backup past `spec.backupTimeout`, once per process.
@@ -741,9 +845,12 @@ async fn reconcile(
         let _turn = context.backups_ready.lock().await;
         context.backups.wait_until_ready().await?;
     }
-    let (outcome, next) = service
-        .reconcile_with(&policy, backups_of(&context.backups, &name), now)
-        .await?;
+    let backups = backups_of(
+        &context.backups,
+        &name,
+        policy.spec.velero_schedule.as_deref(),
+    );
+    let (outcome, next) = service.reconcile_with(&policy, backups, now).await?;
     tracing::debug!(policy = %name, ?outcome, "reconciled");
     service.failures.lock().expect("not poisoned").remove(&name);
     Ok(Action::requeue(service.requeue_after(next, now)))
@@ -780,14 +887,37 @@ fn policy_of(backup: DynamicObject) -> Option<ObjectRef<BackupPolicy>> {
     Some(ObjectRef::new(policy).within(&backup.namespace()?))
 }
 
-/// The cached Backups labelled with `policy`.
-fn backups_of(cache: &Store<DynamicObject>, policy: &str) -> Vec<BackupView> {
+/// The cached Backups of `policy` ([`belongs`]).
+fn backups_of(
+    cache: &Store<DynamicObject>,
+    policy: &str,
+    follows: Option<&str>,
+) -> Vec<BackupView> {
     cache
         .state()
         .iter()
-        .filter(|b| b.labels().get(velero::LABEL_POLICY).map(String::as_str) == Some(policy))
+        .filter(|b| belongs(b, policy, follows))
         .map(|b| BackupView::from_object(b))
         .collect()
+}
+
+/// Whether `backup` is one of `policy`'s: labelled with it, and made by the scheduler
+/// (`app.kubernetes.io/managed-by`) or, for a policy that follows a Velero Schedule, by that
+/// Schedule (`velero.io/schedule-name`). Any other Backup that happens to carry the policy label
+/// is never followed, retried or published.
+fn belongs(backup: &DynamicObject, policy: &str, follows: Option<&str>) -> bool {
+    let labels = backup.labels();
+    let label = |key: &str| labels.get(key).map(String::as_str);
+    if label(velero::LABEL_POLICY) != Some(policy) {
+        return false;
+    }
+    match follows {
+        None => label(velero::LABEL_MANAGED_BY) == Some(velero::MANAGED_BY),
+        Some(schedule) => {
+            label(velero::LABEL_SCHEDULE_NAME) == Some(schedule)
+                && label(velero::LABEL_MANAGED_BY) != Some(velero::MANAGED_BY)
+        }
+    }
 }
 
 /// The Backups made at `site`, oldest first. Another site's Backups (synced through the shared

@@ -42,6 +42,20 @@ pub fn storage_location_resource() -> ApiResource {
     ))
 }
 
+/// `Schedule` as a dynamic resource: a user's Velero Schedule a policy follows.
+pub fn schedule_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk("velero.io", "v1", "Schedule"))
+}
+
+/// The Backup spec fields that keep a backup metadata-only, each set to `false`: no volume
+/// snapshots, no file-system backup, no data movement. Unset is not enough: Velero then takes the
+/// server's defaults, which an OADP `DataProtectionApplication` may turn on.
+pub const METADATA_ONLY: [&str; 3] = [
+    "snapshotVolumes",
+    "defaultVolumesToFsBackup",
+    "snapshotMoveData",
+];
+
 /// `PodVolumeBackup` as a dynamic resource.
 pub fn pod_volume_backup_resource() -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk("velero.io", "v1", "PodVolumeBackup"))
@@ -99,12 +113,11 @@ pub struct BackupRequest<'a> {
 pub fn build_backup(request: &BackupRequest<'_>) -> DynamicObject {
     let policy = request.policy;
     let template = &policy.template;
-    let mut spec = json!({
-        "snapshotVolumes": false,
-        "defaultVolumesToFsBackup": false,
-        "snapshotMoveData": false,
-    });
+    let mut spec = json!({});
     let fields = spec.as_object_mut().expect("built as an object");
+    for field in METADATA_ONLY {
+        fields.insert(field.into(), json!(false));
+    }
     if !template.included_namespaces.is_empty() {
         fields.insert(
             "includedNamespaces".into(),
@@ -123,13 +136,14 @@ pub fn build_backup(request: &BackupRequest<'_>) -> DynamicObject {
     if let Some(location) = &template.storage_location {
         fields.insert("storageLocation".into(), json!(location));
     }
-    let labels = BTreeMap::from([
+    let mut labels = BTreeMap::from([
         (LABEL_SCHEDULE_NAME.to_owned(), policy.name.clone()),
-        (LABEL_METADATA_BACKUP.to_owned(), "true".to_owned()),
         (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
-        (LABEL_POLICY.to_owned(), policy.name.clone()),
-        (LABEL_SITE.to_owned(), request.site.to_owned()),
     ]);
+    labels.extend(
+        policy_backup_labels(&policy.name, request.site)
+            .map(|(key, value)| (key.to_owned(), value)),
+    );
     let mut annotations =
         BTreeMap::from([(ANNOTATION_ATTEMPT.to_owned(), request.attempt.to_string())]);
     if let Some(slot) = &request.slot {
@@ -141,6 +155,20 @@ pub fn build_backup(request: &BackupRequest<'_>) -> DynamicObject {
     backup.metadata.labels = Some(labels);
     backup.metadata.annotations = Some(annotations);
     backup
+}
+
+/// The labels every backup of a policy carries, whoever makes it (the scheduler, or a Velero
+/// Schedule the policy follows): its policy and site, which failover chooses backups by, and the
+/// label that lets kubevirt-velero-plugin take a running VM without its disks' data.
+pub fn policy_backup_labels(policy: &str, site: &str) -> [(&'static str, String); 3] {
+    [
+        (LABEL_METADATA_BACKUP, "true".to_owned()),
+        (
+            LABEL_POLICY,
+            replicadr_core::names::label_value(policy).into_owned(),
+        ),
+        (LABEL_SITE, site.to_owned()),
+    ]
 }
 
 /// The fields of a Backup the scheduler and verifier read.
