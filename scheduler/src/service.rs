@@ -368,7 +368,7 @@ impl Service {
         let attention = self.follow_all(policy, &admitted, &backups, now).await?;
         if let Some(schedule) = admitted.valid.follows() {
             let (outcome, wake) = self
-                .follow_schedule(policy, &admitted, schedule, now)
+                .follow_schedule(policy, &admitted, schedule, backups.last(), now)
                 .await?;
             return Ok((outcome, earliest(attention, wake)));
         }
@@ -534,9 +534,25 @@ impl Service {
         policy: &BackupPolicy,
         admitted: &Admitted,
         schedule: &str,
+        newest: Option<&BackupView>,
         now: Timestamp,
     ) -> Result<(PolicyOutcome, Option<Timestamp>), kube::Error> {
         let namespace = &self.config.namespace;
+        let recorded = policy
+            .status
+            .as_ref()
+            .and_then(|s| s.last_backup.as_deref());
+        if let Some(newest) = newest
+            && recorded != Some(newest.name.as_str())
+        {
+            // The Schedule's newest backup made here is the policy's newest, as its own would be.
+            self.publisher()
+                .update_status(&admitted.valid.name, |_, status| {
+                    status.last_backup = Some(newest.name.clone());
+                    status.site = Some(admitted.site.clone());
+                })
+                .await?;
+        }
         let next = Some(now + self.config.tick);
         let refuse = |reason: &str| PolicyOutcome::Invalid {
             reason: reason.to_owned(),

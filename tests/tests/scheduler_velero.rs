@@ -1,6 +1,8 @@
 //! End to end with the real Velero server (run out of cluster with velero-plugin-for-aws and the
 //! project's plugins): the scheduler creates a slot's Backup, Velero writes it to the real S3
-//! server, and the verifier passes it from object storage. Needs `hack/build-velero-peers.sh`
+//! server, and the verifier passes it from object storage. Then a policy that follows a user's
+//! Velero Schedule: refused while the Schedule lacks what its backups need, then creating nothing
+//! and verifying the backup Velero makes from the Schedule. Needs `hack/build-velero-peers.sh`
 //! and `cargo build -p replicadr-velero-plugins`.
 
 use std::sync::Arc;
@@ -230,5 +232,192 @@ async fn velero_backs_up_what_the_scheduler_asks_and_the_verifier_passes_it() ->
         "{report:#?}"
     );
     assert_eq!(report.stats.virtual_machines, 1, "{report:#?}");
+    follows_a_velero_schedule(&env, &service, &clock, &velero, &scheduler, &publisher).await
+}
+
+/// A policy with `spec.veleroSchedule`, against the real Velero's Schedule and the backup its
+/// `backup create --from-schedule` makes (the same builder its schedule controller uses).
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
+async fn follows_a_velero_schedule(
+    env: &BackupEnv,
+    service: &Service,
+    clock: &ManualClock,
+    velero: &VeleroServer,
+    scheduler: &kube::Client,
+    publisher: &Publisher,
+) -> anyhow::Result<()> {
+    let schedules: Api<DynamicObject> = Api::namespaced_with(
+        env.client.clone(),
+        "velero",
+        &replicadr_scheduler::velero::schedule_resource(),
+    );
+    // As many OADP users have it: a nightly Schedule with no snapshots, but neither the labels
+    // ReplicaDR needs nor the data-mover switch set.
+    let schedule: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "velero.io/v1",
+        "kind": "Schedule",
+        "metadata": {"name": "nightly", "namespace": "velero"},
+        "spec": {
+            "schedule": "0 2 * * *",
+            "skipImmediately": true,
+            "template": {
+                "includedNamespaces": ["vms"],
+                "snapshotVolumes": false,
+                "defaultVolumesToFsBackup": false,
+                "ttl": "24h0m0s",
+            },
+        },
+    }))?;
+    schedules.create(&PostParams::default(), &schedule).await?;
+    env.create_policy(
+        "nightly-vms",
+        json!({"schedule": "0 2 * * *", "veleroSchedule": "nightly"}),
+    )
+    .await?;
+    let ready = |policy: &replicadr_scheduler::policy::BackupPolicy| {
+        policy
+            .status
+            .as_ref()
+            .and_then(|s| s.condition(replicadr_scheduler::policy::condition::READY))
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+            .unwrap_or_default()
+    };
+    let policy = env.policies().get("nightly-vms").await?;
+    assert_eq!(
+        service.reconcile(&policy, clock.now()).await?.0,
+        PolicyOutcome::Invalid {
+            reason: "VeleroScheduleIncomplete".into()
+        }
+    );
+    let (status, _, message) = ready(&env.policies().get("nightly-vms").await?);
+    assert_eq!(status, "False");
+    for lack in [
+        "Velero Schedule velero/nightly (spec.veleroSchedule)",
+        "spec.template.snapshotMoveData is unset",
+        "its backups get no label replicadr.io/policy (metadata.labels (the template sets no labels)); set replicadr.io/policy: \"nightly-vms\"",
+        "no label replicadr.io/site",
+        "no label velero.kubevirt.io/metadataBackup",
+    ] {
+        assert!(message.contains(lack), "{lack:?} not in {message}");
+    }
+
+    // Completed as the condition says: the policy then creates nothing and says where its
+    // backups come from.
+    schedules
+        .patch(
+            "nightly",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"template": {
+                "snapshotMoveData": false,
+                "metadata": {"labels": {
+                    "replicadr.io/policy": "nightly-vms",
+                    "replicadr.io/site": "primary",
+                    "velero.kubevirt.io/metadataBackup": "true",
+                }},
+            }}})),
+        )
+        .await?;
+    let policy = env.policies().get("nightly-vms").await?;
+    assert_eq!(
+        service.reconcile(&policy, clock.now()).await?.0,
+        PolicyOutcome::Following {
+            schedule: "nightly".into()
+        }
+    );
+    let (status, reason, message) = ready(&env.policies().get("nightly-vms").await?);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "FollowingVeleroSchedule"),
+        "{message}"
+    );
+    let of_policy = || async {
+        anyhow::Ok(
+            env.backup_views()
+                .await?
+                .into_iter()
+                .filter(|b| b.policy.as_deref() == Some("nightly-vms"))
+                .map(|b| b.name)
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(
+        of_policy().await?,
+        Vec::<String>::new(),
+        "the policy created a backup"
+    );
+    // `backup now` makes none either, and says how to make one.
+    let refused = replicadr_scheduler::manual::backup_now(
+        scheduler,
+        "velero",
+        "nightly-vms",
+        Arc::new(ManualClock::new(clock.now())),
+        publisher,
+        Duration::from_millis(200),
+        |_| {},
+    )
+    .await
+    .expect_err("backup now of a policy that follows a Velero Schedule");
+    assert!(
+        refused
+            .to_string()
+            .contains("velero backup create --from-schedule nightly"),
+        "{refused}"
+    );
+    assert_eq!(of_policy().await?, Vec::<String>::new());
+
+    // Velero makes a backup of the Schedule with the real client's builder; the policy verifies
+    // and publishes it as its own.
+    let output = std::process::Command::new(velero_peer::velero_binary()?)
+        .args([
+            "backup",
+            "create",
+            "nightly-manual",
+            "--from-schedule",
+            "nightly",
+            "--namespace",
+            "velero",
+        ])
+        .env("KUBECONFIG", env.cluster.kubeconfig_path())
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "velero backup create --from-schedule: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let made = env
+        .wait_backup("nightly-manual", Duration::from_mins(3), |b| {
+            b.class != PhaseClass::Running
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", velero.log_tail()))?;
+    assert_eq!(made.phase.as_deref(), Some("Completed"), "{made:?}");
+    assert_eq!(
+        (made.policy.as_deref(), made.site.as_deref()),
+        (Some("nightly-vms"), Some("primary"))
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
+    let status = loop {
+        let policy = env.policies().get("nightly-vms").await?;
+        let status = policy.status.clone().unwrap_or_default();
+        if status.last_verified_backup.as_deref() == Some("nightly-manual") {
+            break status;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the Schedule's backup was not verified and published: {status:?}"
+        );
+        service.reconcile(&policy, clock.now()).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(
+        status.last_backup.as_deref(),
+        Some("nightly-manual"),
+        "{status:?}"
+    );
+    let view = env
+        .wait_backup("nightly-manual", Duration::from_secs(5), |_| true)
+        .await?;
+    assert_eq!(view.verified, Some(true), "{view:?}");
+    assert_eq!(of_policy().await?, vec!["nightly-manual".to_owned()]);
     Ok(())
 }
