@@ -177,8 +177,13 @@ struct PlanArgs {
     /// Only this BackupPolicy's backups; its RPO judges the backup's age.
     #[arg(long)]
     policy: Option<String>,
+    /// The site the backups come from: backups labelled with another site are passed over, and
+    /// those without a replicadr.io/site label (a Velero Schedule's, or made by hand) are taken
+    /// as made there.
+    #[arg(long)]
+    source_site: Option<String>,
     /// Plan a `<backup>.tar.gz` on disk instead, with no cluster (needs --site-map).
-    #[arg(long, requires = "site_map", conflicts_with_all = ["backup", "policy"])]
+    #[arg(long, requires = "site_map", conflicts_with_all = ["backup", "policy", "source_site"])]
     from_file: Option<std::path::PathBuf>,
     /// The site map file for --from-file.
     #[arg(long)]
@@ -199,6 +204,11 @@ struct RecoveryArgs {
     /// Only this BackupPolicy's backups.
     #[arg(long)]
     policy: Option<String>,
+    /// The site the backups come from: backups labelled with another site are passed over, and
+    /// those without a replicadr.io/site label (a Velero Schedule's, or made by hand) are taken
+    /// as made there.
+    #[arg(long)]
+    source_site: Option<String>,
     /// Go on although preconditions fail (each one is logged and reported); never past
     /// a plugin ConfigMap whose localSite names another site.
     #[arg(long)]
@@ -319,7 +329,10 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 &namespace,
                 &options.site,
                 &choice,
-                options.policy.as_deref(),
+                site::Scope {
+                    policy: options.policy.as_deref(),
+                    source_site: options.source_site.as_deref(),
+                },
                 clock.now(),
                 &mut |line| options.output.progress(&line),
             )
@@ -570,6 +583,7 @@ async fn recover(
         .backup
         .map_or(BackupChoice::LatestVerified, BackupChoice::Named);
     options.policy = args.policy;
+    options.source_site = args.source_site;
     options.force = args.force;
     options.check_exports = args.check_exports;
     options.start_vms = !args.no_start;

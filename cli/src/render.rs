@@ -362,6 +362,16 @@ pub fn plan(plan: &Plan) -> String {
             "Compared with: {previous}, the previous verified backup of the policy"
         );
     }
+    let source = &plan.source;
+    let from = source.site.as_deref().unwrap_or("unknown");
+    let _ = if source.assumed {
+        writeln!(
+            out,
+            "Made at:       site {from} (assumed: the warnings below say why)"
+        )
+    } else {
+        writeln!(out, "Made at:       site {from} ({})", source.how)
+    };
     let _ = writeln!(out, "Restore at:    site {}", plan.site);
     let _ = writeln!(out);
 

@@ -81,7 +81,10 @@ pub async fn run(
         namespace,
         &site,
         &options.backup,
-        options.policy.as_deref(),
+        site::Scope {
+            policy: options.policy.as_deref(),
+            source_site: None,
+        },
         Timestamp::now(),
         progress,
     )

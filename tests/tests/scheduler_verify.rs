@@ -87,6 +87,7 @@ fn plan_blocking(tarball: &[u8]) -> anyhow::Result<Vec<String>> {
         backup: BackupFacts {
             name: "b".into(),
             policy: None,
+            source: plan::SourceSite::labelled("primary"),
             recovery_point: None,
             verification: Verification::Passed,
         },

@@ -225,7 +225,10 @@ async fn planned(
                 namespace,
                 &options.site,
                 &options.backup,
-                policy.as_deref(),
+                site::Scope {
+                    policy: policy.as_deref(),
+                    source_site: None,
+                },
                 Timestamp::now(),
                 progress,
             ))

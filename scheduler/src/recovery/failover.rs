@@ -71,6 +71,9 @@ pub struct Options {
     pub site: String,
     pub backup: BackupChoice,
     pub policy: Option<String>,
+    /// The site the backups come from (`--source-site`): backups labelled with another site are
+    /// passed over, and unlabelled ones are taken as made there.
+    pub source_site: Option<String>,
     /// Go on although preconditions fail (each is logged and reported), except one that
     /// `--force` never overrides ([`Forcing::Never`](super::report::Forcing::Never)).
     pub force: bool,
@@ -101,6 +104,7 @@ impl Options {
             site: site.to_owned(),
             backup: BackupChoice::LatestVerified,
             policy: None,
+            source_site: None,
             force: false,
             replication_confirmed: false,
             check_exports: false,

@@ -36,6 +36,35 @@ pub mod reason {
     /// A VM, PVC or PV the backup holds already exists here and was not restored by this
     /// operation (Blocking): Velero would keep it as it is.
     pub const OBJECT_EXISTS: &str = "ObjectExists";
+    /// The backup has no `replicadr.io/site` label: the site it came from is assumed, and the
+    /// plan says from what (Warning).
+    pub const SOURCE_SITE_ASSUMED: &str = "SourceSiteAssumed";
+    /// The backup was made at the site it would be restored to: it holds this site's own earlier
+    /// state, not the other site's (Warning; only a named backup gets here).
+    pub const BACKUP_FROM_THIS_SITE: &str = "BackupFromThisSite";
+}
+
+/// The site a backup came from, and whether that is known or assumed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSite {
+    /// The site; `None` when it cannot be told (say it with `--source-site`).
+    pub site: Option<String>,
+    /// Not read from the backup's `replicadr.io/site` label.
+    pub assumed: bool,
+    /// How the site was found: the label, `--source-site`, or where the Backup object appeared.
+    pub how: String,
+}
+
+impl SourceSite {
+    /// Read from the backup's `replicadr.io/site` label.
+    pub fn labelled(site: &str) -> Self {
+        Self {
+            site: Some(site.to_owned()),
+            assumed: false,
+            how: format!("its label {}={site}", crate::velero::LABEL_SITE),
+        }
+    }
 }
 
 /// Velero's label on every object a restore created: the Restore's name.
@@ -109,6 +138,8 @@ pub enum Verification {
 pub struct BackupFacts {
     pub name: String,
     pub policy: Option<String>,
+    /// The site the backup came from.
+    pub source: SourceSite,
     /// When Velero started reading the cluster: the recovery point.
     pub recovery_point: Option<Timestamp>,
     pub verification: Verification,
@@ -188,6 +219,8 @@ pub struct Plan {
     pub backup: String,
     pub policy: Option<String>,
     pub site: String,
+    /// The site the backup came from.
+    pub source: SourceSite,
     pub recovery_point: Option<Timestamp>,
     /// The backup's age now: the RPO a failover with it achieves.
     pub age_seconds: Option<u64>,
@@ -302,6 +335,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
         backup: backup.name.clone(),
         policy: backup.policy.clone(),
         site: site.to_string(),
+        source: backup.source.clone(),
         recovery_point: backup.recovery_point,
         age_seconds: age,
         verification: backup.verification.clone(),
@@ -335,6 +369,25 @@ fn backup_problems(
             format!("Backup {}", backup.name),
             format!("not verified: {why}"),
         ),
+    }
+    let object = || format!("Backup {}", backup.name);
+    if backup.source.site.as_deref() == Some(site.as_str()) {
+        problems.push(
+            Severity::Warning,
+            reason::BACKUP_FROM_THIS_SITE,
+            object(),
+            format!(
+                "made at site {site} itself ({}): it holds this site's own earlier state, not the other site's",
+                backup.source.how
+            ),
+        );
+    } else if backup.source.assumed {
+        problems.push(
+            Severity::Warning,
+            reason::SOURCE_SITE_ASSUMED,
+            object(),
+            backup.source.how.clone(),
+        );
     }
     if let (Some(age), Some(rpo)) = (age, rpo)
         && age > rpo.as_secs()

@@ -55,7 +55,10 @@ pub(crate) async fn plan_with_preconditions(
         namespace,
         &options.site,
         &options.backup,
-        options.policy.as_deref(),
+        site::Scope {
+            policy: options.policy.as_deref(),
+            source_site: options.source_site.as_deref(),
+        },
         Timestamp::now(),
         progress,
     )

@@ -18,7 +18,8 @@ use replicadr_core::wire::{
     CONFIG_SITE_MAP, KIND_RESTORE_ITEM_ACTION, LABEL_PLUGIN_CONFIG, PLUGIN_PV_SITE_REMAP,
 };
 
-use super::plan::{self, BackupFacts, Plan, PlanInput, Verification};
+use super::plan::{self, BackupFacts, Plan, PlanInput, SourceSite, Verification};
+use crate::backup_site;
 use crate::policy::{BackupPolicy, ValidPolicy};
 use crate::velero::{self, BackupView, PhaseClass};
 use crate::verify::{Report, SiteMapSource, Verifier};
@@ -99,6 +100,16 @@ pub enum BackupChoice {
     LatestVerified,
 }
 
+/// Which backups a restore chooses from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope<'a> {
+    /// Only this BackupPolicy's backups (`--policy`).
+    pub policy: Option<&'a str>,
+    /// The site the backups come from (`--source-site`): a backup labelled with another site is
+    /// passed over, and one without a site label is taken as made there.
+    pub source_site: Option<&'a str>,
+}
+
 /// A planned restore at a site.
 #[derive(Debug, Clone)]
 pub struct Planned {
@@ -121,10 +132,11 @@ pub async fn plan_at_site(
     namespace: &str,
     site: &str,
     choice: &BackupChoice,
-    policy: Option<&str>,
+    scope: Scope<'_>,
     now: Timestamp,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> Result<Planned, RecoveryError> {
+    let policy = scope.policy;
     let config = site_config(client, namespace).await?;
     let site_name = config.site_map.site(site).map_err(|e| {
         RecoveryError::Config(format!(
@@ -132,6 +144,24 @@ pub async fn plan_at_site(
             config.configmap
         ))
     })?;
+    if let Some(source) = scope.source_site {
+        config.site_map.site(source).map_err(|e| {
+            RecoveryError::Config(format!(
+                "--source-site {source:?}: {e} (the site map in ConfigMap {namespace}/{})",
+                config.configmap
+            ))
+        })?;
+        if source == site {
+            return Err(RecoveryError::Config(format!(
+                "--source-site {source} is the site this restore runs at: it names the other site, whose backups are restored here"
+            )));
+        }
+    }
+    let sources = Sources {
+        site: site_name.as_str(),
+        sites: &config.site_map,
+        stated: scope.source_site,
+    };
     let verifier = Verifier::new(client.clone(), namespace);
     let source = SiteMapSource {
         configmap: config.configmap.clone(),
@@ -149,13 +179,7 @@ pub async fn plan_at_site(
         }
         BackupChoice::LatestVerified => {
             latest_verified(
-                client,
-                namespace,
-                site_name.as_str(),
-                policy,
-                &verifier,
-                &source,
-                progress,
+                client, namespace, &sources, policy, &verifier, &source, progress,
             )
             .await?
         }
@@ -171,13 +195,7 @@ pub async fn plan_at_site(
     ));
     let contents = read_contents(&verifier, &backup).await?;
     let previous = previous_verified(
-        client,
-        namespace,
-        site_name.as_str(),
-        &backup,
-        &verifier,
-        &source,
-        progress,
+        client, namespace, &sources, &backup, &verifier, &source, progress,
     )
     .await?;
     let existing = existing_at_site(
@@ -194,6 +212,7 @@ pub async fn plan_at_site(
         backup: BackupFacts {
             name: backup.name.clone(),
             policy: backup.policy.clone(),
+            source: sources.of(&backup),
             recovery_point: backup.recovery_point(),
             verification,
         },
@@ -256,6 +275,11 @@ pub fn plan_from_file(
         backup: BackupFacts {
             name,
             policy: None,
+            source: SourceSite {
+                site: None,
+                assumed: true,
+                how: "an offline plan of a tarball does not know which site made it".to_owned(),
+            },
             recovery_point: None,
             verification: Verification::NotRun(format!(
                 "offline plan of {}; `replicadr verify` checks a backup in object storage",
@@ -319,14 +343,14 @@ async fn list_backups(
 async fn latest_verified(
     client: &Client,
     namespace: &str,
-    site: &str,
+    sources: &Sources<'_>,
     policy: Option<&str>,
     verifier: &Verifier,
     source: &SiteMapSource,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> Result<(BackupView, Option<Report>), RecoveryError> {
     let listed = list_backups(client, namespace, policy).await?;
-    let (finished, mut rejected) = candidates(listed, site);
+    let (finished, mut rejected) = sources.candidates(listed);
     for line in &rejected {
         progress(format!("  skipped {line}"));
     }
@@ -369,7 +393,7 @@ async fn latest_verified(
 async fn previous_verified(
     client: &Client,
     namespace: &str,
-    site: &str,
+    sources: &Sources<'_>,
     backup: &BackupView,
     verifier: &Verifier,
     source: &SiteMapSource,
@@ -379,7 +403,7 @@ async fn previous_verified(
         return Ok(None);
     };
     let listed = list_backups(client, namespace, Some(policy)).await?;
-    let older = older_candidates(listed, site, backup);
+    let older = sources.older_candidates(listed, backup);
     for candidate in older.into_iter().take(CANDIDATES) {
         progress(format!(
             "verifying backup {}, the one of policy {policy} before {}, to compare them",
@@ -409,37 +433,118 @@ async fn previous_verified(
     Ok(None)
 }
 
-/// The candidates at `site` ([`candidates`]) older than `backup`, newest first.
-fn older_candidates(backups: Vec<BackupView>, site: &str, backup: &BackupView) -> Vec<BackupView> {
-    let Some(point) = backup.recovery_point() else {
-        return Vec::new();
-    };
-    candidates(backups, site)
-        .0
-        .into_iter()
-        .filter(|b| b.name != backup.name && b.recovery_point().is_some_and(|p| p < point))
-        .collect()
+/// Where the backups a restore at `site` may choose come from: the site map, and the site
+/// `--source-site` states.
+struct Sources<'a> {
+    site: &'a str,
+    sites: &'a SiteMap,
+    stated: Option<&'a str>,
 }
 
-/// The backups a restore at `site` may choose, newest recovery point first: completed ones not
-/// made at `site` itself (its `replicadr.io/site` label), which would restore this site's own
-/// state onto itself. Also returns why each own-site backup was passed over.
-fn candidates(backups: Vec<BackupView>, site: &str) -> (Vec<BackupView>, Vec<String>) {
-    let (own, mut finished): (Vec<_>, Vec<_>) = backups
-        .into_iter()
-        .filter(|b| b.class == PhaseClass::Succeeded)
-        .partition(|b| b.site.as_deref() == Some(site));
-    finished.sort_by_key(|b| std::cmp::Reverse(b.recovery_point()));
-    let skipped = own
-        .iter()
-        .map(|b| {
-            format!(
-                "{}: made at site {site} itself (label replicadr.io/site), so it holds this site's own objects; name it with --backup to restore it anyway",
-                b.name
-            )
-        })
-        .collect();
-    (finished, skipped)
+impl Sources<'_> {
+    /// The site `backup` came from: its `replicadr.io/site` label; for a Backup without one (a
+    /// Velero Schedule's without the label, or made by hand), the site `--source-site` states,
+    /// else where its object appeared ([`backup_site::origin`]): created in this cluster, so
+    /// made here, or synced from object storage, so made at another site, which is named when
+    /// the site map has only one other.
+    fn of(&self, backup: &BackupView) -> SourceSite {
+        let site = self.site;
+        if let Some(label) = &backup.site {
+            return SourceSite::labelled(label);
+        }
+        let unlabelled = format!(
+            "backup {} has no {} label (a Velero Schedule's or a hand-made backup, not a BackupPolicy's)",
+            backup.name,
+            velero::LABEL_SITE
+        );
+        if let Some(stated) = self.stated {
+            return SourceSite {
+                site: Some(stated.to_owned()),
+                assumed: true,
+                how: format!("{unlabelled}; --source-site {stated} says site {stated} made it"),
+            };
+        }
+        if backup_site::origin(backup, site).is_here() {
+            return SourceSite {
+                site: Some(site.to_owned()),
+                assumed: true,
+                how: format!(
+                    "{unlabelled}, and its Backup object was created in this cluster, not synced from object storage, so it is taken as made at site {site}; if another site made it, say which with --source-site"
+                ),
+            };
+        }
+        let others: Vec<&str> = self
+            .sites
+            .sites()
+            .iter()
+            .map(SiteName::as_str)
+            .filter(|s| *s != site)
+            .collect();
+        match others.as_slice() {
+            [other] => SourceSite {
+                site: Some((*other).to_owned()),
+                assumed: true,
+                how: format!(
+                    "{unlabelled}; Velero synced it from object storage, so another site made it, and the site map names one other site: taken as made at site {other}; if not, say which with --source-site"
+                ),
+            },
+            _ => SourceSite {
+                site: None,
+                assumed: true,
+                how: format!(
+                    "{unlabelled}; Velero synced it from object storage, so another site made it, but the site map names {} other sites: say which with --source-site",
+                    others.len()
+                ),
+            },
+        }
+    }
+
+    /// The backups a restore here may choose, newest recovery point first: completed ones not
+    /// made at this site itself, which would restore this site's own state onto itself, and with
+    /// `--source-site`, only those made there. Also returns why each other completed backup was
+    /// passed over.
+    fn candidates(&self, backups: Vec<BackupView>) -> (Vec<BackupView>, Vec<String>) {
+        let site = self.site;
+        let mut chosen = Vec::new();
+        let mut skipped = Vec::new();
+        for backup in backups
+            .into_iter()
+            .filter(|b| b.class == PhaseClass::Succeeded)
+        {
+            let source = self.of(&backup);
+            if source.site.as_deref() == Some(site) {
+                skipped.push(format!(
+                    "{}: made at site {site} itself ({}), so it holds this site's own objects; name it with --backup to restore it anyway",
+                    backup.name, source.how
+                ));
+            } else if let Some(stated) = self.stated
+                && source.site.as_deref() != Some(stated)
+            {
+                skipped.push(format!(
+                    "{}: made at site {} ({}), not at --source-site {stated}",
+                    backup.name,
+                    source.site.as_deref().unwrap_or("unknown"),
+                    source.how
+                ));
+            } else {
+                chosen.push(backup);
+            }
+        }
+        chosen.sort_by_key(|b| std::cmp::Reverse(b.recovery_point()));
+        (chosen, skipped)
+    }
+
+    /// The candidates ([`Self::candidates`]) older than `backup`, newest first.
+    fn older_candidates(&self, backups: Vec<BackupView>, backup: &BackupView) -> Vec<BackupView> {
+        let Some(point) = backup.recovery_point() else {
+            return Vec::new();
+        };
+        self.candidates(backups)
+            .0
+            .into_iter()
+            .filter(|b| b.name != backup.name && b.recovery_point().is_some_and(|p| p < point))
+            .collect()
+    }
 }
 
 /// The RPO of `policy` when it exists at this site and sets one.
@@ -543,10 +648,11 @@ pub async fn policies_to_restore(
     );
     policies.sort();
     policies.dedup();
-    let (finished, _) = candidates(listed, site);
-    let unlabelled = finished
+    let unlabelled = listed
         .iter()
-        .filter(|b| b.policy.is_none())
+        .filter(|b| {
+            b.class == PhaseClass::Succeeded && b.policy.is_none() && b.site.as_deref() != Some(site)
+        })
         .map(|b| {
             format!(
                 "backup {} has no {} label (not made by a BackupPolicy): not restored unless named with --backup",
@@ -562,48 +668,151 @@ pub async fn policies_to_restore(
 mod tests {
     use super::*;
 
+    /// A Backup as Velero's sync creates it at the other site: its object created after it
+    /// completed.
     fn backup(name: &str, site: Option<&str>, phase: &str, started: &str) -> BackupView {
+        made(name, site, phase, started, "2026-12-01T05:00:00Z")
+    }
+
+    fn made(
+        name: &str,
+        site: Option<&str>,
+        phase: &str,
+        started: &str,
+        created: &str,
+    ) -> BackupView {
         let mut labels = serde_json::Map::new();
         if let Some(site) = site {
             labels.insert(velero::LABEL_SITE.into(), site.into());
         }
         let object: DynamicObject = serde_json::from_value(serde_json::json!({
             "apiVersion": "velero.io/v1", "kind": "Backup",
-            "metadata": {"name": name, "namespace": "velero", "labels": labels},
-            "status": {"phase": phase, "startTimestamp": started},
+            "metadata": {"name": name, "namespace": "velero", "labels": labels,
+                         "creationTimestamp": created},
+            "status": {"phase": phase, "startTimestamp": started,
+                       "completionTimestamp": "2026-12-01T04:30:00Z"},
         }))
         .expect("a Backup");
         BackupView::from_object(&object)
     }
 
+    fn sites(count: usize) -> SiteMap {
+        let names = &["primary", "dr", "third"][..count];
+        let exports: String = names
+            .iter()
+            .enumerate()
+            .map(|(i, s)| format!("    {s}: {{server: nfs-{i}.example.com, path: /exports/vms}}\n"))
+            .collect();
+        SiteMap::from_yaml(&format!(
+            "sites: [{}]\nexports:\n  - name: vm-disks\n{exports}",
+            names.join(", ")
+        ))
+        .expect("site map")
+    }
+
+    fn at_dr<'a>(sites: &'a SiteMap, stated: Option<&'a str>) -> Sources<'a> {
+        Sources {
+            site: "dr",
+            sites,
+            stated,
+        }
+    }
+
     #[test]
     fn a_backup_made_at_the_restoring_site_is_never_chosen() {
-        let (chosen, skipped) = candidates(
-            vec![
-                backup(
-                    "primary-old",
-                    Some("primary"),
-                    "Completed",
-                    "2026-12-01T01:00:00Z",
-                ),
-                backup("dr-newest", Some("dr"), "Completed", "2026-12-01T03:00:00Z"),
-                backup("unlabelled", None, "Completed", "2026-12-01T02:00:00Z"),
-                backup(
-                    "primary-failed",
-                    Some("primary"),
-                    "Failed",
-                    "2026-12-01T04:00:00Z",
-                ),
-            ],
-            "dr",
-        );
+        let map = sites(2);
+        let (chosen, skipped) = at_dr(&map, None).candidates(vec![
+            backup(
+                "primary-old",
+                Some("primary"),
+                "Completed",
+                "2026-12-01T01:00:00Z",
+            ),
+            backup("dr-newest", Some("dr"), "Completed", "2026-12-01T03:00:00Z"),
+            backup("unlabelled", None, "Completed", "2026-12-01T02:00:00Z"),
+            backup(
+                "primary-failed",
+                Some("primary"),
+                "Failed",
+                "2026-12-01T04:00:00Z",
+            ),
+            // Created here before it completed: made here, though unlabelled.
+            made(
+                "by-hand-here",
+                None,
+                "Completed",
+                "2026-12-01T04:10:00Z",
+                "2026-12-01T04:09:00Z",
+            ),
+        ]);
         let names: Vec<&str> = chosen.iter().map(|b| b.name.as_str()).collect();
         assert_eq!(names, ["unlabelled", "primary-old"]);
-        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
         assert!(
-            skipped[0].starts_with("dr-newest: made at site dr itself"),
+            skipped[0]
+                .starts_with("dr-newest: made at site dr itself (its label replicadr.io/site=dr)"),
             "{skipped:?}"
         );
+        assert!(
+            skipped[1].starts_with("by-hand-here: made at site dr itself (backup by-hand-here has no replicadr.io/site label")
+                && skipped[1].contains("created in this cluster, not synced"),
+            "{skipped:?}"
+        );
+    }
+
+    #[test]
+    fn an_unlabelled_backup_is_assumed_from_the_one_other_site_or_the_stated_one() {
+        let synced = backup("by-hand", None, "Completed", "2026-12-01T02:00:00Z");
+        let two = sites(2);
+        let source = at_dr(&two, None).of(&synced);
+        assert_eq!(source.site.as_deref(), Some("primary"));
+        assert!(source.assumed);
+        assert!(
+            source.how.contains("synced it from object storage")
+                && source.how.contains("taken as made at site primary"),
+            "{source:?}"
+        );
+        let three = sites(3);
+        let unknown = at_dr(&three, None).of(&synced);
+        assert_eq!(unknown.site, None);
+        assert!(
+            unknown
+                .how
+                .contains("names 2 other sites: say which with --source-site")
+        );
+        let stated = at_dr(&three, Some("third")).of(&synced);
+        assert_eq!(stated.site.as_deref(), Some("third"));
+        assert!(
+            stated
+                .how
+                .contains("--source-site third says site third made it")
+        );
+        // --source-site passes over a backup labelled with another site, and takes the
+        // unlabelled one as made there.
+        let (chosen, skipped) = at_dr(&three, Some("third")).candidates(vec![
+            backup(
+                "primary-made",
+                Some("primary"),
+                "Completed",
+                "2026-12-01T03:00:00Z",
+            ),
+            synced.clone(),
+        ]);
+        assert_eq!(
+            chosen.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
+            ["by-hand"]
+        );
+        assert!(
+            skipped[0].starts_with("primary-made: made at site primary (its label replicadr.io/site=primary), not at --source-site third"),
+            "{skipped:?}"
+        );
+        let labelled = at_dr(&two, None).of(&backup(
+            "b",
+            Some("primary"),
+            "Completed",
+            "2026-12-01T03:00:00Z",
+        ));
+        assert!(!labelled.assumed);
     }
 
     #[test]
@@ -644,7 +853,9 @@ mod tests {
             "Completed",
             "2026-12-01T03:00:00Z",
         );
-        let older = older_candidates(listed(), "dr", &chosen);
+        let map = sites(2);
+        let sources = at_dr(&map, None);
+        let older = sources.older_candidates(listed(), &chosen);
         let names: Vec<&str> = older.iter().map(|b| b.name.as_str()).collect();
         assert_eq!(names, ["vms-2", "vms-1"]);
         let first = backup(
@@ -653,6 +864,6 @@ mod tests {
             "Completed",
             "2026-12-01T01:00:00Z",
         );
-        assert!(older_candidates(listed(), "dr", &first).is_empty());
+        assert!(sources.older_candidates(listed(), &first).is_empty());
     }
 }

@@ -41,6 +41,7 @@ fn plan_with(
         backup: BackupFacts {
             name: "vms-1".into(),
             policy: Some("vms".into()),
+            source: SourceSite::labelled("primary"),
             recovery_point: Some("2026-11-22T10:00:00Z".parse().expect("timestamp")),
             verification: Verification::Passed,
         },
@@ -531,6 +532,7 @@ fn plan_after(contents: &BackupContents, previous: &BackupContents) -> Plan {
         backup: BackupFacts {
             name: "vms-2".into(),
             policy: Some("vms".into()),
+            source: SourceSite::labelled("primary"),
             recovery_point: Some("2026-11-22T11:00:00Z".parse().expect("timestamp")),
             verification: Verification::Passed,
         },
@@ -701,4 +703,59 @@ fn a_backup_holding_what_the_previous_one_held_has_no_problem() {
         "{:#?}",
         plan.problems
     );
+}
+
+#[test]
+fn an_assumed_source_site_and_a_backup_of_this_site_are_warnings_naming_why() {
+    let map = SiteMap::from_yaml(fixture::SITE_MAP).expect("site map");
+    let contents = contents_of(vec![]);
+    let plan_from = |source: SourceSite| {
+        build(&PlanInput {
+            backup: BackupFacts {
+                name: "by-hand".into(),
+                policy: None,
+                source,
+                recovery_point: None,
+                verification: Verification::Passed,
+            },
+            contents: &contents,
+            previous: None,
+            site_map: &map,
+            site: map.site("dr").expect("site").clone(),
+            now: now(),
+            rpo: None,
+            existing: None,
+        })
+    };
+    let reasons = |plan: &Plan| {
+        plan.problems
+            .iter()
+            .map(|p| (p.severity, p.reason, p.message.clone()))
+            .collect::<Vec<_>>()
+    };
+    let assumed = plan_from(SourceSite {
+        site: Some("primary".into()),
+        assumed: true,
+        how: "no label; synced".into(),
+    });
+    assert_eq!(
+        reasons(&assumed),
+        [(
+            Severity::Warning,
+            reason::SOURCE_SITE_ASSUMED,
+            "no label; synced".to_owned()
+        )]
+    );
+    assert!(assumed.complete);
+    let own = plan_from(SourceSite::labelled("dr"));
+    let found = reasons(&own);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].1, reason::BACKUP_FROM_THIS_SITE);
+    assert!(
+        found[0]
+            .2
+            .starts_with("made at site dr itself (its label replicadr.io/site=dr)"),
+        "{found:?}"
+    );
+    assert!(reasons(&plan_from(SourceSite::labelled("primary"))).is_empty());
 }
