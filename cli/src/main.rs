@@ -222,6 +222,10 @@ struct RecoveryArgs {
     /// Leave the restored VMs halted.
     #[arg(long)]
     no_start: bool,
+    /// Stop at the first start-order group whose VMs do not come up (by default the later
+    /// groups are started all the same, and the VMs that did not come up are reported).
+    #[arg(long, conflicts_with = "no_start")]
+    stop_on_failure: bool,
     /// Restore again with a new Restore attempt, even when the last one completed (a re-run
     /// after failed checks does so by itself).
     #[arg(long)]
@@ -586,6 +590,7 @@ async fn recover(
     options.source_site = args.source_site;
     options.force = args.force;
     options.check_exports = args.check_exports;
+    options.stop_on_failure = args.stop_on_failure;
     options.start_vms = !args.no_start;
     options.new_attempt = args.new_attempt;
     options.restore_timeout = args.restore_timeout.as_std();

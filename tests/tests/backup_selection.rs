@@ -115,7 +115,13 @@ async fn dr_restores_the_schedules_backup_never_its_own_and_names_an_assumed_sou
 
     velero_cli(
         &primary,
-        &["backup", "create", "nightly-1", "--from-schedule", "nightly"],
+        &[
+            "backup",
+            "create",
+            "nightly-1",
+            "--from-schedule",
+            "nightly",
+        ],
     )?;
     let scheduled = completed(&backups, "nightly-1").await?;
     assert_eq!(
@@ -170,7 +176,8 @@ async fn dr_restores_the_schedules_backup_never_its_own_and_names_an_assumed_sou
         &["plan", "--site", "dr", "--policy", POLICY, "-o", "json"],
     )
     .await?;
-    let plan: Value = serde_json::from_str(&out).map_err(|e| anyhow::anyhow!("{e}: {out}\n{err}"))?;
+    let plan: Value =
+        serde_json::from_str(&out).map_err(|e| anyhow::anyhow!("{e}: {out}\n{err}"))?;
     assert_eq!(plan["backup"], "nightly-1", "{out}\n{err}");
     assert_eq!(code, 0, "a complete plan:\n{out}\n{err}");
     assert_eq!(
@@ -190,7 +197,8 @@ async fn dr_restores_the_schedules_backup_never_its_own_and_names_an_assumed_sou
         &["plan", "--site", "dr", "--backup", "by-hand", "-o", "json"],
     )
     .await?;
-    let plan: Value = serde_json::from_str(&out).map_err(|e| anyhow::anyhow!("{e}: {out}\n{err}"))?;
+    let plan: Value =
+        serde_json::from_str(&out).map_err(|e| anyhow::anyhow!("{e}: {out}\n{err}"))?;
     assert_eq!(code, 0, "warnings only:\n{out}\n{err}");
     assert_eq!(plan["source"]["site"], "primary", "{out}");
     assert_eq!(plan["source"]["assumed"], true, "{out}");
@@ -242,7 +250,8 @@ async fn dr_restores_the_schedules_backup_never_its_own_and_names_an_assumed_sou
 
     // A failover that names no policy restores the Schedule's backup as the policy's, and says
     // that the unlabelled one is not restored unless named.
-    let (code, out, err) = replicadr(&dr, &["failover", "--site", "dr", "--yes", "-o", "json"]).await?;
+    let (code, out, err) =
+        replicadr(&dr, &["failover", "--site", "dr", "--yes", "-o", "json"]).await?;
     let recovery: Value =
         serde_json::from_str(&out).map_err(|e| anyhow::anyhow!("{e}: {out}\n{err}"))?;
     assert_eq!(code, 0, "{out}\n{err}");

@@ -246,7 +246,7 @@ async fn follows_a_velero_schedule(
     scheduler: &kube::Client,
     publisher: &Publisher,
 ) -> anyhow::Result<()> {
-    let schedules: Api<DynamicObject> = Api::namespaced_with(
+    let velero_schedules: Api<DynamicObject> = Api::namespaced_with(
         env.client.clone(),
         "velero",
         &replicadr_scheduler::velero::schedule_resource(),
@@ -268,7 +268,7 @@ async fn follows_a_velero_schedule(
             },
         },
     }))?;
-    schedules.create(&PostParams::default(), &schedule).await?;
+    velero_schedules.create(&PostParams::default(), &schedule).await?;
     env.create_policy(
         "nightly-vms",
         json!({"schedule": "0 2 * * *", "veleroSchedule": "nightly"}),
@@ -303,7 +303,7 @@ async fn follows_a_velero_schedule(
 
     // Completed as the condition says: the policy then creates nothing and says where its
     // backups come from.
-    schedules
+    velero_schedules
         .patch(
             "nightly",
             &kube::api::PatchParams::default(),

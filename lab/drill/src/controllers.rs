@@ -6,7 +6,9 @@
 //! - the NFS CSI provisioner: a claim of the drill's StorageClass gets a new PV on this site's
 //!   export (reclaim policy Delete, as provisioned volumes have);
 //! - the snapshot controller: a VolumeSnapshot gets a VolumeSnapshotContent and becomes ready;
-//! - KubeVirt: a VM whose run strategy runs is reported Running, any other Stopped;
+//! - KubeVirt: a VM whose run strategy runs is reported Running, any other Stopped; one whose
+//!   template's `nodeSelector` asks for a label the played node lacks ([`PLAYED_NODE_LABELS`])
+//!   is reported `ErrorUnschedulable`, as KubeVirt reports a VM whose launcher pod no node takes;
 //! - the PV/PVC protection and namespace controllers: a deleted claim or volume loses its
 //!   protection finalizer (no pod uses anything here), and a deleted namespace is finalized once
 //!   it holds no claim or VM;
@@ -408,10 +410,35 @@ async fn snapshots(client: &Client, caches: &Caches) -> Result<(), kube::Error> 
     Ok(())
 }
 
+/// The labels of the one node a played site has, as the kubelet sets them.
+pub const PLAYED_NODE_LABELS: [(&str, &str); 3] = [
+    ("kubernetes.io/arch", "amd64"),
+    ("kubernetes.io/os", "linux"),
+    ("kubernetes.io/hostname", "lab-node"),
+];
+
+/// Whether the played node satisfies the VM template's `nodeSelector`.
+fn schedulable(vm: &Value) -> bool {
+    vm.pointer("/spec/template/spec/nodeSelector")
+        .and_then(Value::as_object)
+        .is_none_or(|selector| {
+            selector.iter().all(|(key, value)| {
+                PLAYED_NODE_LABELS
+                    .iter()
+                    .any(|(k, v)| k == key && value.as_str() == Some(v))
+            })
+        })
+}
+
 async fn vms(client: &Client, caches: &Caches) -> Result<(), kube::Error> {
     for vm in caches.vms.state() {
-        let runs = strategy_runs(&run_strategy(&vm.data));
-        let status = if runs { "Running" } else { "Stopped" };
+        let wanted = strategy_runs(&run_strategy(&vm.data));
+        let runs = wanted && schedulable(&vm.data);
+        let status = match (wanted, runs) {
+            (true, true) => "Running",
+            (true, false) => "ErrorUnschedulable",
+            _ => "Stopped",
+        };
         if vm
             .data
             .pointer("/status/printableStatus")

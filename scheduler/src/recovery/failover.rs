@@ -81,6 +81,9 @@ pub struct Options {
     pub replication_confirmed: bool,
     /// Connect to port 2049 of each of this site's NFS servers before restoring.
     pub check_exports: bool,
+    /// Stop at the first start-order group that does not come up, instead of starting the later
+    /// groups all the same.
+    pub stop_on_failure: bool,
     /// Start a new Restore attempt even when the last one completed (`--new-attempt`).
     pub new_attempt: bool,
     /// Leave the VMs halted.
@@ -108,6 +111,7 @@ impl Options {
             force: false,
             replication_confirmed: false,
             check_exports: false,
+            stop_on_failure: false,
             new_attempt: false,
             start_vms: true,
             restore_timeout: Duration::from_hours(1),

@@ -145,17 +145,7 @@ pub async fn plan_at_site(
         ))
     })?;
     if let Some(source) = scope.source_site {
-        config.site_map.site(source).map_err(|e| {
-            RecoveryError::Config(format!(
-                "--source-site {source:?}: {e} (the site map in ConfigMap {namespace}/{})",
-                config.configmap
-            ))
-        })?;
-        if source == site {
-            return Err(RecoveryError::Config(format!(
-                "--source-site {source} is the site this restore runs at: it names the other site, whose backups are restored here"
-            )));
-        }
+        check_source_site(&config, namespace, site, source)?;
     }
     let sources = Sources {
         site: site_name.as_str(),
@@ -236,6 +226,27 @@ pub async fn plan_at_site(
         existing,
         verification: report,
     })
+}
+
+/// `--source-site`: a site of the site map, other than the one restoring.
+fn check_source_site(
+    config: &SiteConfig,
+    namespace: &str,
+    site: &str,
+    source: &str,
+) -> Result<(), RecoveryError> {
+    config.site_map.site(source).map_err(|e| {
+        RecoveryError::Config(format!(
+            "--source-site {source:?}: {e} (the site map in ConfigMap {namespace}/{})",
+            config.configmap
+        ))
+    })?;
+    if source == site {
+        return Err(RecoveryError::Config(format!(
+            "--source-site {source} is the site this restore runs at: it names the other site, whose backups are restored here"
+        )));
+    }
+    Ok(())
 }
 
 /// Plans a restore of a backup tarball on disk, with a site map file: no cluster, no object
@@ -698,11 +709,17 @@ mod tests {
 
     fn sites(count: usize) -> SiteMap {
         let names = &["primary", "dr", "third"][..count];
-        let exports: String = names
+        let exports = names
             .iter()
             .enumerate()
-            .map(|(i, s)| format!("    {s}: {{server: nfs-{i}.example.com, path: /exports/vms}}\n"))
-            .collect();
+            .fold(String::new(), |mut out, (i, s)| {
+                use std::fmt::Write as _;
+                let _ = writeln!(
+                    out,
+                    "    {s}: {{server: nfs-{i}.example.com, path: /exports/vms}}"
+                );
+                out
+            });
         SiteMap::from_yaml(&format!(
             "sites: [{}]\nexports:\n  - name: vm-disks\n{exports}",
             names.join(", ")

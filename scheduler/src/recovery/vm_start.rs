@@ -1,6 +1,8 @@
 //! Starting the restored VMs: halted by the restore, they get back the run strategy they had,
 //! group by group in `replicadr.io/start-order` order across every backup restored, each group
-//! once the one before it runs.
+//! once the one before it runs. A VM that does not come up is a failure of its run, and the later
+//! groups start all the same, unless `--stop-on-failure`. A VM backed up with `runStrategy:
+//! Manual` gets `Manual` back and is not started: KubeVirt starts such a VM only when asked.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -107,6 +109,7 @@ pub(crate) async fn start_vms(
     wanted: &[usize],
     progress: &mut (dyn FnMut(String) + Send),
 ) -> Result<(), kube::Error> {
+    restore_manual(client, runs, wanted, progress).await?;
     let groups = groups_of(runs, wanted);
     for (index, (order, vms)) in groups.iter().cloned().enumerate() {
         let group = order.map_or_else(|| "unordered".to_owned(), |o| o.to_string());
@@ -127,15 +130,22 @@ pub(crate) async fn start_vms(
         }
         let deadline = Instant::now() + options.vm_timeout;
         let mut waiting: Vec<(usize, VmItem)> = started;
+        // What KubeVirt last said of each VM not yet running, for the failure message.
+        let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
         while !waiting.is_empty() {
             let mut still = Vec::new();
             for (run, vm) in waiting {
                 let api: Api<DynamicObject> =
                     Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
-                let running = api
-                    .get_opt(&vm.name)
-                    .await?
-                    .is_some_and(|live| vm_running(&live.data));
+                let live = api.get_opt(&vm.name).await?;
+                let running = live.as_ref().is_some_and(|live| vm_running(&live.data));
+                if let Some(status) = live
+                    .as_ref()
+                    .and_then(|l| l.data.pointer("/status/printableStatus"))
+                    .and_then(Value::as_str)
+                {
+                    seen.insert((vm.namespace.clone(), vm.name.clone()), status.to_owned());
+                }
                 if running {
                     runs[run].report.vm_starts.push(VmStart {
                         namespace: vm.namespace.clone(),
@@ -153,32 +163,97 @@ pub(crate) async fn start_vms(
                 break;
             }
             if Instant::now() > deadline {
-                for (run, vm) in &waiting {
-                    runs[*run].report.fail(format!(
-                        "VirtualMachine {}/{} is not Running {} after it was started; later groups were not started",
-                        vm.namespace,
-                        vm.name,
-                        crate::duration::human(options.vm_timeout)
-                    ));
+                if not_up(options, runs, &groups[index + 1..], index, &waiting, &seen) {
+                    return Ok(());
                 }
-                // Every run with a VM in a later group says so: none of them succeeded.
-                for (_, later) in groups.iter().skip(index + 1) {
-                    for (run, vm) in later {
-                        runs[*run].report.fail(format!(
-                            "VirtualMachine {}/{} was not started: an earlier start-order group did not come up",
-                            vm.namespace, vm.name
-                        ));
-                    }
-                }
-                return Ok(());
+                progress(format!(
+                    "VM group {} not all running after {}: going on with the next group",
+                    index + 1,
+                    crate::duration::human(options.vm_timeout)
+                ));
+                break;
             }
             tokio::time::sleep(options.poll).await;
         }
-        progress(format!(
-            "VM group {} running after {:.1}s",
-            index + 1,
-            group_started.elapsed().as_secs_f64()
+        if waiting.is_empty() {
+            progress(format!(
+                "VM group {} running after {:.1}s",
+                index + 1,
+                group_started.elapsed().as_secs_f64()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reports the VMs of group `index` still `waiting` after `--vm-timeout` as failures of their
+/// runs, with what KubeVirt last said of each (`seen`); with `--stop-on-failure`, also every VM
+/// of the `later` groups, which are then not started. Returns whether to stop.
+fn not_up(
+    options: &Options,
+    runs: &mut [Run],
+    later: &[Group],
+    index: usize,
+    waiting: &[(usize, VmItem)],
+    seen: &BTreeMap<(String, String), String>,
+) -> bool {
+    let stop = options.stop_on_failure;
+    let then = if stop {
+        "later groups were not started (--stop-on-failure)"
+    } else {
+        "the later groups were started all the same"
+    };
+    for (run, vm) in waiting {
+        let status = seen
+            .get(&(vm.namespace.clone(), vm.name.clone()))
+            .map_or("no status", String::as_str);
+        runs[*run].report.fail(format!(
+            "VirtualMachine {}/{} is not Running {} after it was started ({status}); {then}",
+            vm.namespace,
+            vm.name,
+            crate::duration::human(options.vm_timeout)
         ));
+    }
+    if stop {
+        // Every run with a VM in a later group says so: none of them succeeded.
+        for (_, vms) in later {
+            for (run, vm) in vms {
+                runs[*run].report.fail(format!(
+                    "VirtualMachine {}/{} was not started: start-order group {} did not come up and --stop-on-failure stops there",
+                    vm.namespace,
+                    vm.name,
+                    index + 1
+                ));
+            }
+        }
+    }
+    stop
+}
+
+/// Gives each restored VM of the runs `wanted` that was backed up with a run strategy that does
+/// not start it by itself, other than `Halted` (that is, `Manual`), that strategy back.
+async fn restore_manual(
+    client: &Client,
+    runs: &mut [Run],
+    wanted: &[usize],
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<(), kube::Error> {
+    for &index in wanted {
+        let manual: Vec<VmItem> = runs[index]
+            .planned
+            .plan
+            .virtual_machines()
+            .filter(|vm| !vm.runs() && vm.run_strategy != "Halted")
+            .cloned()
+            .collect();
+        for vm in manual {
+            if start_one(client, &mut runs[index], &vm, progress).await? {
+                progress(format!(
+                    "VirtualMachine {}/{}: runStrategy {} as backed up; not started (KubeVirt starts it when someone does)",
+                    vm.namespace, vm.name, vm.run_strategy
+                ));
+            }
+        }
     }
     Ok(())
 }
