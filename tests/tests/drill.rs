@@ -9,6 +9,7 @@ use replicadr_scheduler::recovery::plan::VolumeAction;
 use replicadr_scheduler::recovery::report::Outcome;
 
 #[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
 async fn failover_survives_velero_killed_mid_restore_and_failback_restores_primary_exports()
 -> anyhow::Result<()> {
     let options = DrillOptions {
@@ -30,6 +31,16 @@ async fn failover_survives_velero_killed_mid_restore_and_failback_restores_prima
     let context = format!("{text}\n--- progress ---\n{}", lines.join("\n"));
     assert!(report.passed(), "{context}");
     assert!(report.interrupted_failover.is_some(), "{context}");
+    // The old primary is readied by `replicadr clean`, not by the drill's own deletes.
+    let cleaned = report
+        .checks
+        .iter()
+        .find(|c| c.name == "primary: replicadr clean removed the stale workload")
+        .expect("the clean before the failback");
+    assert!(
+        cleaned.passed && cleaned.detail.contains("removed (report replicadr-clean-primary-"),
+        "{cleaned:?}"
+    );
 
     // Both policies restored, each by a Restore of its own.
     let infra = report

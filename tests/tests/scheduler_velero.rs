@@ -268,7 +268,9 @@ async fn follows_a_velero_schedule(
             },
         },
     }))?;
-    velero_schedules.create(&PostParams::default(), &schedule).await?;
+    velero_schedules
+        .create(&PostParams::default(), &schedule)
+        .await?;
     env.create_policy(
         "nightly-vms",
         json!({"schedule": "0 2 * * *", "veleroSchedule": "nightly"}),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use replicadr_lab::TestCluster;
 use replicadr_lab::s3::S3Server;
@@ -33,6 +33,7 @@ use replicadr_scheduler::clock::{Clock, SystemClock};
 pub use replicadr_scheduler::drill::Check;
 use replicadr_scheduler::metrics::Metrics;
 use replicadr_scheduler::publish::Publisher;
+use replicadr_scheduler::recovery::clean;
 use replicadr_scheduler::recovery::every_policy::{self, Recovery};
 use replicadr_scheduler::recovery::failover::{self, Operation, vm_resource};
 use replicadr_scheduler::recovery::report::{Outcome, RecoveryReport, VmStart};
@@ -529,7 +530,7 @@ pub async fn run(
     report.failover = Some(failover);
 
     if options.failback && failed_over {
-        progress("failback: the dr site backs up, the old primary's stale workload is cleared, primary restores".to_owned());
+        progress("failback: the dr site backs up, the old primary's VMs are halted and `replicadr clean` removes its stale workload, primary restores".to_owned());
         let dr_verified = every_policy_backed_up(&env.dr.client, progress).await?;
         for (dr_backup, dr_verification) in &dr_verified {
             report.checks.push(Check {
@@ -543,9 +544,11 @@ pub async fn run(
             report.total_seconds = started.elapsed().as_secs_f64();
             return Ok((env, report));
         }
-        clear_workload(&env.primary.client, progress).await?;
         let dr_backups: Vec<&str> = dr_verified.iter().map(|(b, _)| b.as_str()).collect();
         env.move_velero(true, &dr_backups, progress).await?;
+        report
+            .checks
+            .push(halt_and_clean(&env.primary.client, progress).await?);
         let failback = recover_every(
             &env.primary.client,
             Operation::Failback,
@@ -1126,79 +1129,84 @@ async fn check_attempts(client: &Client, backup: &str) -> anyhow::Result<Check> 
     })
 }
 
-/// A PV of the drill's workload: labelled, provisioned from its class, or claimed in its namespaces.
-fn is_workload_volume(pv: &PersistentVolume) -> bool {
-    let spec = pv.spec.as_ref();
-    pv.labels().contains_key(workload::LABEL_DRILL)
-        || spec.and_then(|s| s.storage_class_name.as_deref()) == Some(controllers::STORAGE_CLASS)
-        || spec
-            .and_then(|s| s.claim_ref.as_ref())
-            .and_then(|r| r.namespace.as_deref())
-            .is_some_and(|ns| workload::NAMESPACES.contains(&ns))
-}
-
-/// Clears the stale workload at the old primary before failback, as the runbook says: only the
-/// objects the drill created (labelled), then waits until they are gone (the played controllers
-/// finish the deletions, as the protection controllers would).
-pub async fn clear_workload(
+/// Readies the old primary for the failback as the runbook says: its old VMs halted (an
+/// operator's step: `clean` refuses while one runs), then `replicadr clean --site primary
+/// --apply`, which removes the stale workload under the names of the backups the failback
+/// restores, PVs set to Retain first.
+pub async fn halt_and_clean(
     client: &Client,
     progress: &mut (dyn FnMut(String) + Send),
-) -> anyhow::Result<()> {
-    let selector = ListParams::default().labels(&format!("{}=true", workload::LABEL_DRILL));
-    let mut cleared = 0;
+) -> anyhow::Result<Check> {
     for namespace in workload::NAMESPACES {
         let vms: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), namespace, &vm_resource());
-        for vm in vms.list(&selector).await?.items {
-            vms.delete(&vm.name_any(), &DeleteParams::default()).await?;
-            cleared += 1;
-        }
-        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
-        for claim in claims.list(&ListParams::default()).await?.items {
-            claims
-                .delete(&claim.name_any(), &DeleteParams::default())
-                .await?;
-            cleared += 1;
-        }
-    }
-    let volumes: Api<PersistentVolume> = Api::all(client.clone());
-    for pv in volumes.list(&ListParams::default()).await?.items {
-        if is_workload_volume(&pv) {
-            volumes
-                .delete(&pv.name_any(), &DeleteParams::default())
-                .await?;
-            cleared += 1;
+        for vm in vms.list(&ListParams::default()).await?.items {
+            vms.patch(
+                &vm.name_any(),
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(
+                    json!({"spec": {"running": null, "runStrategy": "Halted"}}),
+                ),
+            )
+            .await?;
         }
     }
     let deadline = Instant::now() + Duration::from_mins(1);
     loop {
-        let mut left = volumes
-            .list(&ListParams::default())
-            .await?
-            .items
-            .iter()
-            .filter(|pv| is_workload_volume(pv))
-            .count();
+        let mut running = 0;
         for namespace in workload::NAMESPACES {
-            left += Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
+            let vms: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), namespace, &vm_resource());
+            running += vms
                 .list(&ListParams::default())
                 .await?
                 .items
-                .len();
+                .iter()
+                .filter(|vm| failover::vm_running(&vm.data))
+                .count();
         }
-        if left == 0 {
+        if running == 0 {
             break;
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "{left} stale claims and volumes at primary are still being deleted after a minute"
+            "{running} old VMs at primary still run a minute after they were halted"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    progress(format!(
-        "cleared {cleared} stale workload objects the drill had created at primary"
-    ));
-    Ok(())
+    progress("halted the old VMs at primary".to_owned());
+    let options = clean::CleanOptions {
+        site: "primary".to_owned(),
+        backup: BackupChoice::LatestVerified,
+        policy: None,
+        apply: true,
+        force: false,
+        include_absent: false,
+        timeout: Duration::from_mins(2),
+        poll: Duration::from_millis(300),
+    };
+    let cleaned = Box::pin(clean::clean(client, VELERO_NAMESPACE, &options, progress)).await?;
+    Ok(Check {
+        name: "primary: replicadr clean removed the stale workload".to_owned(),
+        passed: cleaned.refused.is_none()
+            && cleaned.failures.is_empty()
+            && !cleaned.removed.is_empty(),
+        detail: format!(
+            "{} removed (report {}), {} in the namespaces but not in the backups left{}{}",
+            cleaned.removed.len(),
+            cleaned.report_configmap.as_deref().unwrap_or("-"),
+            cleaned.absent.len(),
+            cleaned
+                .refused
+                .map(|r| format!("; refused: {r}"))
+                .unwrap_or_default(),
+            if cleaned.failures.is_empty() {
+                String::new()
+            } else {
+                format!("; failures: {}", cleaned.failures.join("; "))
+            }
+        ),
+    })
 }
 
 /// The time the project's plugins spent serving a restore, against the restore's duration.
