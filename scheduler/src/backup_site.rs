@@ -45,12 +45,17 @@ impl Origin {
     }
 }
 
-/// Where `backup` was made, seen from the site `local_site`.
+/// Where `backup` was made, seen from the site `local_site`. A copy Velero synced from object
+/// storage was made elsewhere even when its label names this site: a Velero Schedule applied at
+/// both sites with one site's label would otherwise make the other site's state pass for this
+/// site's own.
 pub fn origin(backup: &BackupView, local_site: &str) -> Origin {
+    let synced = synced_from_storage(backup);
     match &backup.site {
-        Some(site) if site == local_site => Origin::Here,
+        Some(site) if site == local_site && !synced => Origin::Here,
+        Some(site) if site == local_site => Origin::Elsewhere(None),
         Some(site) => Origin::Elsewhere(Some(site.clone())),
-        None if synced_from_storage(backup) => Origin::Elsewhere(None),
+        None if synced => Origin::Elsewhere(None),
         None => Origin::Here,
     }
 }
@@ -64,8 +69,9 @@ pub fn site_name(backup: &BackupView, local_site: &str) -> Option<String> {
     }
 }
 
-/// A Backup object created after it completed can only be Velero's copy of a finished backup.
-fn synced_from_storage(backup: &BackupView) -> bool {
+/// A Backup object created after it completed can only be Velero's copy of a finished backup;
+/// any other was created in this cluster.
+pub fn synced_from_storage(backup: &BackupView) -> bool {
     matches!((backup.created, backup.completed), (Some(created), Some(completed)) if created > completed)
 }
 
@@ -172,6 +178,13 @@ mod tests {
             Origin::Elsewhere(Some("primary".into()))
         );
         assert_eq!(site_name(&here, "dr").as_deref(), Some("primary"));
+        // Synced in from object storage, though labelled with this site: another site made it.
+        let copied = backup(
+            Some("primary"),
+            "2026-01-01T02:05:00Z",
+            Some("2026-01-01T02:00:09Z"),
+        );
+        assert_eq!(origin(&copied, "primary"), Origin::Elsewhere(None));
     }
 
     #[test]

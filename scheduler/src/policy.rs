@@ -540,6 +540,26 @@ fn follows_only(spec: &BackupPolicySpec, schedule: &str) -> Result<(), PolicyErr
             ),
         });
     }
+    if spec.paused {
+        return Err(PolicyError::Invalid {
+            field: "paused",
+            message: format!(
+                "is true, but pausing the policy cannot stop Velero Schedule {schedule:?} (spec.veleroSchedule), which makes the backups, and would only silence their RPO alerts; pause the Schedule itself (velero schedule pause {schedule}) and remove spec.paused"
+            ),
+        });
+    }
+    if spec
+        .time_zone
+        .as_deref()
+        .is_some_and(|z| !z.is_empty() && z != "UTC")
+    {
+        return Err(PolicyError::Invalid {
+            field: "timeZone",
+            message: format!(
+                "is set, but Velero runs Schedule {schedule:?}'s cron in UTC, which spec.schedule repeats; remove spec.timeZone"
+            ),
+        });
+    }
     set("retries", spec.retries.is_some())?;
     set("jitterSeconds", spec.jitter_seconds != 0)?;
     set(
@@ -609,6 +629,11 @@ mod tests {
             (
                 serde_json::json!({"veleroSchedule": ""}),
                 "spec.veleroSchedule",
+            ),
+            (serde_json::json!({"paused": true}), "spec.paused"),
+            (
+                serde_json::json!({"timeZone": "Europe/Berlin"}),
+                "spec.timeZone",
             ),
         ] {
             let error = follows(extra).expect_err(field);

@@ -564,7 +564,16 @@ impl Service {
         )
         .get_opt(schedule)
         .await?;
+        let standing = admitted.active.as_ref().err();
+        let not_active = |reason: &str| PolicyOutcome::NotActive {
+            reason: reason.to_owned(),
+        };
         let Some(found) = found else {
+            // At a standby site the Schedule may well exist only at the active one.
+            if let Some((reason, message)) = standing {
+                self.not_ready(policy, reason, message, now).await?;
+                return Ok((not_active(reason), next));
+            }
             let reason = "VeleroScheduleNotFound";
             let message = format!(
                 "Velero Schedule {namespace}/{schedule} (spec.veleroSchedule) does not exist, so no backups are made for this policy: create it, or remove spec.veleroSchedule to let the policy make its own"
@@ -573,21 +582,8 @@ impl Service {
             return Ok((refuse(reason), next));
         };
         let paused = velero_schedule::paused(&found);
-        if let Err((reason, message)) = &admitted.active {
-            // Velero's Schedule runs whatever the record says; only its own pause stops it.
-            let message = if *reason == "SiteNotActive" && !paused {
-                format!(
-                    "{message}; Velero Schedule {namespace}/{schedule} is not paused here, so it goes on backing up this site's state: pause it (velero schedule pause {schedule})"
-                )
-            } else {
-                message.clone()
-            };
-            self.not_ready(policy, reason, &message, now).await?;
-            let outcome = PolicyOutcome::NotActive {
-                reason: (*reason).to_owned(),
-            };
-            return Ok((outcome, next));
-        }
+        // Checked at a standby site too: a Schedule there labelled with the other site's name
+        // would make this site's state pass for the other's.
         let lacks = velero_schedule::lacks(
             &found,
             &policy.spec.schedule,
@@ -602,6 +598,18 @@ impl Service {
             );
             self.not_ready(policy, reason, &message, now).await?;
             return Ok((refuse(reason), next));
+        }
+        if let Some((reason, message)) = standing {
+            // Velero's Schedule runs whatever the record says; only its own pause stops it.
+            let message = if *reason == "SiteNotActive" && !paused {
+                format!(
+                    "{message}; Velero Schedule {namespace}/{schedule} is not paused here, so it goes on backing up this site's state: pause it (velero schedule pause {schedule})"
+                )
+            } else {
+                message.clone()
+            };
+            self.not_ready(policy, reason, &message, now).await?;
+            return Ok((not_active(reason), next));
         }
         if paused {
             let reason = "VeleroSchedulePaused";
@@ -917,23 +925,10 @@ fn backups_of(
         .collect()
 }
 
-/// Whether `backup` is one of `policy`'s: labelled with it, and made by the scheduler
-/// (`app.kubernetes.io/managed-by`) or, for a policy that follows a Velero Schedule, by that
-/// Schedule (`velero.io/schedule-name`). Any other Backup that happens to carry the policy label
-/// is never followed, retried or published.
+/// Whether `backup` is one of `policy`'s ([`velero::is_policy_backup`]): any other Backup that
+/// happens to carry the policy label is never followed, retried or published.
 fn belongs(backup: &DynamicObject, policy: &str, follows: Option<&str>) -> bool {
-    let labels = backup.labels();
-    let label = |key: &str| labels.get(key).map(String::as_str);
-    if label(velero::LABEL_POLICY) != Some(policy) {
-        return false;
-    }
-    match follows {
-        None => label(velero::LABEL_MANAGED_BY) == Some(velero::MANAGED_BY),
-        Some(schedule) => {
-            label(velero::LABEL_SCHEDULE_NAME) == Some(schedule)
-                && label(velero::LABEL_MANAGED_BY) != Some(velero::MANAGED_BY)
-        }
-    }
+    velero::is_policy_backup(backup.labels(), policy, follows)
 }
 
 /// The Backups made at `site`, oldest first. Another site's Backups (synced through the shared

@@ -171,6 +171,28 @@ pub fn policy_backup_labels(policy: &str, site: &str) -> [(&'static str, String)
     ]
 }
 
+/// Whether a Backup with `labels` is one of `policy`'s: labelled with it, and made by the
+/// scheduler (`app.kubernetes.io/managed-by`) or, for a policy that follows the Velero Schedule
+/// `follows`, by that Schedule (`velero.io/schedule-name`). The scheduler follows only these, and
+/// a restore chooses only these where the policy exists.
+pub fn is_policy_backup(
+    labels: &BTreeMap<String, String>,
+    policy: &str,
+    follows: Option<&str>,
+) -> bool {
+    let label = |key: &str| labels.get(key).map(String::as_str);
+    if label(LABEL_POLICY) != Some(replicadr_core::names::label_value(policy).as_ref()) {
+        return false;
+    }
+    match follows {
+        None => label(LABEL_MANAGED_BY) == Some(MANAGED_BY),
+        Some(schedule) => {
+            label(LABEL_SCHEDULE_NAME) == Some(schedule)
+                && label(LABEL_MANAGED_BY) != Some(MANAGED_BY)
+        }
+    }
+}
+
 /// The fields of a Backup the scheduler and verifier read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupView {

@@ -15,7 +15,7 @@ use kube::api::DynamicObject;
 use serde_json::Value;
 
 use crate::policy::ValidPolicy;
-use crate::velero::{METADATA_ONLY, policy_backup_labels};
+use crate::velero::{LABEL_MANAGED_BY, MANAGED_BY, METADATA_ONLY, policy_backup_labels};
 
 /// The labels Velero puts on the backups `schedule` makes (besides `velero.io/schedule-name`),
 /// and where they are set.
@@ -84,6 +84,11 @@ pub fn lacks(schedule: &DynamicObject, cron: &str, valid: &ValidPolicy, site: &s
                 "its backups get no label {key} ({set_in}); set {key}: \"{wanted}\" in spec.template.metadata.labels"
             )),
         }
+    }
+    if labels.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY) {
+        lacks.push(format!(
+            "its backups are labelled {LABEL_MANAGED_BY}={MANAGED_BY} ({set_in}), which marks the backups the scheduler makes itself, so the policy would never take them as the Schedule's: remove that label"
+        ));
     }
     let location = schedule
         .data

@@ -5,7 +5,10 @@
 //! carries `dr`'s own site label. At `dr`: the plan passes over the one labelled `dr` and takes the
 //! Schedule's as the policy's; the unlabelled one is planned only when named, with its source
 //! site said to be assumed; `--source-site` is checked; and a failover that names no policy
-//! restores the Schedule's backup. A separate test binary from `drill.rs`: one Velero runs at a
+//! restores the Schedule's backup. Dirtier still: a second Schedule's backup carrying the policy
+//! label, and at `dr` itself a backup labelled `primary` (a Schedule applied at both sites) and an
+//! unlabelled one made by hand: none of them is ever taken, `--source-site` included, and each
+//! skip says why. A separate test binary from `drill.rs`: one Velero runs at a
 //! time. Build the workspace binaries first (`cargo build --workspace --bins`).
 
 use std::path::Path;
@@ -52,6 +55,28 @@ async fn completed(backups: &Api<DynamicObject>, name: &str) -> anyhow::Result<B
         anyhow::ensure!(Instant::now() < deadline, "backup {name} did not finish");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// A metadata-only Backup of `namespace` with `labels`, created through the API as a Velero
+/// Schedule or a hand would.
+async fn backup_labelled(
+    backups: &Api<DynamicObject>,
+    name: &str,
+    namespace: &str,
+    labels: &Value,
+) -> anyhow::Result<BackupView> {
+    let backup: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "velero.io/v1", "kind": "Backup",
+        "metadata": {"name": name, "namespace": drill::VELERO_NAMESPACE, "labels": labels},
+        "spec": {
+            "includedNamespaces": [namespace],
+            "snapshotVolumes": false,
+            "defaultVolumesToFsBackup": false,
+            "snapshotMoveData": false,
+        },
+    }))?;
+    backups.create(&PostParams::default(), &backup).await?;
+    completed(backups, name).await
 }
 
 fn reasons(plan: &Value) -> Vec<&str> {
@@ -165,10 +190,52 @@ async fn dr_restores_the_schedules_backup_never_its_own_and_names_an_assumed_sou
     }))?;
     backups.create(&PostParams::default(), &own).await?;
     completed(&backups, "dr-labelled").await?;
+    // Newer still: a second Schedule's backup that carries the policy label.
+    backup_labelled(
+        &backups,
+        "second-schedule",
+        "drill-vms",
+        &json!({
+            "replicadr.io/policy": POLICY,
+            "replicadr.io/site": "primary",
+            "velero.io/schedule-name": "hourly",
+        }),
+    )
+    .await?;
 
-    env.move_velero(false, &["nightly-1", "by-hand", "dr-labelled"], &mut log)
-        .await?;
+    env.move_velero(
+        false,
+        &["nightly-1", "by-hand", "dr-labelled", "second-schedule"],
+        &mut log,
+    )
+    .await?;
     let dr = env.dr.cluster.kubeconfig_path().to_owned();
+    // The policy exists at dr too, as the installation leaves it; and dr makes two backups of
+    // its own (of a namespace it has before any failover): one through a copy of the Schedule
+    // that kept primary's label, one by hand.
+    Api::<replicadr_scheduler::policy::BackupPolicy>::namespaced(
+        env.dr.client.clone(),
+        drill::VELERO_NAMESPACE,
+    )
+    .create(&PostParams::default(), &policy)
+    .await?;
+    let at_dr: Api<DynamicObject> = Api::namespaced_with(
+        env.dr.client.clone(),
+        drill::VELERO_NAMESPACE,
+        &velero::backup_resource(),
+    );
+    backup_labelled(
+        &at_dr,
+        "dr-made",
+        "default",
+        &json!({
+            "replicadr.io/policy": POLICY,
+            "replicadr.io/site": "primary",
+            "velero.io/schedule-name": "nightly",
+        }),
+    )
+    .await?;
+    backup_labelled(&at_dr, "dr-by-hand", "default", &json!({})).await?;
 
     // The policy's newest backup labelled dr is passed over, naming why; the Schedule's is taken.
     let (code, out, err) = replicadr(
@@ -184,10 +251,36 @@ async fn dr_restores_the_schedules_backup_never_its_own_and_names_an_assumed_sou
         plan["source"],
         json!({"site": "primary", "assumed": false, "how": "its label replicadr.io/site=primary"})
     );
+    for skipped in [
+        "skipped dr-labelled: made at site dr itself (its label replicadr.io/site=dr)",
+        "skipped dr-made: made at site dr itself (its label says replicadr.io/site=primary, but its Backup object was created in this cluster before it completed",
+        "skipped second-schedule: labelled replicadr.io/policy=nightly-vms but not made by the policy (Velero Schedule nightly, velero.io/schedule-name=nightly)",
+    ] {
+        assert!(err.contains(skipped), "{skipped}:\n{err}");
+    }
+    // --source-site primary never takes what dr made itself for primary's.
+    let (_, out, err) = replicadr(
+        &dr,
+        &[
+            "plan",
+            "--site",
+            "dr",
+            "--source-site",
+            "primary",
+            "-o",
+            "json",
+        ],
+    )
+    .await?;
+    let plan: Value =
+        serde_json::from_str(&out).map_err(|e| anyhow::anyhow!("{e}: {out}\n{err}"))?;
+    assert_eq!(
+        plan["backup"], "second-schedule",
+        "the newest made at primary:\n{err}"
+    );
     assert!(
-        err.contains(
-            "skipped dr-labelled: made at site dr itself (its label replicadr.io/site=dr)"
-        ),
+        err.contains("skipped dr-by-hand: made at site dr itself (backup dr-by-hand has no replicadr.io/site label")
+            && err.contains("so site dr made it, whatever --source-site primary says"),
         "{err}"
     );
 

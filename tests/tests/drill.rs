@@ -38,7 +38,10 @@ async fn failover_survives_velero_killed_mid_restore_and_failback_restores_prima
         .find(|c| c.name == "primary: replicadr clean removed the stale workload")
         .expect("the clean before the failback");
     assert!(
-        cleaned.passed && cleaned.detail.contains("removed (report replicadr-clean-primary-"),
+        cleaned.passed
+            && cleaned
+                .detail
+                .contains("removed (report replicadr-clean-primary-"),
         "{cleaned:?}"
     );
 

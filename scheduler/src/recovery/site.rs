@@ -326,12 +326,24 @@ async fn read_contents(
         .map_err(|e| unreadable(e.to_string()))
 }
 
-/// The Backups in `namespace`, of `policy` when given.
+/// The Backups in `namespace`, of `policy` when given: labelled with it, and, where the
+/// BackupPolicy exists at this site, made the way it makes them ([`velero::is_policy_backup`]:
+/// by the scheduler, or by the Velero Schedule it follows), so a second Schedule or a hand-made
+/// backup that carries the policy label is not taken for the policy's. Also returns why each
+/// such backup was passed over.
 async fn list_backups(
     client: &Client,
     namespace: &str,
     policy: Option<&str>,
-) -> Result<Vec<BackupView>, RecoveryError> {
+) -> Result<(Vec<BackupView>, Vec<String>), RecoveryError> {
+    let here = match policy {
+        Some(name) => {
+            Api::<BackupPolicy>::namespaced(client.clone(), namespace)
+                .get_opt(name)
+                .await?
+        }
+        None => None,
+    };
     let api: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), namespace, &velero::backup_resource());
     let mut params = ListParams::default();
@@ -342,13 +354,31 @@ async fn list_backups(
             replicadr_core::names::label_value(policy)
         ));
     }
-    Ok(api
-        .list(&params)
-        .await?
-        .items
-        .iter()
-        .map(BackupView::from_object)
-        .collect())
+    let mut passed_over = Vec::new();
+    let mut backups = Vec::new();
+    for backup in api.list(&params).await?.items {
+        let Some(policy) = &here else {
+            backups.push(BackupView::from_object(&backup));
+            continue;
+        };
+        let follows = policy.spec.velero_schedule.as_deref();
+        if velero::is_policy_backup(backup.labels(), &policy.name_any(), follows) {
+            backups.push(BackupView::from_object(&backup));
+        } else {
+            passed_over.push(format!(
+                "{}: labelled {}={} but not made by the policy ({}), as BackupPolicy {namespace}/{} here says",
+                backup.name_any(),
+                velero::LABEL_POLICY,
+                policy.name_any(),
+                follows.map_or_else(
+                    || format!("{}={}", velero::LABEL_MANAGED_BY, velero::MANAGED_BY),
+                    |s| format!("Velero Schedule {s}, {}={s}", velero::LABEL_SCHEDULE_NAME)
+                ),
+                policy.name_any()
+            ));
+        }
+    }
+    Ok((backups, passed_over))
 }
 
 async fn latest_verified(
@@ -360,8 +390,9 @@ async fn latest_verified(
     source: &SiteMapSource,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> Result<(BackupView, Option<Report>), RecoveryError> {
-    let listed = list_backups(client, namespace, policy).await?;
+    let (listed, foreign) = list_backups(client, namespace, policy).await?;
     let (finished, mut rejected) = sources.candidates(listed);
+    rejected.extend(foreign);
     for line in &rejected {
         progress(format!("  skipped {line}"));
     }
@@ -413,7 +444,7 @@ async fn previous_verified(
     let Some(policy) = backup.policy.as_deref() else {
         return Ok(None);
     };
-    let listed = list_backups(client, namespace, Some(policy)).await?;
+    let (listed, _) = list_backups(client, namespace, Some(policy)).await?;
     let older = sources.older_candidates(listed, backup);
     for candidate in older.into_iter().take(CANDIDATES) {
         progress(format!(
@@ -460,27 +491,45 @@ impl Sources<'_> {
     /// the site map has only one other.
     fn of(&self, backup: &BackupView) -> SourceSite {
         let site = self.site;
-        if let Some(label) = &backup.site {
-            return SourceSite::labelled(label);
+        let made_here = !backup_site::synced_from_storage(backup);
+        match &backup.site {
+            // The object's own history outweighs a label naming another site.
+            Some(label) if label != site && made_here => {
+                return SourceSite {
+                    site: Some(site.to_owned()),
+                    assumed: true,
+                    how: format!(
+                        "its label says {}={label}, but its Backup object was created in this cluster before it completed, not synced from object storage, so site {site} made it (a Velero Schedule applied at both sites with one site's label?)",
+                        velero::LABEL_SITE
+                    ),
+                };
+            }
+            Some(label) => return SourceSite::labelled(label),
+            None => {}
         }
         let unlabelled = format!(
             "backup {} has no {} label (a Velero Schedule's or a hand-made backup, not a BackupPolicy's)",
             backup.name,
             velero::LABEL_SITE
         );
-        if let Some(stated) = self.stated {
-            return SourceSite {
-                site: Some(stated.to_owned()),
-                assumed: true,
-                how: format!("{unlabelled}; --source-site {stated} says site {stated} made it"),
-            };
-        }
-        if backup_site::origin(backup, site).is_here() {
+        if made_here {
             return SourceSite {
                 site: Some(site.to_owned()),
                 assumed: true,
                 how: format!(
-                    "{unlabelled}, and its Backup object was created in this cluster, not synced from object storage, so it is taken as made at site {site}; if another site made it, say which with --source-site"
+                    "{unlabelled}, and its Backup object was created in this cluster, not synced from object storage, so site {site} made it{}",
+                    self.stated
+                        .map(|s| format!(", whatever --source-site {s} says"))
+                        .unwrap_or_default()
+                ),
+            };
+        }
+        if let Some(stated) = self.stated {
+            return SourceSite {
+                site: Some(stated.to_owned()),
+                assumed: true,
+                how: format!(
+                    "{unlabelled}; Velero synced it from object storage, and --source-site {stated} says site {stated} made it"
                 ),
             };
         }
@@ -761,10 +810,34 @@ mod tests {
                 "2026-12-01T04:10:00Z",
                 "2026-12-01T04:09:00Z",
             ),
+            // Created here, though labelled with the other site.
+            made(
+                "mislabelled",
+                Some("primary"),
+                "Completed",
+                "2026-12-01T04:20:00Z",
+                "2026-12-01T04:19:00Z",
+            ),
         ]);
         let names: Vec<&str> = chosen.iter().map(|b| b.name.as_str()).collect();
         assert_eq!(names, ["unlabelled", "primary-old"]);
-        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert_eq!(skipped.len(), 3, "{skipped:?}");
+        assert!(
+            skipped[2].starts_with("mislabelled: made at site dr itself (its label says replicadr.io/site=primary, but its Backup object was created in this cluster before it completed"),
+            "{skipped:?}"
+        );
+        // --source-site never turns a backup made here into the other site's.
+        let (_, stated) = at_dr(&map, Some("primary")).candidates(vec![made(
+            "by-hand-here",
+            None,
+            "Completed",
+            "2026-12-01T04:10:00Z",
+            "2026-12-01T04:09:00Z",
+        )]);
+        assert!(
+            stated[0].contains("so site dr made it, whatever --source-site primary says"),
+            "{stated:?}"
+        );
         assert!(
             skipped[0]
                 .starts_with("dr-newest: made at site dr itself (its label replicadr.io/site=dr)"),
