@@ -29,6 +29,9 @@ pub struct VmItem {
     pub run_strategy: String,
     /// The PVCs and `DataVolumes` its disks name.
     pub disks: Vec<String>,
+    /// KubeVirt reported it running when it was backed up (`status.printableStatus` Running, or
+    /// `status.ready`).
+    pub was_running: bool,
 }
 
 impl VmItem {
@@ -128,6 +131,11 @@ impl BackupContents {
                 start_order: start_order(&object),
                 run_strategy: run_strategy(&object),
                 disks: vm_claims(&object).map(str::to_owned).collect(),
+                was_running: object
+                    .pointer("/status/printableStatus")
+                    .and_then(Value::as_str)
+                    == Some("Running")
+                    || object.pointer("/status/ready").and_then(Value::as_bool) == Some(true),
                 namespace,
                 name,
             }),

@@ -42,6 +42,9 @@ pub mod reason {
     /// The backup was made at the site it would be restored to: it holds this site's own earlier
     /// state, not the other site's (Warning; only a named backup gets here).
     pub const BACKUP_FROM_THIS_SITE: &str = "BackupFromThisSite";
+    /// A VM with `runStrategy: Manual` ran when backed up: the restore gives it `Manual` back,
+    /// which KubeVirt starts only when someone does, so it stays stopped (Warning).
+    pub const MANUAL_VM_NOT_STARTED: &str = "ManualVmNotStarted";
 }
 
 /// The site a backup came from, and whether that is known or assumed.
@@ -303,6 +306,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
     let remap = SiteRemap::new((*site_map).clone(), site.clone());
     let volumes = volume_plans(contents, &remap, site, *existing, &mut problems);
     claim_problems(contents, &mut problems);
+    manual_vm_problems(contents, &mut problems);
     if let Some(existing) = existing {
         existing_problems(&backup.name, contents, site, existing, &mut problems);
     }
@@ -400,6 +404,25 @@ fn backup_problems(
                 "the backup is {} old, more than the policy's RPO of {}: a failover with it loses more than the objective allows",
                 crate::duration::human(Duration::from_secs(age)),
                 crate::duration::human(rpo)
+            ),
+        );
+    }
+}
+
+/// Each VM that ran under `runStrategy: Manual` when backed up: no restore starts it.
+fn manual_vm_problems(contents: &BackupContents, problems: &mut Problems) {
+    for vm in contents
+        .vms
+        .iter()
+        .filter(|vm| vm.run_strategy == "Manual" && vm.was_running)
+    {
+        problems.push(
+            Severity::Warning,
+            reason::MANUAL_VM_NOT_STARTED,
+            format!("VirtualMachine {}/{}", vm.namespace, vm.name),
+            format!(
+                "runStrategy Manual, and running when backed up: the restore gives it Manual back, which KubeVirt starts only when asked, so it stays stopped; start it once the restore is checked (virtctl start {} -n {})",
+                vm.name, vm.namespace
             ),
         );
     }

@@ -759,3 +759,34 @@ fn an_assumed_source_site_and_a_backup_of_this_site_are_warnings_naming_why() {
     );
     assert!(reasons(&plan_from(SourceSite::labelled("primary"))).is_empty());
 }
+
+#[test]
+fn a_manual_vm_that_ran_when_backed_up_is_a_warning_that_it_stays_stopped() {
+    let vm = |name: &str, running: bool| {
+        let mut vm = objects::vm("vms", name, &[]);
+        vm["spec"]["runStrategy"] = json!("Manual");
+        if running {
+            vm["status"] = json!({"printableStatus": "Running", "ready": true});
+        }
+        vm
+    };
+    let contents = contents_of(vec![
+        ("virtualmachines.kubevirt.io", vm("ran", true)),
+        ("virtualmachines.kubevirt.io", vm("stopped", false)),
+    ]);
+    let plan = plan_at("dr", &contents, fixture::SITE_MAP);
+    let manual: Vec<_> = plan
+        .problems
+        .iter()
+        .filter(|p| p.reason == reason::MANUAL_VM_NOT_STARTED)
+        .collect();
+    assert_eq!(manual.len(), 1, "{:#?}", plan.problems);
+    assert_eq!(manual[0].object, "VirtualMachine vms/ran");
+    assert_eq!(manual[0].severity, Severity::Warning);
+    assert!(
+        manual[0].message.contains("virtctl start ran -n vms"),
+        "{}",
+        manual[0].message
+    );
+    assert!(plan.complete);
+}
