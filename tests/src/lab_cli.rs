@@ -41,6 +41,19 @@ pub async fn verified_backup(
     Ok(backup)
 }
 
+/// `replicadr failover --site dr --yes -o json` with `options` and then `extra`, against the site
+/// of `kubeconfig`: exit code, stdout (the JSON report), stderr.
+pub async fn failover_at_dr(
+    kubeconfig: &Path,
+    options: &[&str],
+    extra: &[&str],
+) -> anyhow::Result<(i32, String, String)> {
+    let mut args = vec!["failover", "--site", "dr", "--yes", "-o", "json"];
+    args.extend_from_slice(options);
+    args.extend_from_slice(extra);
+    replicadr(kubeconfig, &args).await
+}
+
 /// Runs `replicadr` against the site of `kubeconfig`, in the lab's Velero namespace: exit code,
 /// stdout, stderr. Awaited, not blocking: the lab's TLS front of object storage runs on the
 /// calling test's runtime.

@@ -11,28 +11,14 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, DeleteParams};
 use replicadr_drill as drill;
-use replicadr_e2e::lab_cli::{replicadr, sites_with_workload, verified_backup};
+use replicadr_e2e::lab_cli::{failover_at_dr, sites_with_workload, verified_backup};
 use replicadr_scheduler::active_site::{Record, Takeover};
 use serde_json::Value;
 
 const NAMESPACE: &str = "drill-vms";
 
-fn failover_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "failover",
-        "--site",
-        "dr",
-        "--yes",
-        "--restore-timeout",
-        "5m",
-        "--bind-timeout",
-        "15s",
-        "-o",
-        "json",
-    ];
-    args.extend_from_slice(extra);
-    args
-}
+/// How long each failover here waits for its Restore and its claims.
+const TIMEOUTS: &[&str] = &["--restore-timeout", "5m", "--bind-timeout", "15s"];
 
 #[tokio::test]
 async fn a_rerun_after_failed_checks_restores_what_was_lost() -> anyhow::Result<()> {
@@ -41,7 +27,7 @@ async fn a_rerun_after_failed_checks_restores_what_was_lost() -> anyhow::Result<
     let backup = verified_backup(&env.primary.client, &mut log).await?;
     env.move_velero(false, &[&backup], &mut log).await?;
     let dr = env.dr.cluster.kubeconfig_path().to_owned();
-    let (code, out, err) = replicadr(&dr, &failover_args(&[])).await?;
+    let (code, out, err) = failover_at_dr(&dr, TIMEOUTS, &[]).await?;
     assert_eq!(code, 0, "failover:\n{out}\n{err}");
 
     // A claim and its (Retain) PV are lost at dr.
@@ -60,7 +46,7 @@ async fn a_rerun_after_failed_checks_restores_what_was_lost() -> anyhow::Result<
     }
 
     // The re-run continues with the completed Restore: its checks fail and name what is lost.
-    let (code, out, err) = replicadr(&dr, &failover_args(&[])).await?;
+    let (code, out, err) = failover_at_dr(&dr, TIMEOUTS, &[]).await?;
     assert_eq!(code, 1, "the checks fail:\n{out}\n{err}");
     assert!(err.contains("continuing with Restore"), "{err}");
     let recovery: Value = serde_json::from_str(&out)?;
@@ -76,7 +62,7 @@ async fn a_rerun_after_failed_checks_restores_what_was_lost() -> anyhow::Result<
         .to_owned();
 
     // The next run restores again with a new attempt, and what was lost is back.
-    let (code, out, err) = replicadr(&dr, &failover_args(&[])).await?;
+    let (code, out, err) = failover_at_dr(&dr, TIMEOUTS, &[]).await?;
     assert_eq!(code, 0, "the run after failed checks:\n{out}\n{err}");
     assert!(
         err.contains("the run that followed it failed its checks"),
@@ -95,13 +81,13 @@ async fn a_rerun_after_failed_checks_restores_what_was_lost() -> anyhow::Result<
     );
 
     // A run after a success continues with it; --new-attempt restores once more.
-    let (code, _, err) = replicadr(&dr, &failover_args(&[])).await?;
+    let (code, _, err) = failover_at_dr(&dr, TIMEOUTS, &[]).await?;
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains(&format!("continuing with Restore velero/{second}")),
         "{err}"
     );
-    let (code, out, err) = replicadr(&dr, &failover_args(&["--new-attempt"])).await?;
+    let (code, out, err) = failover_at_dr(&dr, TIMEOUTS, &["--new-attempt"]).await?;
     assert_eq!(code, 0, "--new-attempt:\n{out}\n{err}");
     assert!(err.contains("--new-attempt asks for a new one"), "{err}");
     let recovery: Value = serde_json::from_str(&out)?;
@@ -118,7 +104,7 @@ async fn a_rerun_after_failed_checks_restores_what_was_lost() -> anyhow::Result<
     record
         .take_over("primary", Takeover::Failback, None, jiff::Timestamp::now())
         .await?;
-    let (code, out, err) = replicadr(&dr, &failover_args(&[])).await?;
+    let (code, out, err) = failover_at_dr(&dr, TIMEOUTS, &[]).await?;
     assert_eq!(
         code, 3,
         "a new takeover over an old one's objects:\n{out}\n{err}"

@@ -7,26 +7,14 @@
 //! `tools` gets `Manual` back and is not started. Build the workspace binaries first.
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use replicadr_e2e::lab_cli::{replicadr, sites_with_workload, verified_backup};
+use replicadr_e2e::lab_cli::{failover_at_dr, sites_with_workload, verified_backup};
 use replicadr_scheduler::recovery::failover;
 use serde_json::{Value, json};
 
 const NAMESPACE: &str = "drill-vms";
 
-fn failover_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "failover",
-        "--site",
-        "dr",
-        "--yes",
-        "--vm-timeout",
-        "15s",
-        "-o",
-        "json",
-    ];
-    args.extend_from_slice(extra);
-    args
-}
+/// How long each failover here waits for a VM to run.
+const TIMEOUTS: &[&str] = &["--vm-timeout", "15s"];
 
 /// The failures and the started VMs of the one policy's report.
 fn outcome(out: &str) -> anyhow::Result<(String, Vec<String>, Vec<String>)> {
@@ -89,7 +77,7 @@ async fn a_vm_that_does_not_come_up_is_reported_and_the_later_groups_still_start
     };
 
     // --stop-on-failure: db is reported, app and web stay halted and are named.
-    let (code, out, err) = replicadr(&dr, &failover_args(&["--stop-on-failure"])).await?;
+    let (code, out, err) = failover_at_dr(&dr, TIMEOUTS, &["--stop-on-failure"]).await?;
     assert_eq!(code, 1, "a VM did not come up:\n{out}\n{err}");
     let (result, failures, started) = outcome(&out)?;
     assert_eq!(result, "Failed", "{out}");
@@ -110,7 +98,7 @@ async fn a_vm_that_does_not_come_up_is_reported_and_the_later_groups_still_start
     assert!(!all.contains("tools"), "{all}");
 
     // Without it: db is reported again, and the later groups are started all the same.
-    let (code, out, err) = replicadr(&dr, &failover_args(&[])).await?;
+    let (code, out, err) = failover_at_dr(&dr, TIMEOUTS, &[]).await?;
     assert_eq!(code, 1, "db still does not come up:\n{out}\n{err}");
     let (result, failures, started) = outcome(&out)?;
     assert_eq!(result, "Failed", "{out}");
