@@ -24,7 +24,7 @@ use replicadr_scheduler::recovery::failover::{self, Operation};
 use replicadr_scheduler::recovery::plan;
 use replicadr_scheduler::recovery::report::Outcome;
 use replicadr_scheduler::recovery::site::{self, BackupChoice};
-use replicadr_scheduler::recovery::{clean, every_policy};
+use replicadr_scheduler::recovery::{clean, every_policy, planned};
 use replicadr_scheduler::server::Health;
 use replicadr_scheduler::service::{Service, ServiceConfig};
 use replicadr_scheduler::{active_site, gc, manual, policy, status};
@@ -104,8 +104,11 @@ enum Command {
     Plan(PlanArgs),
     /// Restore the newest verified backup at this site, check it, start the VMs in order.
     Failover(RecoveryArgs),
-    /// The same as failover, back to the original site after it is repaired.
-    Failback(RecoveryArgs),
+    /// The same as failover, back to the original site after it is repaired. With --from-context
+    /// (both sites reachable), a planned failback: halt the VMs at the site being left, take and
+    /// verify a final backup there, confirm the array steps, clean this site, restore, check,
+    /// start; a re-run continues where the last one stopped.
+    Failback(FailbackArgs),
     /// Before a failback: list the stale workload at this site — VMs, PVCs and PVs under the
     /// names of the backup a failback would restore that no failover or failback of it restored
     /// here — and with --apply remove it (PVs set to Retain first; refused at the active site).
@@ -244,6 +247,26 @@ struct RecoveryArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct FailbackArgs {
+    #[command(flatten)]
+    recovery: RecoveryArgs,
+    /// The kubeconfig context of the site being left (it must be reachable): makes this a
+    /// planned failback. Its Velero namespace is the same as this site's.
+    #[arg(long)]
+    from_context: Option<String>,
+    /// The kubeconfig file --from-context is read from (by default the one this command uses);
+    /// given alone, its current context.
+    #[arg(long)]
+    from_kubeconfig: Option<std::path::PathBuf>,
+    /// Planned failback: how long the VMs at the site being left may take to stop.
+    #[arg(long, default_value = "5m")]
+    halt_timeout: GoDuration,
+    /// Planned failback: how long this site's Velero may take to list the final backups.
+    #[arg(long, default_value = "5m")]
+    sync_timeout: GoDuration,
+}
+
+#[derive(Debug, clap::Args)]
 struct SchedulerArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(
@@ -347,8 +370,13 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Command::Failover(options) => {
             recover(&client, &namespace, Operation::Failover, options).await
         }
+        Command::Failback(options)
+            if options.from_context.is_some() || options.from_kubeconfig.is_some() =>
+        {
+            planned_failback(&client, &namespace, clock, options).await
+        }
         Command::Failback(options) => {
-            recover(&client, &namespace, Operation::Failback, options).await
+            recover(&client, &namespace, Operation::Failback, options.recovery).await
         }
         Command::Scheduler(options) => run_scheduler(client, &namespace, clock, options).await,
         Command::Backup {
@@ -575,19 +603,80 @@ fn print_plan(plan: &plan::Plan, output: Output) -> ExitCode {
     exit_for(plan.complete)
 }
 
-/// `failover` / `failback`: 0 succeeded, 1 failed, 3 refused by a precondition.
-async fn recover(
+/// `failback --from-context`: 0 succeeded, 1 failed (a re-run continues), 3 refused.
+async fn planned_failback(
     client: &Client,
     namespace: &str,
-    operation: Operation,
-    args: RecoveryArgs,
+    clock: Arc<dyn Clock>,
+    args: FailbackArgs,
 ) -> anyhow::Result<ExitCode> {
+    let context = kube::config::KubeConfigOptions {
+        context: args.from_context.clone(),
+        ..Default::default()
+    };
+    let config = match &args.from_kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("--from-kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &context).await
+        }
+        None => kube::Config::from_kubeconfig(&context).await,
+    }
+    .with_context(|| {
+        format!(
+            "--from-context {}: cannot read the site being left from the kubeconfig",
+            args.from_context.as_deref().unwrap_or("(current)")
+        )
+    })?;
+    let from = Client::try_from(config).context("a client for the site being left")?;
+    if let Some(flag) = [
+        ("--backup", args.recovery.backup.is_some()),
+        ("--policy", args.recovery.policy.is_some()),
+        ("--source-site", args.recovery.source_site.is_some()),
+    ]
+    .into_iter()
+    .find_map(|(flag, given)| given.then_some(flag))
+    {
+        anyhow::bail!(
+            "{flag} cannot be given with --from-context: a planned failback restores the final backup it takes of every BackupPolicy at the site being left"
+        );
+    }
+    let output = args.recovery.output;
+    let options = planned::PlannedOptions {
+        recovery: recovery_options(Operation::Failback, &args.recovery, true),
+        halt_timeout: args.halt_timeout.as_std(),
+        sync_timeout: args.sync_timeout.as_std(),
+    };
+    let (_, metrics) = Metrics::new_registry();
+    let publisher = Publisher::new(from.clone(), namespace, "replicadr-cli", metrics);
+    let report = Box::pin(planned::run(
+        client,
+        &from,
+        namespace,
+        &options,
+        (&publisher, clock),
+        &mut |from_site, site| confirm_reversed(from_site, site),
+        &mut |line| output.progress(&line),
+    ))
+    .await?;
+    print!("{}", output.render(&report, render::planned));
+    Ok(match report.outcome {
+        Outcome::Succeeded => ExitCode::SUCCESS,
+        Outcome::Refused => ExitCode::from(3),
+        Outcome::Running | Outcome::Failed => ExitCode::from(1),
+    })
+}
+
+/// The failover options of the command line. The prompt about the array comes now unless
+/// `planned` (a planned failback asks after its final backup).
+fn recovery_options(operation: Operation, args: &RecoveryArgs, planned: bool) -> failover::Options {
     let mut options = failover::Options::new(operation, &args.site);
     options.backup = args
         .backup
+        .clone()
         .map_or(BackupChoice::LatestVerified, BackupChoice::Named);
-    options.policy = args.policy;
-    options.source_site = args.source_site;
+    options.policy.clone_from(&args.policy);
+    options.source_site.clone_from(&args.source_site);
     options.force = args.force;
     options.check_exports = args.check_exports;
     options.stop_on_failure = args.stop_on_failure;
@@ -596,13 +685,24 @@ async fn recover(
     options.restore_timeout = args.restore_timeout.as_std();
     options.bind_timeout = args.bind_timeout.as_std();
     options.vm_timeout = args.vm_timeout.as_std();
-    options.replication_confirmed = args.yes || confirm_replication(&args.site);
+    options.replication_confirmed = args.yes || (!planned && confirm_replication(&args.site));
     options.summary = Some(render::recovery);
     if args.force {
         tracing::warn!(
             "--force given: failed preconditions are reported, not enforced, except PluginConfig naming another site"
         );
     }
+    options
+}
+
+/// `failover` / `failback`: 0 succeeded, 1 failed, 3 refused by a precondition.
+async fn recover(
+    client: &Client,
+    namespace: &str,
+    operation: Operation,
+    args: RecoveryArgs,
+) -> anyhow::Result<ExitCode> {
+    let options = recovery_options(operation, &args, false);
     let output = args.output;
     let recovery = Box::pin(every_policy::run(
         client,
@@ -621,16 +721,29 @@ async fn recover(
     })
 }
 
+/// Asks whether replication was reversed (`from_site` → `site`), caught up after the final
+/// backup, stopped, and `site`'s exports promoted; without a terminal the answer is no.
+fn confirm_reversed(from_site: &str, site: &str) -> bool {
+    ask(&format!(
+        "The VMs at site {from_site} are halted and their final backup is verified. ReplicaDR does not drive the storage array. Has replication {from_site} -> {site} caught up since, been stopped, and have {site}'s exports been promoted read-write? Type yes to continue: "
+    ))
+}
+
 /// Asks on the terminal whether replication to `site` was stopped and its exports promoted;
 /// without a terminal the answer is no (pass --yes).
 fn confirm_replication(site: &str) -> bool {
+    ask(&format!(
+        "ReplicaDR does not drive the storage array. Has replication to site {site} been stopped and have {site}'s exports been promoted read-write? Type yes to continue: "
+    ))
+}
+
+/// A yes/no question on the terminal; without one the answer is no (pass --yes).
+fn ask(question: &str) -> bool {
     use std::io::{BufRead as _, IsTerminal as _, Write as _};
     if !std::io::stdin().is_terminal() {
         return false;
     }
-    eprint!(
-        "ReplicaDR does not drive the storage array. Has replication to site {site} been stopped and have {site}'s exports been promoted read-write? Type yes to continue: "
-    );
+    eprint!("{question}");
     let _ = std::io::stderr().flush();
     let mut answer = String::new();
     std::io::stdin().lock().read_line(&mut answer).is_ok() && answer.trim() == "yes"

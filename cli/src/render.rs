@@ -13,6 +13,7 @@ use replicadr_scheduler::gc::{GcAction, Orphan};
 use replicadr_scheduler::recovery::clean::{CleanReport, Target};
 use replicadr_scheduler::recovery::every_policy::Recovery;
 use replicadr_scheduler::recovery::plan::{Plan, Verification};
+use replicadr_scheduler::recovery::planned::PlannedReport;
 use replicadr_scheduler::recovery::report::RecoveryReport;
 use replicadr_scheduler::status::{Overview, PolicyStatus};
 use replicadr_scheduler::verify::Report;
@@ -655,6 +656,98 @@ pub fn recovery(report: &RecoveryReport) -> String {
         }
     }
     let _ = writeln!(out, "\n{}", report.summary());
+    out
+}
+
+/// The planned failback: both sites' steps, the final backups, RPO and RTO, then the clean and
+/// the failback's own reports.
+pub fn planned(report: &PlannedReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "planned failback from site {} to site {}: {:?}{}",
+        report.from_site,
+        report.site,
+        report.outcome,
+        if report.resumed {
+            " (continued from an earlier run)"
+        } else {
+            ""
+        }
+    );
+    let seconds = |s: f64| human(Duration::from_secs_f64(s.max(0.0)));
+    let _ = writeln!(
+        out,
+        "RPO {}; RTO {} (from the halt at {})",
+        report.rpo_seconds.map_or_else(
+            || "-".to_owned(),
+            |s| if s == 0 {
+                "0s (every restored backup was made after the halt)".to_owned()
+            } else {
+                human(Duration::from_secs(s))
+            }
+        ),
+        report.rto_seconds.map_or_else(|| "-".to_owned(), seconds),
+        report.from_site,
+    );
+    for vm in &report.halted {
+        let _ = writeln!(out, "Halted at {}: VirtualMachine {vm}", report.from_site);
+    }
+    let mut rows = vec![row(["SITE", "STEP", "TOOK"])];
+    for (site, phases) in [
+        (&report.from_site, &report.from_site_phases),
+        (&report.site, &report.site_phases),
+    ] {
+        for phase in phases {
+            rows.push(vec![
+                site.clone(),
+                phase.name.to_owned(),
+                seconds(phase.seconds),
+            ]);
+        }
+    }
+    if rows.len() > 1 {
+        let _ = writeln!(out);
+        out.push_str(&table(&rows));
+    }
+    if !report.record.final_backups.is_empty() {
+        let mut rows = vec![row(["POLICY", "FINAL BACKUP"])];
+        for (policy, backup) in &report.record.final_backups {
+            rows.push(vec![policy.clone(), backup.clone()]);
+        }
+        let _ = writeln!(out);
+        out.push_str(&table(&rows));
+    }
+    for cleaned in &report.clean {
+        let _ = writeln!(
+            out,
+            "
+--- clean at site {}
+",
+            report.site
+        );
+        out.push_str(&clean(cleaned));
+    }
+    if let Some(recovery) = &report.recovery {
+        let _ = writeln!(
+            out,
+            "
+--- failback at site {}
+",
+            report.site
+        );
+        out.push_str(&recoveries(recovery));
+    }
+    if !report.failures.is_empty() {
+        let _ = writeln!(
+            out,
+            "
+FAILURES:"
+        );
+        for failure in &report.failures {
+            let _ = writeln!(out, "  - {failure}");
+        }
+    }
     out
 }
 

@@ -12,9 +12,9 @@ use crate::invariants::{ClaimRef, References};
 use crate::tarball::{self, TarballError};
 pub use crate::wire::START_ORDER;
 use crate::wire::{
-    LABEL_MANAGED_BY, LABEL_REPLICA_OF_SNAPSHOT_UID, MANAGED_BY, POINTER_UID, POINTER_VOLUME_NAME,
-    RESOURCE_PVCS, RESOURCE_PVS, RESOURCE_VIRTUAL_MACHINES, RESOURCE_VOLUME_SNAPSHOTS,
-    annotation_pointer, label_pointer,
+    ANNOTATION_HALTED_FOR_FAILBACK, LABEL_MANAGED_BY, LABEL_REPLICA_OF_SNAPSHOT_UID, MANAGED_BY,
+    POINTER_UID, POINTER_VOLUME_NAME, RESOURCE_PVCS, RESOURCE_PVS, RESOURCE_VIRTUAL_MACHINES,
+    RESOURCE_VOLUME_SNAPSHOTS, annotation_pointer, label_pointer,
 };
 
 /// A VirtualMachine in the backup.
@@ -127,18 +127,24 @@ impl BackupContents {
         };
         let (namespace, name) = (text("/metadata/namespace"), text("/metadata/name"));
         match group_resource {
-            RESOURCE_VIRTUAL_MACHINES => self.vms.push(VmItem {
-                start_order: start_order(&object),
-                run_strategy: run_strategy(&object),
-                disks: vm_claims(&object).map(str::to_owned).collect(),
-                was_running: object
-                    .pointer("/status/printableStatus")
-                    .and_then(Value::as_str)
-                    == Some("Running")
-                    || object.pointer("/status/ready").and_then(Value::as_bool) == Some(true),
-                namespace,
-                name,
-            }),
+            RESOURCE_VIRTUAL_MACHINES => {
+                let halted_for_failback = halted_for_failback(&object);
+                self.vms.push(VmItem {
+                    start_order: start_order(&object),
+                    run_strategy: halted_for_failback
+                        .clone()
+                        .unwrap_or_else(|| run_strategy(&object)),
+                    disks: vm_claims(&object).map(str::to_owned).collect(),
+                    was_running: halted_for_failback.is_some()
+                        || object
+                            .pointer("/status/printableStatus")
+                            .and_then(Value::as_str)
+                            == Some("Running")
+                        || object.pointer("/status/ready").and_then(Value::as_bool) == Some(true),
+                    namespace,
+                    name,
+                });
+            }
             RESOURCE_PVCS => self.pvcs.push(PvcItem {
                 volume: volume_name(&object).map(str::to_owned),
                 replica_of_snapshot: replica_of(&object).map(str::to_owned),
@@ -280,6 +286,17 @@ pub fn run_strategy(vm: &Value) -> String {
     }
 }
 
+/// The run strategy a planned failback halted the VM from
+/// ([`ANNOTATION_HALTED_FOR_FAILBACK`]), while the VM is still `Halted`; a VM started or changed
+/// by hand since says what it says itself.
+pub fn halted_for_failback(vm: &Value) -> Option<String> {
+    let before = vm
+        .pointer(&annotation_pointer(ANNOTATION_HALTED_FOR_FAILBACK))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())?;
+    (run_strategy(vm) == "Halted").then(|| before.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,6 +323,24 @@ mod tests {
         assert_eq!(run_strategy(&vm), "Halted");
         vm["spec"] = json!({"runStrategy": "RerunOnFailure"});
         assert_eq!(run_strategy(&vm), "RerunOnFailure");
+    }
+
+    #[test]
+    fn a_vm_halted_for_failback_reads_as_it_ran_only_while_halted() {
+        let mut vm = json!({
+            "metadata": {"name": "db", "annotations": {ANNOTATION_HALTED_FOR_FAILBACK: "Always"}},
+            "spec": {"runStrategy": "Halted"},
+        });
+        assert_eq!(halted_for_failback(&vm).as_deref(), Some("Always"));
+        vm["spec"]["runStrategy"] = json!("Always");
+        assert_eq!(
+            halted_for_failback(&vm),
+            None,
+            "started since: its own strategy"
+        );
+        vm["spec"]["runStrategy"] = json!("Halted");
+        vm["metadata"]["annotations"][ANNOTATION_HALTED_FOR_FAILBACK] = json!("");
+        assert_eq!(halted_for_failback(&vm), None);
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub const ANNOTATION_REMAP_RULE: &str = "replicadr.io/remap-rule";
 pub const ANNOTATION_ORIGINAL_HANDLE: &str = "replicadr.io/original-volume-handle";
 /// On a VM, as an annotation or a label: the order VMs start in after a failover, lower first.
 pub const START_ORDER: &str = "replicadr.io/start-order";
+/// On a VM that a planned failback halted at the site it leaves: the run strategy it had
+/// before. Read in place of the `Halted` it carries in the final backup, so that the restore
+/// starts it again; removed when the VM is started.
+pub const ANNOTATION_HALTED_FOR_FAILBACK: &str = "replicadr.io/halted-for-failback";
 /// On a Backup: the BackupPolicy it belongs to.
 pub const LABEL_POLICY: &str = "replicadr.io/policy";
 /// On Restores and reports: the operation, `failover`, `failback` or `drill`.

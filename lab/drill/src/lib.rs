@@ -592,7 +592,7 @@ pub async fn run(
 
 /// Backs up every policy at a site and verifies each backup: (backup, verification), the main
 /// policy's first.
-async fn every_policy_backed_up(
+pub async fn every_policy_backed_up(
     client: &Client,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> anyhow::Result<Vec<(String, Report)>> {
@@ -1129,14 +1129,9 @@ async fn check_attempts(client: &Client, backup: &str) -> anyhow::Result<Check> 
     })
 }
 
-/// Readies the old primary for the failback as the runbook says: its old VMs halted (an
-/// operator's step: `clean` refuses while one runs), then `replicadr clean --site primary
-/// --apply`, which removes the stale workload under the names of the backups the failback
-/// restores, PVs set to Retain first.
-pub async fn halt_and_clean(
-    client: &Client,
-    progress: &mut (dyn FnMut(String) + Send),
-) -> anyhow::Result<Check> {
+/// Halts every VM of the workload's namespaces at the site of `client` and waits (a minute at
+/// most) until none runs: an operator's step before `clean`, which refuses while one runs.
+pub async fn halt_all(client: &Client) -> anyhow::Result<()> {
     for namespace in workload::NAMESPACES {
         let vms: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), namespace, &vm_resource());
@@ -1170,10 +1165,22 @@ pub async fn halt_and_clean(
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "{running} old VMs at primary still run a minute after they were halted"
+            "{running} VMs still run a minute after they were halted"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    Ok(())
+}
+
+/// Readies the old primary for the failback as the runbook says: its old VMs halted (an
+/// operator's step: `clean` refuses while one runs), then `replicadr clean --site primary
+/// --apply`, which removes the stale workload under the names of the backups the failback
+/// restores, PVs set to Retain first.
+pub async fn halt_and_clean(
+    client: &Client,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<Check> {
+    halt_all(client).await?;
     progress("halted the old VMs at primary".to_owned());
     let options = clean::CleanOptions {
         site: "primary".to_owned(),

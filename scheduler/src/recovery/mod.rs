@@ -7,6 +7,7 @@ pub mod clean;
 pub mod every_policy;
 pub mod failover;
 pub mod plan;
+pub mod planned;
 mod preconditions;
 pub mod report;
 mod restore;

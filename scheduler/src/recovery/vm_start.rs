@@ -12,7 +12,7 @@ use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
 
 use replicadr_core::contents::{VmItem, run_strategy};
-use replicadr_core::wire::ANNOTATION_STARTED_BY;
+use replicadr_core::wire::{ANNOTATION_HALTED_FOR_FAILBACK, ANNOTATION_STARTED_BY};
 
 use super::failover::{Options, Run};
 use super::plan::{LABEL_RESTORE_NAME, Plan};
@@ -308,7 +308,10 @@ async fn start_one(
         &vm.name,
         &PatchParams::default(),
         &Patch::Merge(json!({
-            "metadata": {"annotations": {ANNOTATION_STARTED_BY: restore}},
+            "metadata": {"annotations": {
+                ANNOTATION_STARTED_BY: restore,
+                ANNOTATION_HALTED_FOR_FAILBACK: null,
+            }},
             "spec": {"running": null, "runStrategy": vm.run_strategy},
         })),
     )
