@@ -106,10 +106,20 @@ async fn a_planned_failback_brings_back_what_dr_wrote_and_continues_where_it_sto
     let (code, out, err) = failover_at_dr(&dr, &["--restore-timeout", "5m"], &[]).await?;
     assert_eq!(code, 0, "failover:\n{out}\n{err}");
     write_at_dr(&env.dr.client).await?;
+    for policy in [drill::POLICY, drill::POLICY_INFRA] {
+        drill::ensure_policy(&env.dr.client, policy).await?;
+    }
 
     // The planned failback, run at primary with dr reachable. With Velero still at dr only,
     // it halts dr's VMs, takes the final backups there, and stops where primary's Velero must
     // list them, saying so.
+    let dr_vms: Api<DynamicObject> =
+        Api::namespaced_with(env.dr.client.clone(), NAMESPACE, &vm_resource());
+    let strategy = dr_vms.get("web").await?.data["spec"]["runStrategy"].clone();
+    assert!(
+        strategy.as_str().is_some_and(|s| s != "Halted"),
+        "web runs at dr: {strategy}"
+    );
     let primary = env.primary.cluster.kubeconfig_path().to_owned();
     let dr_path = dr.to_string_lossy().into_owned();
     let failback = [
@@ -141,15 +151,13 @@ async fn a_planned_failback_brings_back_what_dr_wrote_and_continues_where_it_sto
         .map(Vec::len)
         .unwrap_or_default();
     assert!(halted >= 3, "dr's VMs halted: {out}");
-    let dr_vms: Api<DynamicObject> =
-        Api::namespaced_with(env.dr.client.clone(), NAMESPACE, &vm_resource());
     let web = dr_vms.get("web").await?;
     assert_eq!(web.data["spec"]["runStrategy"], "Halted");
     assert_eq!(
         web.annotations()
             .get("replicadr.io/halted-for-failback")
             .map(String::as_str),
-        Some("Always"),
+        strategy.as_str(),
         "the strategy it had is kept on it"
     );
     let first = record(&env.primary.client).await?;
@@ -214,7 +222,10 @@ async fn a_planned_failback_brings_back_what_dr_wrote_and_continues_where_it_sto
         web.data["spec"]["template"]["metadata"]["labels"]["changed-at"], "dr",
         "the spec changed at dr"
     );
-    assert_eq!(web.data["spec"]["runStrategy"], "Always", "started again");
+    assert_eq!(
+        web.data["spec"]["runStrategy"], strategy,
+        "started again with the strategy it had at dr"
+    );
     assert!(
         !web.annotations()
             .contains_key("replicadr.io/halted-for-failback"),

@@ -725,13 +725,8 @@ async fn wait_claims_bound(client: &Client, timeout: Duration) -> anyhow::Result
 }
 
 /// The scheduler's path for one backup: the policy, `backup now`, verification.
-/// `replicadr backup now <policy>` at a site (creating the drill's policy there first if
-/// needed): the backup's name and its verification.
-pub async fn verified_backup(
-    client: &Client,
-    policy_name: &str,
-    progress: &mut (dyn FnMut(String) + Send),
-) -> anyhow::Result<(String, Report)> {
+/// Creates the drill's BackupPolicy `policy_name` at the site of `client` unless it is there.
+pub async fn ensure_policy(client: &Client, policy_name: &str) -> anyhow::Result<()> {
     let policies: Api<replicadr_scheduler::policy::BackupPolicy> =
         Api::namespaced(client.clone(), VELERO_NAMESPACE);
     if policies.get_opt(policy_name).await?.is_none() {
@@ -750,6 +745,17 @@ pub async fn verified_backup(
         }))?;
         policies.create(&PostParams::default(), &policy).await?;
     }
+    Ok(())
+}
+
+/// `replicadr backup now <policy>` at a site (creating the drill's policy there first if
+/// needed): the backup's name and its verification.
+pub async fn verified_backup(
+    client: &Client,
+    policy_name: &str,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<(String, Report)> {
+    ensure_policy(client, policy_name).await?;
     let (_, metrics) = Metrics::new_registry();
     let publisher = Publisher::new(client.clone(), VELERO_NAMESPACE, "replicadr-drill", metrics);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);

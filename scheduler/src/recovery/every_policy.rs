@@ -66,8 +66,7 @@ pub async fn run(
     let mut missing = Vec::new();
     for policy in &policies {
         progress(format!("policy {policy}:"));
-        let mut for_policy = options.clone();
-        for_policy.policy = Some(policy.clone());
+        let for_policy = options_for(options, policy);
         match Box::pin(failover::prepare(client, namespace, &for_policy, progress)).await {
             Ok(run) => runs.push(run),
             Err(RecoveryError::NoBackup(message)) => {
@@ -86,7 +85,7 @@ pub async fn run(
         return Ok(refuse_all(options, runs, missing, &unready, progress));
     }
     for run in &mut runs {
-        let mut for_policy = options.clone();
+        let mut for_policy = options_for(options, run.policy.as_deref().unwrap_or_default());
         for_policy.policy.clone_from(&run.policy);
         if failover::admit(client, namespace, &for_policy, run, progress).await {
             Box::pin(failover::restore_and_check(
@@ -111,6 +110,16 @@ pub async fn run(
     }
     reports.extend(missing);
     Ok(Recovery::of(reports))
+}
+
+/// `options` for one policy: its pinned backup, else its newest verified one.
+fn options_for(options: &Options, policy: &str) -> Options {
+    let mut for_policy = options.clone();
+    for_policy.policy = Some(policy.to_owned());
+    if let Some(backup) = options.pinned.get(policy) {
+        for_policy.backup = BackupChoice::Named(backup.clone());
+    }
+    for_policy
 }
 
 /// The report of a policy none of whose backups can be restored here: a blocking problem.

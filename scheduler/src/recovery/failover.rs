@@ -92,6 +92,9 @@ pub struct Options {
     pub bind_timeout: Duration,
     pub vm_timeout: Duration,
     pub poll: Duration,
+    /// The backup to restore of each of these policies, by name, instead of its newest verified
+    /// one (a planned failback's final backups).
+    pub pinned: BTreeMap<String, String>,
     /// Velero's `namespaceMapping` (drills restore into scratch namespaces).
     pub namespace_mapping: BTreeMap<String, String>,
     /// How the report reads as text in the stored report's `summary.txt` (the CLI's renderer);
@@ -118,6 +121,7 @@ impl Options {
             bind_timeout: Duration::from_mins(5),
             vm_timeout: Duration::from_mins(10),
             poll: Duration::from_secs(1),
+            pinned: BTreeMap::new(),
             namespace_mapping: BTreeMap::new(),
             summary: None,
         }

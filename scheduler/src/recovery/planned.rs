@@ -192,9 +192,17 @@ pub async fn run(
     // 1. Halt at the site being left. Always run: a VM started there since an earlier run's
     // halt wrote after its final backup, which is then taken again.
     let halt_began = Instant::now();
+    // Velero reads no includedNamespaces as every namespace.
     let namespaces: BTreeSet<String> = policies
         .iter()
-        .flat_map(|p| p.spec.template.included_namespaces.iter().cloned())
+        .flat_map(|p| {
+            let named = &p.spec.template.included_namespaces;
+            if named.is_empty() {
+                vec!["*".to_owned()]
+            } else {
+                named.clone()
+            }
+        })
         .collect();
     record.halt_started.get_or_insert_with(|| clock.now());
     report.halted = halt(from, &namespaces).await?;
@@ -203,6 +211,8 @@ pub async fn run(
             progress(format!("halted at {from_site}: VirtualMachine {vm}"));
         }
         record.final_backups.clear();
+        record.cleaned = false;
+        record.halted_at = None;
     }
     if let Err(running) = wait_stopped(from, &namespaces, options).await? {
         report.record = record.clone();
@@ -216,7 +226,7 @@ pub async fn run(
             ),
         ));
     }
-    if record.final_backups.is_empty() || record.halted_at.is_none() {
+    if record.halted_at.is_none() {
         record.halted_at = Some(clock.now());
     }
     report
@@ -295,6 +305,14 @@ pub async fn run(
         ));
     }
 
+    // Nothing may have been started at the site being left since the final backups.
+    if let Some(failed) =
+        started_since(from, &namespaces, &mut record, &records, &from_site).await?
+    {
+        report.record = record.clone();
+        return Ok(report.fail(Outcome::Failed, failed));
+    }
+
     // 5. This site's stale workload, per policy, against its final backup.
     if !record.cleaned {
         let clean_began = Instant::now();
@@ -343,7 +361,30 @@ pub async fn run(
             .push(PhaseTime::new("clean", clean_began.elapsed()));
     }
 
-    // 6. Restore, check, start: the failback itself, every policy's newest verified backup.
+    // 6. Restore, check, start: the failback itself, each policy's final backup, and no other
+    // policy than those.
+    let (restorable, _) = site::policies_to_restore(client, namespace, &site).await?;
+    let others: Vec<&String> = restorable
+        .iter()
+        .filter(|p| !record.final_backups.contains_key(*p))
+        .collect();
+    if !others.is_empty() {
+        report.record = record.clone();
+        return Ok(report.fail(
+            Outcome::Refused,
+            format!(
+                "site {site} would also restore BackupPolicies {} (backups of them are here), which have no BackupPolicy at site {from_site} and so no final backup; restore them on their own with failback --policy, or delete their old backups, then run the same command again",
+                others.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
+    if let Some(failed) =
+        started_since(from, &namespaces, &mut record, &records, &from_site).await?
+    {
+        report.record = record.clone();
+        return Ok(report.fail(Outcome::Failed, failed));
+    }
+    recovery_options.pinned.clone_from(&record.final_backups);
     let recovery = Box::pin(every_policy::run(
         client,
         namespace,
@@ -391,6 +432,43 @@ pub async fn run(
     Ok(report)
 }
 
+/// A VM of `namespaces` at the site being left that no longer has run strategy `Halted`: someone
+/// started it after its final backup, whose writes since that backup would be lost. The final
+/// backups are dropped from the record (a re-run halts again and takes new ones) and the
+/// failure names it.
+async fn started_since(
+    from: &Client,
+    namespaces: &BTreeSet<String>,
+    record: &mut StepRecord,
+    records: &Api<ConfigMap>,
+    from_site: &str,
+) -> Result<Option<String>, PlannedError> {
+    let mut started = Vec::new();
+    for api in vm_apis(from, namespaces) {
+        for vm in api.list(&ListParams::default()).await?.items {
+            if run_strategy(&vm.data) != "Halted" || vm_running(&vm.data) {
+                started.push(format!(
+                    "VirtualMachine {}/{} ({})",
+                    vm.namespace().unwrap_or_default(),
+                    vm.name_any(),
+                    run_strategy(&vm.data)
+                ));
+            }
+        }
+    }
+    if started.is_empty() {
+        return Ok(None);
+    }
+    record.final_backups.clear();
+    record.cleaned = false;
+    record.halted_at = None;
+    write_record(records, record).await?;
+    Ok(Some(format!(
+        "{} at site {from_site} run again since the planned failback halted them, so their final backups miss what they wrote since; nothing more was done at this site. Run the same command again: it halts them and takes new final backups",
+        started.join(", ")
+    )))
+}
+
 /// Halts every VM of `namespaces` (every namespace for `*`) that is not halted, noting the run
 /// strategy it had in [`ANNOTATION_HALTED_FOR_FAILBACK`]; returns those it halted.
 async fn halt(from: &Client, namespaces: &BTreeSet<String>) -> Result<Vec<String>, kube::Error> {
@@ -401,11 +479,14 @@ async fn halt(from: &Client, namespaces: &BTreeSet<String>) -> Result<Vec<String
             if strategy == "Halted" {
                 continue;
             }
+            // A Manual or RerunOnFailure VM that is not running now is not meant to run after
+            // the failback either: it is halted without the note.
+            let note = (strategy == "Always" || vm_running(&vm.data)).then_some(&strategy);
             api.patch(
                 &vm.name_any(),
                 &PatchParams::default(),
                 &Patch::Merge(json!({
-                    "metadata": {"annotations": {ANNOTATION_HALTED_FOR_FAILBACK: strategy}},
+                    "metadata": {"annotations": {ANNOTATION_HALTED_FOR_FAILBACK: note}},
                     "spec": {"running": null, "runStrategy": "Halted"},
                 })),
             )
