@@ -162,6 +162,9 @@ struct CleanArgs {
     /// not hold (deleted at the other site during the outage).
     #[arg(long)]
     include_absent: bool,
+    /// How long each kind's removals (VMs, `DataVolumes`, claims, PVs) may take to finish.
+    #[arg(long, default_value = "5m")]
+    timeout: GoDuration,
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     output: Output,
 }
@@ -452,7 +455,7 @@ async fn clean(client: &Client, namespace: &str, args: CleanArgs) -> anyhow::Res
         apply: args.apply,
         force: args.force,
         include_absent: args.include_absent,
-        timeout: Duration::from_mins(5),
+        timeout: args.timeout.as_std(),
         poll: Duration::from_secs(1),
     };
     let output = args.output;
@@ -660,11 +663,7 @@ async fn planned_failback(
     ))
     .await?;
     print!("{}", output.render(&report, render::planned));
-    Ok(match report.outcome {
-        Outcome::Succeeded => ExitCode::SUCCESS,
-        Outcome::Refused => ExitCode::from(3),
-        Outcome::Running | Outcome::Failed => ExitCode::from(1),
-    })
+    Ok(exit_for_outcome(report.outcome))
 }
 
 /// The failover options of the command line. The prompt about the array comes now unless
@@ -714,11 +713,16 @@ async fn recover(
     ))
     .await?;
     print!("{}", output.render(&recovery, render::recoveries));
-    Ok(match recovery.outcome {
+    Ok(exit_for_outcome(recovery.outcome))
+}
+
+/// A recovery's exit code: 0 succeeded, 1 failed (or still running), 3 refused.
+fn exit_for_outcome(outcome: Outcome) -> ExitCode {
+    match outcome {
         Outcome::Succeeded => ExitCode::SUCCESS,
         Outcome::Refused => ExitCode::from(3),
         Outcome::Running | Outcome::Failed => ExitCode::from(1),
-    })
+    }
 }
 
 /// Asks whether replication was reversed (`from_site` → `site`), caught up after the final

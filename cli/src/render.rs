@@ -169,7 +169,7 @@ pub fn clean(report: &CleanReport) -> String {
         let mut rows = vec![row(["KIND", "NAMESPACE", "NAME", "HERE", "ACTION"])];
         for target in targets {
             rows.push(vec![
-                target.kind.to_owned(),
+                target.kind.as_str().to_owned(),
                 target.namespace.clone().unwrap_or_else(|| "-".to_owned()),
                 target.name.clone(),
                 target.detail.clone(),
@@ -441,6 +441,22 @@ fn objects_table(plan: &Plan) -> String {
                 ),
             ]);
         }
+        for dv in &namespace.data_volumes {
+            rows.push(vec![
+                namespace.name.clone(),
+                "DataVolume".to_owned(),
+                dv.name.clone(),
+                format!(
+                    "{}, claim {}",
+                    if dv.phase.is_empty() {
+                        "no phase"
+                    } else {
+                        &dv.phase
+                    },
+                    dv.name
+                ),
+            ]);
+        }
         for pvc in &namespace.claims {
             let mut details = format!("volume {}", pvc.volume.as_deref().unwrap_or("<none>"));
             if pvc.replica_of_snapshot.is_some() {
@@ -451,6 +467,14 @@ fn objects_table(plan: &Plan) -> String {
                 "PersistentVolumeClaim".to_owned(),
                 pvc.name.clone(),
                 details,
+            ]);
+        }
+        for item in &namespace.left_out {
+            rows.push(vec![
+                namespace.name.clone(),
+                item.kind.to_owned(),
+                item.name.clone(),
+                format!("left out of the restore: {}", item.why),
             ]);
         }
     }

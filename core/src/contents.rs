@@ -1,4 +1,5 @@
-//! What a failover restores, read from a backup tarball: every VM, PVC, PV and VolumeSnapshot,
+//! What a failover restores, read from a backup tarball: every VM, `DataVolume`, PVC, PV and
+//! VolumeSnapshot, and the VMIs and KubeVirt pods it leaves out,
 //! with the fields the plan and the failover use. Other items are counted, not kept. The readers
 //! of single fields (a PVC's volume, a replica's snapshot, a VM's disks) are the ones every check
 //! of a backup uses, whether it keeps the objects or only hashes of their names.
@@ -8,12 +9,14 @@ use std::io::Read;
 
 use serde_json::Value;
 
-use crate::invariants::{ClaimRef, References};
+use crate::invariants::{ClaimRef, DataVolumeRef, References};
+use crate::kubevirt::{ClaimHazard, claim_hazard, is_kubevirt_pod, vm_owning_vmi};
 use crate::tarball::{self, TarballError};
 pub use crate::wire::START_ORDER;
 use crate::wire::{
     ANNOTATION_HALTED_FOR_FAILBACK, LABEL_MANAGED_BY, LABEL_REPLICA_OF_SNAPSHOT_UID, MANAGED_BY,
-    POINTER_UID, POINTER_VOLUME_NAME, RESOURCE_PVCS, RESOURCE_PVS, RESOURCE_VIRTUAL_MACHINES,
+    POINTER_STATUS_PHASE, POINTER_UID, POINTER_VOLUME_NAME, RESOURCE_DATA_VOLUMES, RESOURCE_PODS,
+    RESOURCE_PVCS, RESOURCE_PVS, RESOURCE_VIRTUAL_MACHINE_INSTANCES, RESOURCE_VIRTUAL_MACHINES,
     RESOURCE_VOLUME_SNAPSHOTS, annotation_pointer, label_pointer,
 };
 
@@ -58,6 +61,31 @@ pub struct PvcItem {
     /// Its UID when backed up.
     #[serde(skip)]
     pub uid: String,
+    /// Why the restore leaves it out, if it does: CDI would write into it.
+    #[serde(skip)]
+    pub left_out: Option<ClaimHazard>,
+}
+
+/// A CDI `DataVolume` in the backup. CDI keeps a claim of the same name for it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataVolumeItem {
+    pub namespace: String,
+    pub name: String,
+    /// `status.phase` when backed up (`Succeeded` once its claim holds the data); empty if unset.
+    pub phase: String,
+}
+
+/// An object in the backup that the restore leaves out, because KubeVirt makes it again when
+/// the VM starts ([`crate::kubevirt`]): a VM's VMI, its launcher or hotplug pods.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeftOutItem {
+    pub namespace: String,
+    pub kind: &'static str,
+    pub name: String,
+    /// Why, for a person: `VMI of VM db`, `virt-launcher pod`.
+    pub why: String,
 }
 
 /// A VolumeSnapshot in the backup.
@@ -68,21 +96,27 @@ pub struct SnapshotItem {
     pub uid: String,
 }
 
-/// The backup's VMs, PVCs, PVs and snapshots.
+/// The backup's VMs, `DataVolumes`, PVCs, PVs and snapshots.
 #[derive(Debug, Default, Clone)]
 pub struct BackupContents {
     pub vms: Vec<VmItem>,
+    pub data_volumes: Vec<DataVolumeItem>,
     pub pvcs: Vec<PvcItem>,
     /// Whole PV objects by name: the plan runs the restore plugin's rewrite on them.
     pub pvs: BTreeMap<String, Value>,
     pub snapshots: Vec<SnapshotItem>,
+    /// The VMIs and KubeVirt pods the restore leaves out.
+    pub left_out: Vec<LeftOutItem>,
     /// Every item in the tarball.
     pub items: u64,
     /// Items that are not valid JSON objects, by path-like name.
     pub unreadable: Vec<String>,
 }
 
-const WANTED: [&str; 4] = [
+const WANTED: [&str; 7] = [
+    RESOURCE_DATA_VOLUMES,
+    RESOURCE_PODS,
+    RESOURCE_VIRTUAL_MACHINE_INSTANCES,
     RESOURCE_PVCS,
     RESOURCE_PVS,
     RESOURCE_VOLUME_SNAPSHOTS,
@@ -100,6 +134,9 @@ impl BackupContents {
         )?;
         contents
             .vms
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        contents
+            .data_volumes
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         contents
             .pvcs
@@ -145,7 +182,33 @@ impl BackupContents {
                     name,
                 });
             }
+            RESOURCE_PODS => {
+                if let Some(role) = is_kubevirt_pod(&object) {
+                    self.left_out.push(LeftOutItem {
+                        why: format!("{role} pod"),
+                        namespace,
+                        kind: "Pod",
+                        name,
+                    });
+                }
+            }
+            RESOURCE_VIRTUAL_MACHINE_INSTANCES => {
+                if let Some(vm) = vm_owning_vmi(&object) {
+                    self.left_out.push(LeftOutItem {
+                        why: format!("VMI of VM {vm}"),
+                        namespace,
+                        kind: "VirtualMachineInstance",
+                        name,
+                    });
+                }
+            }
+            RESOURCE_DATA_VOLUMES => self.data_volumes.push(DataVolumeItem {
+                phase: text(POINTER_STATUS_PHASE),
+                namespace,
+                name,
+            }),
             RESOURCE_PVCS => self.pvcs.push(PvcItem {
+                left_out: claim_hazard(&object),
                 volume: volume_name(&object).map(str::to_owned),
                 replica_of_snapshot: replica_of(&object).map(str::to_owned),
                 uid: uid(&object).to_owned(),
@@ -163,12 +226,13 @@ impl BackupContents {
         }
     }
 
-    /// The namespaces holding a VM or PVC, sorted.
+    /// The namespaces holding a VM, `DataVolume` or PVC, sorted.
     pub fn namespaces(&self) -> Vec<String> {
         let mut namespaces: Vec<String> = self
             .vms
             .iter()
             .map(|vm| vm.namespace.clone())
+            .chain(self.data_volumes.iter().map(|dv| dv.namespace.clone()))
             .chain(self.pvcs.iter().map(|pvc| pvc.namespace.clone()))
             .collect();
         namespaces.sort();
@@ -187,6 +251,7 @@ impl BackupContents {
                     volume: pvc.volume.clone(),
                     uid: pvc.uid.clone(),
                     replica: pvc.replica_of_snapshot.is_some(),
+                    left_out: pvc.left_out.is_some(),
                 },
             );
             if let Some(uid) = &pvc.replica_of_snapshot {
@@ -200,6 +265,14 @@ impl BackupContents {
             .snapshots
             .iter()
             .map(|s| format!("{}/{}", s.namespace, s.uid))
+            .collect();
+        references.data_volumes = self
+            .data_volumes
+            .iter()
+            .map(|dv| DataVolumeRef {
+                claim: format!("{}/{}", dv.namespace, dv.name),
+                succeeded: dv.phase == "Succeeded",
+            })
             .collect();
         references.vm_volumes = self
             .vms

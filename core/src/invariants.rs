@@ -26,12 +26,14 @@ use std::hash::Hash;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::kubevirt::ClaimHazard;
 use crate::nfs;
 use crate::remap::{Outcome, RemapError, SiteRemap};
 use crate::sitemap::SiteName;
 use crate::wire::{
-    LABEL_MANAGED_BY, LABEL_REPLICA_OF_SNAPSHOT_UID, MANAGED_BY, PLUGIN_PV_RETAIN,
-    PLUGIN_SNAPSHOT_TO_PVC, POINTER_RECLAIM_POLICY, RECLAIM_DELETE, RECLAIM_RETAIN,
+    LABEL_MANAGED_BY, LABEL_REPLICA_OF_SNAPSHOT_UID, MANAGED_BY, PLUGIN_KUBEVIRT_RESTORE,
+    PLUGIN_PV_RETAIN, PLUGIN_SNAPSHOT_TO_PVC, POINTER_RECLAIM_POLICY, RECLAIM_DELETE,
+    RECLAIM_RETAIN,
 };
 
 /// Whether a violation makes the restore incomplete.
@@ -78,15 +80,21 @@ pub enum Reason {
     BackupShrank,
     /// A VM the previous verified backup of the policy held is not in this one.
     VmMissingFromBackup,
+    /// CDI would import a new disk instead of adopting the replicated one: a `DataVolume` that
+    /// had not succeeded, or whose claim is not in the backup or is left out of the restore; or a
+    /// claim whose import had not completed (the restore leaves it out, since CDI's importer
+    /// would write into the replicated disk).
+    DataVolumeWouldImport,
 }
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Reason::PvcNotBound,
         Reason::PvMissing,
         Reason::ReplicaPvcMissing,
         Reason::VmVolumeMissing,
+        Reason::DataVolumeWouldImport,
         Reason::PvNotRetain,
         Reason::PvReprovisioned,
         Reason::PvUnmappable,
@@ -108,6 +116,7 @@ impl Reason {
             Reason::PvKeptUnmapped => "PvKeptUnmapped",
             Reason::BackupShrank => "BackupShrank",
             Reason::VmMissingFromBackup => "VmMissingFromBackup",
+            Reason::DataVolumeWouldImport => "DataVolumeWouldImport",
         }
     }
 
@@ -121,6 +130,7 @@ impl Reason {
             | Reason::PvMissing
             | Reason::ReplicaPvcMissing
             | Reason::VmVolumeMissing
+            | Reason::DataVolumeWouldImport
             | Reason::PvNotRetain
             | Reason::PvUnmappable
             | Reason::BackupShrank => Severity::Blocking,
@@ -215,6 +225,63 @@ impl Violation {
             reason: Reason::VmVolumeMissing,
             object: format!("VirtualMachine {namespace}/{vm}"),
             message: format!("its disk claim {claim} is not in the backup"),
+        }
+    }
+}
+
+/// Why a `DataVolume` would be imported rather than adopted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImportCause {
+    /// It had not succeeded when backed up.
+    NotSucceeded,
+    /// No claim of its name is in the backup.
+    ClaimMissing,
+    /// Its claim is in the backup, but the restore leaves it out (an unfinished import).
+    ClaimLeftOut,
+}
+
+impl Violation {
+    /// [`Reason::DataVolumeWouldImport`] for a claim the restore leaves out.
+    pub fn claim_would_import(namespace: &str, name: &str, hazard: &ClaimHazard) -> Self {
+        Self {
+            reason: Reason::DataVolumeWouldImport,
+            object: format!("PersistentVolumeClaim {namespace}/{name}"),
+            message: format!(
+                "{}; the restore leaves the claim out ({PLUGIN_KUBEVIRT_RESTORE}, and kubevirt-velero-plugin), so whatever uses it has no disk at the other site. Back up again once the import has completed",
+                hazard.explain()
+            ),
+        }
+    }
+
+    /// [`Reason::DataVolumeWouldImport`] for a `DataVolume`; `phase` as backed up.
+    pub fn data_volume_would_import(
+        namespace: &str,
+        name: &str,
+        phase: &str,
+        cause: ImportCause,
+    ) -> Self {
+        let why = match cause {
+            ImportCause::NotSucceeded => format!(
+                "it was {} when backed up, not Succeeded, so its disk was not complete",
+                if phase.is_empty() {
+                    "without a phase"
+                } else {
+                    phase
+                }
+            ),
+            ImportCause::ClaimMissing => {
+                format!("its claim {namespace}/{name} is not in the backup")
+            }
+            ImportCause::ClaimLeftOut => format!(
+                "its claim {namespace}/{name} is in the backup but the restore leaves it out, since its import had not completed"
+            ),
+        };
+        Self {
+            reason: Reason::DataVolumeWouldImport,
+            object: format!("DataVolume {namespace}/{name}"),
+            message: format!(
+                "{why}; restored, CDI would import a new disk instead of adopting the replicated one, so {PLUGIN_KUBEVIRT_RESTORE} refuses it. Back up again once the DataVolume is Succeeded with its claim bound"
+            ),
         }
     }
 }
@@ -389,6 +456,17 @@ pub struct ClaimRef<K> {
     pub uid: K,
     /// A replica PVC the project made from a VolumeSnapshot.
     pub replica: bool,
+    /// The restore leaves it out: CDI would write into it ([`crate::kubevirt::claim_hazard`]).
+    pub left_out: bool,
+}
+
+/// A `DataVolume` as the cross checks see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataVolumeRef<K> {
+    /// The key of the claim of its name (CDI names the claim after the `DataVolume`).
+    pub claim: K,
+    /// It had succeeded when backed up.
+    pub succeeded: bool,
 }
 
 /// The cross references of a backup's items, by key `K`. A claim's key stands for its namespace
@@ -405,6 +483,8 @@ pub struct References<K> {
     pub snapshots: Vec<K>,
     /// Every VM disk, by the claim key of the PVC or `DataVolume` it names, in tarball order.
     pub vm_volumes: Vec<K>,
+    /// Every `DataVolume`, in tarball order.
+    pub data_volumes: Vec<DataVolumeRef<K>>,
 }
 
 impl<K> Default for References<K> {
@@ -415,6 +495,7 @@ impl<K> Default for References<K> {
             replicated: HashSet::new(),
             snapshots: Vec::new(),
             vm_volumes: Vec::new(),
+            data_volumes: Vec::new(),
         }
     }
 }
@@ -448,6 +529,10 @@ pub struct Broken<K> {
     pub live_snapshots_without_replica: Vec<usize>,
     /// [`Reason::VmVolumeMissing`].
     pub vm_volumes_without_claim: Vec<usize>,
+    /// [`Reason::DataVolumeWouldImport`], claims the restore leaves out.
+    pub claims_left_out: Vec<K>,
+    /// [`Reason::DataVolumeWouldImport`], `DataVolumes` by position, with the cause.
+    pub data_volumes_would_import: Vec<(usize, ImportCause)>,
 }
 
 impl<K> Default for Broken<K> {
@@ -458,6 +543,8 @@ impl<K> Default for Broken<K> {
             snapshots_without_replica: Vec::new(),
             live_snapshots_without_replica: Vec::new(),
             vm_volumes_without_claim: Vec::new(),
+            claims_left_out: Vec::new(),
+            data_volumes_would_import: Vec::new(),
         }
     }
 }
@@ -470,19 +557,26 @@ impl<K> Broken<K> {
             && self.snapshots_without_replica.is_empty()
             && self.live_snapshots_without_replica.is_empty()
             && self.vm_volumes_without_claim.is_empty()
+            && self.claims_left_out.is_empty()
+            && self.data_volumes_would_import.is_empty()
     }
 }
 
 /// The invariants across items: every PVC bound ([`Reason::PvcNotBound`]) to a PV in the backup
 /// ([`Reason::PvMissing`]); every VolumeSnapshot in the backup, and every live one of a claim in
 /// the backup taken before it started, with its replica PVC ([`Reason::ReplicaPvcMissing`]);
-/// every VM disk's claim in the backup ([`Reason::VmVolumeMissing`]).
+/// every VM disk's claim in the backup ([`Reason::VmVolumeMissing`]); every `DataVolume` succeeded
+/// with its claim in the backup and restored, and no claim left out of the restore
+/// ([`Reason::DataVolumeWouldImport`]).
 pub fn cross_check<K: Eq + Hash + Clone>(
     references: &References<K>,
     live: &[LiveSnapshot<K>],
 ) -> Broken<K> {
     let mut broken = Broken::default();
     for (key, claim) in &references.claims {
+        if claim.left_out {
+            broken.claims_left_out.push(key.clone());
+        }
         match &claim.volume {
             None => broken.unbound_claims.push(key.clone()),
             Some(volume) if !references.volumes.contains(volume) => {
@@ -519,6 +613,20 @@ pub fn cross_check<K: Eq + Hash + Clone>(
         .enumerate()
         .filter(|(_, claim)| !references.claims.contains_key(*claim))
         .map(|(index, _)| index)
+        .collect();
+    broken.data_volumes_would_import = references
+        .data_volumes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, dv)| {
+            let cause = match references.claims.get(&dv.claim) {
+                _ if !dv.succeeded => ImportCause::NotSucceeded,
+                None => ImportCause::ClaimMissing,
+                Some(claim) if claim.left_out => ImportCause::ClaimLeftOut,
+                Some(_) => return None,
+            };
+            Some((index, cause))
+        })
         .collect();
     broken
 }

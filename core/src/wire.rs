@@ -83,6 +83,12 @@ pub const PLUGIN_PV_SITE_REMAP: &str = "replicadr.io/pv-site-remap";
 pub const PLUGIN_PV_RETAIN: &str = "replicadr.io/pv-retain";
 /// The backup plugin turning VolumeSnapshots into replica PVCs.
 pub const PLUGIN_SNAPSHOT_TO_PVC: &str = "replicadr.io/snapshot-to-pvc";
+/// The restore plugin that keeps VMIs, launcher pods and unfinished imports out of a restore and
+/// makes `DataVolumes` adoptable.
+pub const PLUGIN_KUBEVIRT_RESTORE: &str = "replicadr.io/kubevirt-restore";
+/// Its ConfigMap key: restore a `DataVolume` whose claim is not at the site, or that had not
+/// succeeded, and let CDI import it (`"true"`; default `"false"`: an error naming it).
+pub const CONFIG_RESTORE_DATA_VOLUMES_WITHOUT_CLAIM: &str = "restoreDataVolumesWithoutClaim";
 /// Velero's label on every plugin ConfigMap; the ConfigMap also carries `<plugin>: <kind>`.
 pub const LABEL_PLUGIN_CONFIG: &str = "velero.io/plugin-config";
 /// The plugin kind that `<plugin>: <kind>` names for the restore plugin.
@@ -121,6 +127,30 @@ pub const LABEL_KUBEVIRT_METADATA_BACKUP: &str = "velero.kubevirt.io/metadataBac
 pub const LABEL_KUBEVIRT_SOURCE_VM_NAME: &str = "snapshot.kubevirt.io/source-vm-name";
 /// KubeVirt's label on the VolumeSnapshots of a `VirtualMachineSnapshot`: the VM's namespace.
 pub const LABEL_KUBEVIRT_SOURCE_VM_NAMESPACE: &str = "snapshot.kubevirt.io/source-vm-namespace";
+
+/// CDI's mark on a claim that holds a `DataVolume`'s data (value: the `DataVolume`'s name): CDI's
+/// admission webhook lets the `DataVolume` be created next to it, and CDI adopts the claim.
+pub const ANNOTATION_CDI_POPULATED_FOR: &str = "cdi.kubevirt.io/storage.populatedFor";
+/// On a `DataVolume` (value: its own name): its claim is already populated.
+pub const ANNOTATION_CDI_PRE_POPULATED: &str = "cdi.kubevirt.io/storage.prePopulated";
+/// CDI's import annotations on a claim: the import controller starts an importer on any claim
+/// carrying one of them whose import did not complete ([`ANNOTATION_CDI_POD_PHASE`]).
+pub const ANNOTATION_CDI_IMPORT_ENDPOINT: &str = "cdi.kubevirt.io/storage.import.endpoint";
+/// See [`ANNOTATION_CDI_IMPORT_ENDPOINT`].
+pub const ANNOTATION_CDI_IMPORT_SOURCE: &str = "cdi.kubevirt.io/storage.import.source";
+/// The phase of the claim's CDI pod (`Succeeded` once its import is complete).
+pub const ANNOTATION_CDI_POD_PHASE: &str = "cdi.kubevirt.io/storage.pod.phase";
+/// kubevirt-velero-plugin's mark, at backup, on a claim whose `DataVolume` had not succeeded; it
+/// skips such claims at restore.
+pub const ANNOTATION_KVP_IN_PROGRESS: &str = "kvp.kubevirt.io/storage.inprogress";
+/// kubevirt-velero-plugin's mark, at backup, on a VMI a VM owned ("true"); skipped at restore.
+pub const ANNOTATION_KVP_VMI_OWNED: &str = "cdi.kubevirt.io/velero.isOwned";
+/// KubeVirt's label naming what a pod is for: `virt-launcher`, `hotplug-disk`.
+pub const LABEL_KUBEVIRT: &str = "kubevirt.io";
+/// Velero's tarball directory of KubeVirt `VirtualMachineInstances`.
+pub const RESOURCE_VIRTUAL_MACHINE_INSTANCES: &str = "virtualmachineinstances.kubevirt.io";
+/// Velero's tarball directory of pods.
+pub const RESOURCE_PODS: &str = "pods";
 
 /// Velero's phase of a Backup or Restore that finished well.
 pub const PHASE_COMPLETED: &str = "Completed";
@@ -161,6 +191,8 @@ pub const RESOURCE_VOLUME_SNAPSHOT_CONTENTS: &str =
     "volumesnapshotcontents.snapshot.storage.k8s.io";
 /// Velero's tarball directory of KubeVirt VirtualMachines.
 pub const RESOURCE_VIRTUAL_MACHINES: &str = "virtualmachines.kubevirt.io";
+/// Velero's tarball directory of CDI `DataVolumes`.
+pub const RESOURCE_DATA_VOLUMES: &str = "datavolumes.cdi.kubevirt.io";
 
 // JSON pointers into objects.
 

@@ -1,9 +1,14 @@
-//! The CRDs a local site needs besides Velero's: KubeVirt's VirtualMachine, CDI's `DataVolume` and
-//! the CSI snapshot API, typed only as far as the drill and the tests use them (our own, in `tests/crds/`).
+//! The CRDs a local site needs besides Velero's: KubeVirt's VirtualMachine and
+//! `VirtualMachineInstance`, CDI's `DataVolume` and the CSI snapshot API, typed only as far as the
+//! drill and the tests use them (our own stand-ins with the real groups, versions and scopes,
+//! labelled `replicadr.io/stand-in`, in `tests/crds/`).
 
 /// KubeVirt `VirtualMachine` (kubevirt.io/v1).
 pub const VIRTUAL_MACHINES: &str =
     include_str!("../../tests/crds/kubevirt.io_virtualmachines.yaml");
+/// KubeVirt `VirtualMachineInstance` (kubevirt.io/v1).
+pub const VIRTUAL_MACHINE_INSTANCES: &str =
+    include_str!("../../tests/crds/kubevirt.io_virtualmachineinstances.yaml");
 /// `VolumeSnapshot`, `VolumeSnapshotContent` and `VolumeSnapshotClass` (snapshot.storage.k8s.io/v1).
 pub const VOLUME_SNAPSHOTS: &str = include_str!("../../tests/crds/snapshot.storage.k8s.io.yaml");
 
@@ -11,4 +16,9 @@ pub const VOLUME_SNAPSHOTS: &str = include_str!("../../tests/crds/snapshot.stora
 pub const DATA_VOLUMES: &str = include_str!("../../tests/crds/cdi.kubevirt.io_datavolumes.yaml");
 
 /// All of them, in the order they are applied.
-pub const WORKLOAD: [&str; 3] = [VIRTUAL_MACHINES, DATA_VOLUMES, VOLUME_SNAPSHOTS];
+pub const WORKLOAD: [&str; 4] = [
+    VIRTUAL_MACHINES,
+    VIRTUAL_MACHINE_INSTANCES,
+    DATA_VOLUMES,
+    VOLUME_SNAPSHOTS,
+];

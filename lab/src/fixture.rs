@@ -167,6 +167,17 @@ pub mod objects {
         })
     }
 
+    /// A CDI `DataVolume` in `phase`, importing from an HTTP URL; CDI names its claim after it.
+    pub fn data_volume(namespace: &str, name: &str, phase: &str) -> Value {
+        json!({
+            "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+            "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-dv-{name}")},
+            "spec": {"source": {"http": {"url": "https://images.example.com/disk.qcow2"}},
+                     "storage": {"resources": {"requests": {"storage": "10Gi"}}}},
+            "status": {"phase": phase},
+        })
+    }
+
     /// A ConfigMap with `size` bytes of data: filler for large backups.
     pub fn config_map(namespace: &str, name: &str, size: usize) -> Value {
         json!({
@@ -176,6 +187,56 @@ pub mod objects {
             "data": {"payload": "x".repeat(size)},
         })
     }
+}
+
+/// [`healthy_vm_objects`] with CDI's shapes added: `db-root` made by a `Succeeded` `DataVolume`
+/// (its claim owned by it, import complete, which CDI adopts), and `DataVolume` `scratch`, still
+/// importing, with its claim (import annotations, pod phase `Running`) on its own PV.
+pub fn data_volume_objects() -> Vec<(&'static str, Value)> {
+    use objects::{data_volume, nfs_pv, pvc};
+    let cdi_claim = |name: &str, volume: &str, pod_phase: &str| {
+        let mut claim = pvc("vms", name, volume);
+        claim["metadata"]["annotations"] = json!({
+            "cdi.kubevirt.io/storage.import.endpoint": "https://images.example.com/disk.qcow2",
+            "cdi.kubevirt.io/storage.pod.phase": pod_phase,
+        });
+        claim["metadata"]["ownerReferences"] = json!([{
+            "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "name": name,
+            "uid": format!("uid-dv-{name}"), "controller": true}]);
+        claim
+    };
+    let mut objects: Vec<(&'static str, Value)> = healthy_vm_objects()
+        .into_iter()
+        .filter(|(_, o)| o["metadata"]["name"] != "db-root")
+        .collect();
+    objects.extend([
+        (
+            "persistentvolumeclaims",
+            cdi_claim("db-root", "pv-root", "Succeeded"),
+        ),
+        (
+            "datavolumes.cdi.kubevirt.io",
+            data_volume("vms", "db-root", "Succeeded"),
+        ),
+        (
+            "persistentvolumeclaims",
+            cdi_claim("scratch", "pv-scratch", "Running"),
+        ),
+        (
+            "persistentvolumes",
+            nfs_pv(
+                "pv-scratch",
+                "nfs-a.example.com",
+                "/exports/vms/scratch",
+                "Retain",
+            ),
+        ),
+        (
+            "datavolumes.cdi.kubevirt.io",
+            data_volume("vms", "scratch", "ImportInProgress"),
+        ),
+    ]);
+    objects
 }
 
 /// A consistent small backup of one VM on NFS with a snapshot replica, in the `vms` namespace,

@@ -83,12 +83,13 @@ pub fn velero_crds() -> anyhow::Result<String> {
 /// The field manager of what the harness applies.
 const FIELD_MANAGER: &str = "replicadr-lab";
 
-/// Velero's plugin-config labels for the project's three plugins.
-pub const PLUGIN_CONFIG_LABELS: [(&str, &str); 4] = [
+/// Velero's plugin-config labels for the project's plugins.
+pub const PLUGIN_CONFIG_LABELS: [(&str, &str); 5] = [
     ("velero.io/plugin-config", ""),
     ("replicadr.io/pv-retain", "BackupItemAction"),
     ("replicadr.io/snapshot-to-pvc", "BackupItemActionV2"),
     ("replicadr.io/pv-site-remap", "RestoreItemAction"),
+    ("replicadr.io/kubevirt-restore", "RestoreItemAction"),
 ];
 
 /// The name of the plugins' ConfigMap.

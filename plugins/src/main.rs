@@ -7,7 +7,7 @@
 
 use std::process::ExitCode;
 
-use replicadr_plugins::actions::{pv_retain, pv_site_remap, snapshot_to_pvc};
+use replicadr_plugins::actions::{kubevirt_restore, pv_retain, pv_site_remap, snapshot_to_pvc};
 use replicadr_plugins::framework::PluginServer;
 
 /// musl's allocator is slow under many small allocations (about a quarter of the plugin's
@@ -23,6 +23,11 @@ fn main() -> ExitCode {
         // actions into its v2 pipeline identically in every release from 1.12 to 1.18, and v1 is
         // what Velero's closest built-in (`velero.io/change-storage-class`) uses.
         .restore_item_action(pv_site_remap::NAME, pv_site_remap::PvSiteRemapFactory)
+        // v1 too: one cluster read per DataVolume, done before it returns.
+        .restore_item_action(
+            kubevirt_restore::NAME,
+            kubevirt_restore::KubevirtRestoreFactory,
+        )
         // v1: the copy is rewritten synchronously, with no API call.
         .backup_item_action(pv_retain::NAME, pv_retain::PvRetainFactory)
         // v2: snapshots become ready and claims bind in their own time; Velero polls Progress.

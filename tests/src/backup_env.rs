@@ -19,8 +19,8 @@ use serde_json::json;
 use crate::TestCluster;
 use crate::s3::S3Server;
 
-/// The KubeVirt VirtualMachine, CDI `DataVolume` and CSI snapshot CRDs the tests install.
-pub const WORKLOAD_CRDS: [&str; 3] = replicadr_lab::crds::WORKLOAD;
+/// The KubeVirt, CDI `DataVolume` and CSI snapshot CRDs the tests install.
+pub const WORKLOAD_CRDS: [&str; 4] = replicadr_lab::crds::WORKLOAD;
 
 pub use replicadr_lab::velero::velero_crds;
 use replicadr_lab::velero::{

@@ -54,6 +54,72 @@ pub async fn failover_at_dr(
     replicadr(kubeconfig, &args).await
 }
 
+/// A claim on an in-tree NFS volume, as [`bound_nfs_claim`] makes it.
+#[derive(Debug, Clone)]
+pub struct NfsClaim<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    /// The PV's name.
+    pub volume: &'a str,
+    pub server: &'a str,
+    pub path: String,
+    /// Merged into the claim's metadata (annotations, ownerReferences).
+    pub metadata: serde_json::Value,
+}
+
+/// Creates a Retain NFS PV and a claim naming it (both labelled as the drill's), and waits until
+/// the played PV controller has bound them.
+pub async fn bound_nfs_claim(client: &kube::Client, claim: NfsClaim<'_>) -> anyhow::Result<()> {
+    use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+    use kube::api::{Api, PostParams};
+    use serde_json::json;
+    let labels = json!({drill::workload::LABEL_DRILL: "true"});
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolume",
+        "metadata": {"name": claim.volume, "labels": labels},
+        "spec": {
+            "capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"],
+            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+            "nfs": {"server": claim.server, "path": claim.path},
+        },
+    }))?;
+    Api::<PersistentVolume>::all(client.clone())
+        .create(&PostParams::default(), &pv)
+        .await?;
+    let mut metadata = json!({"name": claim.name, "namespace": claim.namespace, "labels": labels});
+    if let (Some(metadata), Some(extra)) = (metadata.as_object_mut(), claim.metadata.as_object()) {
+        metadata.extend(extra.clone());
+    }
+    let object: PersistentVolumeClaim = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": metadata,
+        "spec": {
+            "accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}},
+            "storageClassName": "", "volumeName": claim.volume,
+        },
+    }))?;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), claim.namespace);
+    claims.create(&PostParams::default(), &object).await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_mins(1);
+    while claims
+        .get(claim.name)
+        .await?
+        .status
+        .and_then(|s| s.phase)
+        .as_deref()
+        != Some("Bound")
+    {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{}/{} is not Bound",
+            claim.namespace,
+            claim.name
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
 /// Runs `replicadr` against the site of `kubeconfig`, in the lab's Velero namespace: exit code,
 /// stdout, stderr. Awaited, not blocking: the lab's TLS front of object storage runs on the
 /// calling test's runtime.

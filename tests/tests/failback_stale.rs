@@ -5,13 +5,17 @@
 //! still there, `replicadr plan` blocks with `ObjectExists` for each of them (the re-created
 //! claim named with both bindings) and `failback` is refused without restoring anything. Once the
 //! stale workload is removed by `replicadr clean` (refused at the active site and while the old
-//! VMs run), the failback restores `dr`'s state: the claim is bound to its new
+//! VMs run; a `DataVolume` owning a stale claim removed with it, VMs, then `DataVolumes`, then
+//! claims, then PVs), the failback restores `dr`'s state: the claim is bound to its new
 //! volume, rewritten onto `primary`'s export. Build the workspace binaries first.
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use replicadr_drill::{self as drill, DR_EXPORT, PRIMARY_EXPORT};
-use replicadr_e2e::lab_cli::{replicadr, sites_with_workload, verified_backup};
+use replicadr_e2e::lab_cli::{
+    NfsClaim, bound_nfs_claim, replicadr, sites_with_workload, verified_backup,
+};
+use replicadr_scheduler::recovery::failover::data_volume_resource;
 use replicadr_scheduler::recovery::plan::location;
 use replicadr_scheduler::velero;
 use serde_json::{Value, json};
@@ -30,42 +34,53 @@ async fn recreate_web_root(dr: &kube::Client) -> anyhow::Result<()> {
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let pv: PersistentVolume = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": "drill-web-root-v2", "labels": {"replicadr.io/drill": "true"}},
-        "spec": {
-            "capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteMany"],
-            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
-            "nfs": {"server": DR_EXPORT.server, "path": format!("{}/web-root-v2", DR_EXPORT.base)},
+    bound_nfs_claim(
+        dr,
+        NfsClaim {
+            namespace: NAMESPACE,
+            name: "web-root",
+            volume: "drill-web-root-v2",
+            server: DR_EXPORT.server,
+            path: format!("{}/web-root-v2", DR_EXPORT.base),
+            metadata: json!({}),
         },
+    )
+    .await
+}
+
+/// At `primary` before the failback: a Succeeded `DataVolume` `db-root` owns claim `db-root`, as
+/// CDI leaves a claim it populated (controller ownerReference, `populatedFor`).
+async fn own_db_root_by_a_data_volume(primary: &kube::Client) -> anyhow::Result<DynamicObject> {
+    let data_volumes: Api<DynamicObject> =
+        Api::namespaced_with(primary.clone(), NAMESPACE, &data_volume_resource());
+    let dv: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+        "metadata": {"name": "db-root", "namespace": NAMESPACE},
+        "spec": {"source": {"blank": {}}, "storage": {"resources": {"requests": {"storage": "10Gi"}}}},
     }))?;
-    Api::<PersistentVolume>::all(dr.clone())
-        .create(&PostParams::default(), &pv)
+    let dv = data_volumes.create(&PostParams::default(), &dv).await?;
+    data_volumes
+        .patch_status(
+            "db-root",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Succeeded"}})),
+        )
         .await?;
-    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "web-root", "namespace": NAMESPACE, "labels": {"replicadr.io/drill": "true"}},
-        "spec": {
-            "accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "10Gi"}},
-            "storageClassName": "", "volumeName": "drill-web-root-v2",
-        },
-    }))?;
-    claims.create(&PostParams::default(), &claim).await?;
-    while claims
-        .get("web-root")
-        .await?
-        .status
-        .and_then(|s| s.phase)
-        .as_deref()
-        != Some("Bound")
-    {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "web-root is not Bound again"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    Ok(())
+    Api::<PersistentVolumeClaim>::namespaced(primary.clone(), NAMESPACE)
+        .patch(
+            "db-root",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {
+                "annotations": {"cdi.kubevirt.io/storage.populatedFor": "db-root"},
+                "ownerReferences": [{
+                    "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+                    "name": "db-root", "uid": dv.metadata.uid,
+                    "controller": true, "blockOwnerDeletion": true,
+                }],
+            }})),
+        )
+        .await?;
+    Ok(dv)
 }
 
 fn objects_with(plan: &Value, reason: &str) -> Vec<String> {
@@ -223,8 +238,8 @@ async fn failback_onto_a_site_holding_its_old_workload_is_refused_until_it_is_cl
     for vm in ["db", "app", "web"] {
         vms.patch(
             vm,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"spec": {"runStrategy": "Halted"}})),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"runStrategy": "Halted"}})),
         )
         .await?;
     }
@@ -242,36 +257,24 @@ async fn failback_onto_a_site_holding_its_old_workload_is_refused_until_it_is_cl
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    // A DataVolume of a listed claim's name would make that claim again, empty: refused, even
-    // with --force, naming it, until it is gone.
-    let data_volumes: Api<DynamicObject> = Api::namespaced_with(
-        env.primary.client.clone(),
-        NAMESPACE,
-        &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
-            "cdi.kubevirt.io",
-            "v1beta1",
-            "DataVolume",
-        )),
-    );
-    let dv: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
-        "metadata": {"name": "db-root", "namespace": NAMESPACE},
-        "spec": {"source": {"blank": {}}, "storage": {"resources": {"requests": {"storage": "10Gi"}}}},
-    }))?;
-    data_volumes.create(&PostParams::default(), &dv).await?;
-    let (code, out, err) = replicadr(
-        &primary,
-        &["clean", "--site", "primary", "--apply", "--force"],
-    )
-    .await?;
-    assert_eq!(code, 3, "refused for the DataVolume:\n{out}\n{err}");
-    assert!(
-        out.contains("DataVolume drill-vms/db-root exists and CDI would make PersistentVolumeClaim drill-vms/db-root again, empty"),
+    // CDI made claim db-root for a DataVolume of its name, which owns it: the DataVolume is
+    // stale with its claim (left, it would make the claim again, empty).
+    let dv = own_db_root_by_a_data_volume(&env.primary.client).await?;
+    let (code, out, err) =
+        replicadr(&primary, &["clean", "--site", "primary", "-o", "json"]).await?;
+    assert_eq!(code, 0, "clean's dry run:\n{out}\n{err}");
+    let listed: Value = serde_json::from_str(&out)?;
+    let data_volume = listed["stale"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["kind"] == "DataVolume")
+        .unwrap_or_else(|| panic!("the DataVolume is listed stale: {out}"));
+    assert_eq!(data_volume["name"], "db-root", "{out}");
+    assert_eq!(
+        data_volume["detail"], "Succeeded, keeps claim db-root",
         "{out}"
     );
-    data_volumes
-        .delete("db-root", &DeleteParams::default())
-        .await?;
     // Halted, they are removed, PVs set to Retain first; a report is left.
     let (code, out, err) = replicadr(
         &primary,
@@ -288,17 +291,39 @@ async fn failback_onto_a_site_holding_its_old_workload_is_refused_until_it_is_cl
         .collect();
     assert!(
         removed.contains(&"VirtualMachine drill-vms/db")
+            && removed.contains(&"DataVolume drill-vms/db-root")
+            && removed.contains(&"PersistentVolumeClaim drill-vms/db-root")
             && removed.contains(&"PersistentVolumeClaim drill-vms/web-root")
             && removed.contains(&"PersistentVolume drill-web-root"),
         "{removed:?}"
     );
-    let first_claim = removed
+    let kinds: Vec<&str> = removed
         .iter()
-        .position(|r| r.starts_with("PersistentVolumeClaim"));
-    let last_vm = removed
-        .iter()
-        .rposition(|r| r.starts_with("VirtualMachine"));
-    assert!(last_vm < first_claim, "VMs go before claims: {removed:?}");
+        .filter_map(|r| r.split_once(' ').map(|(kind, _)| kind))
+        .collect();
+    let mut ordered = kinds.clone();
+    ordered.dedup();
+    assert_eq!(
+        ordered,
+        [
+            "VirtualMachine",
+            "DataVolume",
+            "PersistentVolumeClaim",
+            "PersistentVolume"
+        ],
+        "VMs, then DataVolumes, then claims, then PVs: {removed:?}"
+    );
+    assert!(
+        Api::<DynamicObject>::namespaced_with(
+            env.primary.client.clone(),
+            NAMESPACE,
+            &data_volume_resource()
+        )
+        .get_opt("db-root")
+        .await?
+        .is_none_or(|d| d.metadata.uid != dv.metadata.uid),
+        "the stale DataVolume is gone"
+    );
     let configmap = cleaned["reportConfigmap"]
         .as_str()
         .expect("a report ConfigMap");

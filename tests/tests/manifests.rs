@@ -5,8 +5,8 @@
 //!   each object passes the API server's own schema validation and defaulting, with no unknown
 //!   field. `ServiceMonitor` and `PrometheusRule` are checked against the Prometheus Operator's
 //!   real CRDs, which `hack/validate-manifests.sh` takes from its pinned Go module.
-//!   `DataProtectionApplication` is checked against the stand-in CRD in `tests/crds/`, which types
-//!   only the fields `manifests/oadp/` uses: OADP's module is not on the Go module proxy.
+//!   `DataProtectionApplication` is checked against OADP's own CRD, read from
+//!   `../shared/crds/oadp/` beside the checkout (OADP's module is not on the Go module proxy).
 //! - A real apply of the OADP primary overlay, read back.
 //! - The scheduler's RBAC as bound there, asked as its `ServiceAccount`: what it needs is allowed;
 //!   deleting Backups or PVCs, editing the site map and creating Restores are not.
@@ -29,8 +29,20 @@ use replicadr_e2e::{TestCluster, peers};
 use replicadr_scheduler::policy::BackupPolicy;
 use serde_json::Value;
 
-const DPA_STAND_IN_CRD: &str = include_str!("../crds/oadp.openshift.io.yaml");
 const DPA: &str = include_str!("../../manifests/oadp/dataprotectionapplication.yaml");
+
+/// OADP's `DataProtectionApplication` CRD, from its own repository, kept beside the checkout in
+/// `../shared/crds/oadp/` (read, never copied into the project).
+fn oadp_crd() -> anyhow::Result<String> {
+    let path =
+        repo_root().join("../shared/crds/oadp/oadp.openshift.io_dataprotectionapplications.yaml");
+    std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{}: OADP's DataProtectionApplication CRD is expected there, beside the checkout",
+            path.display()
+        )
+    })
+}
 
 /// `<peer cache>/<dir>/<file>`, which `hack/validate-manifests.sh` puts there.
 fn cached(dir: &str, file: &str) -> anyhow::Result<PathBuf> {
@@ -193,7 +205,7 @@ async fn every_manifest_passes_the_api_servers_strict_validation_and_applies() -
     for crd in prometheus_operator_crds()? {
         cluster.apply_yaml(&crd).await?;
     }
-    cluster.apply_yaml(DPA_STAND_IN_CRD).await?;
+    cluster.apply_yaml(&oadp_crd()?).await?;
     // The BackupPolicy CRD is applied for real so that the example policy can be dry-run.
     cluster.apply_yaml(POLICY_CRD).await?;
     cluster.create_namespace("velero").await?;

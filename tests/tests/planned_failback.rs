@@ -11,9 +11,11 @@
 
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim};
 use kube::ResourceExt as _;
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use replicadr_drill::{self as drill, DR_EXPORT, PRIMARY_EXPORT};
-use replicadr_e2e::lab_cli::{failover_at_dr, replicadr, sites_with_workload};
+use replicadr_e2e::lab_cli::{
+    NfsClaim, bound_nfs_claim, failover_at_dr, replicadr, sites_with_workload,
+};
 use replicadr_scheduler::recovery::failover::vm_resource;
 use replicadr_scheduler::recovery::plan::location;
 use replicadr_scheduler::recovery::planned::{RECORD, StepRecord};
@@ -33,44 +35,18 @@ async fn write_at_dr(dr: &kube::Client) -> anyhow::Result<()> {
             ),
         )
         .await?;
-    let pv: PersistentVolume = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "PersistentVolume",
-        "metadata": {"name": "drill-logs", "labels": {"replicadr.io/drill": "true"}},
-        "spec": {
-            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
-            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
-            "nfs": {"server": DR_EXPORT.server, "path": format!("{}/logs", DR_EXPORT.base)},
+    bound_nfs_claim(
+        dr,
+        NfsClaim {
+            namespace: NAMESPACE,
+            name: "logs",
+            volume: "drill-logs",
+            server: DR_EXPORT.server,
+            path: format!("{}/logs", DR_EXPORT.base),
+            metadata: json!({}),
         },
-    }))?;
-    Api::<PersistentVolume>::all(dr.clone())
-        .create(&PostParams::default(), &pv)
-        .await?;
-    let claim: PersistentVolumeClaim = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "logs", "namespace": NAMESPACE, "labels": {"replicadr.io/drill": "true"}},
-        "spec": {
-            "accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}},
-            "storageClassName": "", "volumeName": "drill-logs",
-        },
-    }))?;
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(dr.clone(), NAMESPACE);
-    claims.create(&PostParams::default(), &claim).await?;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_mins(1);
-    while claims
-        .get("logs")
-        .await?
-        .status
-        .and_then(|s| s.phase)
-        .as_deref()
-        != Some("Bound")
-    {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "logs is not Bound at dr"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    Ok(())
+    )
+    .await
 }
 
 async fn record(client: &kube::Client) -> anyhow::Result<StepRecord> {

@@ -201,6 +201,7 @@ impl Backup {
                 volume,
                 uid: key,
                 replica: false,
+                left_out: false,
             },
         );
         self
@@ -213,6 +214,7 @@ impl Backup {
                 volume: Some(volume),
                 uid: key,
                 replica: true,
+                left_out: false,
             },
         );
         self.0.replicated.insert(of);
@@ -231,6 +233,18 @@ impl Backup {
 
     fn vm_disk(mut self, claim: &'static str) -> Self {
         self.0.vm_volumes.push(claim);
+        self
+    }
+
+    fn data_volume(mut self, claim: &'static str, succeeded: bool) -> Self {
+        self.0.data_volumes.push(DataVolumeRef { claim, succeeded });
+        self
+    }
+
+    fn left_out(mut self, key: &'static str) -> Self {
+        if let Some(claim) = self.0.claims.get_mut(key) {
+            claim.left_out = true;
+        }
         self
     }
 }
@@ -363,4 +377,52 @@ fn only_snapshots_the_plugin_replicates_count_live() {
     let restored = json!({"metadata": {"labels": {
         "velero.io/backup-name": "b", "velero.io/restore-name": "r"}}});
     assert!(is_replicated_at_backup(&restored));
+}
+
+#[test]
+fn a_data_volume_is_adopted_only_succeeded_with_its_claim_restored() {
+    let backup = healthy().data_volume("vms/db-root", true);
+    assert!(cross_check(&backup.0, &[]).is_empty(), "adopted");
+    let backup = healthy()
+        .data_volume("vms/db-root", false)
+        .data_volume("vms/gone", true)
+        .claim("vms/scratch", Some("pv-root"))
+        .left_out("vms/scratch")
+        .data_volume("vms/scratch", true);
+    let broken = cross_check(&backup.0, &[]);
+    assert_eq!(
+        broken.data_volumes_would_import,
+        [
+            (0, ImportCause::NotSucceeded),
+            (1, ImportCause::ClaimMissing),
+            (2, ImportCause::ClaimLeftOut)
+        ]
+    );
+    assert_eq!(broken.claims_left_out, ["vms/scratch"]);
+    let violation = Violation::data_volume_would_import(
+        "vms",
+        "db-root",
+        "ImportInProgress",
+        ImportCause::NotSucceeded,
+    );
+    assert_eq!(violation.reason, Reason::DataVolumeWouldImport);
+    assert_eq!(violation.severity(), Severity::Blocking);
+    assert_eq!(violation.object, "DataVolume vms/db-root");
+    assert!(
+        violation
+            .message
+            .starts_with("it was ImportInProgress when backed up, not Succeeded"),
+        "{violation}"
+    );
+    let hazard = ClaimHazard::ImportUnfinished {
+        pod_phase: Some("Running".to_owned()),
+    };
+    let violation = Violation::claim_would_import("vms", "scratch", &hazard);
+    assert_eq!(violation.object, "PersistentVolumeClaim vms/scratch");
+    assert!(
+        violation
+            .message
+            .contains("the restore leaves the claim out"),
+        "{violation}"
+    );
 }

@@ -12,8 +12,20 @@
 //! - the PV/PVC protection and namespace controllers: a deleted claim or volume loses its
 //!   protection finalizer (no pod uses anything here), and a deleted namespace is finalized once
 //!   it holds no claim or VM;
+//! - CDI's `DataVolume` controller, for a `DataVolume` a restore made (labelled
+//!   `velero.io/restore-name`) that has no phase yet (Velero strips status; the tests set up the
+//!   other `DataVolumes`' state themselves): a claim of its name that says it holds this `DataVolume`'s data
+//!   (`cdi.kubevirt.io/storage.populatedFor`, or this `DataVolume` as its controller) is adopted —
+//!   the `DataVolume` becomes its controller owner and the `DataVolume` `Succeeded`, with no importer
+//!   (`pkg/controller/datavolume`, claim adoption); a claim of its name that does not is left, and
+//!   the `DataVolume` stays `Pending` with the controller's `ErrResourceExists` (CDI's admission
+//!   webhook, which would refuse to create such a `DataVolume` at all, is not played); with no
+//!   claim, CDI would provision one and import into it: the `DataVolume` is `ImportScheduled`, and
+//!   nothing imports here;
 //! - the garbage collector: a VM deleted with orphan propagation loses its `orphan` finalizer (the
-//!   played VMs own nothing).
+//!   played VMs own nothing); a `DataVolume` deleted so first has its claims' ownerReferences to it
+//!   removed, as kube-controller-manager's garbage collector orphans dependents
+//!   (`pkg/controller/garbagecollector`, `orphanDependents`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -32,7 +44,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use replicadr_core::contents::{run_strategy, strategy_runs};
-use replicadr_scheduler::recovery::failover::vm_resource;
+use replicadr_scheduler::recovery::failover::{data_volume_resource, vm_resource};
 
 /// The StorageClass the played provisioner serves.
 pub const STORAGE_CLASS: &str = "drill-nfs-csi";
@@ -61,6 +73,7 @@ struct Caches {
     namespaces: Store<Namespace>,
     snapshots: Store<DynamicObject>,
     vms: Store<DynamicObject>,
+    data_volumes: Store<DynamicObject>,
 }
 
 impl Caches {
@@ -70,6 +83,7 @@ impl Caches {
             && self.namespaces.wait_until_ready().await.is_ok()
             && self.snapshots.wait_until_ready().await.is_ok()
             && self.vms.wait_until_ready().await.is_ok()
+            && self.data_volumes.wait_until_ready().await.is_ok()
     }
 }
 
@@ -117,12 +131,14 @@ impl Played {
         let (snapshot_api, snapshot_resource) =
             dynamic(resource("snapshot.storage.k8s.io", "VolumeSnapshot"));
         let (vm_api, vm_type) = dynamic(vm_resource());
+        let (dv_api, dv_type) = dynamic(data_volume_resource());
         let caches = Caches {
             claims: watch(Api::all(client.clone()), (), &changed, &mut tasks),
             volumes: watch(Api::all(client.clone()), (), &changed, &mut tasks),
             namespaces: watch(Api::all(client.clone()), (), &changed, &mut tasks),
             snapshots: watch(snapshot_api, snapshot_resource, &changed, &mut tasks),
             vms: watch(vm_api, vm_type, &changed, &mut tasks),
+            data_volumes: watch(dv_api, dv_type, &changed, &mut tasks),
         };
         let controller = {
             let stop = Arc::clone(&stop);
@@ -160,7 +176,79 @@ async fn pass(client: &Client, export: &Export, caches: &Caches) -> Result<(), k
     finish_deletions(client, caches).await?;
     bind_claims(client, export, caches).await?;
     snapshots(client, caches).await?;
+    data_volumes(client, caches).await?;
     vms(client, caches).await
+}
+
+/// CDI's `DataVolume` controller, for `DataVolumes` a restore made (no phase yet).
+async fn data_volumes(client: &Client, caches: &Caches) -> Result<(), kube::Error> {
+    let unset = |dv: &DynamicObject| {
+        dv.metadata.deletion_timestamp.is_none()
+            && dv
+                .labels()
+                .contains_key(replicadr_core::wire::LABEL_VELERO_RESTORE_NAME)
+            && dv
+                .data
+                .pointer("/status/phase")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+    };
+    for dv in caches.data_volumes.state_filter(unset) {
+        let namespace = dv.namespace().unwrap_or_default();
+        let name = dv.name_any();
+        let dv_uid = dv.metadata.uid.clone().unwrap_or_default();
+        let claim =
+            caches.claims.state().into_iter().find(|c| {
+                c.namespace().as_deref() == Some(namespace.as_str()) && c.name_any() == name
+            });
+        let status = match claim {
+            Some(claim) => {
+                let populated_for = claim
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(replicadr_core::wire::ANNOTATION_CDI_POPULATED_FOR))
+                    .is_some_and(|v| *v == name);
+                let controlled = claim
+                    .metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.controller == Some(true) && o.uid == dv_uid);
+                if populated_for || controlled {
+                    if !controlled {
+                        let owner = json!([{
+                            "apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+                            "name": name, "uid": dv_uid,
+                            "controller": true, "blockOwnerDeletion": true,
+                        }]);
+                        Api::<PersistentVolumeClaim>::namespaced(client.clone(), &namespace)
+                            .patch(
+                                &name,
+                                &PatchParams::default(),
+                                &Patch::Merge(json!({"metadata": {"ownerReferences": owner}})),
+                            )
+                            .await?;
+                    }
+                    json!({"phase": "Succeeded", "progress": "100.0%", "claimName": name})
+                } else {
+                    json!({"phase": "Pending", "conditions": [{
+                        "type": "Ready", "status": "False", "reason": "ErrResourceExists",
+                        "message": format!("Resource \"{name}\" already exists and is not managed by DataVolume"),
+                    }]})
+                }
+            }
+            None => json!({"phase": "ImportScheduled", "claimName": name}),
+        };
+        Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &data_volume_resource())
+            .patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": status})),
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// `Ok` for a create that found the object already there: the caches lag behind the writes.
@@ -322,6 +410,40 @@ async fn finish_deletions(client: &Client, caches: &Caches) -> Result<(), kube::
         )
         .patch(&vm.name_any(), &params, &unprotect)
         .await?;
+    }
+    for dv in caches.data_volumes.state_filter(|d| deleting(&d.metadata)) {
+        let namespace = dv.namespace().unwrap_or_default();
+        let owned_by_dv = |claim: &PersistentVolumeClaim| {
+            claim
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| Some(&o.uid) == dv.metadata.uid.as_ref())
+        };
+        let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &namespace);
+        for claim in caches.claims.state_filter(|c| {
+            c.namespace().as_deref() == Some(namespace.as_str()) && owned_by_dv(c)
+        }) {
+            let kept: Vec<_> = claim
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .filter(|o| Some(&o.uid) != dv.metadata.uid.as_ref())
+                .cloned()
+                .collect();
+            claims
+                .patch(
+                    &claim.name_any(),
+                    &params,
+                    &Patch::Merge(json!({"metadata": {"ownerReferences": kept}})),
+                )
+                .await?;
+        }
+        Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &data_volume_resource())
+            .patch(&dv.name_any(), &params, &unprotect)
+            .await?;
     }
     // A namespace is finalized once no claim or VM is left in it.
     let occupied: HashSet<String> = caches

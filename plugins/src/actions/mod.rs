@@ -2,6 +2,7 @@
 //! here knows gRPC or the cluster client: the framework hands each action its configuration and
 //! items, and turns results and errors into Velero's wire messages.
 
+pub mod kubevirt_restore;
 pub mod pv_retain;
 pub mod pv_site_remap;
 pub mod snapshot_to_pvc;
@@ -89,12 +90,21 @@ impl RestoreOutput {
             skip_restore: false,
         }
     }
+
+    /// Do not restore `item`.
+    pub fn skip(item: Value) -> Self {
+        Self {
+            skip_restore: true,
+            ..Self::item(item)
+        }
+    }
 }
 
-/// A configured RestoreItemAction.
+/// A configured RestoreItemAction (served as v1; it may read the cluster while it runs).
+#[async_trait::async_trait]
 pub trait RestoreItemAction: Send + Sync + 'static {
     /// Processes one item.
-    fn execute(&self, input: RestoreInput) -> Result<RestoreOutput, ItemError>;
+    async fn execute(&self, input: RestoreInput) -> Result<RestoreOutput, ItemError>;
 }
 
 /// Input of a BackupItemAction's `Execute`.

@@ -102,8 +102,9 @@ impl PvSiteRemap {
     }
 }
 
+#[async_trait::async_trait]
 impl RestoreItemAction for PvSiteRemap {
-    fn execute(&self, input: RestoreInput) -> Result<RestoreOutput, ItemError> {
+    async fn execute(&self, input: RestoreInput) -> Result<RestoreOutput, ItemError> {
         let mut item = input.item;
         let what = describe(&item);
         let outcome = self.remap(&mut item)?;

@@ -174,7 +174,14 @@ impl RestoreItemActionService for Actions<dyn RestoreItemAction> {
             item_from_backup: decode_optional(plugin, "itemFromBackup", &request.item_from_backup)?,
             restore: decode_optional(plugin, "restore", &request.restore)?.unwrap_or(Value::Null),
         };
-        let output = self.call(plugin, |action| action.execute(input)).await?;
+        let action = self.action(plugin).await?;
+        let output = status::guarded_async(plugin, async {
+            action
+                .execute(input)
+                .await
+                .map_err(|e| status::item_error(plugin, &e))
+        })
+        .await?;
         Ok(Response::new(generated::RestoreItemActionExecuteResponse {
             item: encode(plugin, &output.item)?,
             additional_items: to_proto_ids(output.additional_items),

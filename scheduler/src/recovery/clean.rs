@@ -1,10 +1,11 @@
 //! `replicadr clean --site <site>`: before a failback onto a site that comes back, the stale
-//! workload there — the VMs, PVCs and PVs under the names the backup to be restored holds, which
-//! no failover or failback of that backup restored here — is listed, and with `--apply` removed
-//! safely: never while one of those VMs runs or a pod mounts one of those claims (unless
-//! `--force`), every PV set to `Retain` before its claim goes (so no provisioner deletes data on
-//! the exports), VMs first, then claims, then PVs, nothing outside that set, and a report
-//! ConfigMap and Event of exactly what was removed. The objects in the backup's namespaces that
+//! workload there — the VMs, `DataVolumes`, PVCs and PVs under the names the backup to be restored
+//! holds, which no failover or failback of that backup restored here — is listed, and with
+//! `--apply` removed safely: never while one of those VMs runs or a pod mounts one of those claims
+//! (unless `--force`), every PV set to `Retain` before its claim goes (so no provisioner deletes
+//! data on the exports), VMs first, then `DataVolumes`, then claims, then PVs, each kind gone
+//! before the next is deleted, nothing outside that set, and a report ConfigMap and Event of
+//! exactly what was removed. The objects in the backup's namespaces that
 //! the backup does not hold (deleted at the other site during the outage) are listed apart and
 //! removed only with `--include-absent`. Refused at the active site: there, the workload is the
 //! one in use.
@@ -15,8 +16,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
-    PatchParams, Preconditions,
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions,
 };
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource as _, ResourceExt as _};
@@ -27,7 +27,7 @@ use replicadr_core::wire::{LABEL_MANAGED_BY, MANAGED_BY};
 
 use super::failover::FIELD_MANAGER;
 use super::site::{self, BackupChoice, Planned, RecoveryError};
-use super::vm_start::{vm_resource, vm_running};
+use super::vm_start::{data_volume_resource, vm_resource, vm_running};
 use crate::active_site::Record;
 
 /// What to clean.
@@ -48,14 +48,48 @@ pub struct CleanOptions {
     pub poll: Duration,
 }
 
+/// The kinds `clean` removes, in removal order: each depends on none after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Kind {
+    VirtualMachine,
+    DataVolume,
+    PersistentVolumeClaim,
+    PersistentVolume,
+}
+
+impl Kind {
+    /// The kind's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::VirtualMachine => "VirtualMachine",
+            Kind::DataVolume => "DataVolume",
+            Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
+            Kind::PersistentVolume => "PersistentVolume",
+        }
+    }
+
+    fn resource(self) -> ApiResource {
+        match self {
+            Kind::VirtualMachine => vm_resource(),
+            Kind::DataVolume => data_volume_resource(),
+            Kind::PersistentVolumeClaim => ApiResource::erase::<PersistentVolumeClaim>(&()),
+            Kind::PersistentVolume => ApiResource::erase::<PersistentVolume>(&()),
+        }
+    }
+
+    /// Its dependents stay when it is deleted: a VM's launcher pod and VMI, a `DataVolume`'s
+    /// claim (removed on its own, under its UID, if it is stale too).
+    fn orphans(self) -> bool {
+        matches!(self, Kind::VirtualMachine | Kind::DataVolume)
+    }
+}
+
 /// One object of the stale workload.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
-    /// Removal order: VirtualMachine, PersistentVolumeClaim, PersistentVolume.
-    #[serde(skip)]
-    order: u8,
-    pub kind: &'static str,
+    /// Sorted by kind first: the removal order.
+    pub kind: Kind,
     pub namespace: Option<String>,
     pub name: String,
     /// What it is bound to here.
@@ -68,9 +102,19 @@ pub struct Target {
 impl Target {
     /// `Kind namespace/name`.
     pub fn describe(&self) -> String {
+        let kind = self.kind.as_str();
         match &self.namespace {
-            Some(namespace) => format!("{} {namespace}/{}", self.kind, self.name),
-            None => format!("{} {}", self.kind, self.name),
+            Some(namespace) => format!("{kind} {namespace}/{}", self.name),
+            None => format!("{kind} {}", self.name),
+        }
+    }
+
+    /// Its API: namespaced, or cluster-wide for a PV.
+    fn api(&self, client: &Client) -> Api<DynamicObject> {
+        let resource = self.kind.resource();
+        match &self.namespace {
+            Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
+            None => Api::all_with(client.clone(), &resource),
         }
     }
 }
@@ -145,7 +189,7 @@ pub async fn clean(
     if !remade.is_empty() {
         // Not overridable: the claim would come back empty under the backup's name.
         report.refused = Some(format!(
-            "nothing was removed: {}; clean does not remove DataVolumes yet: delete each of them first (after checking it is stale), then run clean again",
+            "nothing was removed: {}; that DataVolume is not part of the stale workload clean removes (a failover or failback here restored it, or it is absent from the backup and --include-absent was not given): check it, delete it or pass --include-absent, then run clean again",
             remade.join("; ")
         ));
         return Ok(report);
@@ -256,7 +300,7 @@ fn stale_and_absent(planned: &Planned, report: &mut CleanReport) {
     let namespaces: BTreeSet<String> = contents.namespaces().into_iter().collect();
     let not_ours = |object: &&Value| !existing.restored_here(object);
     for ((ns, name), vm) in existing.vms.iter().filter(|(_, v)| not_ours(v)) {
-        let target = target(0, "VirtualMachine", Some(ns), name, vm_detail(vm), uid(vm));
+        let target = target(Kind::VirtualMachine, Some(ns), name, vm_detail(vm), uid(vm));
         if in_backup_vms.contains(&vm_key(ns, name)) {
             report.stale.push(target);
         } else {
@@ -274,8 +318,7 @@ fn stale_and_absent(planned: &Planned, report: &mut CleanReport) {
                 .unwrap_or("no volume")
         );
         let target = target(
-            1,
-            "PersistentVolumeClaim",
+            Kind::PersistentVolumeClaim,
             Some(ns),
             name,
             detail,
@@ -298,7 +341,7 @@ fn stale_and_absent(planned: &Planned, report: &mut CleanReport) {
                 .map_or_else(|| "no claim".to_owned(), |(ns, n)| format!("{ns}/{n}")),
             super::plan::location(pv).unwrap_or_else(|| "not NFS".to_owned())
         );
-        let target = target(2, "PersistentVolume", None, name, detail, uid(pv));
+        let target = target(Kind::PersistentVolume, None, name, detail, uid(pv));
         let claimed_by = |set: &BTreeSet<(String, String)>| {
             claim
                 .as_ref()
@@ -314,18 +357,43 @@ fn stale_and_absent(planned: &Planned, report: &mut CleanReport) {
             report.absent.push(target);
         }
     }
+    let in_backup_dvs: BTreeSet<(String, String)> = contents
+        .data_volumes
+        .iter()
+        .map(|dv| vm_key(&dv.namespace, &dv.name))
+        .collect();
+    for ((ns, name), dv) in existing.data_volumes.iter().filter(|(_, d)| not_ours(d)) {
+        let key = vm_key(ns, name);
+        let phase = dv
+            .pointer("/status/phase")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+            .unwrap_or("no phase");
+        let target = target(
+            Kind::DataVolume,
+            Some(ns),
+            name,
+            format!("{phase}, keeps claim {name}"),
+            uid(dv),
+        );
+        // CDI keeps a claim of the DataVolume's name: one over a stale claim would make the
+        // claim again, empty, so it is stale with it.
+        if in_backup_dvs.contains(&key) || stale_claims.contains(&key) {
+            report.stale.push(target);
+        } else {
+            report.absent.push(target);
+        }
+    }
 }
 
 fn target(
-    order: u8,
-    kind: &'static str,
+    kind: Kind,
     namespace: Option<&str>,
     name: &str,
     detail: String,
     uid: Option<String>,
 ) -> Target {
     Target {
-        order,
         kind,
         namespace: namespace.map(str::to_owned),
         name: name.to_owned(),
@@ -349,24 +417,25 @@ fn vm_detail(vm: &Value) -> String {
     )
 }
 
-/// CDI's `DataVolume`.
-fn data_volume_resource() -> ApiResource {
-    ApiResource::from_gvk(&GroupVersionKind::gvk(
-        "cdi.kubevirt.io",
-        "v1beta1",
-        "DataVolume",
-    ))
-}
-
-/// The `DataVolumes` that would make a listed claim again: CDI keeps a `DataVolume`'s claim (of the
-/// same name) in place, so a claim deleted under one comes back, new and empty.
+/// The `DataVolumes` outside the targets that would make a listed claim again: CDI keeps a
+/// `DataVolume`'s claim (of the same name) in place, so a claim deleted under one comes back, new
+/// and empty.
 async fn remade_by_data_volumes(
     client: &Client,
     targets: &[Target],
 ) -> Result<Vec<String>, kube::Error> {
     let mut remade = Vec::new();
-    for target in targets.iter().filter(|t| t.kind == "PersistentVolumeClaim") {
+    for target in targets
+        .iter()
+        .filter(|t| t.kind == Kind::PersistentVolumeClaim)
+    {
         let namespace = target.namespace.as_deref().unwrap_or_default();
+        let removed_too = targets.iter().any(|t| {
+            t.kind == Kind::DataVolume && t.namespace == target.namespace && t.name == target.name
+        });
+        if removed_too {
+            continue;
+        }
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), namespace, &data_volume_resource());
         match api.get_opt(&target.name).await {
@@ -387,7 +456,7 @@ async fn remade_by_data_volumes(
 /// The targets' VMs that run and the pods that mount the targets' claims.
 async fn in_use(client: &Client, targets: &[Target]) -> Result<Vec<String>, kube::Error> {
     let mut busy = Vec::new();
-    for target in targets.iter().filter(|t| t.kind == "VirtualMachine") {
+    for target in targets.iter().filter(|t| t.kind == Kind::VirtualMachine) {
         let namespace = target.namespace.as_deref().unwrap_or_default();
         let api: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), namespace, &vm_resource());
@@ -399,7 +468,7 @@ async fn in_use(client: &Client, targets: &[Target]) -> Result<Vec<String>, kube
     }
     let claims: BTreeSet<(String, String)> = targets
         .iter()
-        .filter(|t| t.kind == "PersistentVolumeClaim")
+        .filter(|t| t.kind == Kind::PersistentVolumeClaim)
         .map(|t| (t.namespace.clone().unwrap_or_default(), t.name.clone()))
         .collect();
     let namespaces: BTreeSet<&String> = claims.iter().map(|(ns, _)| ns).collect();
@@ -425,8 +494,8 @@ async fn in_use(client: &Client, targets: &[Target]) -> Result<Vec<String>, kube
     Ok(busy)
 }
 
-/// Removes the targets in order: VMs (their dependents orphaned, so nothing goes with them),
-/// then claims, then PVs; before anything, every PV of the set and every PV bound to a claim of
+/// Removes the targets in order, each kind gone before the next: VMs and `DataVolumes` (their
+/// dependents orphaned, so nothing goes with them), then claims, then PVs; before anything, every PV of the set and every PV bound to a claim of
 /// the set is set to `Retain`, so no deletion reaches data on the exports. Each object is deleted
 /// only if it still has the UID it was listed with. A failure is reported and the rest goes on.
 async fn remove(
@@ -439,10 +508,13 @@ async fn remove(
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     let mut to_retain: BTreeSet<String> = targets
         .iter()
-        .filter(|t| t.kind == "PersistentVolume")
+        .filter(|t| t.kind == Kind::PersistentVolume)
         .map(|t| t.name.clone())
         .collect();
-    for target in targets.iter().filter(|t| t.kind == "PersistentVolumeClaim") {
+    for target in targets
+        .iter()
+        .filter(|t| t.kind == Kind::PersistentVolumeClaim)
+    {
         let api: Api<PersistentVolumeClaim> = Api::namespaced(
             client.clone(),
             target.namespace.as_deref().unwrap_or_default(),
@@ -461,7 +533,7 @@ async fn remove(
             .and_then(|s| s.claim_ref.as_ref())
             .is_some_and(|r| {
                 targets.iter().any(|t| {
-                    t.kind == "PersistentVolumeClaim"
+                    t.kind == Kind::PersistentVolumeClaim
                         && t.namespace == r.namespace
                         && Some(&t.name) == r.name.as_ref()
                 })
@@ -485,32 +557,49 @@ async fn remove(
         );
         return Ok(());
     }
-    for target in targets {
-        let namespace = target.namespace.as_deref().unwrap_or_default();
-        let result = match target.kind {
-            "VirtualMachine" => {
-                let api: Api<DynamicObject> =
-                    Api::namespaced_with(client.clone(), namespace, &vm_resource());
-                delete_guarded(&api, &target.name, target.uid.clone(), true).await
+    for group in targets.chunk_by(|a, b| a.kind == b.kind) {
+        for target in group {
+            match delete_guarded(
+                &target.api(client),
+                &target.name,
+                target.uid.clone(),
+                target.kind.orphans(),
+            )
+            .await
+            {
+                Ok(true) => {
+                    progress(format!("removed {}", target.describe()));
+                    report.removed.push(target.describe());
+                }
+                Ok(false) => {}
+                Err(error) => report
+                    .failures
+                    .push(format!("cannot remove {}: {error}", target.describe())),
             }
-            "PersistentVolumeClaim" => {
-                let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
-                delete_guarded(&api, &target.name, target.uid.clone(), false).await
-            }
-            _ => delete_guarded(&volumes, &target.name, target.uid.clone(), false).await,
-        };
-        match result {
-            Ok(true) => {
-                progress(format!("removed {}", target.describe()));
-                report.removed.push(target.describe());
-            }
-            Ok(false) => {}
-            Err(error) => report
-                .failures
-                .push(format!("cannot remove {}: {error}", target.describe())),
+        }
+        // The next kind only once this one is gone: a claim is not deleted while the
+        // DataVolume that keeps it is still there.
+        let left = wait_gone(client, group, options, report).await?;
+        if !left.is_empty() {
+            let rest: Vec<String> = targets
+                .iter()
+                .filter(|t| t.kind > group[0].kind)
+                .map(Target::describe)
+                .collect();
+            report.failures.push(format!(
+                "still being deleted after {}: {}; not removed, since they depend on it: {}",
+                crate::duration::human(options.timeout),
+                left.join(", "),
+                if rest.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    rest.join(", ")
+                }
+            ));
+            return Ok(());
         }
     }
-    wait_gone(client, targets, options, report).await
+    Ok(())
 }
 
 /// Sets a PV's reclaim policy to `Retain`, so that removing its claim or itself never deletes data.
@@ -557,13 +646,14 @@ where
     }
 }
 
-/// Waits until every removed object is gone (finalizers done).
+/// Waits until every removed object of `targets` is gone (finalizers done); what is left when
+/// the timeout passes.
 async fn wait_gone(
     client: &Client,
     targets: &[Target],
     options: &CleanOptions,
-    report: &mut CleanReport,
-) -> Result<(), kube::Error> {
+    report: &CleanReport,
+) -> Result<Vec<String>, kube::Error> {
     let deadline = Instant::now() + options.timeout;
     loop {
         let mut left = Vec::new();
@@ -571,39 +661,12 @@ async fn wait_gone(
             .iter()
             .filter(|t| report.removed.contains(&t.describe()))
         {
-            let namespace = target.namespace.as_deref().unwrap_or_default();
-            let exists = match target.kind {
-                "VirtualMachine" => {
-                    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &vm_resource())
-                        .get_opt(&target.name)
-                        .await?
-                        .is_some()
-                }
-                "PersistentVolumeClaim" => {
-                    Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace)
-                        .get_opt(&target.name)
-                        .await?
-                        .is_some()
-                }
-                _ => Api::<PersistentVolume>::all(client.clone())
-                    .get_opt(&target.name)
-                    .await?
-                    .is_some(),
-            };
-            if exists {
+            if target.api(client).get_opt(&target.name).await?.is_some() {
                 left.push(target.describe());
             }
         }
-        if left.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            report.failures.push(format!(
-                "still being deleted after {}: {}",
-                crate::duration::human(options.timeout),
-                left.join(", ")
-            ));
-            return Ok(());
+        if left.is_empty() || Instant::now() > deadline {
+            return Ok(left);
         }
         tokio::time::sleep(options.poll).await;
     }

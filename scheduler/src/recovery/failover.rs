@@ -31,7 +31,7 @@ pub const FIELD_MANAGER: &str = "replicadr-recovery";
 const MAX_RESTARTS: u32 = 3;
 pub use super::restore::{HALT_VMS_CONFIGMAP, RestoreView, restore_name};
 pub use super::store::report_name;
-pub use super::vm_start::{vm_resource, vm_running};
+pub use super::vm_start::{data_volume_resource, vm_resource, vm_running};
 
 /// Which way the sites swap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

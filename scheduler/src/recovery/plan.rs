@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use replicadr_core::contents::{BackupContents, PvcItem, VmItem};
+use replicadr_core::contents::{BackupContents, DataVolumeItem, LeftOutItem, PvcItem, VmItem};
 use replicadr_core::invariants::{self, Shrink, SnapshotSeen, Violation};
 use replicadr_core::remap::{Outcome, SiteRemap};
 use replicadr_core::sitemap::{SiteMap, SiteName};
@@ -33,8 +33,8 @@ pub mod reason {
     pub const RPO_EXCEEDED: &str = "RpoExceeded";
     /// A PV of the same name exists here pointing elsewhere (Blocking).
     pub const PERSISTENT_VOLUME_EXISTS: &str = "PersistentVolumeExists";
-    /// A VM, PVC or PV the backup holds already exists here and was not restored by this
-    /// operation (Blocking): Velero would keep it as it is.
+    /// A VM, `DataVolume`, PVC or PV the backup holds already exists here and was not restored
+    /// by this operation (Blocking): Velero would keep it as it is.
     pub const OBJECT_EXISTS: &str = "ObjectExists";
     /// The backup has no `replicadr.io/site` label: the site it came from is assumed, and the
     /// plan says from what (Warning).
@@ -91,6 +91,8 @@ pub struct Existing {
     pub claims: BTreeMap<(String, String), Value>,
     /// VirtualMachines by `(namespace, name)`.
     pub vms: BTreeMap<(String, String), Value>,
+    /// CDI `DataVolumes` by `(namespace, name)`.
+    pub data_volumes: BTreeMap<(String, String), Value>,
     /// The names of this backup's failover and failback Restores at this site (every attempt):
     /// an object labelled [`LABEL_RESTORE_NAME`] with one of them was restored by this operation.
     pub own_restores: BTreeSet<String>,
@@ -212,7 +214,11 @@ pub struct VolumePlan {
 pub struct NamespacePlan {
     pub name: String,
     pub virtual_machines: Vec<VmItem>,
+    pub data_volumes: Vec<DataVolumeItem>,
     pub claims: Vec<PvcItem>,
+    /// What the restore leaves out: VMIs and KubeVirt pods (KubeVirt makes them again), and
+    /// claims whose CDI import had not completed.
+    pub left_out: Vec<LeftOutItem>,
 }
 
 /// The dry run's result.
@@ -323,11 +329,35 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
                 .filter(|vm| vm.namespace == name)
                 .cloned()
                 .collect(),
+            data_volumes: contents
+                .data_volumes
+                .iter()
+                .filter(|dv| dv.namespace == name)
+                .cloned()
+                .collect(),
             claims: contents
                 .pvcs
                 .iter()
                 .filter(|pvc| pvc.namespace == name)
                 .cloned()
+                .collect(),
+            left_out: contents
+                .left_out
+                .iter()
+                .filter(|item| item.namespace == name)
+                .cloned()
+                .chain(
+                    contents
+                        .pvcs
+                        .iter()
+                        .filter(|pvc| pvc.namespace == name && pvc.left_out.is_some())
+                        .map(|pvc| LeftOutItem {
+                            namespace: pvc.namespace.clone(),
+                            kind: "PersistentVolumeClaim",
+                            name: pvc.name.clone(),
+                            why: "its CDI import had not completed".to_owned(),
+                        }),
+                )
                 .collect(),
             name,
         })
@@ -510,9 +540,10 @@ fn volume_plans(
     volumes
 }
 
-/// Every VM, PVC and PV of the backup that already exists at the site and was not restored by
-/// this backup's own failover or failback: Velero keeps what exists (`existingResourcePolicy:
-/// none`), so the backup's object would not be restored and the old one would be taken for it.
+/// Every VM, `DataVolume`, PVC and PV of the backup that already exists at the site and was not
+/// restored by this backup's own failover or failback: Velero keeps what exists
+/// (`existingResourcePolicy: none`), so the backup's object would not be restored and the old one
+/// would be taken for it.
 fn existing_problems(
     backup: &str,
     contents: &BackupContents,
@@ -547,6 +578,7 @@ fn existing_problems(
             );
         }
     }
+    existing_data_volumes(backup, contents, site, existing, problems);
     for pvc in &contents.pvcs {
         let key = (pvc.namespace.clone(), pvc.name.clone());
         if let Some(live) = existing
@@ -609,6 +641,49 @@ fn existing_problems(
     }
 }
 
+/// Every `DataVolume` of the backup that already exists at the site and was not restored by this
+/// backup's own failover or failback, as [`existing_problems`] does for the other kinds.
+fn existing_data_volumes(
+    backup: &str,
+    contents: &BackupContents,
+    site: &SiteName,
+    existing: &Existing,
+    problems: &mut Problems,
+) {
+    let stale = |what: String, object: &str, detail: String, live: &Value| {
+        stale_message(backup, site, existing, &what, object, &detail, live)
+    };
+    for dv in &contents.data_volumes {
+        let key = (dv.namespace.clone(), dv.name.clone());
+        if let Some(live) = existing
+            .data_volumes
+            .get(&key)
+            .filter(|d| !existing.restored_here(d))
+        {
+            let phase = |p: Option<&str>| match p {
+                Some(p) if !p.is_empty() => p.to_owned(),
+                _ => "no phase".to_owned(),
+            };
+            problems.push(
+                Severity::Blocking,
+                reason::OBJECT_EXISTS,
+                format!("DataVolume {}/{}", dv.namespace, dv.name),
+                stale(
+                    format!("a DataVolume {}/{}", dv.namespace, dv.name),
+                    "DataVolume",
+                    format!(
+                        "{} here, {} in the backup; CDI keeps claim {} for it",
+                        phase(live.pointer("/status/phase").and_then(Value::as_str)),
+                        phase(Some(&dv.phase)),
+                        dv.name
+                    ),
+                    live,
+                ),
+            );
+        }
+    }
+}
+
 /// Why an existing object blocks: made by another backup's Restore in this takeover (the state
 /// the site already runs: name that backup to go on), or left from before.
 fn stale_message(
@@ -631,7 +706,7 @@ fn stale_message(
 }
 
 /// The backup invariants across items: claims bound to a PV in the backup, snapshots with their
-/// replica, VM disks with their claim.
+/// replica, VM disks with their claim, `DataVolumes` CDI would adopt rather than import.
 fn claim_problems(contents: &BackupContents, problems: &mut Problems) {
     let references = contents.references();
     let broken = invariants::cross_check(&references, &[]);
@@ -669,6 +744,30 @@ fn claim_problems(contents: &BackupContents, problems: &mut Problems) {
     for index in broken.vm_volumes_without_claim {
         let (vm, claim) = disks[index];
         problems.violation(Violation::vm_volume_missing(&vm.namespace, &vm.name, claim));
+    }
+    let mut left_out: Vec<&PvcItem> = broken
+        .claims_left_out
+        .iter()
+        .map(|key| claims[key])
+        .collect();
+    left_out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    for pvc in left_out {
+        if let Some(hazard) = &pvc.left_out {
+            problems.violation(Violation::claim_would_import(
+                &pvc.namespace,
+                &pvc.name,
+                hazard,
+            ));
+        }
+    }
+    for (index, cause) in broken.data_volumes_would_import {
+        let dv = &contents.data_volumes[index];
+        problems.violation(Violation::data_volume_would_import(
+            &dv.namespace,
+            &dv.name,
+            &dv.phase,
+            cause,
+        ));
     }
 }
 

@@ -102,7 +102,9 @@ pub struct PlannedReport {
 }
 
 impl PlannedReport {
-    fn fail(mut self, outcome: Outcome, failure: String) -> Self {
+    /// Stops the failback at `record`'s step with `outcome`, saying why.
+    fn stop(mut self, record: &StepRecord, outcome: Outcome, failure: String) -> Self {
+        self.record = record.clone();
         self.outcome = outcome;
         self.failures.push(failure);
         self
@@ -141,7 +143,8 @@ pub async fn run(
         failures: Vec::new(),
     };
     if from_site == site {
-        return Ok(report.fail(
+        return Ok(report.stop(
+            &StepRecord::default(),
             Outcome::Refused,
             format!(
                 "the cluster given with --from-context is site {from_site} (its plugin ConfigMap's localSite), the site this failback restores to; give the context of the site being left"
@@ -170,7 +173,8 @@ pub async fn run(
         .await?
         .items;
     if policies.is_empty() {
-        return Ok(report.fail(
+        return Ok(report.stop(
+            &record,
             Outcome::Refused,
             format!(
                 "site {from_site} has no BackupPolicy in namespace {namespace}: there is nothing to take a final backup of; run failback without --from-context to restore the newest backup"
@@ -181,7 +185,8 @@ pub async fn run(
         .iter()
         .find_map(|p| Some((p.name_any(), p.spec.velero_schedule.clone()?)))
     {
-        return Ok(report.fail(
+        return Ok(report.stop(
+            &record,
             Outcome::Refused,
             format!(
                 "BackupPolicy {follower} at site {from_site} follows Velero Schedule {schedule}, so the planned failback cannot take its final backup: halt the VMs at {from_site}, run velero backup create --from-schedule {schedule} there, and run failback without --from-context",
@@ -215,9 +220,8 @@ pub async fn run(
         record.halted_at = None;
     }
     if let Err(running) = wait_stopped(from, &namespaces, options).await? {
-        report.record = record.clone();
         write_record(&records, &record).await?;
-        return Ok(report.fail(
+        return Ok(report.stop(&record,
             Outcome::Failed,
             format!(
                 "{} still run at site {from_site} {}s after they were halted; nothing was backed up or restored. Find out why they do not stop, then run the same command again",
@@ -256,9 +260,8 @@ pub async fn run(
         )
         .await?;
         if !verified.verified {
-            report.record = record.clone();
             write_record(&records, &record).await?;
-            return Ok(report.fail(
+            return Ok(report.stop(&record,
                 Outcome::Failed,
                 format!(
                     "the final backup {} of BackupPolicy {name} at site {from_site} did not verify ({}); nothing was restored at {site}. The VMs at {from_site} stay halted: fix what the verification names, then run the same command again (or start them with virtctl start to call the failback off)",
@@ -276,8 +279,7 @@ pub async fn run(
     // 3. This site's Velero lists them (its backup sync).
     let sync_began = Instant::now();
     if let Err(missing) = wait_synced(client, namespace, &record, options).await? {
-        report.record = record.clone();
-        return Ok(report.fail(
+        return Ok(report.stop(&record,
             Outcome::Failed,
             format!(
                 "the final backups {} are not in site {site}'s Velero {}s after they completed at {from_site}: Velero at {site} lists them at its next backup sync (--backup-sync-period, 1 minute by default; check that its BackupStorageLocation is Available and names the same bucket). Nothing was restored; run the same command again, it continues from here",
@@ -296,8 +298,7 @@ pub async fn run(
         recovery_options.replication_confirmed = confirm(&from_site, &site);
     }
     if !recovery_options.replication_confirmed {
-        report.record = record.clone();
-        return Ok(report.fail(
+        return Ok(report.stop(&record,
             Outcome::Refused,
             format!(
                 "not confirmed that replication {from_site} → {site} caught up after the final backup, was stopped, and that {site}'s exports were promoted read-write; the VMs at {from_site} stay halted. Do that, then run the same command again (with --yes)"
@@ -309,8 +310,7 @@ pub async fn run(
     if let Some(failed) =
         started_since(from, &namespaces, &mut record, &records, &from_site).await?
     {
-        report.record = record.clone();
-        return Ok(report.fail(Outcome::Failed, failed));
+        return Ok(report.stop(&record, Outcome::Failed, failed));
     }
 
     // 5. This site's stale workload, per policy, against its final backup.
@@ -337,15 +337,15 @@ pub async fn run(
             let failures = cleaned.failures.clone();
             report.clean.push(cleaned);
             if let Some(why) = refused {
-                report.record = record.clone();
-                return Ok(report.fail(
+                return Ok(report.stop(
+                    &record,
                     Outcome::Refused,
                     format!("cleaning site {site} for backup {backup} was refused: {why}"),
                 ));
             }
             if !failures.is_empty() {
-                report.record = record.clone();
-                return Ok(report.fail(
+                return Ok(report.stop(
+                    &record,
                     Outcome::Failed,
                     format!(
                         "cleaning site {site} for backup {backup} failed: {}",
@@ -369,8 +369,7 @@ pub async fn run(
         .filter(|p| !record.final_backups.contains_key(*p))
         .collect();
     if !others.is_empty() {
-        report.record = record.clone();
-        return Ok(report.fail(
+        return Ok(report.stop(&record,
             Outcome::Refused,
             format!(
                 "site {site} would also restore BackupPolicies {} (backups of them are here), which have no BackupPolicy at site {from_site} and so no final backup; restore them on their own with failback --policy, or delete their old backups, then run the same command again",
@@ -381,8 +380,7 @@ pub async fn run(
     if let Some(failed) =
         started_since(from, &namespaces, &mut record, &records, &from_site).await?
     {
-        report.record = record.clone();
-        return Ok(report.fail(Outcome::Failed, failed));
+        return Ok(report.stop(&record, Outcome::Failed, failed));
     }
     recovery_options.pinned.clone_from(&record.final_backups);
     let recovery = Box::pin(every_policy::run(
@@ -443,19 +441,12 @@ async fn started_since(
     records: &Api<ConfigMap>,
     from_site: &str,
 ) -> Result<Option<String>, PlannedError> {
-    let mut started = Vec::new();
-    for api in vm_apis(from, namespaces) {
-        for vm in api.list(&ListParams::default()).await?.items {
-            if run_strategy(&vm.data) != "Halted" || vm_running(&vm.data) {
-                started.push(format!(
-                    "VirtualMachine {}/{} ({})",
-                    vm.namespace().unwrap_or_default(),
-                    vm.name_any(),
-                    run_strategy(&vm.data)
-                ));
-            }
-        }
-    }
+    let started: Vec<String> = vms_in_scope(from, namespaces)
+        .await?
+        .iter()
+        .filter(|vm| run_strategy(&vm.data) != "Halted" || vm_running(&vm.data))
+        .map(|vm| format!("{} ({})", describe_vm(vm), run_strategy(&vm.data)))
+        .collect();
     if started.is_empty() {
         return Ok(None);
     }
@@ -473,16 +464,17 @@ async fn started_since(
 /// strategy it had in [`ANNOTATION_HALTED_FOR_FAILBACK`]; returns those it halted.
 async fn halt(from: &Client, namespaces: &BTreeSet<String>) -> Result<Vec<String>, kube::Error> {
     let mut halted = Vec::new();
-    for api in vm_apis(from, namespaces) {
-        for vm in api.list(&ListParams::default()).await?.items {
-            let strategy = run_strategy(&vm.data);
-            if strategy == "Halted" {
-                continue;
-            }
-            // A Manual or RerunOnFailure VM that is not running now is not meant to run after
-            // the failback either: it is halted without the note.
-            let note = (strategy == "Always" || vm_running(&vm.data)).then_some(&strategy);
-            api.patch(
+    for vm in vms_in_scope(from, namespaces).await? {
+        let strategy = run_strategy(&vm.data);
+        if strategy == "Halted" {
+            continue;
+        }
+        // A Manual or RerunOnFailure VM that is not running now is not meant to run after the
+        // failback either: it is halted without the note.
+        let note = (strategy == "Always" || vm_running(&vm.data)).then_some(&strategy);
+        let namespace = vm.namespace().unwrap_or_default();
+        Api::<DynamicObject>::namespaced_with(from.clone(), &namespace, &vm_resource())
+            .patch(
                 &vm.name_any(),
                 &PatchParams::default(),
                 &Patch::Merge(json!({
@@ -491,24 +483,35 @@ async fn halt(from: &Client, namespaces: &BTreeSet<String>) -> Result<Vec<String
                 })),
             )
             .await?;
-            halted.push(format!(
-                "{}/{} (was {strategy})",
-                vm.namespace().unwrap_or_default(),
-                vm.name_any()
-            ));
-        }
+        halted.push(format!("{namespace}/{} (was {strategy})", vm.name_any()));
     }
     Ok(halted)
 }
 
-fn vm_apis(from: &Client, namespaces: &BTreeSet<String>) -> Vec<Api<DynamicObject>> {
+/// The VMs of `namespaces` (every namespace for `*`) at the site being left.
+async fn vms_in_scope(
+    from: &Client,
+    namespaces: &BTreeSet<String>,
+) -> Result<Vec<DynamicObject>, kube::Error> {
     if namespaces.contains("*") {
-        return vec![Api::all_with(from.clone(), &vm_resource())];
+        let api: Api<DynamicObject> = Api::all_with(from.clone(), &vm_resource());
+        return Ok(api.list(&ListParams::default()).await?.items);
     }
-    namespaces
-        .iter()
-        .map(|n| Api::namespaced_with(from.clone(), n, &vm_resource()))
-        .collect()
+    let mut vms = Vec::new();
+    for namespace in namespaces {
+        let api: Api<DynamicObject> = Api::namespaced_with(from.clone(), namespace, &vm_resource());
+        vms.extend(api.list(&ListParams::default()).await?.items);
+    }
+    Ok(vms)
+}
+
+/// `VirtualMachine namespace/name`.
+fn describe_vm(vm: &DynamicObject) -> String {
+    format!(
+        "VirtualMachine {}/{}",
+        vm.namespace().unwrap_or_default(),
+        vm.name_any()
+    )
 }
 
 /// Waits until no VM of `namespaces` runs; the ones still running when the time is up.
@@ -519,23 +522,12 @@ async fn wait_stopped(
 ) -> Result<Result<(), Vec<String>>, kube::Error> {
     let deadline = Instant::now() + options.halt_timeout;
     loop {
-        let mut running = Vec::new();
-        for api in vm_apis(from, namespaces) {
-            running.extend(
-                api.list(&ListParams::default())
-                    .await?
-                    .items
-                    .iter()
-                    .filter(|vm| vm_running(&vm.data))
-                    .map(|vm| {
-                        format!(
-                            "VirtualMachine {}/{}",
-                            vm.namespace().unwrap_or_default(),
-                            vm.name_any()
-                        )
-                    }),
-            );
-        }
+        let running: Vec<String> = vms_in_scope(from, namespaces)
+            .await?
+            .iter()
+            .filter(|vm| vm_running(&vm.data))
+            .map(describe_vm)
+            .collect();
         if running.is_empty() {
             return Ok(Ok(()));
         }

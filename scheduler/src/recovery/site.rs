@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim};
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::{Client, ResourceExt as _};
 use replicadr_core::contents::BackupContents;
 use replicadr_core::plugin_config::PluginConfig;
@@ -614,8 +614,9 @@ async fn policy_rpo(client: &Client, namespace: &str, policy: Option<&str>) -> O
     ValidPolicy::from_policy(&policy).ok()?.rpo
 }
 
-/// What exists at `site` under the names `contents` holds — every PV, and the PVCs and VMs of the
-/// backup's namespaces — and which Restores of `backup` a failover or failback here made.
+/// What exists at `site` under the names `contents` holds — every PV, and the PVCs, VMs and
+/// `DataVolumes` of the backup's namespaces — and which Restores of `backup` a failover or
+/// failback here made.
 async fn existing_at_site(
     client: &Client,
     namespace: &str,
@@ -643,19 +644,18 @@ async fn existing_at_site(
                     .insert((name.clone(), claim.name_any()), value);
             }
         }
-        let vms: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), &name, &super::vm_start::vm_resource());
-        match vms.list(&ListParams::default()).await {
-            Ok(list) => {
-                for vm in list.items {
-                    if let Ok(value) = serde_json::to_value(&vm) {
-                        existing.vms.insert((name.clone(), vm.name_any()), value);
-                    }
+        for (resource, into) in [
+            (super::vm_start::vm_resource(), &mut existing.vms),
+            (
+                super::vm_start::data_volume_resource(),
+                &mut existing.data_volumes,
+            ),
+        ] {
+            for object in list_optional(client, &name, &resource).await? {
+                if let Ok(value) = serde_json::to_value(&object) {
+                    into.insert((name.clone(), object.name_any()), value);
                 }
             }
-            // KubeVirt is not installed here: no VM can exist.
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(error) => return Err(error.into()),
         }
     }
     // Only the Restores of the takeover this restore runs under: objects a failover of the same
@@ -670,6 +670,21 @@ async fn existing_at_site(
     existing.own_restores = own.into_keys().collect();
     existing.takeover_restores = others;
     Ok(existing)
+}
+
+/// The objects of `resource` in `namespace`; none when its CRD is not installed here (KubeVirt or
+/// CDI absent: no such object can exist).
+pub(crate) async fn list_optional(
+    client: &Client,
+    namespace: &str,
+    resource: &ApiResource,
+) -> Result<Vec<DynamicObject>, kube::Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
+    match api.list(&ListParams::default()).await {
+        Ok(list) => Ok(list.items),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Vec::new()),
+        Err(error) => Err(error),
+    }
 }
 
 /// The policies a restore at `site` restores when none is named, sorted: the `replicadr.io/policy`

@@ -27,6 +27,15 @@ pub fn vm_resource() -> ApiResource {
     ))
 }
 
+/// CDI's `DataVolume`.
+pub fn data_volume_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "cdi.kubevirt.io",
+        "v1beta1",
+        "DataVolume",
+    ))
+}
+
 /// Whether to start the VMs: not with `--no-start`, nor when the policy says to leave them halted.
 pub(crate) async fn start_wanted(
     client: &Client,

@@ -3,7 +3,7 @@
 //! keeping only 64-bit hashes of names for the checks across items; then the cross checks
 //! ([`replicadr_core::invariants::cross_check`]) on those hashes, and a second read, only when one
 //! fails, to name the objects at fault. Memory is bounded by the largest item and a few hashes
-//! per PVC, PV, snapshot and VM disk, never by the tarball's size or its names.
+//! per PVC, PV, snapshot, VM disk and `DataVolume`, never by the tarball's size or its names.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -11,13 +11,15 @@ use std::io::{self, Read};
 
 use replicadr_core::contents::{replica_of, uid, vm_claims, volume_name};
 use replicadr_core::invariants::{
-    self, ClaimRef, LiveSnapshot, References, SnapshotSeen, Violation,
+    self, ClaimRef, DataVolumeRef, ImportCause, LiveSnapshot, References, SnapshotSeen, Violation,
 };
+use replicadr_core::kubevirt::{ClaimHazard, claim_hazard, is_kubevirt_pod, vm_owning_vmi};
 use replicadr_core::remap::SiteRemap;
 use replicadr_core::sitemap::SiteMap;
 use replicadr_core::tarball::{self, Entry, ItemPath, TarballError};
 use replicadr_core::wire::{
-    RESOURCE_PVCS, RESOURCE_PVS, RESOURCE_VIRTUAL_MACHINES, RESOURCE_VOLUME_SNAPSHOTS,
+    POINTER_STATUS_PHASE, RESOURCE_DATA_VOLUMES, RESOURCE_PODS, RESOURCE_PVCS, RESOURCE_PVS,
+    RESOURCE_VIRTUAL_MACHINE_INSTANCES, RESOURCE_VIRTUAL_MACHINES, RESOURCE_VOLUME_SNAPSHOTS,
 };
 use serde::Deserialize;
 use serde_json::Value;
@@ -166,7 +168,13 @@ fn inspect_item(
 ) {
     let interesting = matches!(
         location.group_resource,
-        RESOURCE_PVCS | RESOURCE_PVS | RESOURCE_VOLUME_SNAPSHOTS | RESOURCE_VIRTUAL_MACHINES
+        RESOURCE_PVCS
+            | RESOURCE_PVS
+            | RESOURCE_VOLUME_SNAPSHOTS
+            | RESOURCE_VIRTUAL_MACHINES
+            | RESOURCE_DATA_VOLUMES
+            | RESOURCE_PODS
+            | RESOURCE_VIRTUAL_MACHINE_INSTANCES
     );
     if !interesting {
         record_header(location, path, bytes, inventory);
@@ -205,7 +213,8 @@ fn record_header(location: &ItemPath<'_>, path: &str, bytes: &[u8], inventory: &
     }
 }
 
-/// PVCs, PVs, VolumeSnapshots and VMs: parsed whole and recorded for the cross checks.
+/// PVCs, PVs, VolumeSnapshots, VMs and `DataVolumes`: parsed whole and recorded for the cross
+/// checks; pods and VMIs: parsed to count what the restore leaves out.
 fn inspect_object(
     location: &ItemPath<'_>,
     path: &str,
@@ -247,6 +256,7 @@ fn inspect_object(
                     volume: volume_name(&object).map(pv_key),
                     uid: uid_key(uid(&object)),
                     replica: replica.is_some(),
+                    left_out: claim_hazard(&object).is_some(),
                 },
             );
         }
@@ -272,6 +282,19 @@ fn inspect_object(
             for claim in vm_claims(&object) {
                 references.vm_volumes.push(pvc_key(namespace, claim));
             }
+        }
+        RESOURCE_DATA_VOLUMES => {
+            inventory.stats.data_volumes += 1;
+            references.data_volumes.push(DataVolumeRef {
+                claim: pvc_key(namespace, name),
+                succeeded: str_at(POINTER_STATUS_PHASE) == Some("Succeeded"),
+            });
+        }
+        RESOURCE_PODS if is_kubevirt_pod(&object).is_some() => {
+            inventory.stats.left_out_of_restore += 1;
+        }
+        RESOURCE_VIRTUAL_MACHINE_INSTANCES if vm_owning_vmi(&object).is_some() => {
+            inventory.stats.left_out_of_restore += 1;
         }
         _ => {}
     }
@@ -323,6 +346,11 @@ struct Failures {
     /// The first [`KEPT_PER_REASON`] VM disks failing, by position among the VM disks.
     vm_volumes: Vec<usize>,
     vm_volumes_failed: usize,
+    /// PVCs the restore leaves out, by [`pvc_key`].
+    claims_left_out: HashSet<u64>,
+    /// The first [`KEPT_PER_REASON`] `DataVolumes` failing, by position, with the cause.
+    data_volumes: Vec<(usize, ImportCause)>,
+    data_volumes_failed: usize,
 }
 
 impl Failures {
@@ -331,6 +359,8 @@ impl Failures {
             || !self.claims_without_pv.is_empty()
             || self.snapshots_failed > 0
             || self.vm_volumes_failed > 0
+            || !self.claims_left_out.is_empty()
+            || self.data_volumes_failed > 0
     }
 }
 
@@ -361,6 +391,13 @@ fn find_failures(inventory: &Inventory, live: &[LiveVolumeSnapshot]) -> Failures
             .into_iter()
             .take(KEPT_PER_REASON)
             .collect(),
+        claims_left_out: broken.claims_left_out.into_iter().collect(),
+        data_volumes_failed: broken.data_volumes_would_import.len(),
+        data_volumes: broken
+            .data_volumes_would_import
+            .into_iter()
+            .take(KEPT_PER_REASON)
+            .collect(),
     }
 }
 
@@ -375,6 +412,10 @@ struct Names {
     snapshots: HashMap<usize, (String, String, String)>,
     /// By position among the VM disks: (namespace, VM name, claim).
     vm_volumes: HashMap<usize, (String, String, String)>,
+    /// The first PVCs the restore leaves out, in (namespace, name) order, with why.
+    claims_left_out: BTreeMap<(String, String), Option<ClaimHazard>>,
+    /// By position among the `DataVolumes`: (namespace, name, phase).
+    data_volumes: HashMap<usize, (String, String, String)>,
 }
 
 /// Keeps `value` under `key` in `kept`, which holds the [`KEPT_PER_REASON`] first keys.
@@ -391,8 +432,9 @@ fn keep_first<K: Ord, V>(kept: &mut BTreeMap<K, V>, key: K, value: V) {
 fn recover_names(source: impl Read, failures: &Failures) -> Result<Names, TarballError> {
     let snapshots: HashSet<usize> = failures.snapshots.iter().copied().collect();
     let vm_volumes: HashSet<usize> = failures.vm_volumes.iter().copied().collect();
+    let data_volumes: HashSet<usize> = failures.data_volumes.iter().map(|(i, _)| *i).collect();
     let mut names = Names::default();
-    let (mut snapshot_index, mut vm_volume_index) = (0, 0);
+    let (mut snapshot_index, mut vm_volume_index, mut data_volume_index) = (0, 0, 0);
     tarball::read(source, |entry| {
         let Entry::Item {
             location, bytes, ..
@@ -407,13 +449,24 @@ fn recover_names(source: impl Read, failures: &Failures) -> Result<Names, Tarbal
                 let key = pvc_key(namespace, name);
                 let unbound = failures.unbound_claims.contains(&key);
                 let without_pv = failures.claims_without_pv.contains(&key);
-                if !unbound && !without_pv {
+                let left_out = failures.claims_left_out.contains(&key);
+                if !unbound && !without_pv && !left_out {
                     return;
                 }
                 let Ok(object) = serde_json::from_slice::<Value>(bytes) else {
                     return;
                 };
                 let key = (namespace.to_owned(), name.to_owned());
+                if left_out {
+                    keep_first(
+                        &mut names.claims_left_out,
+                        key.clone(),
+                        claim_hazard(&object),
+                    );
+                }
+                if !unbound && !without_pv {
+                    return;
+                }
                 if unbound {
                     let replica = replica_of(&object).map(str::to_owned);
                     keep_first(&mut names.unbound_claims, key, replica);
@@ -436,6 +489,21 @@ fn recover_names(source: impl Read, failures: &Failures) -> Result<Names, Tarbal
                     );
                 }
                 snapshot_index += 1;
+            }
+            RESOURCE_DATA_VOLUMES if !data_volumes.is_empty() => {
+                if data_volumes.contains(&data_volume_index)
+                    && let Ok(object) = serde_json::from_slice::<Value>(bytes)
+                {
+                    let phase = object
+                        .pointer(POINTER_STATUS_PHASE)
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    names.data_volumes.insert(
+                        data_volume_index,
+                        (namespace.to_owned(), name.to_owned(), phase.to_owned()),
+                    );
+                }
+                data_volume_index += 1;
             }
             RESOURCE_VIRTUAL_MACHINES if !vm_volumes.is_empty() => {
                 let Ok(object) = serde_json::from_slice::<Value>(bytes) else {
@@ -558,9 +626,46 @@ fn report_failures(
         failures.vm_volumes_failed,
     );
 
+    report_data_volumes(findings, failures, names);
+
     if let Some(list) = resource_list {
         check_resource_list(inventory, list);
     }
+}
+
+/// The [`invariants::Reason::DataVolumeWouldImport`] findings: claims the restore leaves out,
+/// then `DataVolumes` CDI would import.
+fn report_data_volumes(
+    findings: &mut Findings,
+    failures: &Failures,
+    names: &Result<Names, TarballError>,
+) {
+    let unnamed = |what: &str| unnamed(names, what);
+    let recovered = names.as_ref().ok();
+    let claims = recovered
+        .map(|n| &n.claims_left_out)
+        .into_iter()
+        .flatten()
+        .filter_map(|((namespace, name), hazard)| {
+            hazard
+                .as_ref()
+                .map(|h| Violation::claim_would_import(namespace, name, h).to_string())
+        });
+    let data_volumes = failures.data_volumes.iter().map(|(index, cause)| {
+        match recovered.and_then(|n| n.data_volumes.get(index)) {
+            Some((namespace, name, phase)) => {
+                Violation::data_volume_would_import(namespace, name, phase, *cause).to_string()
+            }
+            None => unnamed("CDI would import a DataVolume instead of adopting its claim"),
+        }
+    });
+    push_counted(
+        findings,
+        invariants::Reason::DataVolumeWouldImport,
+        claims.chain(data_volumes).collect(),
+        || unnamed("the restore leaves out a claim whose CDI import had not completed"),
+        failures.claims_left_out.len() + failures.data_volumes_failed,
+    );
 }
 
 /// A finding whose object's name the second pass did not recover, and why.

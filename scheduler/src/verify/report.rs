@@ -204,6 +204,10 @@ pub struct Stats {
     pub nfs_persistent_volumes: u64,
     pub volume_snapshots: u64,
     pub virtual_machines: u64,
+    pub data_volumes: u64,
+    /// VMIs a VM owned and KubeVirt's launcher and hotplug pods: the restore leaves them out
+    /// (KubeVirt makes them again when the VM starts).
+    pub left_out_of_restore: u64,
     /// Bytes read from object storage for the tarball.
     pub compressed_bytes: u64,
     /// Bytes of tar stream after decompression.
@@ -312,8 +316,20 @@ impl Report {
             } else {
                 String::new()
             };
+            let kubevirt = [
+                (self.stats.data_volumes, "DataVolumes"),
+                (
+                    self.stats.left_out_of_restore,
+                    "VMIs and KubeVirt pods the restore leaves out",
+                ),
+            ]
+            .iter()
+            .filter(|(count, _)| *count > 0)
+            .map(|(count, what)| format!(", {count} {what}"))
+            .collect::<Vec<_>>()
+            .concat();
             return format!(
-                "backup {} verified: {} items, {} PVCs, {} PVs ({} NFS), {} VMs, {} VolumeSnapshots{warned}",
+                "backup {} verified: {} items, {} PVCs, {} PVs ({} NFS), {} VMs, {} VolumeSnapshots{kubevirt}{warned}",
                 self.backup,
                 self.stats.items,
                 self.stats.persistent_volume_claims,

@@ -62,13 +62,12 @@ fn csi_pv(name: &str, server: &str, share: &str, sub_dir: &str) -> Value {
 }
 
 fn run(action: &PvSiteRemap, item: Value) -> Result<Value, ItemError> {
-    action
-        .execute(RestoreInput {
-            item,
-            item_from_backup: None,
-            restore: json!({}),
-        })
-        .map(|out| out.item)
+    futures::executor::block_on(action.execute(RestoreInput {
+        item,
+        item_from_backup: None,
+        restore: json!({}),
+    }))
+    .map(|out| out.item)
 }
 
 #[test]

@@ -790,3 +790,109 @@ fn a_manual_vm_that_ran_when_backed_up_is_a_warning_that_it_stays_stopped() {
     );
     assert!(plan.complete);
 }
+
+#[test]
+fn a_stale_data_volume_at_the_site_blocks_naming_both_phases() {
+    let mut backed_up = fixture::healthy_vm_objects();
+    backed_up.push((
+        "datavolumes.cdi.kubevirt.io",
+        objects::data_volume("vms", "db-root", "Succeeded"),
+    ));
+    let contents = contents_of(backed_up);
+    assert_eq!(contents.data_volumes.len(), 1, "read from the tarball");
+    assert_eq!(contents.data_volumes[0].phase, "Succeeded");
+    let live = objects::data_volume("vms", "db-root", "ImportInProgress");
+    let existing = Existing {
+        data_volumes: BTreeMap::from([(("vms".to_owned(), "db-root".to_owned()), live.clone())]),
+        ..Existing::default()
+    };
+    let plan = plan_with("dr", &contents, fixture::SITE_MAP, None, Some(&existing));
+    let problem = plan
+        .blocking()
+        .find(|p| p.object == "DataVolume vms/db-root")
+        .expect("the DataVolume blocks");
+    assert_eq!(problem.reason, "ObjectExists");
+    assert!(
+        problem.message.contains(
+            "ImportInProgress here, Succeeded in the backup; CDI keeps claim db-root for it"
+        ),
+        "{}",
+        problem.message
+    );
+    // Restored by this operation: not stale.
+    let own = Existing {
+        data_volumes: BTreeMap::from([(
+            ("vms".to_owned(), "db-root".to_owned()),
+            restored_by(live, "failover-dr-vms-1"),
+        )]),
+        own_restores: BTreeSet::from(["failover-dr-vms-1".to_owned()]),
+        ..Existing::default()
+    };
+    let plan = plan_with("dr", &contents, fixture::SITE_MAP, None, Some(&own));
+    assert!(plan.complete, "{:#?}", plan.problems);
+}
+
+#[test]
+fn data_volumes_cdi_would_import_block_the_plan_as_verification_does() {
+    let contents = contents_of(fixture::data_volume_objects());
+    let plan = plan_at("dr", &contents, fixture::SITE_MAP);
+    let blocking: Vec<(&str, &str)> = plan
+        .blocking()
+        .map(|p| (p.reason, p.object.as_str()))
+        .collect();
+    assert_eq!(
+        blocking,
+        [
+            ("DataVolumeWouldImport", "DataVolume vms/scratch"),
+            ("DataVolumeWouldImport", "PersistentVolumeClaim vms/scratch"),
+        ],
+        "{:#?}",
+        plan.problems
+    );
+    let vms = &plan.namespaces[0];
+    assert_eq!(vms.data_volumes.len(), 2);
+    assert_eq!(
+        vms.left_out
+            .iter()
+            .map(|item| format!("{} {}", item.kind, item.name))
+            .collect::<Vec<_>>(),
+        ["PersistentVolumeClaim scratch"]
+    );
+}
+
+#[test]
+fn vmis_and_launcher_pods_are_listed_as_left_out() {
+    let mut backed_up = fixture::healthy_vm_objects();
+    backed_up.push((
+        "virtualmachineinstances.kubevirt.io",
+        json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+               "metadata": {"name": "db", "namespace": "vms", "ownerReferences": [
+                   {"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": "db", "uid": "u"}]}}),
+    ));
+    backed_up.push((
+        "pods",
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "virt-launcher-db-abcde", "namespace": "vms",
+                            "labels": {"kubevirt.io": "virt-launcher"}}}),
+    ));
+    backed_up.push((
+        "pods",
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "web-1", "namespace": "vms", "labels": {"app": "web"}}}),
+    ));
+    let contents = contents_of(backed_up);
+    let plan = plan_at("dr", &contents, fixture::SITE_MAP);
+    assert!(plan.complete, "{:#?}", plan.problems);
+    let left_out: Vec<String> = plan.namespaces[0]
+        .left_out
+        .iter()
+        .map(|item| format!("{} {}: {}", item.kind, item.name, item.why))
+        .collect();
+    assert_eq!(
+        left_out,
+        [
+            "VirtualMachineInstance db: VMI of VM db",
+            "Pod virt-launcher-db-abcde: virt-launcher pod"
+        ]
+    );
+}

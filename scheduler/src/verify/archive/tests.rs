@@ -545,3 +545,34 @@ fn a_delete_pv_outside_nfs_is_a_warning_and_the_backup_verifies() {
         report.summary()
     );
 }
+
+#[test]
+fn data_volumes_cdi_would_import_are_named_after_the_hashed_pass() {
+    let (tarball, list) = build(&fixture::data_volume_objects());
+    let (inventory, reasons) = verify(&tarball, &list);
+    assert_eq!(reasons, [Reason::Backup(Invariant::DataVolumeWouldImport)]);
+    let messages: Vec<&str> = inventory
+        .findings
+        .kept()
+        .iter()
+        .map(|f| f.message.as_str())
+        .collect();
+    assert_eq!(messages.len(), 2, "{messages:#?}");
+    assert!(
+        messages[0].starts_with("PersistentVolumeClaim vms/scratch: its CDI import had not completed when it was backed up (cdi.kubevirt.io/storage.pod.phase is \"Running\")"),
+        "{}",
+        messages[0]
+    );
+    assert!(
+        messages[1].starts_with(
+            "DataVolume vms/scratch: it was ImportInProgress when backed up, not Succeeded"
+        ),
+        "{}",
+        messages[1]
+    );
+    // db-root, Succeeded with its claim, is adopted: not named.
+    assert!(
+        !messages.iter().any(|m| m.contains("db-root")),
+        "{messages:#?}"
+    );
+}
