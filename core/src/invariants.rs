@@ -247,7 +247,7 @@ impl Violation {
             reason: Reason::DataVolumeWouldImport,
             object: format!("PersistentVolumeClaim {namespace}/{name}"),
             message: format!(
-                "{}; the restore leaves the claim out ({PLUGIN_KUBEVIRT_RESTORE}, and kubevirt-velero-plugin), so whatever uses it has no disk at the other site. Back up again once the import has completed",
+                "{}; the restore leaves the claim out ({PLUGIN_KUBEVIRT_RESTORE}, and kubevirt-velero-plugin), so whatever uses it has no disk at the other site, while Velero still restores its PersistentVolume (PVs come before claims), pre-bound to this claim's name: a claim of that name made there later (CDI makes one for a DataVolume KubeVirt creates from the VM's dataVolumeTemplates) binds to the replicated disk and is imported into. Back up again once the import has completed",
                 hazard.explain()
             ),
         }

@@ -53,7 +53,8 @@ pub fn vm_owning_vmi(vmi: &Value) -> Option<&str> {
 /// Why the restore must not bring a claim back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimHazard {
-    /// kubevirt-velero-plugin marked it at backup: its `DataVolume` (named) had not succeeded.
+    /// Marked at backup (by kubevirt-velero-plugin or `replicadr.io/kubevirt-backup`): its
+    /// `DataVolume` (named) had not succeeded.
     MarkedInProgress(String),
     /// It carries CDI import annotations and its import had not completed when backed up: CDI's
     /// import controller (`shouldReconcilePVC`: an endpoint or source annotation, and no pod phase
@@ -69,7 +70,7 @@ impl ClaimHazard {
     pub fn explain(&self) -> String {
         match self {
             ClaimHazard::MarkedInProgress(data_volume) => format!(
-                "kubevirt-velero-plugin marked it {ANNOTATION_KVP_IN_PROGRESS}={data_volume} at backup: DataVolume {data_volume} had not succeeded, so the claim's disk was not complete"
+                "it is marked {ANNOTATION_KVP_IN_PROGRESS}={data_volume} (kubevirt-velero-plugin's mark, which replicadr.io/kubevirt-backup writes too): DataVolume {data_volume} had not succeeded when it was backed up, so the claim's disk was not complete"
             ),
             ClaimHazard::ImportUnfinished { pod_phase } => format!(
                 "its CDI import had not completed when it was backed up ({ANNOTATION_CDI_POD_PHASE} is {}), and CDI starts an importer on such a claim that would write into the replicated disk",

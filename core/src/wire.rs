@@ -86,6 +86,12 @@ pub const PLUGIN_SNAPSHOT_TO_PVC: &str = "replicadr.io/snapshot-to-pvc";
 /// The restore plugin that keeps VMIs, launcher pods and unfinished imports out of a restore and
 /// makes `DataVolumes` adoptable.
 pub const PLUGIN_KUBEVIRT_RESTORE: &str = "replicadr.io/kubevirt-restore";
+/// The backup action that records, on the backed-up copies, whether a `DataVolume`'s claim is
+/// complete (kubevirt-velero-plugin's marks) and which PVs belong to claims a restore leaves out.
+pub const PLUGIN_KUBEVIRT_BACKUP: &str = "replicadr.io/kubevirt-backup";
+/// On a backed-up PV: its claim is left out of a restore, and why; the restore leaves the PV out
+/// too, so that no claim of that name made later binds to the replicated disk.
+pub const ANNOTATION_CLAIM_LEFT_OUT: &str = "replicadr.io/claim-left-out";
 /// Its ConfigMap key: restore a `DataVolume` whose claim is not at the site, or that had not
 /// succeeded, and let CDI import it (`"true"`; default `"false"`: an error naming it).
 pub const CONFIG_RESTORE_DATA_VOLUMES_WITHOUT_CLAIM: &str = "restoreDataVolumesWithoutClaim";

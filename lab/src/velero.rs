@@ -84,12 +84,13 @@ pub fn velero_crds() -> anyhow::Result<String> {
 const FIELD_MANAGER: &str = "replicadr-lab";
 
 /// Velero's plugin-config labels for the project's plugins.
-pub const PLUGIN_CONFIG_LABELS: [(&str, &str); 5] = [
+pub const PLUGIN_CONFIG_LABELS: [(&str, &str); 6] = [
     ("velero.io/plugin-config", ""),
     ("replicadr.io/pv-retain", "BackupItemAction"),
     ("replicadr.io/snapshot-to-pvc", "BackupItemActionV2"),
     ("replicadr.io/pv-site-remap", "RestoreItemAction"),
     ("replicadr.io/kubevirt-restore", "RestoreItemAction"),
+    ("replicadr.io/kubevirt-backup", "BackupItemActionV2"),
 ];
 
 /// The name of the plugins' ConfigMap.

@@ -7,7 +7,9 @@
 
 use std::process::ExitCode;
 
-use replicadr_plugins::actions::{kubevirt_restore, pv_retain, pv_site_remap, snapshot_to_pvc};
+use replicadr_plugins::actions::{
+    kubevirt_backup, kubevirt_restore, pv_retain, pv_site_remap, snapshot_to_pvc,
+};
 use replicadr_plugins::framework::PluginServer;
 
 /// musl's allocator is slow under many small allocations (about a quarter of the plugin's
@@ -32,5 +34,10 @@ fn main() -> ExitCode {
         .backup_item_action(pv_retain::NAME, pv_retain::PvRetainFactory)
         // v2: snapshots become ready and claims bind in their own time; Velero polls Progress.
         .async_backup_item_action(snapshot_to_pvc::NAME, snapshot_to_pvc::SnapshotToPvcFactory)
+        // v2 for its cluster reads; it starts no operation.
+        .async_backup_item_action(
+            kubevirt_backup::NAME,
+            kubevirt_backup::KubevirtBackupFactory,
+        )
         .run()
 }

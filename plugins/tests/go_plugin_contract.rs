@@ -40,6 +40,7 @@ async fn lists_its_plugins_with_argv0_as_the_command() {
         kinds,
         vec![
             (BINARY, "BackupItemAction", "replicadr.io/pv-retain"),
+            (BINARY, "BackupItemActionV2", "replicadr.io/kubevirt-backup"),
             (BINARY, "BackupItemActionV2", "replicadr.io/snapshot-to-pvc"),
             (BINARY, "RestoreItemAction", "replicadr.io/kubevirt-restore"),
             (BINARY, "RestoreItemAction", PV_SITE_REMAP),

@@ -5,7 +5,9 @@
 //!   them when the VM starts, and restored they would boot or mount the replicated disks before
 //!   anyone started the VM;
 //! - a claim whose CDI import had not finished when backed up is skipped: CDI would start an
-//!   importer writing into the replicated disk;
+//!   importer writing into the replicated disk; so is one marked `kvp.kubevirt.io/storage.inprogress`
+//!   (its `DataVolume` had not succeeded), and a PV `replicadr.io/kubevirt-backup` marked as the
+//!   volume of such a claim;
 //! - a claim a `DataVolume` owned gets `cdi.kubevirt.io/storage.populatedFor`, so CDI's webhook
 //!   accepts the restored `DataVolume` and CDI adopts the claim instead of importing;
 //! - a `DataVolume` that had succeeded gets `cdi.kubevirt.io/storage.prePopulated`; one that had
@@ -20,8 +22,9 @@ use std::sync::Arc;
 
 use replicadr_core::kubevirt;
 use replicadr_core::wire::{
-    ANNOTATION_CDI_POPULATED_FOR, ANNOTATION_CDI_PRE_POPULATED, RESOURCE_DATA_VOLUMES,
-    RESOURCE_PODS, RESOURCE_PVCS, RESOURCE_VIRTUAL_MACHINE_INSTANCES,
+    ANNOTATION_CDI_POPULATED_FOR, ANNOTATION_CDI_PRE_POPULATED, ANNOTATION_CLAIM_LEFT_OUT,
+    RESOURCE_DATA_VOLUMES, RESOURCE_PODS, RESOURCE_PVCS, RESOURCE_PVS,
+    RESOURCE_VIRTUAL_MACHINE_INSTANCES,
 };
 use serde_json::Value;
 
@@ -42,6 +45,24 @@ const PERSISTENT_VOLUME_CLAIMS: ResourceType = ResourceType {
     plural: "persistentvolumeclaims",
     namespaced: true,
 };
+/// Core PersistentVolumes, read to see whether one is pre-bound to a missing claim's name.
+const PERSISTENT_VOLUMES: ResourceType = ResourceType {
+    group: "",
+    version: "v1",
+    kind: "PersistentVolume",
+    plural: "persistentvolumes",
+    namespaced: false,
+};
+
+/// The namespace `namespace` is restored into: the Restore's `spec.namespaceMapping`, if it maps
+/// it (Velero applies the mapping after the actions ran, so the item still names the source).
+fn restored_namespace<'a>(restore: &'a Value, namespace: &'a str) -> &'a str {
+    restore
+        .pointer("/spec/namespaceMapping")
+        .and_then(|mapping| mapping.get(namespace))
+        .and_then(Value::as_str)
+        .unwrap_or(namespace)
+}
 
 /// Builds [`KubevirtRestore`]; the ConfigMap is optional.
 #[derive(Debug, Default, Clone, Copy)]
@@ -55,6 +76,7 @@ impl ActionFactory for KubevirtRestoreFactory {
             RESOURCE_PODS,
             RESOURCE_VIRTUAL_MACHINE_INSTANCES,
             RESOURCE_PVCS,
+            RESOURCE_PVS,
             RESOURCE_DATA_VOLUMES,
         ])
     }
@@ -96,24 +118,32 @@ impl KubevirtRestore {
         })
     }
 
-    /// A `DataVolume`: marked pre-populated when it had succeeded and its claim is here;
-    /// otherwise an error (or, configured so, restored for CDI to import).
-    async fn data_volume(&self, mut item: Value, backed_up: &Value) -> Result<Value, ItemError> {
+    /// A `DataVolume`: marked pre-populated when it had succeeded and its claim is here, holding
+    /// its data (`populatedFor`, as CDI's webhook asks); otherwise an error (or, configured so,
+    /// restored for CDI to import, unless a PV here is pre-bound to the claim's name).
+    async fn data_volume(
+        &self,
+        mut item: Value,
+        backed_up: &Value,
+        restore: &Value,
+    ) -> Result<Value, ItemError> {
         let what = describe(backed_up);
-        let namespace = string_at(backed_up, "/metadata/namespace").unwrap_or_default();
+        let source = string_at(backed_up, "/metadata/namespace").unwrap_or_default();
+        let namespace = restored_namespace(restore, source);
         let name = string_at(backed_up, "/metadata/name")
             .unwrap_or_default()
             .to_owned();
         let phase = string_at(backed_up, "/status/phase").unwrap_or_default();
+        let unreadable = |error: super::ClusterError| {
+            ItemError(format!(
+                "{what}: cannot tell whether its claim {namespace}/{name} is at this site: {error}"
+            ))
+        };
         let claim = self
             .cluster
             .get(&PERSISTENT_VOLUME_CLAIMS, Some(namespace), &name)
             .await
-            .map_err(|error| {
-                ItemError(format!(
-                    "{what}: cannot tell whether its claim {namespace}/{name} is at this site: {error}"
-                ))
-            })?;
+            .map_err(unreadable)?;
         let problem = if phase != "Succeeded" {
             Some(format!(
                 "it was {} when backed up, not Succeeded, so its disk was not complete",
@@ -123,28 +153,50 @@ impl KubevirtRestore {
                     phase
                 }
             ))
-        } else if claim.is_none() {
+        } else if let Some(claim) = &claim {
+            (kubevirt::populated_for(claim) != Some(name.as_str())).then(|| format!(
+                "its claim {namespace}/{name} at this site does not say it holds this DataVolume's data ({ANNOTATION_CDI_POPULATED_FOR} is not {name}): it was not restored from this backup, and CDI's webhook refuses the DataVolume next to it"
+            ))
+        } else {
             Some(format!(
                 "its claim {namespace}/{name} is not at this site (not in the backup, or skipped because its import had not finished)"
             ))
-        } else {
-            None
         };
-        if let Some(problem) = problem {
-            if !self.without_claim {
-                return Err(ItemError(format!(
-                    "{what} is not restored: {problem}; restored, CDI would import a new disk instead of using the replicated one. Restore the VM's disk from a backup where the DataVolume is Succeeded with its claim, or set {CONFIG_RESTORE_DATA_VOLUMES_WITHOUT_CLAIM}: \"true\" in the plugin ConfigMap of {NAME} to let CDI import it"
-                )));
+        let Some(problem) = problem else {
+            if let Some(object) = item.as_object_mut() {
+                object_at(object, &["metadata", "annotations"])
+                    .entry(ANNOTATION_CDI_PRE_POPULATED)
+                    .or_insert(Value::String(name));
             }
-            tracing::warn!(item = %what, problem = %problem, "restoring the DataVolume for CDI to import, as configured");
+            tracing::info!(item = %what, "DataVolume marked pre-populated: CDI adopts its restored claim");
             return Ok(item);
+        };
+        if !self.without_claim {
+            return Err(ItemError(format!(
+                "{what} is not restored: {problem}; restored, CDI would import a new disk instead of using the replicated one. Restore the VM's disk from a backup where the DataVolume is Succeeded with its claim, or set {CONFIG_RESTORE_DATA_VOLUMES_WITHOUT_CLAIM}: \"true\" in the plugin ConfigMap of {NAME} to let CDI import it"
+            )));
         }
-        if let Some(object) = item.as_object_mut() {
-            object_at(object, &["metadata", "annotations"])
-                .entry(ANNOTATION_CDI_PRE_POPULATED)
-                .or_insert(Value::String(name));
+        // CDI would make the claim, and a PV pre-bound to its name (restored from the backup
+        // before the claims) would take it: the import would write into the replicated disk.
+        let pre_bound: Vec<String> = self
+            .cluster
+            .list(&PERSISTENT_VOLUMES, None, "")
+            .await
+            .map_err(unreadable)?
+            .iter()
+            .filter(|pv| {
+                string_at(pv, "/spec/claimRef/namespace") == Some(namespace)
+                    && string_at(pv, "/spec/claimRef/name") == Some(name.as_str())
+            })
+            .map(describe)
+            .collect();
+        if !pre_bound.is_empty() {
+            return Err(ItemError(format!(
+                "{what} is not restored although {CONFIG_RESTORE_DATA_VOLUMES_WITHOUT_CLAIM} is \"true\": {problem}, and {} at this site is pre-bound to claim {namespace}/{name}, so the claim CDI makes would bind to it and the import would write into that volume. Delete that PersistentVolume first (it is Retain: its data stays on the export) if a new import is what you want",
+                pre_bound.join(", ")
+            )));
         }
-        tracing::info!(item = %what, "DataVolume marked pre-populated: CDI adopts its restored claim");
+        tracing::warn!(item = %what, problem = %problem, "restoring the DataVolume for CDI to import, as configured");
         Ok(item)
     }
 }
@@ -192,8 +244,21 @@ impl RestoreItemAction for KubevirtRestore {
                 None => Ok(RestoreOutput::item(input.item)),
             },
             "PersistentVolumeClaim" => Ok(claim(input.item, &backed_up)),
+            "PersistentVolume" => {
+                match string_at(
+                    &backed_up,
+                    &replicadr_core::wire::annotation_pointer(ANNOTATION_CLAIM_LEFT_OUT),
+                ) {
+                    Some(why) => {
+                        tracing::warn!(item = %what, reason = %why, "PV not restored: its claim is left out, and a claim of that name made later would bind to it");
+                        Ok(RestoreOutput::skip(input.item))
+                    }
+                    None => Ok(RestoreOutput::item(input.item)),
+                }
+            }
             "DataVolume" => Ok(RestoreOutput::item(
-                self.data_volume(input.item, &backed_up).await?,
+                self.data_volume(input.item, &backed_up, &input.restore)
+                    .await?,
             )),
             _ => Ok(RestoreOutput::item(input.item)),
         }

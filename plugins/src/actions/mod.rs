@@ -2,6 +2,7 @@
 //! here knows gRPC or the cluster client: the framework hands each action its configuration and
 //! items, and turns results and errors into Velero's wire messages.
 
+pub mod kubevirt_backup;
 pub mod kubevirt_restore;
 pub mod pv_retain;
 pub mod pv_site_remap;

@@ -189,7 +189,7 @@ pub async fn clean(
     if !remade.is_empty() {
         // Not overridable: the claim would come back empty under the backup's name.
         report.refused = Some(format!(
-            "nothing was removed: {}; that DataVolume is not part of the stale workload clean removes (a failover or failback here restored it, or it is absent from the backup and --include-absent was not given): check it, delete it or pass --include-absent, then run clean again",
+            "nothing was removed: {}; it is not part of the stale workload clean removes (a failover or failback here restored it, or it is absent from the backup and --include-absent was not given): check it, delete it or pass --include-absent, then run clean again",
             remade.join("; ")
         ));
         return Ok(report);
@@ -417,37 +417,65 @@ fn vm_detail(vm: &Value) -> String {
     )
 }
 
-/// The `DataVolumes` outside the targets that would make a listed claim again: CDI keeps a
-/// `DataVolume`'s claim (of the same name) in place, so a claim deleted under one comes back, new
-/// and empty.
+/// What outside the targets would make a listed claim again, new and empty: a `DataVolume` of
+/// its name (CDI keeps a `DataVolume`'s claim in place), or a VM whose `dataVolumeTemplates`
+/// name it (KubeVirt makes the missing `DataVolume`, even for a halted VM).
 async fn remade_by_data_volumes(
     client: &Client,
     targets: &[Target],
 ) -> Result<Vec<String>, kube::Error> {
-    let mut remade = Vec::new();
-    for target in targets
+    let targeted = |kind: Kind, namespace: &str, name: &str| {
+        targets
+            .iter()
+            .any(|t| t.kind == kind && t.namespace.as_deref() == Some(namespace) && t.name == name)
+    };
+    let claims: Vec<&Target> = targets
         .iter()
         .filter(|t| t.kind == Kind::PersistentVolumeClaim)
-    {
-        let namespace = target.namespace.as_deref().unwrap_or_default();
-        let removed_too = targets.iter().any(|t| {
-            t.kind == Kind::DataVolume && t.namespace == target.namespace && t.name == target.name
-        });
-        if removed_too {
-            continue;
-        }
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), namespace, &data_volume_resource());
-        match api.get_opt(&target.name).await {
-            Ok(Some(_)) => remade.push(format!(
-                "DataVolume {namespace}/{} exists and CDI would make {} again, empty",
-                target.name,
-                target.describe()
-            )),
-            Ok(None) => {}
-            // CDI is not installed here: no DataVolume can exist.
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(error) => return Err(error),
+        .collect();
+    let namespaces: BTreeSet<&str> = claims
+        .iter()
+        .filter_map(|t| t.namespace.as_deref())
+        .collect();
+    let mut remade = Vec::new();
+    for namespace in namespaces {
+        let data_volumes = site::list_optional(client, namespace, &data_volume_resource()).await?;
+        let vms = site::list_optional(client, namespace, &vm_resource()).await?;
+        for claim in claims
+            .iter()
+            .filter(|t| t.namespace.as_deref() == Some(namespace))
+        {
+            if data_volumes.iter().any(|dv| dv.name_any() == claim.name)
+                && !targeted(Kind::DataVolume, namespace, &claim.name)
+            {
+                remade.push(format!(
+                    "DataVolume {namespace}/{} exists and CDI would make {} again, empty",
+                    claim.name,
+                    claim.describe()
+                ));
+            }
+            for vm in vms
+                .iter()
+                .filter(|vm| !targeted(Kind::VirtualMachine, namespace, &vm.name_any()))
+            {
+                let templated = vm
+                    .data
+                    .pointer("/spec/dataVolumeTemplates")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .any(|t| {
+                        t.pointer("/metadata/name").and_then(Value::as_str)
+                            == Some(claim.name.as_str())
+                    });
+                if templated {
+                    remade.push(format!(
+                        "VirtualMachine {namespace}/{} stays and its dataVolumeTemplates name {}: KubeVirt would make the DataVolume and CDI the claim again, empty",
+                        vm.name_any(),
+                        claim.describe()
+                    ));
+                }
+            }
         }
     }
     Ok(remade)
@@ -495,9 +523,10 @@ async fn in_use(client: &Client, targets: &[Target]) -> Result<Vec<String>, kube
 }
 
 /// Removes the targets in order, each kind gone before the next: VMs and `DataVolumes` (their
-/// dependents orphaned, so nothing goes with them), then claims, then PVs; before anything, every PV of the set and every PV bound to a claim of
-/// the set is set to `Retain`, so no deletion reaches data on the exports. Each object is deleted
-/// only if it still has the UID it was listed with. A failure is reported and the rest goes on.
+/// dependents orphaned, so nothing goes with them), then claims, then PVs; before anything, every
+/// PV of the set and every PV bound to a claim of the set is set to `Retain`, so no deletion
+/// reaches data on the exports. Each object is deleted only if it still has the UID it was listed
+/// with. A kind that is not gone in time, or whose deletion failed, stops the removal.
 async fn remove(
     client: &Client,
     targets: &[Target],
@@ -505,6 +534,70 @@ async fn remove(
     report: &mut CleanReport,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> Result<(), kube::Error> {
+    if !retain_every_volume(client, targets, report).await? {
+        report.failures.push(
+            "nothing was removed: every PV must be Retain before anything is deleted".to_owned(),
+        );
+        return Ok(());
+    }
+    for group in targets.chunk_by(|a, b| a.kind == b.kind) {
+        let failed_before = report.failures.len();
+        for target in group {
+            match delete_guarded(
+                &target.api(client),
+                &target.name,
+                target.uid.clone(),
+                target.kind.orphans(),
+            )
+            .await
+            {
+                Ok(true) => {
+                    progress(format!("removed {}", target.describe()));
+                    report.removed.push(target.describe());
+                }
+                Ok(false) => {}
+                Err(error) => report
+                    .failures
+                    .push(format!("cannot remove {}: {error}", target.describe())),
+            }
+        }
+        // The next kind only once this one is gone: a claim is not deleted while the
+        // DataVolume that keeps it is still there, whether its deletion is slow or failed.
+        let mut left = wait_gone(client, group, options, report).await?;
+        left.extend(
+            report.failures[failed_before..]
+                .iter()
+                .map(|failure| format!("not deleted ({failure})")),
+        );
+        if !left.is_empty() {
+            let rest: Vec<String> = targets
+                .iter()
+                .filter(|t| t.kind > group[0].kind)
+                .map(Target::describe)
+                .collect();
+            report.failures.push(format!(
+                "still there after {}: {}; not removed, since they depend on it: {}",
+                crate::duration::human(options.timeout),
+                left.join(", "),
+                if rest.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    rest.join(", ")
+                }
+            ));
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Sets every PV of the targets, and every PV bound to or claimed by a claim of the targets, to
+/// `Retain`; whether all of them are.
+async fn retain_every_volume(
+    client: &Client,
+    targets: &[Target],
+    report: &mut CleanReport,
+) -> Result<bool, kube::Error> {
     let volumes: Api<PersistentVolume> = Api::all(client.clone());
     let mut to_retain: BTreeSet<String> = targets
         .iter()
@@ -551,55 +644,7 @@ async fn remove(
             unsafe_claims.insert(volume.clone());
         }
     }
-    if !unsafe_claims.is_empty() {
-        report.failures.push(
-            "nothing was removed: every PV must be Retain before anything is deleted".to_owned(),
-        );
-        return Ok(());
-    }
-    for group in targets.chunk_by(|a, b| a.kind == b.kind) {
-        for target in group {
-            match delete_guarded(
-                &target.api(client),
-                &target.name,
-                target.uid.clone(),
-                target.kind.orphans(),
-            )
-            .await
-            {
-                Ok(true) => {
-                    progress(format!("removed {}", target.describe()));
-                    report.removed.push(target.describe());
-                }
-                Ok(false) => {}
-                Err(error) => report
-                    .failures
-                    .push(format!("cannot remove {}: {error}", target.describe())),
-            }
-        }
-        // The next kind only once this one is gone: a claim is not deleted while the
-        // DataVolume that keeps it is still there.
-        let left = wait_gone(client, group, options, report).await?;
-        if !left.is_empty() {
-            let rest: Vec<String> = targets
-                .iter()
-                .filter(|t| t.kind > group[0].kind)
-                .map(Target::describe)
-                .collect();
-            report.failures.push(format!(
-                "still being deleted after {}: {}; not removed, since they depend on it: {}",
-                crate::duration::human(options.timeout),
-                left.join(", "),
-                if rest.is_empty() {
-                    "nothing".to_owned()
-                } else {
-                    rest.join(", ")
-                }
-            ));
-            return Ok(());
-        }
-    }
-    Ok(())
+    Ok(unsafe_claims.is_empty())
 }
 
 /// Sets a PV's reclaim policy to `Retain`, so that removing its claim or itself never deletes data.

@@ -476,9 +476,11 @@ fn recover_names(source: impl Read, failures: &Failures) -> Result<Names, Tarbal
                 }
             }
             RESOURCE_VOLUME_SNAPSHOTS if !snapshots.is_empty() => {
-                if snapshots.contains(&snapshot_index)
-                    && let Ok(object) = serde_json::from_slice::<Value>(bytes)
-                {
+                // Counted as the first pass counts: only items that parse.
+                let Ok(object) = serde_json::from_slice::<Value>(bytes) else {
+                    return;
+                };
+                if snapshots.contains(&snapshot_index) {
                     names.snapshots.insert(
                         snapshot_index,
                         (
@@ -491,9 +493,10 @@ fn recover_names(source: impl Read, failures: &Failures) -> Result<Names, Tarbal
                 snapshot_index += 1;
             }
             RESOURCE_DATA_VOLUMES if !data_volumes.is_empty() => {
-                if data_volumes.contains(&data_volume_index)
-                    && let Ok(object) = serde_json::from_slice::<Value>(bytes)
-                {
+                let Ok(object) = serde_json::from_slice::<Value>(bytes) else {
+                    return;
+                };
+                if data_volumes.contains(&data_volume_index) {
                     let phase = object
                         .pointer(POINTER_STATUS_PHASE)
                         .and_then(Value::as_str)

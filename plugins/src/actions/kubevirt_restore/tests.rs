@@ -9,11 +9,17 @@ use serde_json::{Value, json};
 use super::*;
 use crate::actions::ClusterError;
 
-/// The claims at the site, by `namespace/name`; nothing else is read.
-struct Claims(BTreeSet<String>);
+/// The site: claims by `namespace/name` (each marked populated for the `DataVolume` of its name
+/// unless listed in `foreign`), and PVs pre-bound to claims by `namespace/name`.
+#[derive(Default)]
+struct Site {
+    claims: BTreeSet<String>,
+    foreign: BTreeSet<String>,
+    pre_bound: BTreeSet<String>,
+}
 
 #[async_trait::async_trait]
-impl Cluster for Claims {
+impl Cluster for Site {
     async fn get(
         &self,
         kind: &ResourceType,
@@ -22,10 +28,15 @@ impl Cluster for Claims {
     ) -> Result<Option<Value>, ClusterError> {
         assert_eq!(kind.plural, "persistentvolumeclaims");
         let key = format!("{}/{name}", namespace.unwrap_or_default());
+        let annotations = if self.foreign.contains(&key) {
+            json!({})
+        } else {
+            json!({ANNOTATION_CDI_POPULATED_FOR: name})
+        };
         Ok(self
-            .0
+            .claims
             .contains(&key)
-            .then(|| json!({"metadata": {"name": name}})))
+            .then(|| json!({"metadata": {"name": name, "annotations": annotations}})))
     }
 
     async fn create(
@@ -39,15 +50,38 @@ impl Cluster for Claims {
 
     async fn list(
         &self,
-        _: &ResourceType,
+        kind: &ResourceType,
         _: Option<&str>,
         _: &str,
     ) -> Result<Vec<Value>, ClusterError> {
-        unreachable!("the action lists nothing")
+        assert_eq!(kind.plural, "persistentvolumes");
+        Ok(self
+            .pre_bound
+            .iter()
+            .map(|key| {
+                let (namespace, name) = key.split_once('/').expect("namespace/name");
+                json!({"kind": "PersistentVolume", "metadata": {"name": format!("pv-{name}")},
+                       "spec": {"claimRef": {"namespace": namespace, "name": name}}})
+            })
+            .collect())
     }
 }
 
+fn set(keys: &[&str]) -> BTreeSet<String> {
+    keys.iter().map(|k| (*k).to_owned()).collect()
+}
+
 fn action(claims: &[&str], without_claim: bool) -> KubevirtRestore {
+    on_site(
+        Site {
+            claims: set(claims),
+            ..Site::default()
+        },
+        without_claim,
+    )
+}
+
+fn on_site(site: Site, without_claim: bool) -> KubevirtRestore {
     let config = PluginConfig {
         origin: "velero/replicadr-kubevirt".to_owned(),
         data: [(
@@ -56,13 +90,21 @@ fn action(claims: &[&str], without_claim: bool) -> KubevirtRestore {
         )]
         .into(),
     };
-    let cluster = Arc::new(Claims(claims.iter().map(|c| (*c).to_owned()).collect()));
-    KubevirtRestore::from_config(Some(&config), cluster).expect("config")
+    KubevirtRestore::from_config(Some(&config), Arc::new(site)).expect("config")
 }
 
 /// Runs the action on `backed_up` as Velero hands it: the item stripped of ownerReferences and
 /// status, the backed-up copy whole.
 fn run(action: &KubevirtRestore, backed_up: &Value) -> Result<RestoreOutput, ItemError> {
+    run_in(action, backed_up, &json!({}))
+}
+
+/// [`run`] for the Restore `restore`.
+fn run_in(
+    action: &KubevirtRestore,
+    backed_up: &Value,
+    restore: &Value,
+) -> Result<RestoreOutput, ItemError> {
     let mut item = backed_up.clone();
     item["metadata"]
         .as_object_mut()
@@ -72,7 +114,7 @@ fn run(action: &KubevirtRestore, backed_up: &Value) -> Result<RestoreOutput, Ite
     futures::executor::block_on(action.execute(RestoreInput {
         item,
         item_from_backup: Some(backed_up.clone()),
-        restore: json!({}),
+        restore: restore.clone(),
     }))
 }
 
@@ -89,6 +131,7 @@ fn applies_to_pods_vmis_claims_and_data_volumes_everywhere() {
             "pods",
             "virtualmachineinstances.kubevirt.io",
             "persistentvolumeclaims",
+            "persistentvolumes",
             "datavolumes.cdi.kubevirt.io"
         ]
     );
@@ -218,11 +261,76 @@ fn a_bad_config_value_is_refused_naming_the_key() {
         )]
         .into(),
     };
-    let error = KubevirtRestore::from_config(Some(&config), Arc::new(Claims(BTreeSet::new())))
+    let error = KubevirtRestore::from_config(Some(&config), Arc::new(Site::default()))
         .expect_err("refused");
     assert!(
         error.to_string().contains("restoreDataVolumesWithoutClaim")
             && error.to_string().contains("\"yes\""),
         "{error}"
     );
+}
+
+#[test]
+fn the_claim_is_looked_up_where_the_restore_maps_its_namespace_and_must_hold_the_data() {
+    let restore = json!({"spec": {"namespaceMapping": {"vms": "vms-drill"}}});
+    let mapped = run_in(
+        &action(&["vms-drill/db-root"], false),
+        &data_volume("Succeeded"),
+        &restore,
+    );
+    assert!(mapped.is_ok(), "{mapped:?}");
+    let unmapped = run_in(
+        &action(&["vms/db-root"], false),
+        &data_volume("Succeeded"),
+        &restore,
+    );
+    assert!(
+        unmapped.is_err(),
+        "a claim of the source namespace is not the restored one"
+    );
+    let foreign = on_site(
+        Site {
+            claims: set(&["vms/db-root"]),
+            foreign: set(&["vms/db-root"]),
+            ..Site::default()
+        },
+        false,
+    );
+    let error = run(&foreign, &data_volume("Succeeded")).expect_err("not its data");
+    assert!(
+        error
+            .0
+            .contains("does not say it holds this DataVolume's data"),
+        "{error}"
+    );
+}
+
+#[test]
+fn importing_without_a_claim_is_refused_while_a_pv_is_pre_bound_to_its_name() {
+    let pre_bound = on_site(
+        Site {
+            pre_bound: set(&["vms/db-root"]),
+            ..Site::default()
+        },
+        true,
+    );
+    let error = run(&pre_bound, &data_volume("Succeeded")).expect_err("refused");
+    assert!(
+        error
+            .0
+            .contains("PersistentVolume pv-db-root at this site is pre-bound to claim vms/db-root"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_pv_marked_as_the_volume_of_a_left_out_claim_is_skipped() {
+    let action = action(&[], false);
+    let marked = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {
+        "name": "pv-scratch",
+        "annotations": {ANNOTATION_CLAIM_LEFT_OUT: "claim vms/scratch: it is marked"}}});
+    assert!(run(&action, &marked).expect("pv").skip_restore);
+    let plain =
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-root"}});
+    assert!(!run(&action, &plain).expect("pv").skip_restore);
 }
