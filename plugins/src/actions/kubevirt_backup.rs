@@ -26,8 +26,8 @@ use serde_json::Value;
 
 use super::{
     ActionFactory, AsyncBackupItemAction, BackupInput, BackupOutput, BuildContext, Cluster,
-    ConfigError, ItemError, OperationProgress, ResourceSelector, ResourceType, describe, object_at,
-    string_at,
+    ConfigError, ItemError, OperationProgress, PERSISTENT_VOLUME_CLAIMS, ResourceSelector,
+    ResourceType, describe, object_at, string_at,
 };
 
 pub use replicadr_core::wire::PLUGIN_KUBEVIRT_BACKUP as NAME;
@@ -38,14 +38,6 @@ const DATA_VOLUMES: ResourceType = ResourceType {
     version: "v1beta1",
     kind: "DataVolume",
     plural: "datavolumes",
-    namespaced: true,
-};
-/// Core PersistentVolumeClaims.
-const PERSISTENT_VOLUME_CLAIMS: ResourceType = ResourceType {
-    group: "",
-    version: "v1",
-    kind: "PersistentVolumeClaim",
-    plural: "persistentvolumeclaims",
     namespaced: true,
 };
 

@@ -29,22 +29,15 @@ use replicadr_core::wire::{
 use serde_json::Value;
 
 use super::{
-    ActionFactory, BuildContext, Cluster, ConfigError, ItemError, PluginConfig, ResourceSelector,
-    ResourceType, RestoreInput, RestoreItemAction, RestoreOutput, describe, object_at, string_at,
+    ActionFactory, BuildContext, Cluster, ConfigError, ItemError, PERSISTENT_VOLUME_CLAIMS,
+    PluginConfig, ResourceSelector, ResourceType, RestoreInput, RestoreItemAction, RestoreOutput,
+    describe, object_at, string_at,
 };
 
 pub use replicadr_core::wire::{
     CONFIG_RESTORE_DATA_VOLUMES_WITHOUT_CLAIM, PLUGIN_KUBEVIRT_RESTORE as NAME,
 };
 
-/// Core PersistentVolumeClaims, read to see whether a `DataVolume`'s claim is at this site.
-const PERSISTENT_VOLUME_CLAIMS: ResourceType = ResourceType {
-    group: "",
-    version: "v1",
-    kind: "PersistentVolumeClaim",
-    plural: "persistentvolumeclaims",
-    namespaced: true,
-};
 /// Core PersistentVolumes, read to see whether one is pre-bound to a missing claim's name.
 const PERSISTENT_VOLUMES: ResourceType = ResourceType {
     group: "",

@@ -203,6 +203,15 @@ pub struct ResourceType {
     pub namespaced: bool,
 }
 
+/// Core PersistentVolumeClaims, as the actions read and create them.
+pub const PERSISTENT_VOLUME_CLAIMS: ResourceType = ResourceType {
+    group: "",
+    version: "v1",
+    kind: "PersistentVolumeClaim",
+    plural: "persistentvolumeclaims",
+    namespaced: true,
+};
+
 /// Why a cluster request failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ClusterError {

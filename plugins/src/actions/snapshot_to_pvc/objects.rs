@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::naming::{OperationId, is_label_value};
+pub use crate::actions::PERSISTENT_VOLUME_CLAIMS;
 use crate::actions::{ItemError, ResourceId, ResourceType};
 
 /// `snapshot.storage.k8s.io/v1` VolumeSnapshots.
@@ -16,14 +17,6 @@ pub const VOLUME_SNAPSHOTS: ResourceType = ResourceType {
     version: "v1",
     kind: "VolumeSnapshot",
     plural: "volumesnapshots",
-    namespaced: true,
-};
-/// Core PersistentVolumeClaims.
-pub const PERSISTENT_VOLUME_CLAIMS: ResourceType = ResourceType {
-    group: "",
-    version: "v1",
-    kind: "PersistentVolumeClaim",
-    plural: "persistentvolumeclaims",
     namespaced: true,
 };
 /// `storage.k8s.io/v1` StorageClasses.
