@@ -4,13 +4,16 @@
 //! of single fields (a PVC's volume, a replica's snapshot, a VM's disks) are the ones every check
 //! of a backup uses, whether it keeps the objects or only hashes of their names.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
 use serde_json::Value;
 
 use crate::invariants::{ClaimRef, DataVolumeRef, References};
-use crate::kubevirt::{ClaimHazard, claim_hazard, is_kubevirt_pod, vm_owning_vmi};
+use crate::kubevirt::{
+    ClaimHazard, ReferencedKind, VmReference, claim_hazard, is_kubevirt_pod, vm_owning_vmi,
+    vm_references,
+};
 use crate::tarball::{self, TarballError};
 pub use crate::wire::START_ORDER;
 use crate::wire::{
@@ -35,6 +38,9 @@ pub struct VmItem {
     /// KubeVirt reported it running when it was backed up (`status.printableStatus` Running, or
     /// `status.ready`).
     pub was_running: bool,
+    /// The other objects it needs to start ([`vm_references`]).
+    #[serde(skip)]
+    pub references: Vec<VmReference>,
 }
 
 impl VmItem {
@@ -107,6 +113,8 @@ pub struct BackupContents {
     pub snapshots: Vec<SnapshotItem>,
     /// The VMIs and KubeVirt pods the restore leaves out.
     pub left_out: Vec<LeftOutItem>,
+    /// Every object of a kind a VM can name ([`ReferencedKind`]), by [`reference_key`].
+    pub referenceable: BTreeSet<String>,
     /// Every item in the tarball.
     pub items: u64,
     /// Items that are not valid JSON objects, by path-like name.
@@ -129,7 +137,10 @@ impl BackupContents {
         let mut contents = Self::default();
         contents.items = tarball::read_items(
             source,
-            |group_resource| WANTED.contains(&group_resource),
+            |group_resource| {
+                WANTED.contains(&group_resource)
+                    || ReferencedKind::from_group_resource(group_resource).is_some()
+            },
             |group_resource, bytes| contents.add(group_resource, bytes),
         )?;
         contents
@@ -172,6 +183,7 @@ impl BackupContents {
                         .clone()
                         .unwrap_or_else(|| run_strategy(&object)),
                     disks: vm_claims(&object).map(str::to_owned).collect(),
+                    references: vm_references(&object),
                     was_running: halted_for_failback.is_some()
                         || object
                             .pointer("/status/printableStatus")
@@ -218,11 +230,17 @@ impl BackupContents {
             RESOURCE_PVS => {
                 self.pvs.insert(name, object);
             }
-            _ => self.snapshots.push(SnapshotItem {
+            RESOURCE_VOLUME_SNAPSHOTS => self.snapshots.push(SnapshotItem {
                 uid: uid(&object).to_owned(),
                 namespace,
                 name,
             }),
+            other => {
+                if let Some(kind) = ReferencedKind::from_group_resource(other) {
+                    self.referenceable
+                        .insert(reference_key(kind, &namespace, &name));
+                }
+            }
         }
     }
 
@@ -274,6 +292,11 @@ impl BackupContents {
                 succeeded: dv.phase == "Succeeded",
             })
             .collect();
+        references.vm_references = self
+            .vm_references()
+            .map(|(_, r)| reference_key(r.kind, &r.namespace, &r.name))
+            .collect();
+        references.referenceable = self.referenceable.iter().cloned().collect();
         references.vm_volumes = self
             .vms
             .iter()
@@ -286,12 +309,25 @@ impl BackupContents {
         references
     }
 
+    /// Each object a VM needs, in the order of [`BackupContents::references`]: (VM, reference).
+    pub fn vm_references(&self) -> impl Iterator<Item = (&VmItem, &VmReference)> {
+        self.vms
+            .iter()
+            .flat_map(|vm| vm.references.iter().map(move |r| (vm, r)))
+    }
+
     /// Each VM disk in the order of [`BackupContents::references`]: (VM, claim).
     pub fn vm_volumes(&self) -> impl Iterator<Item = (&VmItem, &str)> {
         self.vms
             .iter()
             .flat_map(|vm| vm.disks.iter().map(move |disk| (vm, disk.as_str())))
     }
+}
+
+/// The key of an object a VM can name: its tarball directory, namespace (empty when
+/// cluster-wide) and name.
+pub fn reference_key(kind: ReferencedKind, namespace: &str, name: &str) -> String {
+    format!("{}/{namespace}/{name}", kind.group_resource())
 }
 
 /// A PVC's `spec.volumeName`, if set.

@@ -17,7 +17,10 @@
 //!
 //! Two reasons compare a backup with the previous verified backup of its policy rather than judge
 //! it alone ([`Reason::BackupShrank`], [`Reason::VmMissingFromBackup`]): verification reads one
-//! backup, so only the plan (and the failover, which plans first) reports them.
+//! backup, so only the plan (and the failover, which plans first) reports them. One looks at the
+//! site too ([`Reason::ReferenceMissing`]): verification reports every object a VM needs that
+//! the backup lacks, and a plan only those absent at its site as well, since an object there
+//! (a cluster-wide instance type, a network definition) serves the restored VM as well.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -26,14 +29,14 @@ use std::hash::Hash;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::kubevirt::ClaimHazard;
+use crate::kubevirt::{ClaimHazard, VmReference};
 use crate::nfs;
 use crate::remap::{Outcome, RemapError, SiteRemap};
 use crate::sitemap::SiteName;
 use crate::wire::{
-    LABEL_MANAGED_BY, LABEL_REPLICA_OF_SNAPSHOT_UID, MANAGED_BY, PLUGIN_KUBEVIRT_RESTORE,
-    PLUGIN_PV_RETAIN, PLUGIN_SNAPSHOT_TO_PVC, POINTER_RECLAIM_POLICY, RECLAIM_DELETE,
-    RECLAIM_RETAIN,
+    LABEL_MANAGED_BY, LABEL_REPLICA_OF_SNAPSHOT_UID, MANAGED_BY, PLUGIN_KUBEVIRT_BACKUP,
+    PLUGIN_KUBEVIRT_RESTORE, PLUGIN_PV_RETAIN, PLUGIN_SNAPSHOT_TO_PVC, POINTER_RECLAIM_POLICY,
+    RECLAIM_DELETE, RECLAIM_RETAIN,
 };
 
 /// Whether a violation makes the restore incomplete.
@@ -85,16 +88,22 @@ pub enum Reason {
     /// claim whose import had not completed (the restore leaves it out, since CDI's importer
     /// would write into the replicated disk).
     DataVolumeWouldImport,
+    /// An object a VM needs to start (a Secret, `ConfigMap` or `ServiceAccount` of its volumes or
+    /// credentials, its instance type or preference or their `ControllerRevision`, a
+    /// `NetworkAttachmentDefinition`) is not in the backup, and, for a plan, not at the site
+    /// either ([`crate::kubevirt::vm_references`]).
+    ReferenceMissing,
 }
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::PvcNotBound,
         Reason::PvMissing,
         Reason::ReplicaPvcMissing,
         Reason::VmVolumeMissing,
         Reason::DataVolumeWouldImport,
+        Reason::ReferenceMissing,
         Reason::PvNotRetain,
         Reason::PvReprovisioned,
         Reason::PvUnmappable,
@@ -117,6 +126,7 @@ impl Reason {
             Reason::BackupShrank => "BackupShrank",
             Reason::VmMissingFromBackup => "VmMissingFromBackup",
             Reason::DataVolumeWouldImport => "DataVolumeWouldImport",
+            Reason::ReferenceMissing => "ReferenceMissing",
         }
     }
 
@@ -131,6 +141,7 @@ impl Reason {
             | Reason::ReplicaPvcMissing
             | Reason::VmVolumeMissing
             | Reason::DataVolumeWouldImport
+            | Reason::ReferenceMissing
             | Reason::PvNotRetain
             | Reason::PvUnmappable
             | Reason::BackupShrank => Severity::Blocking,
@@ -281,6 +292,44 @@ impl Violation {
             object: format!("DataVolume {namespace}/{name}"),
             message: format!(
                 "{why}; restored, CDI would import a new disk instead of adopting the replicated one, so {PLUGIN_KUBEVIRT_RESTORE} refuses it. Back up again once the DataVolume is Succeeded with its claim bound"
+            ),
+        }
+    }
+}
+
+impl Violation {
+    /// [`Reason::ReferenceMissing`]: VM `namespace/vm` names `reference`, which is not in the
+    /// backup, and not at `site` when a plan looked there.
+    pub fn reference_missing(
+        namespace: &str,
+        vm: &str,
+        reference: &VmReference,
+        site: Option<&SiteName>,
+    ) -> Self {
+        let object = reference.object();
+        let kind = reference.kind;
+        let (looked, fix) = match site {
+            None => (
+                String::new(),
+                format!(
+                    "Back it up with the VM ({PLUGIN_KUBEVIRT_BACKUP} adds every object a VM names; check that the Backup's resource filters do not leave out {}), or make sure it exists at the site a failover restores at: `replicadr plan` there checks it",
+                    kind.group_resource()
+                ),
+            ),
+            Some(site) => (
+                format!(" and not at site {site}"),
+                format!(
+                    "Create {object} at site {site} (or back it up with the VM, then back up again), and plan again"
+                ),
+            ),
+        };
+        Self {
+            reason: Reason::ReferenceMissing,
+            object: format!("VirtualMachine {namespace}/{vm}"),
+            message: format!(
+                "it needs {object} ({}), which is not in the backup{looked}: restored without it, {}. {fix}",
+                reference.field,
+                kind.without_it()
             ),
         }
     }
@@ -485,6 +534,12 @@ pub struct References<K> {
     pub vm_volumes: Vec<K>,
     /// Every `DataVolume`, in tarball order.
     pub data_volumes: Vec<DataVolumeRef<K>>,
+    /// Every object a VM names and needs ([`crate::kubevirt::vm_references`]), by the key of its
+    /// kind, namespace and name, VM after VM in tarball order.
+    pub vm_references: Vec<K>,
+    /// Every object of a kind a VM can name ([`crate::kubevirt::ReferencedKind`]), by the same
+    /// key.
+    pub referenceable: HashSet<K>,
 }
 
 impl<K> Default for References<K> {
@@ -496,6 +551,8 @@ impl<K> Default for References<K> {
             snapshots: Vec::new(),
             vm_volumes: Vec::new(),
             data_volumes: Vec::new(),
+            vm_references: Vec::new(),
+            referenceable: HashSet::new(),
         }
     }
 }
@@ -533,6 +590,9 @@ pub struct Broken<K> {
     pub claims_left_out: Vec<K>,
     /// [`Reason::DataVolumeWouldImport`], `DataVolumes` by position, with the cause.
     pub data_volumes_would_import: Vec<(usize, ImportCause)>,
+    /// [`Reason::ReferenceMissing`] as far as the backup goes, by position in
+    /// [`References::vm_references`]: a plan drops those present at its site.
+    pub references_not_in_backup: Vec<usize>,
 }
 
 impl<K> Default for Broken<K> {
@@ -545,6 +605,7 @@ impl<K> Default for Broken<K> {
             vm_volumes_without_claim: Vec::new(),
             claims_left_out: Vec::new(),
             data_volumes_would_import: Vec::new(),
+            references_not_in_backup: Vec::new(),
         }
     }
 }
@@ -559,6 +620,7 @@ impl<K> Broken<K> {
             && self.vm_volumes_without_claim.is_empty()
             && self.claims_left_out.is_empty()
             && self.data_volumes_would_import.is_empty()
+            && self.references_not_in_backup.is_empty()
     }
 }
 
@@ -567,7 +629,8 @@ impl<K> Broken<K> {
 /// the backup taken before it started, with its replica PVC ([`Reason::ReplicaPvcMissing`]);
 /// every VM disk's claim in the backup ([`Reason::VmVolumeMissing`]); every `DataVolume` succeeded
 /// with its claim in the backup and restored, and no claim left out of the restore
-/// ([`Reason::DataVolumeWouldImport`]).
+/// ([`Reason::DataVolumeWouldImport`]); every object a VM needs in the backup
+/// ([`Reason::ReferenceMissing`]).
 pub fn cross_check<K: Eq + Hash + Clone>(
     references: &References<K>,
     live: &[LiveSnapshot<K>],
@@ -627,6 +690,13 @@ pub fn cross_check<K: Eq + Hash + Clone>(
             };
             Some((index, cause))
         })
+        .collect();
+    broken.references_not_in_backup = references
+        .vm_references
+        .iter()
+        .enumerate()
+        .filter(|(_, key)| !references.referenceable.contains(*key))
+        .map(|(index, _)| index)
         .collect();
     broken
 }

@@ -1,8 +1,12 @@
 //! What KubeVirt and CDI do with the objects a metadata-only restore brings back, as predicates
-//! over backed-up objects: which are never restored (a VM's VMI, launcher and hotplug pods), and
-//! which claims CDI would write into or adopt. The restore action, verification and `replicadr
-//! plan` decide with these, so they agree. The upstream behaviour each follows is named on it.
+//! over backed-up objects: which are never restored (a VM's VMI, launcher and hotplug pods),
+//! which claims CDI would write into or adopt, and which other objects a VM needs to start
+//! ([`vm_references`]). The backup and restore actions, verification and `replicadr plan` decide
+//! with these, so they agree. The upstream behaviour each follows is named on it.
 
+use std::fmt;
+
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::wire::{
@@ -102,6 +106,350 @@ pub fn populated_for(claim: &Value) -> Option<&str> {
     annotation(claim, ANNOTATION_CDI_POPULATED_FOR).or_else(|| owner_of_kind(claim, "DataVolume"))
 }
 
+/// A kind of object a VM names and needs to start, besides its disks' claims (those are
+/// [`crate::contents::vm_claims`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum ReferencedKind {
+    Secret,
+    ConfigMap,
+    ServiceAccount,
+    /// The stored revision of an instance type or preference (`spec.*.revisionName`).
+    ControllerRevision,
+    VirtualMachineInstancetype,
+    VirtualMachineClusterInstancetype,
+    VirtualMachinePreference,
+    VirtualMachineClusterPreference,
+    NetworkAttachmentDefinition,
+}
+
+impl ReferencedKind {
+    /// Every kind.
+    pub const ALL: [ReferencedKind; 9] = [
+        ReferencedKind::Secret,
+        ReferencedKind::ConfigMap,
+        ReferencedKind::ServiceAccount,
+        ReferencedKind::ControllerRevision,
+        ReferencedKind::VirtualMachineInstancetype,
+        ReferencedKind::VirtualMachineClusterInstancetype,
+        ReferencedKind::VirtualMachinePreference,
+        ReferencedKind::VirtualMachineClusterPreference,
+        ReferencedKind::NetworkAttachmentDefinition,
+    ];
+
+    /// The API group, empty for the core group.
+    pub fn group(self) -> &'static str {
+        match self {
+            Self::Secret | Self::ConfigMap | Self::ServiceAccount => "",
+            Self::ControllerRevision => "apps",
+            Self::VirtualMachineInstancetype
+            | Self::VirtualMachineClusterInstancetype
+            | Self::VirtualMachinePreference
+            | Self::VirtualMachineClusterPreference => "instancetype.kubevirt.io",
+            Self::NetworkAttachmentDefinition => "k8s.cni.cncf.io",
+        }
+    }
+
+    /// The version read and written: the one every supported release serves.
+    pub fn version(self) -> &'static str {
+        match self {
+            Self::VirtualMachineInstancetype
+            | Self::VirtualMachineClusterInstancetype
+            | Self::VirtualMachinePreference
+            | Self::VirtualMachineClusterPreference => "v1beta1",
+            _ => "v1",
+        }
+    }
+
+    /// The kind, as in `kind:`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::Secret => "Secret",
+            Self::ConfigMap => "ConfigMap",
+            Self::ServiceAccount => "ServiceAccount",
+            Self::ControllerRevision => "ControllerRevision",
+            Self::VirtualMachineInstancetype => "VirtualMachineInstancetype",
+            Self::VirtualMachineClusterInstancetype => "VirtualMachineClusterInstancetype",
+            Self::VirtualMachinePreference => "VirtualMachinePreference",
+            Self::VirtualMachineClusterPreference => "VirtualMachineClusterPreference",
+            Self::NetworkAttachmentDefinition => "NetworkAttachmentDefinition",
+        }
+    }
+
+    /// The plural resource name.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Self::Secret => "secrets",
+            Self::ConfigMap => "configmaps",
+            Self::ServiceAccount => "serviceaccounts",
+            Self::ControllerRevision => "controllerrevisions",
+            Self::VirtualMachineInstancetype => "virtualmachineinstancetypes",
+            Self::VirtualMachineClusterInstancetype => "virtualmachineclusterinstancetypes",
+            Self::VirtualMachinePreference => "virtualmachinepreferences",
+            Self::VirtualMachineClusterPreference => "virtualmachineclusterpreferences",
+            Self::NetworkAttachmentDefinition => "network-attachment-definitions",
+        }
+    }
+
+    /// Whether its objects live in a namespace.
+    pub fn namespaced(self) -> bool {
+        !matches!(
+            self,
+            Self::VirtualMachineClusterInstancetype | Self::VirtualMachineClusterPreference
+        )
+    }
+
+    /// Velero's tarball directory of the kind (`<plural>` or `<plural>.<group>`), as
+    /// [`crate::tarball::ItemPath::group_resource`] reads it.
+    pub fn group_resource(self) -> String {
+        match self.group() {
+            "" => self.plural().to_owned(),
+            group => format!("{}.{group}", self.plural()),
+        }
+    }
+
+    /// The kind whose tarball directory is `group_resource`.
+    pub fn from_group_resource(group_resource: &str) -> Option<Self> {
+        let (plural, group) = group_resource
+            .split_once('.')
+            .unwrap_or((group_resource, ""));
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.plural() == plural && kind.group() == group)
+    }
+
+    /// What KubeVirt does with a VM whose reference of this kind is absent (read from KubeVirt's
+    /// virt-controller: the instance type lookups, the VMI's network and volume rendering).
+    pub fn without_it(self) -> &'static str {
+        match self {
+            Self::Secret | Self::ConfigMap | Self::ServiceAccount => {
+                "KubeVirt creates the VM's virt-launcher pod with it as a volume, and the pod never starts"
+            }
+            Self::ControllerRevision
+            | Self::VirtualMachineInstancetype
+            | Self::VirtualMachineClusterInstancetype => {
+                "KubeVirt cannot find the VM's instance type (FailedFindInstancetype) and neither starts the VM nor creates its DataVolumes"
+            }
+            Self::VirtualMachinePreference | Self::VirtualMachineClusterPreference => {
+                "KubeVirt cannot find the VM's preference (FailedFindPreference) and neither starts the VM nor creates its DataVolumes"
+            }
+            Self::NetworkAttachmentDefinition => {
+                "KubeVirt cannot create the VM's virt-launcher pod (FailedCreate, Synchronized=False), so the VM never runs"
+            }
+        }
+    }
+}
+
+impl fmt::Display for ReferencedKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind())
+    }
+}
+
+/// One object a VM names and needs to start.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct VmReference {
+    pub kind: ReferencedKind,
+    /// Empty for a cluster-wide kind.
+    pub namespace: String,
+    pub name: String,
+    /// The field of the VM that names it, for a person: `spec.instancetype`,
+    /// `volume cloudinit (cloudInitNoCloud.secretRef)`.
+    pub field: String,
+}
+
+impl VmReference {
+    /// `Kind namespace/name`, or `Kind name` for a cluster-wide kind.
+    pub fn object(&self) -> String {
+        if self.namespace.is_empty() {
+            format!("{} {}", self.kind, self.name)
+        } else {
+            format!("{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// The pointers, under a VM volume, that name a Secret, `ConfigMap` or `ServiceAccount` (KubeVirt's
+/// `Volume` sources: cloud-init `NoCloud` and `ConfigDrive` user and network data, `secret`,
+/// `configMap`, `sysprep` and `serviceAccount`).
+const VOLUME_SOURCES: [(&str, ReferencedKind); 8] = [
+    ("/cloudInitNoCloud/secretRef/name", ReferencedKind::Secret),
+    (
+        "/cloudInitNoCloud/networkDataSecretRef/name",
+        ReferencedKind::Secret,
+    ),
+    (
+        "/cloudInitConfigDrive/secretRef/name",
+        ReferencedKind::Secret,
+    ),
+    (
+        "/cloudInitConfigDrive/networkDataSecretRef/name",
+        ReferencedKind::Secret,
+    ),
+    ("/secret/secretName", ReferencedKind::Secret),
+    ("/configMap/name", ReferencedKind::ConfigMap),
+    ("/sysprep/secret/name", ReferencedKind::Secret),
+    ("/sysprep/configMap/name", ReferencedKind::ConfigMap),
+];
+
+/// The pointers, under an access credential, that name a Secret.
+const CREDENTIAL_SOURCES: [&str; 2] = [
+    "/sshPublicKey/source/secret/secretName",
+    "/userPassword/source/secret/secretName",
+];
+
+/// The kind `spec.instancetype.kind` (or `spec.preference.kind`) means, as KubeVirt reads it:
+/// case-insensitive, singular or plural, and the cluster-wide kind when empty. `None` for any
+/// other value, which KubeVirt's admission refuses.
+fn matcher_kind(
+    kind: &str,
+    namespaced: ReferencedKind,
+    cluster: ReferencedKind,
+) -> Option<ReferencedKind> {
+    let kind = kind.to_ascii_lowercase();
+    let is = |of: ReferencedKind| kind == of.plural() || kind == of.kind().to_ascii_lowercase();
+    if kind.is_empty() || is(cluster) {
+        Some(cluster)
+    } else if is(namespaced) {
+        Some(namespaced)
+    } else {
+        None
+    }
+}
+
+/// Every object `vm` names and needs to start besides its claims, once each, in the order the
+/// VM names them: the Secrets, `ConfigMaps` and `ServiceAccounts` of its volumes and access
+/// credentials; its instance type and preference (the `ControllerRevision` of `revisionName` when
+/// set, since KubeVirt then reads only that; else the instance type or preference itself); and
+/// the `NetworkAttachmentDefinitions` of its Multus networks (`name` in the VM's namespace or
+/// `namespace/name`).
+///
+/// A restore strips `status`, so only `spec.*.revisionName` names a revision that counts:
+/// `replicadr.io/kubevirt-backup` copies the revision from the VM's status into it at backup, as
+/// kubevirt-velero-plugin does.
+pub fn vm_references(vm: &Value) -> Vec<VmReference> {
+    let namespace = vm
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mut found = Found::default();
+    let mut add =
+        |kind, namespace: &str, name: &str, field| found.add(kind, namespace, name, field);
+    let array = |pointer: &str| {
+        vm.pointer(pointer)
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    };
+    for volume in array("/spec/template/spec/volumes") {
+        let volume_name = volume.get("name").and_then(Value::as_str).unwrap_or("?");
+        for (pointer, kind) in VOLUME_SOURCES {
+            if let Some(name) = volume.pointer(pointer).and_then(Value::as_str) {
+                let field = pointer.trim_start_matches('/').replace('/', ".");
+                add(
+                    kind,
+                    namespace,
+                    name,
+                    format!("volume {volume_name} ({field})"),
+                );
+            }
+        }
+        if let Some(account) = volume
+            .pointer("/serviceAccount/serviceAccountName")
+            .and_then(Value::as_str)
+        {
+            add(
+                ReferencedKind::ServiceAccount,
+                namespace,
+                account,
+                format!("volume {volume_name} (serviceAccount)"),
+            );
+        }
+    }
+    for (index, credential) in array("/spec/template/spec/accessCredentials")
+        .iter()
+        .enumerate()
+    {
+        for pointer in CREDENTIAL_SOURCES {
+            if let Some(name) = credential.pointer(pointer).and_then(Value::as_str) {
+                let source = pointer.split('/').nth(1).unwrap_or_default();
+                add(
+                    ReferencedKind::Secret,
+                    namespace,
+                    name,
+                    format!("accessCredentials[{index}] ({source})"),
+                );
+            }
+        }
+    }
+    for (field, namespaced, cluster) in [
+        (
+            "instancetype",
+            ReferencedKind::VirtualMachineInstancetype,
+            ReferencedKind::VirtualMachineClusterInstancetype,
+        ),
+        (
+            "preference",
+            ReferencedKind::VirtualMachinePreference,
+            ReferencedKind::VirtualMachineClusterPreference,
+        ),
+    ] {
+        let Some(matcher) = vm.pointer(&format!("/spec/{field}")) else {
+            continue;
+        };
+        let text = |key: &str| matcher.get(key).and_then(Value::as_str).unwrap_or_default();
+        if !text("revisionName").is_empty() {
+            add(
+                ReferencedKind::ControllerRevision,
+                namespace,
+                text("revisionName"),
+                format!("spec.{field}.revisionName"),
+            );
+        } else if let Some(kind) = matcher_kind(text("kind"), namespaced, cluster) {
+            add(kind, namespace, text("name"), format!("spec.{field}"));
+        }
+    }
+    for network in array("/spec/template/spec/networks") {
+        let Some(target) = network
+            .pointer("/multus/networkName")
+            .and_then(Value::as_str)
+        else {
+            continue;
+        };
+        let network_name = network.get("name").and_then(Value::as_str).unwrap_or("?");
+        let (in_namespace, name) = target.split_once('/').unwrap_or((namespace, target));
+        add(
+            ReferencedKind::NetworkAttachmentDefinition,
+            in_namespace,
+            name,
+            format!("network {network_name} (multus.networkName)"),
+        );
+    }
+    found.0
+}
+
+/// The references found so far, each once.
+#[derive(Default)]
+struct Found(Vec<VmReference>);
+
+impl Found {
+    fn add(&mut self, kind: ReferencedKind, namespace: &str, name: &str, field: String) {
+        let namespace = if kind.namespaced() { namespace } else { "" };
+        let seen = self
+            .0
+            .iter()
+            .any(|r| r.kind == kind && r.namespace == namespace && r.name == name);
+        if name.is_empty() || seen {
+            return;
+        }
+        self.0.push(VmReference {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            field,
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -144,6 +492,97 @@ mod tests {
         assert_eq!(vm_owning_vmi(&marked), Some("db"));
         let standalone = json!({"metadata": {"name": "lone"}});
         assert_eq!(vm_owning_vmi(&standalone), None);
+    }
+
+    #[test]
+    fn a_vm_names_its_secrets_instance_type_preference_and_networks() {
+        let vm = json!({
+            "metadata": {"namespace": "shop", "name": "db"},
+            "spec": {
+                "instancetype": {"name": "db-large", "kind": "VirtualMachineInstancetype"},
+                "preference": {"name": "rhel", "revisionName": "db-rhel-v1"},
+                "template": {"spec": {
+                    "volumes": [
+                        {"name": "root", "dataVolume": {"name": "db-root"}},
+                        {"name": "cloudinit", "cloudInitNoCloud": {
+                            "secretRef": {"name": "db-init"},
+                            "networkDataSecretRef": {"name": "db-net"}}},
+                        {"name": "again", "secret": {"secretName": "db-init"}},
+                        {"name": "answers", "sysprep": {"configMap": {"name": "unattend"}}},
+                        {"name": "sa", "serviceAccount": {"serviceAccountName": "db-sa"}},
+                    ],
+                    "accessCredentials": [
+                        {"sshPublicKey": {"source": {"secret": {"secretName": "keys"}}}}],
+                    "networks": [
+                        {"name": "default", "pod": {}},
+                        {"name": "storage", "multus": {"networkName": "storage-net"}},
+                        {"name": "backup", "multus": {"networkName": "infra/backup-net"}},
+                    ],
+                }},
+            },
+        });
+        let found: Vec<String> = vm_references(&vm).iter().map(VmReference::object).collect();
+        assert_eq!(
+            found,
+            [
+                "Secret shop/db-init",
+                "Secret shop/db-net",
+                "ConfigMap shop/unattend",
+                "ServiceAccount shop/db-sa",
+                "Secret shop/keys",
+                "VirtualMachineInstancetype shop/db-large",
+                "ControllerRevision shop/db-rhel-v1",
+                "NetworkAttachmentDefinition shop/storage-net",
+                "NetworkAttachmentDefinition infra/backup-net",
+            ],
+            "once each, in order; a revision stands for its preference"
+        );
+        let first = &vm_references(&vm)[0];
+        assert_eq!(
+            first.field,
+            "volume cloudinit (cloudInitNoCloud.secretRef.name)"
+        );
+    }
+
+    #[test]
+    fn an_instance_type_kind_is_read_as_kubevirt_reads_it() {
+        let with = |kind: &str| {
+            let vm = json!({"metadata": {"namespace": "ns"},
+                "spec": {"instancetype": {"name": "u1.medium", "kind": kind}}});
+            vm_references(&vm).first().map(VmReference::object)
+        };
+        assert_eq!(
+            with("").as_deref(),
+            Some("VirtualMachineClusterInstancetype u1.medium")
+        );
+        assert_eq!(
+            with("virtualmachineinstancetypes").as_deref(),
+            Some("VirtualMachineInstancetype ns/u1.medium")
+        );
+        assert_eq!(
+            with("VirtualMachineClusterInstancetype").as_deref(),
+            Some("VirtualMachineClusterInstancetype u1.medium")
+        );
+        assert_eq!(with("Deployment"), None, "admission refuses any other kind");
+    }
+
+    #[test]
+    fn each_kind_is_found_by_its_tarball_directory() {
+        for kind in ReferencedKind::ALL {
+            assert_eq!(
+                ReferencedKind::from_group_resource(&kind.group_resource()),
+                Some(kind)
+            );
+        }
+        assert_eq!(
+            ReferencedKind::ControllerRevision.group_resource(),
+            "controllerrevisions.apps"
+        );
+        assert_eq!(
+            ReferencedKind::from_group_resource("network-attachment-definitions.k8s.cni.cncf.io"),
+            Some(ReferencedKind::NetworkAttachmentDefinition)
+        );
+        assert_eq!(ReferencedKind::from_group_resource("pods"), None);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 use serde_json::{Value, json};
 
 use super::*;
+use crate::kubevirt::{ReferencedKind, VmReference};
 use crate::sitemap::SiteMap;
 use crate::wire::NFS_CSI_DRIVER;
 
@@ -424,5 +425,50 @@ fn a_data_volume_is_adopted_only_succeeded_with_its_claim_restored() {
             .message
             .contains("the restore leaves the claim out"),
         "{violation}"
+    );
+}
+
+#[test]
+fn an_object_a_vm_needs_is_missing_unless_the_backup_holds_it() {
+    let mut backup = healthy();
+    backup.0.vm_references = vec!["secrets/vms/db-init", "controllerrevisions.apps/vms/db-v1"];
+    backup.0.referenceable.insert("secrets/vms/db-init");
+    backup.0.referenceable.insert("secrets/vms/other");
+    let broken = cross_check(&backup.0, &[]);
+    assert_eq!(broken.references_not_in_backup, [1]);
+    assert!(!broken.is_empty());
+    backup
+        .0
+        .referenceable
+        .insert("controllerrevisions.apps/vms/db-v1");
+    assert!(cross_check(&backup.0, &[]).is_empty());
+
+    let reference = VmReference {
+        kind: ReferencedKind::ControllerRevision,
+        namespace: "vms".to_owned(),
+        name: "db-v1".to_owned(),
+        field: "spec.instancetype.revisionName".to_owned(),
+    };
+    let verified = Violation::reference_missing("vms", "db", &reference, None);
+    assert_eq!(verified.reason, Reason::ReferenceMissing);
+    assert_eq!(verified.severity(), Severity::Blocking);
+    assert_eq!(verified.object, "VirtualMachine vms/db");
+    assert!(
+        verified.message.starts_with(
+            "it needs ControllerRevision vms/db-v1 (spec.instancetype.revisionName), which is not in the backup: restored without it, KubeVirt cannot find the VM's instance type (FailedFindInstancetype)"
+        ),
+        "{verified}"
+    );
+    assert!(
+        verified.message.contains("controllerrevisions.apps"),
+        "{verified}"
+    );
+    let sites = map(SITE_MAP);
+    let planned = Violation::reference_missing("vms", "db", &reference, sites.site("dr").ok());
+    assert!(
+        planned
+            .message
+            .contains("which is not in the backup and not at site dr"),
+        "{planned}"
     );
 }

@@ -14,8 +14,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use replicadr_core::contents::{BackupContents, DataVolumeItem, LeftOutItem, PvcItem, VmItem};
+use replicadr_core::contents::{
+    BackupContents, DataVolumeItem, LeftOutItem, PvcItem, VmItem, reference_key,
+};
 use replicadr_core::invariants::{self, Shrink, SnapshotSeen, Violation};
+use replicadr_core::kubevirt::VmReference;
 use replicadr_core::remap::{Outcome, SiteRemap};
 use replicadr_core::sitemap::{SiteMap, SiteName};
 use serde::Serialize;
@@ -93,6 +96,9 @@ pub struct Existing {
     pub vms: BTreeMap<(String, String), Value>,
     /// CDI `DataVolumes` by `(namespace, name)`.
     pub data_volumes: BTreeMap<(String, String), Value>,
+    /// The objects VMs of the backup need that the backup lacks and that exist here, by
+    /// [`replicadr_core::contents::reference_key`].
+    pub referenced: BTreeSet<String>,
     /// The names of this backup's failover and failback Restores at this site (every attempt):
     /// an object labelled [`LABEL_RESTORE_NAME`] with one of them was restored by this operation.
     pub own_restores: BTreeSet<String>,
@@ -311,7 +317,7 @@ pub fn build(input: &PlanInput<'_>) -> Plan {
     backup_problems(backup, site, age, *rpo, &mut problems);
     let remap = SiteRemap::new((*site_map).clone(), site.clone());
     let volumes = volume_plans(contents, &remap, site, *existing, &mut problems);
-    claim_problems(contents, &mut problems);
+    claim_problems(contents, site, *existing, &mut problems);
     manual_vm_problems(contents, &mut problems);
     if let Some(existing) = existing {
         existing_problems(&backup.name, contents, site, existing, &mut problems);
@@ -706,8 +712,14 @@ fn stale_message(
 }
 
 /// The backup invariants across items: claims bound to a PV in the backup, snapshots with their
-/// replica, VM disks with their claim, `DataVolumes` CDI would adopt rather than import.
-fn claim_problems(contents: &BackupContents, problems: &mut Problems) {
+/// replica, VM disks with their claim, `DataVolumes` CDI would adopt rather than import, and the
+/// objects VMs need, in the backup or (when the site was read) at `site`.
+fn claim_problems(
+    contents: &BackupContents,
+    site: &SiteName,
+    existing: Option<&Existing>,
+    problems: &mut Problems,
+) {
     let references = contents.references();
     let broken = invariants::cross_check(&references, &[]);
     let claims: BTreeMap<String, &PvcItem> = contents
@@ -767,6 +779,20 @@ fn claim_problems(contents: &BackupContents, problems: &mut Problems) {
             &dv.name,
             &dv.phase,
             cause,
+        ));
+    }
+    let needed: Vec<(&VmItem, &VmReference)> = contents.vm_references().collect();
+    for index in broken.references_not_in_backup {
+        let (vm, reference) = needed[index];
+        let key = reference_key(reference.kind, &reference.namespace, &reference.name);
+        if existing.is_some_and(|e| e.referenced.contains(&key)) {
+            continue;
+        }
+        problems.violation(Violation::reference_missing(
+            &vm.namespace,
+            &vm.name,
+            reference,
+            existing.map(|_| site),
         ));
     }
 }

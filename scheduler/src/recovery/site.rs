@@ -3,7 +3,7 @@
 //! verified backup of its policy that the plan compares it with, and the plan for it, read from
 //! object storage.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::{Client, ResourceExt as _};
-use replicadr_core::contents::BackupContents;
+use replicadr_core::contents::{BackupContents, reference_key};
 use replicadr_core::plugin_config::PluginConfig;
 use replicadr_core::sitemap::{SiteMap, SiteName};
 use replicadr_core::wire::{
@@ -658,6 +658,7 @@ async fn existing_at_site(
             }
         }
     }
+    existing.referenced = referenced_at_site(client, contents).await?;
     // Only the Restores of the takeover this restore runs under: objects a failover of the same
     // backup restored in an earlier epoch are stale.
     let epoch = crate::active_site::takeover_epoch(client, namespace, site, sites).await;
@@ -670,6 +671,48 @@ async fn existing_at_site(
     existing.own_restores = own.into_keys().collect();
     existing.takeover_restores = others;
     Ok(existing)
+}
+
+/// The objects VMs of `contents` need that the backup lacks and that exist at the site, by
+/// [`reference_key`]: one read each, and none of a kind whose CRD is not installed here.
+async fn referenced_at_site(
+    client: &Client,
+    contents: &BackupContents,
+) -> Result<BTreeSet<String>, kube::Error> {
+    let mut found = BTreeSet::new();
+    let mut looked = BTreeSet::new();
+    for (_, reference) in contents.vm_references() {
+        let key = reference_key(reference.kind, &reference.namespace, &reference.name);
+        if contents.referenceable.contains(&key) || !looked.insert(key.clone()) {
+            continue;
+        }
+        let kind = reference.kind;
+        let resource = ApiResource {
+            group: kind.group().to_owned(),
+            version: kind.version().to_owned(),
+            api_version: if kind.group().is_empty() {
+                kind.version().to_owned()
+            } else {
+                format!("{}/{}", kind.group(), kind.version())
+            },
+            kind: kind.kind().to_owned(),
+            plural: kind.plural().to_owned(),
+        };
+        let api: Api<DynamicObject> = if kind.namespaced() {
+            Api::namespaced_with(client.clone(), &reference.namespace, &resource)
+        } else {
+            Api::all_with(client.clone(), &resource)
+        };
+        match api.get_metadata_opt(&reference.name).await {
+            Ok(Some(_)) => {
+                found.insert(key);
+            }
+            Ok(None) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(found)
 }
 
 /// The objects of `resource` in `namespace`; none when its CRD is not installed here (KubeVirt or

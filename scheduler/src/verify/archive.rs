@@ -13,7 +13,10 @@ use replicadr_core::contents::{replica_of, uid, vm_claims, volume_name};
 use replicadr_core::invariants::{
     self, ClaimRef, DataVolumeRef, ImportCause, LiveSnapshot, References, SnapshotSeen, Violation,
 };
-use replicadr_core::kubevirt::{ClaimHazard, claim_hazard, is_kubevirt_pod, vm_owning_vmi};
+use replicadr_core::kubevirt::{
+    ClaimHazard, ReferencedKind, VmReference, claim_hazard, is_kubevirt_pod, vm_owning_vmi,
+    vm_references,
+};
 use replicadr_core::remap::SiteRemap;
 use replicadr_core::sitemap::SiteMap;
 use replicadr_core::tarball::{self, Entry, ItemPath, TarballError};
@@ -116,6 +119,11 @@ pub fn uid_key(uid: &str) -> u64 {
     item_key("uid", "", uid)
 }
 
+/// The key of an object a VM can name, by its tarball directory (see [`ReferencedKind`]).
+pub fn reference_key(group_resource: &str, namespace: &str, name: &str) -> u64 {
+    item_key(group_resource, namespace, name)
+}
+
 #[derive(Deserialize)]
 struct Header<'a> {
     #[serde(rename = "apiVersion", borrow)]
@@ -177,6 +185,13 @@ fn inspect_item(
             | RESOURCE_VIRTUAL_MACHINE_INSTANCES
     );
     if !interesting {
+        if ReferencedKind::from_group_resource(location.group_resource).is_some() {
+            inventory.references.referenceable.insert(reference_key(
+                location.group_resource,
+                location.namespace.unwrap_or_default(),
+                location.name,
+            ));
+        }
         record_header(location, path, bytes, inventory);
         return;
     }
@@ -282,6 +297,13 @@ fn inspect_object(
             for claim in vm_claims(&object) {
                 references.vm_volumes.push(pvc_key(namespace, claim));
             }
+            for reference in vm_references(&object) {
+                references.vm_references.push(reference_key(
+                    &reference.kind.group_resource(),
+                    &reference.namespace,
+                    &reference.name,
+                ));
+            }
         }
         RESOURCE_DATA_VOLUMES => {
             inventory.stats.data_volumes += 1;
@@ -351,6 +373,9 @@ struct Failures {
     /// The first [`KEPT_PER_REASON`] `DataVolumes` failing, by position, with the cause.
     data_volumes: Vec<(usize, ImportCause)>,
     data_volumes_failed: usize,
+    /// The first [`KEPT_PER_REASON`] VM references not in the backup, by position among them.
+    references: Vec<usize>,
+    references_failed: usize,
 }
 
 impl Failures {
@@ -361,6 +386,7 @@ impl Failures {
             || self.vm_volumes_failed > 0
             || !self.claims_left_out.is_empty()
             || self.data_volumes_failed > 0
+            || self.references_failed > 0
     }
 }
 
@@ -398,6 +424,12 @@ fn find_failures(inventory: &Inventory, live: &[LiveVolumeSnapshot]) -> Failures
             .into_iter()
             .take(KEPT_PER_REASON)
             .collect(),
+        references_failed: broken.references_not_in_backup.len(),
+        references: broken
+            .references_not_in_backup
+            .into_iter()
+            .take(KEPT_PER_REASON)
+            .collect(),
     }
 }
 
@@ -416,6 +448,8 @@ struct Names {
     claims_left_out: BTreeMap<(String, String), Option<ClaimHazard>>,
     /// By position among the `DataVolumes`: (namespace, name, phase).
     data_volumes: HashMap<usize, (String, String, String)>,
+    /// By position among the VM references: (namespace, VM name, reference).
+    references: HashMap<usize, (String, String, VmReference)>,
 }
 
 /// Keeps `value` under `key` in `kept`, which holds the [`KEPT_PER_REASON`] first keys.
@@ -433,8 +467,10 @@ fn recover_names(source: impl Read, failures: &Failures) -> Result<Names, Tarbal
     let snapshots: HashSet<usize> = failures.snapshots.iter().copied().collect();
     let vm_volumes: HashSet<usize> = failures.vm_volumes.iter().copied().collect();
     let data_volumes: HashSet<usize> = failures.data_volumes.iter().map(|(i, _)| *i).collect();
+    let references: HashSet<usize> = failures.references.iter().copied().collect();
     let mut names = Names::default();
     let (mut snapshot_index, mut vm_volume_index, mut data_volume_index) = (0, 0, 0);
+    let mut reference_index = 0;
     tarball::read(source, |entry| {
         let Entry::Item {
             location, bytes, ..
@@ -508,24 +544,47 @@ fn recover_names(source: impl Read, failures: &Failures) -> Result<Names, Tarbal
                 }
                 data_volume_index += 1;
             }
-            RESOURCE_VIRTUAL_MACHINES if !vm_volumes.is_empty() => {
+            RESOURCE_VIRTUAL_MACHINES if !vm_volumes.is_empty() || !references.is_empty() => {
                 let Ok(object) = serde_json::from_slice::<Value>(bytes) else {
                     return;
                 };
-                for claim in vm_claims(&object) {
-                    if vm_volumes.contains(&vm_volume_index) {
-                        names.vm_volumes.insert(
-                            vm_volume_index,
-                            (namespace.to_owned(), name.to_owned(), claim.to_owned()),
-                        );
-                    }
-                    vm_volume_index += 1;
-                }
+                let vm = (namespace, name, &object);
+                let wanted = (&vm_volumes, &references);
+                let at = (&mut vm_volume_index, &mut reference_index);
+                recover_vm_names(vm, wanted, at, &mut names);
             }
             _ => {}
         }
     })?;
     Ok(names)
+}
+
+/// The names a VM gives on the second pass: its disks and the objects it needs, each wanted by
+/// position, counted from `at`.
+fn recover_vm_names(
+    (namespace, name, object): (&str, &str, &Value),
+    (vm_volumes, references): (&HashSet<usize>, &HashSet<usize>),
+    (vm_volume_index, reference_index): (&mut usize, &mut usize),
+    names: &mut Names,
+) {
+    for claim in vm_claims(object) {
+        if vm_volumes.contains(vm_volume_index) {
+            names.vm_volumes.insert(
+                *vm_volume_index,
+                (namespace.to_owned(), name.to_owned(), claim.to_owned()),
+            );
+        }
+        *vm_volume_index += 1;
+    }
+    for reference in vm_references(object) {
+        if references.contains(reference_index) {
+            names.references.insert(
+                *reference_index,
+                (namespace.to_owned(), name.to_owned(), reference),
+            );
+        }
+        *reference_index += 1;
+    }
 }
 
 /// Pushes the cross checks' findings, in the order and with the words of a check on names.
@@ -630,6 +689,7 @@ fn report_failures(
     );
 
     report_data_volumes(findings, failures, names);
+    report_references(findings, failures, names);
 
     if let Some(list) = resource_list {
         check_resource_list(inventory, list);
@@ -668,6 +728,38 @@ fn report_data_volumes(
         claims.chain(data_volumes).collect(),
         || unnamed("the restore leaves out a claim whose CDI import had not completed"),
         failures.claims_left_out.len() + failures.data_volumes_failed,
+    );
+}
+
+/// The [`invariants::Reason::ReferenceMissing`] findings: objects VMs need that the backup
+/// lacks.
+fn report_references(
+    findings: &mut Findings,
+    failures: &Failures,
+    names: &Result<Names, TarballError>,
+) {
+    let recovered = names.as_ref().ok();
+    let messages = failures
+        .references
+        .iter()
+        .map(
+            |index| match recovered.and_then(|n| n.references.get(index)) {
+                Some((namespace, vm, reference)) => {
+                    Violation::reference_missing(namespace, vm, reference, None).to_string()
+                }
+                None => unnamed(
+                    names,
+                    "a VirtualMachine needs an object which is not in the backup",
+                ),
+            },
+        )
+        .collect();
+    push_counted(
+        findings,
+        invariants::Reason::ReferenceMissing,
+        messages,
+        String::new,
+        failures.references_failed,
     );
 }
 

@@ -896,3 +896,65 @@ fn vmis_and_launcher_pods_are_listed_as_left_out() {
         ]
     );
 }
+
+#[test]
+fn an_object_a_vm_needs_blocks_unless_the_backup_or_the_site_has_it() {
+    let mut objects = fixture::healthy_vm_objects();
+    let (_, vm) = objects
+        .iter_mut()
+        .find(|(resource, _)| *resource == replicadr_core::wire::RESOURCE_VIRTUAL_MACHINES)
+        .expect("the fixture has a VM");
+    vm["spec"]["instancetype"] = json!({"name": "u1.large"});
+    vm["spec"]["template"]["spec"]["networks"] =
+        json!([{"name": "storage", "multus": {"networkName": "storage-net"}}]);
+    objects.push((
+        "network-attachment-definitions.k8s.cni.cncf.io",
+        json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {"namespace": "vms", "name": "storage-net"}}),
+    ));
+    let contents = contents_of(objects);
+
+    let offline = plan_at("dr", &contents, fixture::SITE_MAP);
+    let missing: Vec<&Problem> = offline
+        .problems
+        .iter()
+        .filter(|p| p.reason == "ReferenceMissing")
+        .collect();
+    assert_eq!(
+        missing.len(),
+        1,
+        "the network is in the backup: {missing:#?}"
+    );
+    assert_eq!(missing[0].severity, Severity::Blocking);
+    assert_eq!(missing[0].object, "VirtualMachine vms/db");
+    assert!(
+        missing[0].message.starts_with(
+            "it needs VirtualMachineClusterInstancetype u1.large (spec.instancetype), which is not in the backup: "
+        ),
+        "{}",
+        missing[0].message
+    );
+    assert!(!offline.complete);
+
+    let mut existing = Existing::default();
+    let at_dr = plan_with("dr", &contents, fixture::SITE_MAP, None, Some(&existing));
+    let problem = at_dr
+        .problems
+        .iter()
+        .find(|p| p.reason == "ReferenceMissing")
+        .expect("still missing");
+    assert!(
+        problem
+            .message
+            .contains("which is not in the backup and not at site dr"),
+        "{}",
+        problem.message
+    );
+    existing.referenced.insert(reference_key(
+        replicadr_core::kubevirt::ReferencedKind::VirtualMachineClusterInstancetype,
+        "",
+        "u1.large",
+    ));
+    let at_dr = plan_with("dr", &contents, fixture::SITE_MAP, None, Some(&existing));
+    assert!(at_dr.complete, "{:#?}", at_dr.problems);
+}

@@ -576,3 +576,39 @@ fn data_volumes_cdi_would_import_are_named_after_the_hashed_pass() {
         "{messages:#?}"
     );
 }
+
+#[test]
+fn an_object_a_vm_needs_is_named_when_the_backup_lacks_it() {
+    let mut objects = fixture::healthy_vm_objects();
+    let (_, vm) = objects
+        .iter_mut()
+        .find(|(resource, _)| *resource == RESOURCE_VIRTUAL_MACHINES)
+        .expect("the fixture has a VM");
+    vm["spec"]["instancetype"] = json!({"name": "db-large", "revisionName": "db-large-v1"});
+    vm["spec"]["template"]["spec"]["volumes"]
+        .as_array_mut()
+        .expect("volumes")
+        .push(json!({"name": "cloudinit", "cloudInitNoCloud": {"secretRef": {"name": "db-init"}}}));
+    let secret = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"namespace": "vms", "name": "db-init"}});
+    objects.push(("secrets", secret));
+    let (tarball, list) = build(&objects);
+    let (inventory, reasons) = verify(&tarball, &list);
+    assert_eq!(reasons, [Reason::Backup(Invariant::ReferenceMissing)]);
+    let kept = inventory.findings.kept();
+    assert_eq!(kept.len(), 1, "the Secret is in the backup: {kept:#?}");
+    assert!(
+        kept[0].message.starts_with(
+            "VirtualMachine vms/db: it needs ControllerRevision vms/db-large-v1 (spec.instancetype.revisionName), which is not in the backup"
+        ),
+        "{}",
+        kept[0].message
+    );
+
+    let revision = json!({"apiVersion": "apps/v1", "kind": "ControllerRevision",
+        "metadata": {"namespace": "vms", "name": "db-large-v1"}, "revision": 1});
+    objects.push(("controllerrevisions.apps", revision));
+    let (tarball, list) = build(&objects);
+    let (inventory, reasons) = verify(&tarball, &list);
+    assert_eq!(reasons, [], "{:?}", inventory.findings.kept());
+}
