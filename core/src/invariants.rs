@@ -18,9 +18,10 @@
 //! Two reasons compare a backup with the previous verified backup of its policy rather than judge
 //! it alone ([`Reason::BackupShrank`], [`Reason::VmMissingFromBackup`]): verification reads one
 //! backup, so only the plan (and the failover, which plans first) reports them. One looks at the
-//! site too ([`Reason::ReferenceMissing`]): verification reports every object a VM needs that
-//! the backup lacks, and a plan only those absent at its site as well, since an object there
-//! (a cluster-wide instance type, a network definition) serves the restored VM as well.
+//! site too ([`Reason::ReferenceMissing`]): verification reports the objects of a VM's own
+//! namespace it needs that the backup lacks, and a plan every object it needs that is absent
+//! from both the backup and its site, since an object there (a cluster-wide instance type, a
+//! network definition) serves the restored VM as well.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -34,9 +35,9 @@ use crate::nfs;
 use crate::remap::{Outcome, RemapError, SiteRemap};
 use crate::sitemap::SiteName;
 use crate::wire::{
-    LABEL_MANAGED_BY, LABEL_REPLICA_OF_SNAPSHOT_UID, MANAGED_BY, PLUGIN_KUBEVIRT_BACKUP,
-    PLUGIN_KUBEVIRT_RESTORE, PLUGIN_PV_RETAIN, PLUGIN_SNAPSHOT_TO_PVC, POINTER_RECLAIM_POLICY,
-    RECLAIM_DELETE, RECLAIM_RETAIN,
+    LABEL_MANAGED_BY, LABEL_REPLICA_OF_SNAPSHOT_UID, MANAGED_BY, PLUGIN_KUBEVIRT_RESTORE,
+    PLUGIN_PV_RETAIN, PLUGIN_SNAPSHOT_TO_PVC, POINTER_RECLAIM_POLICY, RECLAIM_DELETE,
+    RECLAIM_RETAIN,
 };
 
 /// Whether a violation makes the restore incomplete.
@@ -312,14 +313,14 @@ impl Violation {
             None => (
                 String::new(),
                 format!(
-                    "Back it up with the VM ({PLUGIN_KUBEVIRT_BACKUP} adds every object a VM names; check that the Backup's resource filters do not leave out {}), or make sure it exists at the site a failover restores at: `replicadr plan` there checks it",
+                    "It lives in the VM's namespace, so a backup of the namespace holds it unless it is not there at the source site or the Backup's resource filters leave out {}: back it up with the VM, or make sure it exists at the site a failover restores at (`replicadr plan` there checks it)",
                     kind.group_resource()
                 ),
             ),
             Some(site) => (
                 format!(" and not at site {site}"),
                 format!(
-                    "Create {object} at site {site} (or back it up with the VM, then back up again), and plan again"
+                    "Create {object} at site {site} (or include it in the backup and back up again), and plan again"
                 ),
             ),
         };

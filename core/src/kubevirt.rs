@@ -323,9 +323,9 @@ fn matcher_kind(
 /// the `NetworkAttachmentDefinitions` of its Multus networks (`name` in the VM's namespace or
 /// `namespace/name`).
 ///
-/// A restore strips `status`, so only `spec.*.revisionName` names a revision that counts:
-/// `replicadr.io/kubevirt-backup` copies the revision from the VM's status into it at backup, as
-/// kubevirt-velero-plugin does.
+/// A `secret` or `configMap` volume marked `optional: true` is not needed. A restore strips
+/// `status`, so only `spec.*.revisionName` names a revision that counts (kubevirt-velero-plugin
+/// copies the revision from the VM's status into it at backup).
 pub fn vm_references(vm: &Value) -> Vec<VmReference> {
     let namespace = vm
         .pointer("/metadata/namespace")
@@ -343,7 +343,8 @@ pub fn vm_references(vm: &Value) -> Vec<VmReference> {
     for volume in array("/spec/template/spec/volumes") {
         let volume_name = volume.get("name").and_then(Value::as_str).unwrap_or("?");
         for (pointer, kind) in VOLUME_SOURCES {
-            if let Some(name) = volume.pointer(pointer).and_then(Value::as_str) {
+            let name = volume.pointer(pointer).and_then(Value::as_str);
+            if let Some(name) = name.filter(|_| !is_optional(volume, pointer)) {
                 let field = pointer.trim_start_matches('/').replace('/', ".");
                 add(
                     kind,
@@ -427,6 +428,29 @@ pub fn vm_references(vm: &Value) -> Vec<VmReference> {
     found.0
 }
 
+/// Whether the volume source `pointer` starts in is marked `optional: true`.
+fn is_optional(volume: &Value, pointer: &str) -> bool {
+    let source = pointer.split('/').nth(1).unwrap_or_default();
+    volume
+        .pointer(&format!("/{source}/optional"))
+        .and_then(Value::as_bool)
+        == Some(true)
+}
+
+/// The objects `vm` needs that live in its own namespace: those a backup of the namespace holds
+/// unless its filters leave them out. Verification, which sees only the backup, checks these;
+/// a cluster-wide instance type or preference, or a network definition of another namespace, is
+/// checked by `replicadr plan` at the restoring site, where it may already be installed.
+pub fn vm_references_in_its_namespace(vm: &Value) -> Vec<VmReference> {
+    let namespace = vm
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mut references = vm_references(vm);
+    references.retain(|r| r.kind.namespaced() && r.namespace == namespace);
+    references
+}
+
 /// The references found so far, each once.
 #[derive(Default)]
 struct Found(Vec<VmReference>);
@@ -508,6 +532,7 @@ mod tests {
                             "secretRef": {"name": "db-init"},
                             "networkDataSecretRef": {"name": "db-net"}}},
                         {"name": "again", "secret": {"secretName": "db-init"}},
+                        {"name": "maybe", "configMap": {"name": "tuning", "optional": true}},
                         {"name": "answers", "sysprep": {"configMap": {"name": "unattend"}}},
                         {"name": "sa", "serviceAccount": {"serviceAccountName": "db-sa"}},
                     ],
@@ -537,6 +562,12 @@ mod tests {
             ],
             "once each, in order; a revision stands for its preference"
         );
+        let local: Vec<String> = vm_references_in_its_namespace(&vm)
+            .iter()
+            .map(VmReference::object)
+            .collect();
+        assert_eq!(local.len(), found.len() - 1, "{local:?}");
+        assert!(!local.iter().any(|r| r.contains("infra/")), "{local:?}");
         let first = &vm_references(&vm)[0];
         assert_eq!(
             first.field,

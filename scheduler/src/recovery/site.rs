@@ -704,10 +704,11 @@ async fn referenced_at_site(
             Api::all_with(client.clone(), &resource)
         };
         match api.get_metadata_opt(&reference.name).await {
-            Ok(Some(_)) => {
+            // One being deleted is as good as gone by the time the restored VM starts.
+            Ok(Some(object)) if object.metadata.deletion_timestamp.is_none() => {
                 found.insert(key);
             }
-            Ok(None) => {}
+            Ok(_) => {}
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(error) => return Err(error),
         }

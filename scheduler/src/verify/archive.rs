@@ -15,7 +15,7 @@ use replicadr_core::invariants::{
 };
 use replicadr_core::kubevirt::{
     ClaimHazard, ReferencedKind, VmReference, claim_hazard, is_kubevirt_pod, vm_owning_vmi,
-    vm_references,
+    vm_references_in_its_namespace,
 };
 use replicadr_core::remap::SiteRemap;
 use replicadr_core::sitemap::SiteMap;
@@ -297,7 +297,7 @@ fn inspect_object(
             for claim in vm_claims(&object) {
                 references.vm_volumes.push(pvc_key(namespace, claim));
             }
-            for reference in vm_references(&object) {
+            for reference in vm_references_in_its_namespace(&object) {
                 references.vm_references.push(reference_key(
                     &reference.kind.group_resource(),
                     &reference.namespace,
@@ -576,7 +576,7 @@ fn recover_vm_names(
         }
         *vm_volume_index += 1;
     }
-    for reference in vm_references(object) {
+    for reference in vm_references_in_its_namespace(object) {
         if references.contains(reference_index) {
             names.references.insert(
                 *reference_index,

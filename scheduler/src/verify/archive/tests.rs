@@ -585,6 +585,8 @@ fn an_object_a_vm_needs_is_named_when_the_backup_lacks_it() {
         .find(|(resource, _)| *resource == RESOURCE_VIRTUAL_MACHINES)
         .expect("the fixture has a VM");
     vm["spec"]["instancetype"] = json!({"name": "db-large", "revisionName": "db-large-v1"});
+    // Cluster-wide: a namespace backup never holds it, so only the plan checks it, at the site.
+    vm["spec"]["preference"] = json!({"name": "rhel.9"});
     vm["spec"]["template"]["spec"]["volumes"]
         .as_array_mut()
         .expect("volumes")
