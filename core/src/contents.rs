@@ -292,10 +292,7 @@ impl BackupContents {
                 succeeded: dv.phase == "Succeeded",
             })
             .collect();
-        references.vm_references = self
-            .vm_references()
-            .map(|(_, r)| reference_key(r.kind, &r.namespace, &r.name))
-            .collect();
+        references.vm_references = self.vm_references().map(|(_, r)| r.key()).collect();
         references.referenceable = self.referenceable.iter().cloned().collect();
         references.vm_volumes = self
             .vms

@@ -649,13 +649,9 @@ pub fn cross_check<K: Eq + Hash + Clone>(
             Some(_) => {}
         }
     }
-    broken.snapshots_without_replica = references
-        .snapshots
-        .iter()
-        .enumerate()
-        .filter(|(_, snapshot)| !references.replicated.contains(*snapshot))
-        .map(|(index, _)| index)
-        .collect();
+    broken.snapshots_without_replica = positions_where(&references.snapshots, |snapshot| {
+        !references.replicated.contains(snapshot)
+    });
     let in_backup: HashSet<&K> = references.snapshots.iter().collect();
     broken.live_snapshots_without_replica = live
         .iter()
@@ -671,13 +667,9 @@ pub fn cross_check<K: Eq + Hash + Clone>(
         })
         .map(|(index, _)| index)
         .collect();
-    broken.vm_volumes_without_claim = references
-        .vm_volumes
-        .iter()
-        .enumerate()
-        .filter(|(_, claim)| !references.claims.contains_key(*claim))
-        .map(|(index, _)| index)
-        .collect();
+    broken.vm_volumes_without_claim = positions_where(&references.vm_volumes, |claim| {
+        !references.claims.contains_key(claim)
+    });
     broken.data_volumes_would_import = references
         .data_volumes
         .iter()
@@ -692,14 +684,20 @@ pub fn cross_check<K: Eq + Hash + Clone>(
             Some((index, cause))
         })
         .collect();
-    broken.references_not_in_backup = references
-        .vm_references
+    broken.references_not_in_backup = positions_where(&references.vm_references, |key| {
+        !references.referenceable.contains(key)
+    });
+    broken
+}
+
+/// The positions in `items` of those `broken` holds for, in order.
+fn positions_where<K>(items: &[K], broken: impl Fn(&K) -> bool) -> Vec<usize> {
+    items
         .iter()
         .enumerate()
-        .filter(|(_, key)| !references.referenceable.contains(*key))
+        .filter(|(_, item)| broken(item))
         .map(|(index, _)| index)
-        .collect();
-    broken
+        .collect()
 }
 
 /// Whether `replicadr.io/snapshot-to-pvc` replicates a live VolumeSnapshot when it backs up the

@@ -258,6 +258,11 @@ pub struct VmReference {
 }
 
 impl VmReference {
+    /// Its [`crate::contents::reference_key`].
+    pub fn key(&self) -> String {
+        crate::contents::reference_key(self.kind, &self.namespace, &self.name)
+    }
+
     /// `Kind namespace/name`, or `Kind name` for a cluster-wide kind.
     pub fn object(&self) -> String {
         if self.namespace.is_empty() {

@@ -14,9 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use jiff::Timestamp;
-use replicadr_core::contents::{
-    BackupContents, DataVolumeItem, LeftOutItem, PvcItem, VmItem, reference_key,
-};
+use replicadr_core::contents::{BackupContents, DataVolumeItem, LeftOutItem, PvcItem, VmItem};
 use replicadr_core::invariants::{self, Shrink, SnapshotSeen, Violation};
 use replicadr_core::kubevirt::VmReference;
 use replicadr_core::remap::{Outcome, SiteRemap};
@@ -784,8 +782,7 @@ fn claim_problems(
     let needed: Vec<(&VmItem, &VmReference)> = contents.vm_references().collect();
     for index in broken.references_not_in_backup {
         let (vm, reference) = needed[index];
-        let key = reference_key(reference.kind, &reference.namespace, &reference.name);
-        if existing.is_some_and(|e| e.referenced.contains(&key)) {
+        if existing.is_some_and(|e| e.referenced.contains(&reference.key())) {
             continue;
         }
         problems.violation(Violation::reference_missing(

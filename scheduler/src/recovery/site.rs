@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim};
-use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::{Client, ResourceExt as _};
-use replicadr_core::contents::{BackupContents, reference_key};
+use replicadr_core::contents::BackupContents;
 use replicadr_core::plugin_config::PluginConfig;
 use replicadr_core::sitemap::{SiteMap, SiteName};
 use replicadr_core::wire::{
@@ -674,7 +674,7 @@ async fn existing_at_site(
 }
 
 /// The objects VMs of `contents` need that the backup lacks and that exist at the site, by
-/// [`reference_key`]: one read each, and none of a kind whose CRD is not installed here.
+/// [`VmReference::key`](replicadr_core::kubevirt::VmReference::key): one read each, and none of a kind whose CRD is not installed here.
 async fn referenced_at_site(
     client: &Client,
     contents: &BackupContents,
@@ -682,22 +682,15 @@ async fn referenced_at_site(
     let mut found = BTreeSet::new();
     let mut looked = BTreeSet::new();
     for (_, reference) in contents.vm_references() {
-        let key = reference_key(reference.kind, &reference.namespace, &reference.name);
+        let key = reference.key();
         if contents.referenceable.contains(&key) || !looked.insert(key.clone()) {
             continue;
         }
         let kind = reference.kind;
-        let resource = ApiResource {
-            group: kind.group().to_owned(),
-            version: kind.version().to_owned(),
-            api_version: if kind.group().is_empty() {
-                kind.version().to_owned()
-            } else {
-                format!("{}/{}", kind.group(), kind.version())
-            },
-            kind: kind.kind().to_owned(),
-            plural: kind.plural().to_owned(),
-        };
+        let resource = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk(kind.group(), kind.version(), kind.kind()),
+            kind.plural(),
+        );
         let api: Api<DynamicObject> = if kind.namespaced() {
             Api::namespaced_with(client.clone(), &reference.namespace, &resource)
         } else {

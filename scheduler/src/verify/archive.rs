@@ -400,37 +400,32 @@ fn find_failures(inventory: &Inventory, live: &[LiveVolumeSnapshot]) -> Failures
         })
         .collect();
     let broken = invariants::cross_check(&inventory.references, &live);
+    let (snapshots, snapshots_failed) = first_kept(broken.snapshots_without_replica);
+    let (vm_volumes, vm_volumes_failed) = first_kept(broken.vm_volumes_without_claim);
+    let (data_volumes, data_volumes_failed) = first_kept(broken.data_volumes_would_import);
+    let (references, references_failed) = first_kept(broken.references_not_in_backup);
     Failures {
         no_version: inventory.format_version.is_none(),
         unbound_claims: broken.unbound_claims.into_iter().collect(),
         claims_without_pv: broken.claims_without_pv.into_iter().collect(),
-        snapshots_failed: broken.snapshots_without_replica.len(),
-        snapshots: broken
-            .snapshots_without_replica
-            .into_iter()
-            .take(KEPT_PER_REASON)
-            .collect(),
+        snapshots,
+        snapshots_failed,
         live_snapshots: broken.live_snapshots_without_replica,
-        vm_volumes_failed: broken.vm_volumes_without_claim.len(),
-        vm_volumes: broken
-            .vm_volumes_without_claim
-            .into_iter()
-            .take(KEPT_PER_REASON)
-            .collect(),
+        vm_volumes,
+        vm_volumes_failed,
         claims_left_out: broken.claims_left_out.into_iter().collect(),
-        data_volumes_failed: broken.data_volumes_would_import.len(),
-        data_volumes: broken
-            .data_volumes_would_import
-            .into_iter()
-            .take(KEPT_PER_REASON)
-            .collect(),
-        references_failed: broken.references_not_in_backup.len(),
-        references: broken
-            .references_not_in_backup
-            .into_iter()
-            .take(KEPT_PER_REASON)
-            .collect(),
+        data_volumes,
+        data_volumes_failed,
+        references,
+        references_failed,
     }
+}
+
+/// The first [`KEPT_PER_REASON`] of `all`, and how many there were.
+fn first_kept<T>(mut all: Vec<T>) -> (Vec<T>, usize) {
+    let count = all.len();
+    all.truncate(KEPT_PER_REASON);
+    (all, count)
 }
 
 /// The names of the objects in the failures kept word for word, read on the second pass.

@@ -950,11 +950,13 @@ fn an_object_a_vm_needs_blocks_unless_the_backup_or_the_site_has_it() {
         "{}",
         problem.message
     );
-    existing.referenced.insert(reference_key(
-        replicadr_core::kubevirt::ReferencedKind::VirtualMachineClusterInstancetype,
-        "",
-        "u1.large",
-    ));
+    existing
+        .referenced
+        .insert(replicadr_core::contents::reference_key(
+            replicadr_core::kubevirt::ReferencedKind::VirtualMachineClusterInstancetype,
+            "",
+            "u1.large",
+        ));
     let at_dr = plan_with("dr", &contents, fixture::SITE_MAP, None, Some(&existing));
     assert!(at_dr.complete, "{:#?}", at_dr.problems);
 }
