@@ -16,20 +16,22 @@ require_tools cargo file musl-gcc
 cd "${REPO_ROOT}"
 
 target=x86_64-unknown-linux-musl
+# release for the images; the test job checks the same build with the unoptimised static-check profile.
+profile="${REPLICADR_STATIC_PROFILE:-release}"
 # Outside the clone and apart from the ordinary build, so that reruns reuse it.
 target_dir="${REPLICADR_CACHE}/static-target"
 context="${REPO_ROOT}/target/images"
 ca_bundle=/etc/ssl/certs/ca-certificates.crt
 [[ -r "${ca_bundle}" ]] || die "no CA bundle at ${ca_bundle} (install ca-certificates)"
 
-log "building static release binaries for ${target} into ${target_dir}"
+log "building static ${profile} binaries for ${target} into ${target_dir}"
 CARGO_TARGET_DIR="${target_dir}" \
-  cargo build --release --locked --target "${target}" \
+  cargo build --profile "${profile}" --locked --target "${target}" \
   -p replicadr-velero-plugins -p replicadr-cli
 
 mkdir -p "${context}"
 for binary in replicadr-velero-plugins replicadr; do
-  built="${target_dir}/${target}/release/${binary}"
+  built="${target_dir}/${target}/${profile}/${binary}"
   description="$(file -b "${built}")"
   # "static-pie linked" or "statically linked"; anything dynamic would fail in a scratch image.
   [[ "${description}" == *"static"* ]] || die "${built} is not statically linked: ${description}"

@@ -14,7 +14,8 @@ mkdir -p "${REPLICADR_CACHE}"
 export GOTOOLCHAIN=local
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 
-log() { printf '[hack] %s\n' "$*" >&2; }
+# The UTC time on each line lets a CI log be read as a timeline of its steps.
+log() { printf '[hack %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { printf '[hack] error: %s\n' "$*" >&2; exit 1; }
 
 require_tools() {
