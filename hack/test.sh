@@ -8,13 +8,23 @@ cd "${REPO_ROOT}"
 bash hack/install-tools.sh
 require_tools cargo go jq shellcheck
 
-log "building the real test peers (cached in ${REPLICADR_CACHE})"
-bash hack/build-kube-peers.sh
-bash hack/build-velero-peers.sh
-bash hack/build-s3-peer.sh
-bash hack/build-prometheus.sh
-bash hack/build-conformance.sh >/dev/null
-bash hack/validate-manifests.sh
+# The peers (Go and Rust builds, module downloads) are built while the static checks and the
+# workspace build run: on a cold cache that keeps both cores busy through the downloads and the
+# single-threaded links.
+peer_log="$(mktemp)"
+log "building the real test peers in the background (cached in ${REPLICADR_CACHE}; log ${peer_log})"
+(
+  bash hack/build-kube-peers.sh
+  bash hack/build-velero-peers.sh
+  bash hack/build-s3-peer.sh
+  bash hack/build-prometheus.sh
+  bash hack/build-conformance.sh >/dev/null
+  bash hack/validate-manifests.sh
+) >"${peer_log}" 2>&1 &
+peers=$!
+results=""
+# A failed static check ends the run: the peer builds stop with it.
+trap 'pkill -P "${peers}" 2>/dev/null || true; kill "${peers}" 2>/dev/null || true; rm -f "${peer_log}" "${results}"' EXIT
 
 log "static checks"
 find hack -name "*.sh" -print0 | xargs -0 shellcheck -x .ci/run
@@ -26,13 +36,21 @@ bash hack/lint-images.sh
 # builds them optimised for the images.
 REPLICADR_STATIC_PROFILE=static-check bash hack/build-images-binaries.sh
 
-log "tests"
 # The end-to-end tests drive the built binaries, so build them first.
 cargo build --workspace --bins --locked
+cargo test --workspace --locked --no-run
+log "waiting for the test peers"
+if ! wait "${peers}"; then
+  cat "${peer_log}" >&2
+  die "building the test peers failed (log above)"
+fi
+cat "${peer_log}" >&2
+
+log "tests"
 results="$(mktemp)"
-trap 'rm -f "${results}"' EXIT
 set +e
-cargo test --workspace --locked 2>&1 | tee "${results}"
+# Every test binary runs even when one fails, so one red run shows every failure.
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "${results}"
 status="${PIPESTATUS[0]}"
 set -e
 # One closing line for the whole run: cargo prints a result line per test binary, the last ones

@@ -20,7 +20,7 @@ use crate::TestCluster;
 use crate::s3::S3Server;
 
 /// The KubeVirt, CDI `DataVolume` and CSI snapshot CRDs the tests install.
-pub const WORKLOAD_CRDS: [&str; 4] = replicadr_lab::crds::WORKLOAD;
+pub const WORKLOAD_CRDS: [&str; 6] = replicadr_lab::crds::WORKLOAD;
 
 pub use replicadr_lab::velero::velero_crds;
 use replicadr_lab::velero::{

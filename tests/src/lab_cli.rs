@@ -136,3 +136,35 @@ pub async fn replicadr(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<(i32,
         String::from_utf8_lossy(&output.stderr).into_owned(),
     ))
 }
+
+/// Creates a Velero object (`resource`) with `spec` and waits until its phase is final.
+pub async fn velero_run(
+    client: &kube::Client,
+    resource: &kube::core::ApiResource,
+    name: &str,
+    spec: serde_json::Value,
+) -> anyhow::Result<kube::api::DynamicObject> {
+    let api: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(client.clone(), drill::VELERO_NAMESPACE, resource);
+    let object: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "velero.io/v1", "kind": resource.kind,
+        "metadata": {"name": name, "namespace": drill::VELERO_NAMESPACE},
+        "spec": spec,
+    }))?;
+    api.create(&kube::api::PostParams::default(), &object)
+        .await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_mins(3);
+    loop {
+        let object = api.get(name).await?;
+        let phase = object.data["status"]["phase"].as_str().unwrap_or_default();
+        if ["Completed", "PartiallyFailed", "Failed", "FailedValidation"].contains(&phase) {
+            return Ok(object);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{} {name} not finished: {phase:?}",
+            resource.kind
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}

@@ -56,9 +56,10 @@ async fn failover_survives_velero_killed_mid_restore_and_failback_restores_prima
     assert_eq!(failover.outcome, Outcome::Succeeded, "{context}");
     assert_ne!(failover.restore, infra.restore);
     assert_eq!(failover.site, "dr");
-    // 4 fixed VMs (one halted) + 40 scale VMs; 4 fixed PVs, the replica's PV and 80 scale PVs.
-    assert_eq!(failover.vm_starts.len(), 43, "{context}");
-    assert_eq!(failover.rewritten.len(), 85, "{context}");
+    // 5 fixed VMs (one halted) + 40 scale VMs; 5 fixed PVs (desktop's DataVolume's included), the
+    // replica's PV and 80 scale PVs.
+    assert_eq!(failover.vm_starts.len(), 44, "{context}");
+    assert_eq!(failover.rewritten.len(), 86, "{context}");
     let dr_prefix = format!("{}:{}", DR_EXPORT.server, DR_EXPORT.base);
     for volume in &failover.rewritten {
         assert_eq!(volume.action, VolumeAction::Rewrite);
@@ -123,6 +124,10 @@ async fn failover_survives_velero_killed_mid_restore_and_failback_restores_prima
         "primary: the active-site record names primary",
         "primary: PVs on primary's exports",
         "primary: every primary PV restored under its name",
+        "dr: no VMI or launcher pod restored, none for a halted VM",
+        "dr: DataVolume drill-vms/desktop-root adopted its restored claim, no import",
+        "primary: no VMI or launcher pod restored, none for a halted VM",
+        "primary: DataVolume drill-vms/desktop-root adopted its restored claim, no import",
     ] {
         assert!(
             report.checks.iter().any(|c| c.name == check && c.passed),

@@ -3,7 +3,8 @@
 //! project's plugins). At `primary`, namespace `kv-shapes` holds:
 //! - VM `imported`, running: its disk is `DataVolume` `imported-root`, Succeeded, whose claim CDI
 //!   made (owned by the `DataVolume`, import annotations with pod phase Succeeded); its VMI (owned by
-//!   the VM) and `virt-launcher` pod (owned by the VMI), labelled as KubeVirt labels them;
+//!   the VM) and `virt-launcher` pod (owned by the VMI), which the played KubeVirt makes and labels
+//!   as KubeVirt does;
 //! - `DataVolume` `scratch`, still importing, with its claim (import annotations, pod phase Running);
 //! - a container app: Deployment `web`, Service `web` and ConfigMap `web-config` owned by the
 //!   Deployment.
@@ -23,7 +24,7 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, S
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use replicadr_drill::{self as drill, PRIMARY_EXPORT};
-use replicadr_e2e::lab_cli::{NfsClaim, bound_nfs_claim, sites_with_workload};
+use replicadr_e2e::lab_cli::{NfsClaim, bound_nfs_claim, sites_with_workload, velero_run};
 use replicadr_scheduler::recovery::failover::{data_volume_resource, vm_resource};
 use replicadr_scheduler::velero::{self, BackupView};
 use replicadr_scheduler::verify::Verifier;
@@ -130,7 +131,7 @@ async fn create_shapes(client: &kube::Client) -> anyhow::Result<()> {
     )
     .await?;
     cdi_claim(client, &scratch, "Running").await?;
-    let vm = create(
+    create(
         client,
         &vm_resource(),
         json!({
@@ -140,55 +141,50 @@ async fn create_shapes(client: &kube::Client) -> anyhow::Result<()> {
                 "domain": {"devices": {"disks": [{"name": "root", "disk": {"bus": "virtio"}}]}},
                 "volumes": [{"name": "root", "dataVolume": {"name": "imported-root"}}],
             }}},
-            "status": {"printableStatus": "Running", "ready": true},
         }),
     )
     .await?;
-    let vmi = create(
-        client,
-        &vmi_resource(),
-        json!({
-            "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
-            "metadata": {
-                "name": "imported", "namespace": NAMESPACE,
-                "labels": {"kubevirt.io/domain": "imported", "vm.kubevirt.io/name": "imported"},
-                "ownerReferences": [{
-                    "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine", "name": "imported",
-                    "uid": vm.metadata.uid, "controller": true, "blockOwnerDeletion": true,
-                }],
-            },
-            "spec": {"domain": {"devices": {}},
-                     "volumes": [{"name": "root", "dataVolume": {"name": "imported-root"}}]},
-            "status": {"phase": "Running"},
-        }),
-    )
-    .await?;
-    let launcher: Pod = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "name": "virt-launcher-imported-x7k2p", "namespace": NAMESPACE,
-            "labels": {"kubevirt.io": "virt-launcher", "vm.kubevirt.io/name": "imported",
-                       "kubevirt.io/created-by": vmi.metadata.uid},
-            "ownerReferences": [{
-                "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
-                "name": "imported", "uid": vmi.metadata.uid, "controller": true,
-                "blockOwnerDeletion": true,
-            }],
-        },
-        "spec": {
-            "containers": [{"name": "compute", "image": "quay.io/kubevirt/virt-launcher:v1.6.0"}],
-            "volumes": [{"name": "root", "persistentVolumeClaim": {"claimName": "imported-root"}}],
-        },
-    }))?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-    pods.create(&PostParams::default(), &launcher).await?;
-    pods.patch_status(
-        "virt-launcher-imported-x7k2p",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"phase": "Running"}})),
-    )
-    .await?;
+    // The played KubeVirt makes the running VM's VMI (owned by the VM) and its launcher pod
+    // (owned by the VMI), labelled as KubeVirt labels them.
+    let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
+    while kubevirt_made(client).await?.len() < 2 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no VMI and launcher pod for VM imported"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     create_app(client).await
+}
+
+/// The VMIs and launcher pods in the namespace, as `Kind name (restore label)`.
+async fn kubevirt_made(client: &kube::Client) -> anyhow::Result<Vec<String>> {
+    let describe = |kind: &str, meta: &kube::api::ObjectMeta| {
+        format!(
+            "{kind} {} ({:?})",
+            meta.name.as_deref().unwrap_or_default(),
+            meta.labels
+                .as_ref()
+                .and_then(|l| l.get("velero.io/restore-name"))
+        )
+    };
+    let mut made: Vec<String> =
+        Api::<DynamicObject>::namespaced_with(client.clone(), NAMESPACE, &vmi_resource())
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .map(|vmi| describe("VirtualMachineInstance", &vmi.metadata))
+            .collect();
+    made.extend(
+        Api::<Pod>::namespaced(client.clone(), NAMESPACE)
+            .list(&ListParams::default().labels("kubevirt.io=virt-launcher"))
+            .await?
+            .items
+            .iter()
+            .map(|pod| describe("Pod", &pod.metadata)),
+    );
+    Ok(made)
 }
 
 /// The container app beside the VMs: a Deployment, its Service, and a ConfigMap it owns.
@@ -225,37 +221,6 @@ async fn create_app(client: &kube::Client) -> anyhow::Result<()> {
         .create(&PostParams::default(), &service)
         .await?;
     Ok(())
-}
-
-/// Creates a Velero object (`resource`) with `spec` and waits until its phase is final.
-async fn velero_run(
-    client: &kube::Client,
-    resource: &ApiResource,
-    name: &str,
-    spec: Value,
-) -> anyhow::Result<DynamicObject> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), drill::VELERO_NAMESPACE, resource);
-    let object: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "velero.io/v1", "kind": resource.kind,
-        "metadata": {"name": name, "namespace": drill::VELERO_NAMESPACE},
-        "spec": spec,
-    }))?;
-    api.create(&PostParams::default(), &object).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_mins(3);
-    loop {
-        let object = api.get(name).await?;
-        let phase = object.data["status"]["phase"].as_str().unwrap_or_default();
-        if ["Completed", "PartiallyFailed", "Failed", "FailedValidation"].contains(&phase) {
-            return Ok(object);
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{} {name} not finished: {phase:?}",
-            resource.kind
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
 }
 
 #[tokio::test]
@@ -311,12 +276,12 @@ async fn a_kubevirt_namespace_restores_without_vmis_launchers_or_imports() -> an
 
     // Left out: the VMI, the launcher pod, the claim of the unfinished import, the DataVolume
     // that would import.
-    let vmis: Api<DynamicObject> = Api::namespaced_with(dr.clone(), NAMESPACE, &vmi_resource());
-    assert!(vmis.get_opt("imported").await?.is_none(), "no VMI restored");
-    let pods: Api<Pod> = Api::namespaced(dr.clone(), NAMESPACE);
+    // The restored VM runs (a plain Velero Restore keeps its run strategy), so the played KubeVirt
+    // at dr makes its VMI and launcher pod anew: none of them carries Velero's restore label.
+    let made = kubevirt_made(&dr).await?;
     assert!(
-        pods.list(&ListParams::default()).await?.items.is_empty(),
-        "no launcher pod restored"
+        made.iter().all(|m| m.ends_with("(None)")),
+        "no VMI or launcher pod restored: {made:?}"
     );
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(dr.clone(), NAMESPACE);
     assert!(

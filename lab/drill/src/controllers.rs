@@ -8,7 +8,13 @@
 //! - the snapshot controller: a VolumeSnapshot gets a VolumeSnapshotContent and becomes ready;
 //! - KubeVirt: a VM whose run strategy runs is reported Running, any other Stopped; one whose
 //!   template's `nodeSelector` asks for a label the played node lacks ([`PLAYED_NODE_LABELS`])
-//!   is reported `ErrorUnschedulable`, as KubeVirt reports a VM whose launcher pod no node takes;
+//!   is reported `ErrorUnschedulable`, as KubeVirt reports a VM whose launcher pod no node takes.
+//!   A running VM gets a `VirtualMachineInstance` of its name, owned by it, and a stopped VM's
+//!   instance is deleted (virt-controller's VM controller, `pkg/virt-controller/watch/vm`);
+//!   every instance not being deleted gets a `virt-launcher` pod, owned by it and labelled as
+//!   KubeVirt labels it, whoever made the instance: an ownerless one a restore brought back
+//!   boots too (the VMI controller, `pkg/virt-controller/watch/vmi`). Not played: KubeVirt's VM
+//!   controller adopting an ownerless instance of its VM's name;
 //! - the PV/PVC protection and namespace controllers: a deleted claim or volume loses its
 //!   protection finalizer (no pod uses anything here), and a deleted namespace is finalized once
 //!   it holds no claim or VM;
@@ -22,17 +28,20 @@
 //!   webhook, which would refuse to create such a `DataVolume` at all, is not played); with no
 //!   claim, CDI would provision one and import into it: the `DataVolume` is `ImportScheduled`, and
 //!   nothing imports here;
-//! - the garbage collector: a VM deleted with orphan propagation loses its `orphan` finalizer (the
-//!   played VMs own nothing); a `DataVolume` deleted so first has its claims' ownerReferences to it
-//!   removed, as kube-controller-manager's garbage collector orphans dependents
-//!   (`pkg/controller/garbagecollector`, `orphanDependents`).
+//! - the garbage collector: a VM or `DataVolume` deleted with orphan propagation first has the
+//!   ownerReferences to it removed from its dependents the played controllers watch (a VM's
+//!   `DataVolumes` and instances, a `DataVolume`'s claims), then loses its `orphan` finalizer, as
+//!   kube-controller-manager's garbage collector orphans dependents
+//!   (`pkg/controller/garbagecollector`, `orphanDependents`); an instance or launcher pod whose
+//!   controller owner is gone is deleted (background propagation). Dependents the played
+//!   controllers do not watch (`ControllerRevisions`) keep a dangling ownerReference.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
 };
@@ -44,6 +53,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use replicadr_core::contents::{run_strategy, strategy_runs};
+use replicadr_core::wire::LABEL_KUBEVIRT;
 use replicadr_scheduler::recovery::failover::{data_volume_resource, vm_resource};
 
 /// The StorageClass the played provisioner serves.
@@ -74,6 +84,9 @@ struct Caches {
     snapshots: Store<DynamicObject>,
     vms: Store<DynamicObject>,
     data_volumes: Store<DynamicObject>,
+    instances: Store<DynamicObject>,
+    /// `virt-launcher` pods only.
+    launchers: Store<Pod>,
 }
 
 impl Caches {
@@ -84,6 +97,8 @@ impl Caches {
             && self.snapshots.wait_until_ready().await.is_ok()
             && self.vms.wait_until_ready().await.is_ok()
             && self.data_volumes.wait_until_ready().await.is_ok()
+            && self.instances.wait_until_ready().await.is_ok()
+            && self.launchers.wait_until_ready().await.is_ok()
     }
 }
 
@@ -99,11 +114,25 @@ where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
     K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
 {
+    watch_with(api, dyntype, watcher::Config::default(), changed, tasks)
+}
+
+/// [`watch`] with a watcher configuration (a label selector).
+fn watch_with<K>(
+    api: Api<K>,
+    dyntype: K::DynamicType,
+    config: watcher::Config,
+    changed: &Arc<Notify>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Store<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Clone + Eq + std::hash::Hash + Send + Sync,
+{
     let writer = reflector::store::Writer::new(dyntype);
     let store = writer.as_reader();
     let changed = Arc::clone(changed);
-    let events =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    let events = reflector::reflector(writer, watcher(api, config)).default_backoff();
     tasks.push(tokio::spawn(async move {
         let mut events = std::pin::pin!(events);
         while let Some(event) = events.next().await {
@@ -132,6 +161,9 @@ impl Played {
             dynamic(resource("snapshot.storage.k8s.io", "VolumeSnapshot"));
         let (vm_api, vm_type) = dynamic(vm_resource());
         let (dv_api, dv_type) = dynamic(data_volume_resource());
+        let (instance_api, instance_type) = dynamic(instance_resource());
+        let launcher_pods =
+            watcher::Config::default().labels(&format!("{LABEL_KUBEVIRT}={LAUNCHER}"));
         let caches = Caches {
             claims: watch(Api::all(client.clone()), (), &changed, &mut tasks),
             volumes: watch(Api::all(client.clone()), (), &changed, &mut tasks),
@@ -139,6 +171,14 @@ impl Played {
             snapshots: watch(snapshot_api, snapshot_resource, &changed, &mut tasks),
             vms: watch(vm_api, vm_type, &changed, &mut tasks),
             data_volumes: watch(dv_api, dv_type, &changed, &mut tasks),
+            instances: watch(instance_api, instance_type, &changed, &mut tasks),
+            launchers: watch_with(
+                Api::all(client.clone()),
+                (),
+                launcher_pods,
+                &changed,
+                &mut tasks,
+            ),
         };
         let controller = {
             let stop = Arc::clone(&stop);
@@ -177,7 +217,9 @@ async fn pass(client: &Client, export: &Export, caches: &Caches) -> Result<(), k
     bind_claims(client, export, caches).await?;
     snapshots(client, caches).await?;
     data_volumes(client, caches).await?;
-    vms(client, caches).await
+    vms(client, caches).await?;
+    instances(client, caches).await?;
+    launchers(client, caches).await
 }
 
 /// CDI's `DataVolume` controller, for `DataVolumes` a restore made (no phase yet).
@@ -256,6 +298,15 @@ fn created(result: Result<impl Sized, kube::Error>) -> Result<(), kube::Error> {
     match result {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(error) => Err(error),
+    }
+}
+
+/// `Ok` for a delete that found the object gone already.
+fn deleted(result: Result<impl Sized, kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(error) => Err(error),
     }
 }
@@ -400,44 +451,42 @@ async fn finish_deletions(client: &Client, caches: &Caches) -> Result<(), kube::
             .await?;
     }
     // A VM deleted with orphan propagation carries the `orphan` finalizer until the garbage
-    // collector has removed the VM from its dependents' ownerReferences; the played VMs have no
-    // dependents, so it is removed at once, as kube-controller-manager's garbage collector would.
+    // collector has removed the VM from its dependents' ownerReferences.
     for vm in caches.vms.state_filter(|v| deleting(&v.metadata)) {
-        Api::<DynamicObject>::namespaced_with(
-            client.clone(),
-            &vm.namespace().unwrap_or_default(),
-            &vm_resource(),
-        )
-        .patch(&vm.name_any(), &params, &unprotect)
-        .await?;
+        let namespace = vm.namespace().unwrap_or_default();
+        for (store, resource) in [
+            (&caches.data_volumes, data_volume_resource()),
+            (&caches.instances, instance_resource()),
+        ] {
+            let api = Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &resource);
+            for dependent in store.state_filter(|d| {
+                d.namespace().as_deref() == Some(namespace.as_str())
+                    && owned_by(&d.metadata, vm.metadata.uid.as_deref())
+            }) {
+                api.patch(
+                    &dependent.name_any(),
+                    &params,
+                    &without_owner(&dependent.metadata, vm.metadata.uid.as_deref()),
+                )
+                .await?;
+            }
+        }
+        Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &vm_resource())
+            .patch(&vm.name_any(), &params, &unprotect)
+            .await?;
     }
     for dv in caches.data_volumes.state_filter(|d| deleting(&d.metadata)) {
         let namespace = dv.namespace().unwrap_or_default();
-        let owned_by_dv = |claim: &PersistentVolumeClaim| {
-            claim
-                .metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| Some(&o.uid) == dv.metadata.uid.as_ref())
-        };
         let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &namespace);
         for claim in caches.claims.state_filter(|c| {
-            c.namespace().as_deref() == Some(namespace.as_str()) && owned_by_dv(c)
+            c.namespace().as_deref() == Some(namespace.as_str())
+                && owned_by(&c.metadata, dv.metadata.uid.as_deref())
         }) {
-            let kept: Vec<_> = claim
-                .metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .filter(|o| Some(&o.uid) != dv.metadata.uid.as_ref())
-                .cloned()
-                .collect();
             claims
                 .patch(
                     &claim.name_any(),
                     &params,
-                    &Patch::Merge(json!({"metadata": {"ownerReferences": kept}})),
+                    &without_owner(&claim.metadata, dv.metadata.uid.as_deref()),
                 )
                 .await?;
         }
@@ -472,6 +521,35 @@ async fn finish_deletions(client: &Client, caches: &Caches) -> Result<(), kube::
             .await?;
     }
     Ok(())
+}
+
+/// Whether `uid` is among the owners in `meta`.
+fn owned_by(meta: &kube::api::ObjectMeta, uid: Option<&str>) -> bool {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| Some(o.uid.as_str()) == uid)
+}
+
+/// The patch that removes the owner `uid` from `meta`'s ownerReferences.
+fn without_owner(meta: &kube::api::ObjectMeta, uid: Option<&str>) -> Patch<Value> {
+    let kept: Vec<_> = meta
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|o| Some(o.uid.as_str()) != uid)
+        .cloned()
+        .collect();
+    Patch::Merge(json!({"metadata": {"ownerReferences": kept}}))
+}
+
+/// The UID of `meta`'s controller owner, when it is of `kind`.
+fn controller_of_kind<'a>(meta: &'a kube::api::ObjectMeta, kind: &str) -> Option<&'a str> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true) && o.kind == kind)
+        .map(|o| o.uid.as_str())
 }
 
 fn resource(group: &str, kind: &str) -> ApiResource {
@@ -582,6 +660,185 @@ async fn vms(client: &Client, caches: &Caches) -> Result<(), kube::Error> {
             ),
         )
         .await?;
+    }
+    Ok(())
+}
+
+/// KubeVirt's `VirtualMachineInstance` (kubevirt.io/v1).
+pub fn instance_resource() -> ApiResource {
+    resource("kubevirt.io", "VirtualMachineInstance")
+}
+
+/// The value of KubeVirt's `kubevirt.io` label on a launcher pod.
+pub const LAUNCHER: &str = "virt-launcher";
+/// KubeVirt's label on an instance and its launcher pod: the VM's name.
+const LABEL_VM_NAME: &str = "vm.kubevirt.io/name";
+/// KubeVirt's label on a launcher pod: the UID of its instance.
+const LABEL_CREATED_BY: &str = "kubevirt.io/created-by";
+
+/// The VM controller's part: a running VM's instance is created, a stopped VM's is deleted, an
+/// instance whose VM is gone is collected.
+async fn instances(client: &Client, caches: &Caches) -> Result<(), kube::Error> {
+    let vms = caches.vms.state();
+    for vm in &vms {
+        let namespace = vm.namespace().unwrap_or_default();
+        let name = vm.name_any();
+        let runs = vm.metadata.deletion_timestamp.is_none()
+            && strategy_runs(&run_strategy(&vm.data))
+            && schedulable(&vm.data);
+        let instance =
+            caches.instances.state().into_iter().find(|i| {
+                i.namespace().as_deref() == Some(namespace.as_str()) && i.name_any() == name
+            });
+        let api =
+            Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &instance_resource());
+        match instance {
+            None if runs => {
+                let template = vm
+                    .data
+                    .pointer("/spec/template/spec")
+                    .cloned()
+                    .unwrap_or_default();
+                let mut object = DynamicObject::new(&name, &instance_resource()).within(&namespace);
+                object.metadata.labels = Some(
+                    [
+                        (LABEL_VM_NAME.to_owned(), name.clone()),
+                        ("kubevirt.io/domain".to_owned(), name.clone()),
+                    ]
+                    .into(),
+                );
+                object.metadata.owner_references = Some(vec![
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                        api_version: "kubevirt.io/v1".to_owned(),
+                        kind: "VirtualMachine".to_owned(),
+                        name: name.clone(),
+                        uid: vm.uid().unwrap_or_default(),
+                        controller: Some(true),
+                        block_owner_deletion: Some(true),
+                    },
+                ]);
+                object.data = json!({"spec": template});
+                created(api.create(&PostParams::default(), &object).await)?;
+                api.patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": {"phase": "Running"}})),
+                )
+                .await?;
+            }
+            Some(instance)
+                if !runs
+                    && instance.metadata.deletion_timestamp.is_none()
+                    && controller_of_kind(&instance.metadata, "VirtualMachine")
+                        == vm.uid().as_deref() =>
+            {
+                deleted(api.delete(&name, &kube::api::DeleteParams::default()).await)?;
+            }
+            _ => {}
+        }
+    }
+    let vm_uids: HashSet<String> = vms.iter().filter_map(|vm| vm.uid()).collect();
+    for orphaned in caches.instances.state_filter(|i| {
+        i.metadata.deletion_timestamp.is_none()
+            && controller_of_kind(&i.metadata, "VirtualMachine")
+                .is_some_and(|uid| !vm_uids.contains(uid))
+    }) {
+        Api::<DynamicObject>::namespaced_with(
+            client.clone(),
+            &orphaned.namespace().unwrap_or_default(),
+            &instance_resource(),
+        )
+        .delete(&orphaned.name_any(), &kube::api::DeleteParams::default())
+        .await
+        .map_or_else(|e| deleted(Err::<(), _>(e)), |_| Ok(()))?;
+    }
+    Ok(())
+}
+
+/// The claims an instance's volumes use, as the launcher pod mounts them.
+fn launcher_volumes(instance: &Value) -> Vec<Value> {
+    instance
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|volume| {
+            let claim = volume
+                .pointer("/persistentVolumeClaim/claimName")
+                .or_else(|| volume.pointer("/dataVolume/name"))?;
+            Some(
+                json!({"name": volume.get("name")?, "persistentVolumeClaim": {"claimName": claim}}),
+            )
+        })
+        .collect()
+}
+
+/// The VMI controller's part: every instance not being deleted has a launcher pod; a launcher pod
+/// whose instance is gone is collected.
+async fn launchers(client: &Client, caches: &Caches) -> Result<(), kube::Error> {
+    let instances = caches.instances.state();
+    let launched: HashSet<String> = caches
+        .launchers
+        .state()
+        .iter()
+        .filter_map(|pod| pod.labels().get(LABEL_CREATED_BY).cloned())
+        .collect();
+    for instance in instances
+        .iter()
+        .filter(|i| i.metadata.deletion_timestamp.is_none())
+    {
+        let uid = instance.uid().unwrap_or_default();
+        if launched.contains(&uid) {
+            continue;
+        }
+        let namespace = instance.namespace().unwrap_or_default();
+        let name = instance.name_any();
+        let vm_name = instance
+            .labels()
+            .get(LABEL_VM_NAME)
+            .cloned()
+            .unwrap_or_else(|| name.clone());
+        let suffix: String = uid
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(5)
+            .collect();
+        let pod: Pod = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": format!("{LAUNCHER}-{name}-{suffix}"), "namespace": namespace,
+                "labels": {LABEL_KUBEVIRT: LAUNCHER, LABEL_VM_NAME: vm_name, LABEL_CREATED_BY: uid},
+                "ownerReferences": [{
+                    "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "name": name,
+                    "uid": uid, "controller": true, "blockOwnerDeletion": true,
+                }],
+            },
+            "spec": {
+                "containers": [{"name": "compute", "image": "quay.io/kubevirt/virt-launcher:v1.6.0"}],
+                "volumes": launcher_volumes(&instance.data),
+            },
+        }))
+        .expect("a valid pod");
+        let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
+        created(pods.create(&PostParams::default(), &pod).await)?;
+        pods.patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Running"}})),
+        )
+        .await?;
+    }
+    let instance_uids: HashSet<String> = instances.iter().filter_map(|i| i.uid()).collect();
+    for pod in caches.launchers.state_filter(|pod| {
+        pod.metadata.deletion_timestamp.is_none()
+            && controller_of_kind(&pod.metadata, "VirtualMachineInstance")
+                .is_some_and(|uid| !instance_uids.contains(uid))
+    }) {
+        deleted(
+            Api::<Pod>::namespaced(client.clone(), &pod.namespace().unwrap_or_default())
+                .delete(&pod.name_any(), &kube::api::DeleteParams::default())
+                .await,
+        )?;
     }
     Ok(())
 }

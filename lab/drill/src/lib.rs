@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{Api, DynamicObject, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 use replicadr_lab::TestCluster;
@@ -349,6 +349,16 @@ impl Environment {
             velero_peer::plugin_for_aws_binary()?,
             self.options.plugin_binary.clone(),
         ];
+        self.start_velero_with_plugins(primary, &plugins).await
+    }
+
+    /// [`Self::start_velero`] with these plugin binaries only (a Velero without ReplicaDR's
+    /// plugins, for one).
+    pub async fn start_velero_with_plugins(
+        &mut self,
+        primary: bool,
+        plugins: &[PathBuf],
+    ) -> anyhow::Result<()> {
         let args = [
             "--backup-sync-period=2s".to_owned(),
             "--item-operation-sync-frequency=1s".to_owned(),
@@ -375,7 +385,7 @@ impl Environment {
         site.velero = Some(VeleroServer::start_with(
             site.cluster.kubeconfig_path(),
             VELERO_NAMESPACE,
-            &plugins,
+            plugins,
             &args,
         )?);
         let locations: Api<DynamicObject> = Api::namespaced_with(
@@ -450,7 +460,7 @@ pub async fn run(
     let setup_seconds = started.elapsed().as_secs_f64();
     progress(format!(
         "both sites up in {setup_seconds:.1}s; creating the sample workload at primary ({} VMs)",
-        5 + options.scale_vms
+        6 + options.scale_vms
     ));
     create_workload(&env.primary.client, options.scale_vms).await?;
     wait_workload_ready(&env.primary.client, progress).await?;
@@ -495,6 +505,9 @@ pub async fn run(
     report
         .checks
         .extend(check_site(&env.dr.client, "dr", &failover, &DR_EXPORT, &primary_names).await?);
+    report
+        .checks
+        .extend(check_kubevirt(&env.dr.client, "dr").await?);
     report.checks.push(check_every_policy("dr", &failover));
     report.checks.push(check_start_order(&failover));
     if options.kill_velero_mid_restore {
@@ -566,6 +579,9 @@ pub async fn run(
             )
             .await?,
         );
+        report
+            .checks
+            .extend(check_kubevirt(&env.primary.client, "primary").await?);
         report.checks.push(check_every_policy("primary", &failback));
         report
             .checks
@@ -683,7 +699,7 @@ async fn standby_refuses_backups(primary: &Client) -> Check {
 
 pub async fn create_workload(client: &Client, scale_vms: usize) -> anyhow::Result<()> {
     workload::apply(client, &workload::objects(&PRIMARY_EXPORT, scale_vms)).await?;
-    Ok(())
+    workload::own_desktop(client).await
 }
 
 /// Waits until every claim is Bound and every running VM Running (the played controllers), then
@@ -693,11 +709,248 @@ pub async fn wait_workload_ready(
     progress: &mut (dyn FnMut(String) + Send),
 ) -> anyhow::Result<()> {
     wait_claims_bound(client, Duration::from_mins(5)).await?;
+    wait_launched(client, Duration::from_mins(1)).await?;
     workload::apply(client, &[workload::snapshot()]).await?;
     progress(
-        "workload ready: claims Bound, VMs Running, VolumeSnapshot app-data-snap taken".to_owned(),
+        "workload ready: claims Bound, VMs Running with their VMIs and launcher pods, VolumeSnapshot app-data-snap taken".to_owned(),
     );
     Ok(())
+}
+
+/// Waits until every running VM of the workload has its instance and launcher pod (the played
+/// KubeVirt), so that a backup holds them as it would on a real cluster.
+async fn wait_launched(client: &Client, timeout: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let kubevirt = KubevirtObjects::list(client).await?;
+        let unlaunched: Vec<String> = kubevirt
+            .vms
+            .iter()
+            .filter(|vm| {
+                replicadr_core::contents::strategy_runs(&replicadr_core::contents::run_strategy(
+                    &vm.data,
+                ))
+            })
+            .filter(|vm| {
+                let key = (vm.namespace(), vm.name_any());
+                !kubevirt
+                    .instances
+                    .iter()
+                    .any(|i| (i.namespace(), i.name_any()) == key)
+                    || !kubevirt.launchers.iter().any(|pod| {
+                        pod.namespace() == key.0
+                            && pod.labels().get("vm.kubevirt.io/name") == Some(&key.1)
+                    })
+            })
+            .map(|vm| format!("{}/{}", vm.namespace().unwrap_or_default(), vm.name_any()))
+            .collect();
+        if unlaunched.is_empty() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "running VMs without a VMI and launcher pod after {timeout:?}: {}",
+            unlaunched.join(", ")
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The workload's VMs, instances and launcher pods at a site.
+struct KubevirtObjects {
+    vms: Vec<DynamicObject>,
+    instances: Vec<DynamicObject>,
+    launchers: Vec<Pod>,
+}
+
+impl KubevirtObjects {
+    async fn list(client: &Client) -> anyhow::Result<Self> {
+        let mut objects = Self {
+            vms: Vec::new(),
+            instances: Vec::new(),
+            launchers: Vec::new(),
+        };
+        let launchers = ListParams::default().labels(&format!(
+            "{}={}",
+            replicadr_core::wire::LABEL_KUBEVIRT,
+            controllers::LAUNCHER
+        ));
+        for namespace in workload::NAMESPACES {
+            let in_namespace = |resource: kube::api::ApiResource| {
+                Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource)
+            };
+            objects.vms.extend(
+                in_namespace(vm_resource())
+                    .list(&ListParams::default())
+                    .await?
+                    .items,
+            );
+            objects.instances.extend(
+                in_namespace(controllers::instance_resource())
+                    .list(&ListParams::default())
+                    .await?
+                    .items,
+            );
+            objects.launchers.extend(
+                Api::<Pod>::namespaced(client.clone(), namespace)
+                    .list(&launchers)
+                    .await?
+                    .items,
+            );
+        }
+        Ok(objects)
+    }
+}
+
+/// After a recovery at a site, what KubeVirt and CDI would make of it: no VMI or launcher pod was
+/// restored (Velero labels what it restores), no halted VM has one; `desktop`'s `DataVolume` was
+/// adopted with its claim on the restored PV, not imported anew; the VM's Secret, instance type,
+/// preference, `ControllerRevisions` and network, and the container app, are there.
+pub async fn check_kubevirt(client: &Client, site: &str) -> anyhow::Result<Vec<Check>> {
+    let kubevirt = KubevirtObjects::list(client).await?;
+    let restored = |meta: &kube::api::ObjectMeta| {
+        meta.labels
+            .as_ref()
+            .and_then(|l| l.get(replicadr_core::wire::LABEL_VELERO_RESTORE_NAME))
+            .cloned()
+    };
+    let halted: BTreeSet<(Option<String>, String)> = kubevirt
+        .vms
+        .iter()
+        .filter(|vm| {
+            !replicadr_core::contents::strategy_runs(&replicadr_core::contents::run_strategy(
+                &vm.data,
+            ))
+        })
+        .map(|vm| (vm.namespace(), vm.name_any()))
+        .collect();
+    let mut wrong = Vec::new();
+    for instance in &kubevirt.instances {
+        let key = (instance.namespace(), instance.name_any());
+        let what = format!(
+            "VirtualMachineInstance {}/{}",
+            key.0.as_deref().unwrap_or_default(),
+            key.1
+        );
+        if let Some(restore) = restored(&instance.metadata) {
+            wrong.push(format!("{what} was restored by {restore}"));
+        } else if halted.contains(&key) {
+            wrong.push(format!("{what} exists while its VM is halted"));
+        }
+    }
+    for pod in &kubevirt.launchers {
+        if let Some(restore) = restored(&pod.metadata) {
+            wrong.push(format!(
+                "virt-launcher pod {}/{} was restored by {restore}",
+                pod.namespace().unwrap_or_default(),
+                pod.name_any()
+            ));
+        }
+    }
+    let mut checks = vec![Check {
+        name: format!("{site}: no VMI or launcher pod restored, none for a halted VM"),
+        passed: wrong.is_empty(),
+        detail: if wrong.is_empty() {
+            format!(
+                "{} VMIs and {} launcher pods, all made at {site} for running VMs",
+                kubevirt.instances.len(),
+                kubevirt.launchers.len()
+            )
+        } else {
+            wrong.join("; ")
+        },
+    }];
+    checks.push(data_volume_adopted(client, site, Duration::from_secs(30)).await?);
+    let mut missing = Vec::new();
+    for (kind, resource, name) in workload::desktop_companions() {
+        let api =
+            Api::<DynamicObject>::namespaced_with(client.clone(), workload::NAMESPACE, &resource);
+        if api.get_metadata_opt(&name).await?.is_none() {
+            missing.push(format!("{kind} {}/{name}", workload::NAMESPACE));
+        }
+    }
+    checks.push(Check {
+        name: format!("{site}: desktop's Secret, instance type, preference, revisions and network, and the container app, restored"),
+        passed: missing.is_empty(),
+        detail: if missing.is_empty() {
+            format!("{} objects", workload::desktop_companions().len())
+        } else {
+            format!("missing: {}", missing.join(", "))
+        },
+    });
+    Ok(checks)
+}
+
+/// Whether the played CDI adopted `desktop`'s claim (within `timeout`): the `DataVolume`
+/// Succeeded, controller of the claim, the claim bound to the restored PV.
+async fn data_volume_adopted(
+    client: &Client,
+    site: &str,
+    timeout: Duration,
+) -> anyhow::Result<Check> {
+    let name = format!(
+        "{site}: DataVolume {}/{} adopted its restored claim, no import",
+        workload::NAMESPACE,
+        workload::DESKTOP_DISK
+    );
+    let data_volumes = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        workload::NAMESPACE,
+        &failover::data_volume_resource(),
+    );
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), workload::NAMESPACE);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let dv = data_volumes.get_opt(workload::DESKTOP_DISK).await?;
+        let claim = claims.get_opt(workload::DESKTOP_DISK).await?;
+        let phase = dv
+            .as_ref()
+            .and_then(|dv| dv.data.pointer("/status/phase"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let owned = match (&dv, &claim) {
+            (Some(dv), Some(claim)) => claim
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.controller == Some(true) && Some(&o.uid) == dv.metadata.uid.as_ref()),
+            _ => false,
+        };
+        let volume = claim
+            .as_ref()
+            .and_then(|c| c.spec.as_ref()?.volume_name.clone())
+            .unwrap_or_default();
+        if phase == "Succeeded" && owned && volume == workload::DESKTOP_PV {
+            return Ok(Check {
+                name,
+                passed: true,
+                detail: format!("Succeeded, the claim owned by it on {volume}"),
+            });
+        }
+        if Instant::now() >= deadline {
+            let message = dv
+                .as_ref()
+                .and_then(|dv| dv.data.pointer("/status/conditions/0/message"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let detail = match (&dv, &claim) {
+                (None, _) => "the DataVolume is missing".to_owned(),
+                (_, None) => format!("the claim is missing; the DataVolume is {phase:?}"),
+                _ => format!(
+                    "after {timeout:?} the DataVolume is {phase:?} ({message}), the claim is {}owned by it, on {volume:?}",
+                    if owned { "" } else { "not " }
+                ),
+            };
+            return Ok(Check {
+                name,
+                passed: false,
+                detail,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 async fn wait_claims_bound(client: &Client, timeout: Duration) -> anyhow::Result<()> {
@@ -1165,6 +1418,16 @@ pub async fn halt_all(client: &Client) -> anyhow::Result<()> {
                 .iter()
                 .filter(|vm| failover::vm_running(&vm.data))
                 .count();
+            // KubeVirt deletes a stopped VM's instance: the VM is halted once it is gone.
+            running += Api::<DynamicObject>::namespaced_with(
+                client.clone(),
+                namespace,
+                &controllers::instance_resource(),
+            )
+            .list_metadata(&ListParams::default())
+            .await?
+            .items
+            .len();
         }
         if running == 0 {
             break;

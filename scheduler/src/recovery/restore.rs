@@ -77,11 +77,7 @@ impl RestoreView {
             total_items: number("/status/progress/totalItems"),
             warnings: number("/status/warnings"),
             errors: number("/status/errors"),
-            failure_reason: object
-                .data
-                .pointer("/status/failureReason")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            failure_reason: failure_reason(&object.data),
             outcome: object.annotations().get(ANNOTATION_OUTCOME).cloned(),
             epoch: object
                 .labels()
@@ -428,9 +424,51 @@ pub(crate) fn summarize_results(results: &Value) -> Vec<String> {
     lines
 }
 
+/// Why Velero failed a Restore: `status.failureReason`, or for `FailedValidation` the
+/// `status.validationErrors` Velero lists instead (the backup not found, a storage location not
+/// available, ...).
+fn failure_reason(restore: &Value) -> Option<String> {
+    if let Some(reason) = restore
+        .pointer("/status/failureReason")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty())
+    {
+        return Some(reason.to_owned());
+    }
+    let errors: Vec<&str> = restore
+        .pointer("/status/validationErrors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    (!errors.is_empty()).then(|| format!("validation errors: {}", errors.join("; ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `FailedValidation` Restore has no failureReason; its validationErrors say why.
+    #[test]
+    fn a_failed_validation_is_explained_by_its_validation_errors() {
+        let failed = json!({"status": {"phase": "FailedValidation", "validationErrors": [
+            "backup not found", "storage location default is unavailable"]}});
+        assert_eq!(
+            failure_reason(&failed).as_deref(),
+            Some("validation errors: backup not found; storage location default is unavailable")
+        );
+        let reasoned = json!({"status": {"failureReason": "found a restore with status InProgress", "validationErrors": ["x"]}});
+        assert_eq!(
+            failure_reason(&reasoned).as_deref(),
+            Some("found a restore with status InProgress")
+        );
+        assert_eq!(
+            failure_reason(&json!({"status": {"validationErrors": []}})),
+            None
+        );
+    }
+
     #[test]
     fn restore_names_fit_a_label_and_number_attempts() {
         assert_eq!(
