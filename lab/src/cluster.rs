@@ -96,6 +96,8 @@ pub struct TestCluster {
     // Fields drop in order: the apiserver goes before its etcd, both before their directory.
     apiserver: PeerProcess,
     etcd: PeerProcess,
+    /// The apiserver's binary, to start it again after [`TestCluster::stop_apiserver`].
+    apiserver_bin: PathBuf,
     client: Client,
     ports: Ports,
     layout: Layout,
@@ -209,6 +211,31 @@ impl TestCluster {
         &self.layout.root
     }
 
+    /// Kills the kube-apiserver, as a control-plane outage does: every request is refused until
+    /// [`Self::restart_apiserver`]. etcd and everything stored in it stay.
+    pub fn stop_apiserver(&mut self) {
+        self.apiserver.stop();
+    }
+
+    /// Starts the kube-apiserver again on the same port, certificates and etcd, and returns once
+    /// it is ready. A running one is stopped first.
+    pub async fn restart_apiserver(&mut self) -> anyhow::Result<()> {
+        self.apiserver.stop();
+        let mut apiserver = spawn(
+            Peer::KubeApiserver,
+            &self.apiserver_bin,
+            &apiserver_args(&self.layout, self.ports),
+            &self.layout,
+        )?;
+        let client = self.client.clone();
+        wait_until_ready(&mut apiserver, DEFAULT_STARTUP_TIMEOUT, || {
+            probe_apiserver(client.clone())
+        })
+        .await?;
+        self.apiserver = apiserver;
+        Ok(())
+    }
+
     /// The running peers, apiserver first.
     pub fn peers(&self) -> Vec<PeerInfo> {
         let info = |peer: &PeerProcess, ports: Vec<u16>| PeerInfo {
@@ -314,6 +341,7 @@ impl TestClusterBuilder {
                     return Ok(TestCluster {
                         apiserver,
                         etcd,
+                        apiserver_bin,
                         client,
                         ports,
                         layout,

@@ -14,6 +14,7 @@ pub mod pki;
 mod process;
 pub mod prometheus;
 pub mod s3;
+pub mod slow_link;
 pub mod tls_front;
 pub mod velero;
 

@@ -94,6 +94,15 @@ impl S3Server {
         crate::tls_front::TlsFront::start("s3s-fs", self.port).await
     }
 
+    /// This server behind a [`crate::slow_link::SlowLink`] handing replies over at
+    /// `bytes_per_second`, so a test can stop it in the middle of a download.
+    pub async fn behind_slow_link(
+        &self,
+        bytes_per_second: u64,
+    ) -> anyhow::Result<crate::slow_link::SlowLink> {
+        crate::slow_link::SlowLink::start(self.port, bytes_per_second).await
+    }
+
     /// The directory holding the buckets.
     pub fn root(&self) -> &Path {
         &self.root

@@ -32,6 +32,8 @@ pub struct Orphan {
     pub snapshot_uid: String,
     /// The PV the claim is bound to, if any.
     pub volume: Option<String>,
+    /// Flattened: `"action": "skippedRestored", "detail": "<restore>"` beside the claim's fields.
+    #[serde(flatten)]
     pub action: GcAction,
     /// The claim as it was listed: the delete is refused if it changed since (e.g. it bound to
     /// a PV whose policy was not set to `Retain`).

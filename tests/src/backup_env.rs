@@ -383,4 +383,41 @@ impl BackupEnv {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    /// Starts the real Velero server for this environment's namespace with velero-plugin-for-aws
+    /// and the project's plugins (`cargo build -p replicadr-velero-plugins`), and waits until it
+    /// has validated the BackupStorageLocation (`Available`).
+    pub async fn start_velero(&self) -> anyhow::Result<crate::velero::VeleroServer> {
+        let plugins = [
+            crate::velero::plugin_for_aws_binary()?,
+            crate::workspace::workspace_binary("replicadr-velero-plugins")?,
+        ];
+        let mut velero = crate::velero::VeleroServer::start(
+            self.cluster.kubeconfig_path(),
+            &self.namespace,
+            &plugins,
+        )?;
+        let locations: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &self.namespace,
+            &velero::storage_location_resource(),
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_mins(1);
+        loop {
+            if let Some(status) = velero.exited() {
+                anyhow::bail!("velero exited ({status}):\n{}", velero.log_tail());
+            }
+            let location = locations.get("default").await?;
+            if location.data.pointer("/status/phase") == Some(&json!("Available")) {
+                return Ok(velero);
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "velero never marked the location Available:\n{}",
+                    velero.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
 }

@@ -798,7 +798,7 @@ async fn a_missing_source_claim_is_named_in_the_error() -> anyhow::Result<()> {
 #[tokio::test]
 async fn an_unreachable_api_server_delays_the_operation_without_failing_or_duplicating_it()
 -> anyhow::Result<()> {
-    let env = Env::start("fast: replicated-nfs").await?;
+    let mut env = Env::start("fast: replicated-nfs").await?;
     let snapshot = env.create_snapshot("snap-u", "disk-1").await?;
     let out = env.start_plugin().execute(&snapshot).await?;
     env.make_ready("snap-u").await?;
@@ -831,6 +831,28 @@ async fn an_unreachable_api_server_delays_the_operation_without_failing_or_dupli
     let progress = env.poll(&out.operation_id).await?;
     assert_eq!(progress.n_completed, 2, "{progress:?}");
     let replica_name = replica_pvc_name("snap-u", &uid(&snapshot));
+
+    // A fault: the kube-apiserver itself stops while the operation waits for the replica to
+    // bind, and a poll comes in the outage. It is reported as waiting, never as failed.
+    env.cluster.stop_apiserver();
+    let outage = std::time::Instant::now();
+    let progress = env.poll(&out.operation_id).await?;
+    assert!(
+        !progress.completed && progress.err.is_empty(),
+        "{progress:?}"
+    );
+    assert!(
+        progress.description.contains("retrying on the next poll"),
+        "{progress:?}"
+    );
+    env.cluster.restart_apiserver().await?;
+    eprintln!(
+        "fault figure: kube-apiserver down for {:?}",
+        outage.elapsed()
+    );
+    let progress = env.poll(&out.operation_id).await?;
+    assert!(!progress.completed, "still waiting to bind: {progress:?}");
+    assert_eq!(env.replicas_of(&uid(&snapshot)).await?.len(), 1);
     env.bind(&replica_name, "pv-u").await?;
     let progress = env.poll(&out.operation_id).await?;
     assert!(

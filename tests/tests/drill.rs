@@ -22,7 +22,7 @@ async fn failover_survives_velero_killed_mid_restore_and_failback_restores_prima
     };
     let mut lines = Vec::new();
     // Printed as they come: the harness shows them when the test fails.
-    let (_environment, report) = Box::pin(drill::run(options, &mut |line| {
+    let (environment, report) = Box::pin(drill::run(options, &mut |line| {
         eprintln!("drill: {line}");
         lines.push(line);
     }))
@@ -133,6 +133,34 @@ async fn failover_survives_velero_killed_mid_restore_and_failback_restores_prima
             report.checks.iter().any(|c| c.name == check && c.passed),
             "{check} did not pass:\n{context}"
         );
+    }
+
+    // `replicadr gc --apply` at dr after the failover: the restored replica claims (their
+    // VolumeSnapshots are never restored) are replicas of another site's snapshots, kept with
+    // their PVs, not deleted as orphans.
+    let kubeconfig = environment.dr.cluster.kubeconfig_path();
+    let (code, stdout, stderr) =
+        replicadr_e2e::lab_cli::replicadr(kubeconfig, &["gc", "--apply", "-o", "json"]).await?;
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let orphans: Vec<serde_json::Value> = serde_json::from_str(&stdout)?;
+    assert!(
+        !orphans.is_empty(),
+        "the restored replica is listed: {stdout}"
+    );
+    assert!(
+        orphans.iter().all(|o| o["action"] == "skippedRestored"),
+        "nothing deleted: {stdout}"
+    );
+    let claims: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        kube::Api::namespaced(environment.dr.client.clone(), "drill-vms");
+    let volumes: kube::Api<k8s_openapi::api::core::v1::PersistentVolume> =
+        kube::Api::all(environment.dr.client.clone());
+    for orphan in &orphans {
+        let name = orphan["name"].as_str().unwrap_or_default();
+        assert!(claims.get_opt(name).await?.is_some(), "{name} kept");
+        if let Some(volume) = orphan["volume"].as_str() {
+            assert!(volumes.get_opt(volume).await?.is_some(), "{volume} kept");
+        }
     }
     Ok(())
 }

@@ -151,7 +151,9 @@ async fn a_live_drill_restores_into_scratch_namespaces_checks_and_removes_only_w
             .list(&ListParams::default())
             .await?
             .items;
-    assert_eq!(vms.len(), 4);
+    let mut names: Vec<String> = vms.iter().map(ResourceExt::name_any).collect();
+    names.sort();
+    assert_eq!(names, ["app", "db", "desktop", "tools", "web"], "{summary}");
     assert!(
         vms.iter().all(|vm| vm
             .data

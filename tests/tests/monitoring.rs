@@ -15,15 +15,12 @@
 //!   `ReplicaDRVerificationFailing` fire; a stopped scheduler makes `ReplicaDRSchedulerDown` fire.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use jiff::Timestamp;
 use replicadr_e2e::backup_env::BackupEnv;
-use replicadr_e2e::workspace::workspace_binary;
+use replicadr_e2e::scheduler_process::SchedulerProcess;
 use replicadr_lab::fixture;
 use replicadr_lab::prometheus::{PrometheusServer, promtool};
 use replicadr_scheduler::active_site::Takeover;
@@ -39,94 +36,6 @@ const JOB: &str = "replicadr-scheduler";
 /// What Prometheus asks a target for first.
 const OPENMETRICS: &str = "application/openmetrics-text;version=1.0.0";
 const NAMESPACE: &str = "velero";
-
-/// The real `replicadr scheduler` process, on a loopback port; killed on drop.
-struct Scheduler {
-    child: Child,
-    port: u16,
-    log: std::path::PathBuf,
-}
-
-impl Scheduler {
-    fn start(env: &BackupEnv) -> anyhow::Result<Self> {
-        let port = free_port()?;
-        let log = env.cluster.dir().join("scheduler.err");
-        let child = Command::new(workspace_binary("replicadr")?)
-            .args([
-                "scheduler",
-                "--metrics-address",
-                &format!("127.0.0.1:{port}"),
-                "--identity",
-                "replica-a",
-                "--tick-seconds",
-                "1",
-                "--lease-seconds",
-                "5",
-            ])
-            .env("KUBECONFIG", env.cluster.kubeconfig_path())
-            .env("VELERO_NAMESPACE", NAMESPACE)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(
-                env.cluster.dir().join("scheduler.log"),
-            )?)
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()?;
-        let scheduler = Self { child, port, log };
-        let started = Instant::now();
-        while !http_get(port, "/readyz", "").is_ok_and(|r| r.contains(" 200 ")) {
-            ensure!(
-                started.elapsed() < Duration::from_secs(20),
-                "the scheduler is not ready after 20s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(scheduler)
-    }
-
-    /// The body of `GET /metrics` with `accept` (`OpenMetrics` by default, as Prometheus gets it).
-    fn scrape(&self, accept: &str) -> anyhow::Result<String> {
-        let response = http_get(self.port, "/metrics", &format!("Accept: {accept}\r\n"))?;
-        let (_, body) = response.split_once("\r\n\r\n").context("an HTTP answer")?;
-        Ok(body.to_owned())
-    }
-
-    /// The last lines the scheduler logged, for failure messages.
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Scheduler {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
-}
-
-/// `GET path` over HTTP/1.0 with `headers` (each line ending in CRLF).
-fn http_get(port: u16, path: &str, headers: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{headers}\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    Ok(response)
-}
 
 /// Waits up to `timeout` for `check` to give a value.
 async fn eventually<T>(
@@ -764,7 +673,7 @@ async fn promtool_checks_the_scrape_rules_and_dashboard_and_unit_tests_every_ale
             }})),
         )
         .await?;
-    let scheduler = Scheduler::start(&env)?;
+    let scheduler = SchedulerProcess::start(&env, "replica-a", 5)?;
     // A verified backup, one that fails verification and one Velero fails, so the scrape holds
     // every family with series: backup runs, failures and missed slots, verification runs and
     // failures by reason, both durations, the RPO series.
@@ -910,7 +819,7 @@ async fn a_real_prometheus_scraping_the_scheduler_fires_only_the_alerts_that_hol
         json!({"schedule": "@every 1m", "template": {"includedNamespaces": ["vms"]}}),
     )
     .await?;
-    let mut scheduler = Scheduler::start(&env)?;
+    let mut scheduler = SchedulerProcess::start(&env, "replica-a", 5)?;
     let config = format!(
         "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
          rule_files: [rules.yaml]\n\
@@ -1007,7 +916,7 @@ async fn a_real_prometheus_scraping_the_scheduler_fires_only_the_alerts_that_hol
     );
 
     // The scheduler stops: its target goes down and ReplicaDRSchedulerDown fires.
-    scheduler.stop();
+    scheduler.kill();
     let down = eventually(
         "ReplicaDRSchedulerDown firing",
         Duration::from_secs(30),
@@ -1032,7 +941,7 @@ async fn a_paused_policy_is_exported_as_paused_and_its_rpo_alerts_stay_silent() 
         json!({"schedule": "@every 1m", "paused": true, "template": {"includedNamespaces": ["vms"]}}),
     )
     .await?;
-    let scheduler = Scheduler::start(&env)?;
+    let scheduler = SchedulerProcess::start(&env, "replica-a", 5)?;
     let text = eventually(
         "policy paused reported as paused",
         Duration::from_secs(20),
@@ -1060,7 +969,7 @@ async fn a_standby_sites_policy_is_exported_as_standby_and_its_rpo_alerts_stay_s
     .await?;
     // The other site took over: this one is the standby.
     env.make_active("dr", Takeover::Failover).await?;
-    let scheduler = Scheduler::start(&env)?;
+    let scheduler = SchedulerProcess::start(&env, "replica-a", 5)?;
     let text = eventually(
         "policy standby reported as standby",
         Duration::from_secs(20),

@@ -1415,6 +1415,60 @@ async fn the_longest_policy_name_makes_valid_backups_and_restores() -> anyhow::R
     );
     assert_eq!(restores.list(&ListParams::default()).await?.items.len(), 2);
 
+    // The failback: primary takes back over from a backup dr made under the same policy, its
+    // name 63 characters too.
+    env.put_local_site("primary").await?;
+    let from_dr = manual_backup_name(&longest, slot + Duration::from_mins(2));
+    assert_eq!(from_dr.len(), 63);
+    env.backups()
+        .create(
+            &kube::api::PostParams::default(),
+            &velero::build_backup(&BackupRequest {
+                policy: &valid,
+                site: "dr",
+                name: from_dr.clone(),
+                slot: None,
+                attempt: 0,
+            }),
+        )
+        .await?;
+    env.complete_backup(
+        &from_dr,
+        &tarball,
+        &list,
+        "Completed",
+        slot + Duration::from_mins(2),
+    )
+    .await?;
+    let mut back = failover::Options::new(Operation::Failback, "primary");
+    back.backup = BackupChoice::Named(from_dr.clone());
+    back.policy = Some(longest.clone());
+    back.replication_confirmed = true;
+    back.start_vms = false;
+    back.restore_timeout = Duration::from_secs(2);
+    back.poll = Duration::from_millis(200);
+    let report = Box::pin(failover::run(&env.client, &env.namespace, &back, &mut log)).await?;
+    let failback_restore = report
+        .restore
+        .clone()
+        .expect("a failback Restore was created");
+    assert!(
+        report.preconditions.iter().all(|p| p.passed != Some(false)),
+        "{report:#?}"
+    );
+    assert!(
+        failback_restore.len() <= 63 && failback_restore.starts_with("failback-primary-ppp"),
+        "{failback_restore}"
+    );
+    let labels = restores
+        .get(&failback_restore)
+        .await?
+        .metadata
+        .labels
+        .expect("labels");
+    assert_eq!(labels["replicadr.io/backup"], from_dr);
+    env.put_local_site("dr").await?;
+
     // At the wrong site --force does not help: the restore plugin would rewrite onto dr.
     let mut wrong = failover::Options::new(Operation::Failover, "primary");
     wrong.backup = BackupChoice::Named(manual.clone());
@@ -1430,6 +1484,64 @@ async fn the_longest_policy_name_makes_valid_backups_and_restores() -> anyhow::R
             && first.ends_with("--force does not override this precondition"),
         "{first}"
     );
-    assert_eq!(restores.list(&ListParams::default()).await?.items.len(), 2);
+    assert_eq!(restores.list(&ListParams::default()).await?.items.len(), 3);
+    Ok(())
+}
+
+/// A fault: the scheduler's clock jumps forward a day (a host suspended, NTP stepping a clock that
+/// was far behind). Under `missedRunPolicy: RunOnce` (the default) the 23 slots that passed
+/// unseen are counted as missed and one backup is made, for the newest slot: not one per slot.
+#[tokio::test]
+async fn a_clock_jumping_a_day_ahead_makes_one_backup_not_one_per_missed_slot() -> anyhow::Result<()>
+{
+    let env = BackupEnv::start("velero").await?;
+    env.create_policy(
+        "vms",
+        json!({"schedule": "@hourly", "template": {"includedNamespaces": ["vms"]}}),
+    )
+    .await?;
+    let slot = next_hour();
+    let clock = Arc::new(ManualClock::new(slot + Duration::from_secs(5)));
+    let (service, metrics) = service(&env, &clock, "only");
+    let first = slot_backup_name("vms", slot);
+    assert_eq!(
+        service
+            .reconcile(&policy(&env, "vms").await?, clock.now())
+            .await?
+            .0,
+        PolicyOutcome::Created {
+            backup: first.clone()
+        }
+    );
+    let (tarball, list) = fixture::healthy_vm_backup()?;
+    env.complete_backup(&first, &tarball, &list, "Completed", slot)
+        .await?;
+
+    // The jump: a day and ten seconds later. The controller runs on its own for a while, as it
+    // does in the service, waking on its tick and on the Backup watch.
+    let day_later = slot + Duration::from_hours(24);
+    clock.set(day_later + Duration::from_secs(10));
+    run_for(&service, Duration::from_secs(3)).await?;
+    let mut names: Vec<String> = env
+        .backup_views()
+        .await?
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    names.sort();
+    let newest = slot_backup_name("vms", day_later);
+    assert_eq!(names, [first, newest.clone()], "one backup for the jump");
+    let text = metrics::encode(&metrics);
+    assert!(
+        text.contains("replicadr_backup_missed_runs_total{policy=\"vms\"} 23"),
+        "the 23 slots in between are counted as missed:\n{text}"
+    );
+    let status = policy(&env, "vms").await?.status.expect("status");
+    assert_eq!(status.last_schedule_time, Some(day_later.to_string()));
+    assert_eq!(status.last_backup.as_deref(), Some(newest.as_str()));
+
+    // And the reconciles after it make nothing more for the slots in between.
+    run_for(&service, Duration::from_secs(2)).await?;
+    assert_eq!(env.backup_views().await?.len(), 2);
     Ok(())
 }

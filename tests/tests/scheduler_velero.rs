@@ -13,7 +13,6 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, DynamicObject, PostParams};
 use replicadr_e2e::backup_env::{BUCKET, BackupEnv};
 use replicadr_e2e::velero::{self as velero_peer, VeleroServer};
-use replicadr_e2e::workspace::workspace_binary;
 use replicadr_lab::fixture::objects;
 use replicadr_scheduler::clock::{Clock, ManualClock};
 use replicadr_scheduler::metrics::Metrics;
@@ -97,36 +96,7 @@ async fn velero_backs_up_what_the_scheduler_asks_and_the_verifier_passes_it() ->
         }
     );
 
-    let plugins = [
-        velero_peer::plugin_for_aws_binary()?,
-        workspace_binary("replicadr-velero-plugins")?,
-    ];
-    let mut velero = VeleroServer::start(env.cluster.kubeconfig_path(), "velero", &plugins)?;
-    let locations: Api<DynamicObject> = Api::namespaced_with(
-        env.client.clone(),
-        "velero",
-        &replicadr_scheduler::velero::storage_location_resource(),
-    );
-    tokio::time::timeout(Duration::from_mins(1), async {
-        while locations
-            .get("default")
-            .await?
-            .data
-            .pointer("/status/phase")
-            .and_then(serde_json::Value::as_str)
-            != Some("Available")
-        {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        anyhow::Ok(())
-    })
-    .await
-    .map_err(|_| {
-        anyhow::anyhow!(
-            "velero never marked the location Available:\n{}",
-            velero.log_tail()
-        )
-    })??;
+    let mut velero = env.start_velero().await?;
 
     let policy = env.policies().get("vms").await?;
     let name = slot_backup_name("vms", slot);

@@ -497,6 +497,145 @@ async fn storage_problems_are_named() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A fault: object storage stops in the middle of reading the tarball (not before it). The bytes
+/// come through a link slow enough to stop it at a chosen point; storage stops and the link cuts
+/// the download once 1 MiB of the tarball has arrived. The partial read is not judged as the
+/// backup's fault (not `TarballTruncated`) and never passes: it is retried, the later attempts
+/// cannot reach storage, and after the last one the backup is marked not verified with
+/// `ObjectStoreUnreachable`. Nothing of the backup is deleted, and it verifies once storage is back.
+#[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
+async fn storage_stopping_mid_verification_is_retried_and_never_passes() -> anyhow::Result<()> {
+    const MIB: u64 = 1024 * 1024;
+    let mut env = BackupEnv::start("velero").await?;
+    env.create_policy(
+        "vms",
+        json!({"schedule": "@hourly", "template": {"includedNamespaces": ["vms"]}}),
+    )
+    .await?;
+    // A backup of over 2 MiB compressed: a ConfigMap of 4 MiB of random text beside the VM.
+    let mut objects = fixture::healthy_vm_objects();
+    objects.push((
+        "configmaps",
+        incompressible_config_map("vms", "blob", 4 * MIB),
+    ));
+    create_backup(&env, "big").await?;
+    let (tarball, list) = build(&objects)?;
+    assert!(tarball.len() as u64 > 2 * MIB, "{} bytes", tarball.len());
+    let now = Timestamp::now();
+    env.complete_backup("big", &tarball, &list, "Completed", now)
+        .await?;
+    let link = env.s3.behind_slow_link(MIB).await?;
+    patch_storage_location(&env, json!({}), json!({"s3Url": link.endpoint()})).await?;
+
+    let (service, clock, registry) = verifying_service(&env, now, 3);
+    service
+        .reconcile(&env.policies().get("vms").await?, clock.now())
+        .await?;
+    link.wait_forwarded(MIB, WAIT).await?;
+    let started = std::time::Instant::now();
+    env.s3.pause();
+    link.cut();
+    let first = env
+        .wait_backup("big", WAIT, |b| {
+            b.verification_attempts >= 1 || b.verified.is_some()
+        })
+        .await?;
+    let cut_to_reported = started.elapsed();
+    assert_eq!(
+        first.verified, None,
+        "not marked on a partial read: {first:?}"
+    );
+    assert_eq!(
+        first.verification_reason.as_deref(),
+        Some("ObjectStoreUnreachable"),
+        "{first:?}"
+    );
+    let policy = env.policies().get("vms").await?;
+    let condition = policy
+        .status
+        .as_ref()
+        .and_then(|s| s.condition(condition::VERIFIED))
+        .expect("a Verified condition");
+    assert!(
+        condition
+            .message
+            .contains("reading the tarball failed after")
+            && condition.message.contains("will retry"),
+        "{}",
+        condition.message
+    );
+    let read = link.forwarded();
+    assert!(
+        read < tarball.len() as u64,
+        "the first attempt read {read} of {} bytes",
+        tarball.len()
+    );
+
+    // The later attempts find storage gone; the last one settles it.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let settled = loop {
+        clock.set(clock.now() + Duration::from_mins(1));
+        service
+            .reconcile(&env.policies().get("vms").await?, clock.now())
+            .await?;
+        let view = velero::BackupView::from_object(&env.backups().get("big").await?);
+        if view.verified.is_some() {
+            break view;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never settled: {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(settled.verified, Some(false), "{settled:?}");
+    assert_eq!(
+        settled.verification_reason.as_deref(),
+        Some("ObjectStoreUnreachable")
+    );
+    assert!(
+        metrics::encode(&registry).contains(
+            "replicadr_verification_failures_total{policy=\"vms\",reason=\"ObjectStoreUnreachable\"} 3"
+        ),
+        "three attempts counted:\n{}",
+        metrics::encode(&registry)
+    );
+
+    // Nothing was deleted: the Backup and every file of it are still there, and verify.
+    env.s3.resume().await?;
+    assert_eq!(
+        env.s3.get(BUCKET, &BackupEnv::key("big", "big.tar.gz"))?,
+        tarball
+    );
+    assert!(env.backups().get_opt("big").await?.is_some());
+    let report = verify(&env, "big").await?;
+    assert!(report.verified, "{report:#?}");
+    eprintln!(
+        "fault figures: cut after {read} of {} bytes; reported {cut_to_reported:?} after the cut",
+        tarball.len()
+    );
+    Ok(())
+}
+
+/// A ConfigMap of `size` bytes of pseudo-random text (64 letters, xorshift), which gzip cannot
+/// shrink below three quarters.
+fn incompressible_config_map(namespace: &str, name: &str, size: u64) -> Value {
+    const LETTERS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let payload: String = (0..size)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(LETTERS[usize::try_from(state % 64).expect("below 64")])
+        })
+        .collect();
+    let mut object = objects::config_map(namespace, name, 0);
+    object["data"]["payload"] = json!(payload);
+    object
+}
+
 /// Merges `object_storage` into the default BSL's `spec.objectStorage` and `config` into its
 /// `spec.config` (a null value removes a field).
 async fn patch_storage_location(
@@ -601,16 +740,13 @@ async fn object_storage_over_tls_is_trusted_only_with_the_locations_ca() -> anyh
     Ok(())
 }
 
-#[tokio::test]
-#[expect(clippy::too_many_lines, reason = "one scenario, step by step")]
-async fn unreachable_storage_is_retried_then_verified_never_marked_before() -> anyhow::Result<()> {
-    let mut env = BackupEnv::start("velero").await?;
-    env.create_policy(
-        "vms",
-        json!({"schedule": "@hourly", "template": {"includedNamespaces": ["vms"]}}),
-    )
-    .await?;
-    let now = Timestamp::now();
+/// The scheduler service on a hand-moved clock starting at `now`, verifying with a short backoff
+/// and at most `attempts` attempts per backup.
+fn verifying_service(
+    env: &BackupEnv,
+    now: Timestamp,
+    attempts: u32,
+) -> (Arc<Service>, Arc<ManualClock>, metrics::Registry) {
     let clock = Arc::new(ManualClock::new(now));
     let (registry, metrics_set) = Metrics::new_registry();
     let publisher = Arc::new(Publisher::new(
@@ -622,7 +758,7 @@ async fn unreachable_storage_is_retried_then_verified_never_marked_before() -> a
     let mut config = ServiceConfig::new(&env.namespace);
     config.tick = Duration::from_millis(200);
     config.verify_backoff = Duration::from_millis(100);
-    config.verify_attempts = 50;
+    config.verify_attempts = attempts;
     let dyn_clock: Arc<dyn Clock> = Arc::clone(&clock) as Arc<dyn Clock>;
     let service = Arc::new(Service::new(
         env.client.clone(),
@@ -630,6 +766,19 @@ async fn unreachable_storage_is_retried_then_verified_never_marked_before() -> a
         dyn_clock,
         publisher,
     ));
+    (service, clock, registry)
+}
+
+#[tokio::test]
+async fn unreachable_storage_is_retried_then_verified_never_marked_before() -> anyhow::Result<()> {
+    let mut env = BackupEnv::start("velero").await?;
+    env.create_policy(
+        "vms",
+        json!({"schedule": "@hourly", "template": {"includedNamespaces": ["vms"]}}),
+    )
+    .await?;
+    let now = Timestamp::now();
+    let (service, clock, registry) = verifying_service(&env, now, 50);
 
     create_backup(&env, "vms-manual-1").await?;
     let (tarball, list) = fixture::healthy_vm_backup()?;
