@@ -334,6 +334,31 @@ impl Violation {
             ),
         }
     }
+
+    /// A VM of the backup needs `reference`, which the backup holds but the site cannot take:
+    /// its kind's API is not served there (the CRD is not installed), and Velero does not restore
+    /// CRDs for a VM backup, so the Restore leaves the object out.
+    pub fn reference_not_restorable(
+        namespace: &str,
+        vm: &str,
+        reference: &VmReference,
+        site: &SiteName,
+    ) -> Self {
+        let kind = reference.kind;
+        Self {
+            reason: Reason::ReferenceMissing,
+            object: format!("VirtualMachine {namespace}/{vm}"),
+            message: format!(
+                "it needs {} ({}), which is in the backup but cannot be restored at site {site}: the API {} {} is not served there (its CRD is not installed), so the Restore leaves it out, and restored without it, {}. Install what serves {} at site {site} (KubeVirt for instance types and preferences, Multus for networks), and plan again",
+                reference.object(),
+                reference.field,
+                kind.api_version(),
+                kind.plural(),
+                kind.without_it(),
+                kind.kind()
+            ),
+        }
+    }
 }
 
 /// How many missing objects a [`Reason::BackupShrank`] message names; the rest are counted.

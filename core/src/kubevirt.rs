@@ -190,6 +190,20 @@ impl ReferencedKind {
         }
     }
 
+    /// `group/version`, or `version` for the core group, as in `apiVersion:`.
+    pub fn api_version(self) -> String {
+        match self.group() {
+            "" => self.version().to_owned(),
+            group => format!("{group}/{}", self.version()),
+        }
+    }
+
+    /// Whether a cluster serves the kind only once its CRD is installed (KubeVirt's instance
+    /// types, Multus's networks); the core and `apps` kinds are always served.
+    pub fn needs_crd(self) -> bool {
+        !matches!(self.group(), "" | "apps")
+    }
+
     /// Whether its objects live in a namespace.
     pub fn namespaced(self) -> bool {
         !matches!(

@@ -228,7 +228,8 @@ async fn velero_killed_mid_backup_fails_it_on_restart_and_the_slot_is_retried() 
             .await?;
         match view.phase.as_deref() {
             Some("InProgress") => break,
-            None | Some("New") => {}
+            // Velero 1.17 and later queue a backup before they start it.
+            None | Some("New" | "Queued" | "ReadyToStart") => {}
             other => bail!(
                 "backup {name} reached {other:?} before Velero could be killed: make it bigger\n{}",
                 velero.log_tail()

@@ -16,7 +16,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use replicadr_core::contents::{BackupContents, DataVolumeItem, LeftOutItem, PvcItem, VmItem};
 use replicadr_core::invariants::{self, Shrink, SnapshotSeen, Violation};
-use replicadr_core::kubevirt::VmReference;
+use replicadr_core::kubevirt::{ReferencedKind, VmReference};
 use replicadr_core::remap::{Outcome, SiteRemap};
 use replicadr_core::sitemap::{SiteMap, SiteName};
 use serde::Serialize;
@@ -97,6 +97,9 @@ pub struct Existing {
     /// The objects VMs of the backup need that the backup lacks and that exist here, by
     /// [`replicadr_core::contents::reference_key`].
     pub referenced: BTreeSet<String>,
+    /// The kinds VMs of the backup reference whose API the site does not serve (their CRD is not
+    /// installed): objects of them in the backup cannot be restored here.
+    pub unserved: BTreeSet<ReferencedKind>,
     /// The names of this backup's failover and failback Restores at this site (every attempt):
     /// an object labelled [`LABEL_RESTORE_NAME`] with one of them was restored by this operation.
     pub own_restores: BTreeSet<String>,
@@ -780,8 +783,20 @@ fn claim_problems(
         ));
     }
     let needed: Vec<(&VmItem, &VmReference)> = contents.vm_references().collect();
-    for index in broken.references_not_in_backup {
-        let (vm, reference) = needed[index];
+    let not_in_backup: BTreeSet<usize> = broken.references_not_in_backup.into_iter().collect();
+    for (index, (vm, reference)) in needed.into_iter().enumerate() {
+        if !not_in_backup.contains(&index) {
+            // In the backup: restorable only where the kind's API is served.
+            if existing.is_some_and(|e| e.unserved.contains(&reference.kind)) {
+                problems.violation(Violation::reference_not_restorable(
+                    &vm.namespace,
+                    &vm.name,
+                    reference,
+                    site,
+                ));
+            }
+            continue;
+        }
         if existing.is_some_and(|e| e.referenced.contains(&reference.key())) {
             continue;
         }

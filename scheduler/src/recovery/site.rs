@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeCl
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::{Client, ResourceExt as _};
 use replicadr_core::contents::BackupContents;
+use replicadr_core::kubevirt::ReferencedKind;
 use replicadr_core::plugin_config::PluginConfig;
 use replicadr_core::sitemap::{SiteMap, SiteName};
 use replicadr_core::wire::{
@@ -659,6 +660,7 @@ async fn existing_at_site(
         }
     }
     existing.referenced = referenced_at_site(client, contents).await?;
+    existing.unserved = unserved_kinds(client, contents).await?;
     // Only the Restores of the takeover this restore runs under: objects a failover of the same
     // backup restored in an earlier epoch are stale.
     let epoch = crate::active_site::takeover_epoch(client, namespace, site, sites).await;
@@ -707,6 +709,31 @@ async fn referenced_at_site(
         }
     }
     Ok(found)
+}
+
+/// The kinds that VMs of `contents` reference and whose API this site does not serve: one
+/// discovery read per kind that needs a CRD.
+async fn unserved_kinds(
+    client: &Client,
+    contents: &BackupContents,
+) -> Result<BTreeSet<ReferencedKind>, kube::Error> {
+    let kinds: BTreeSet<ReferencedKind> = contents
+        .vm_references()
+        .map(|(_, reference)| reference.kind)
+        .filter(|kind| kind.needs_crd())
+        .collect();
+    let mut unserved = BTreeSet::new();
+    for kind in kinds {
+        let served = match client.list_api_group_resources(&kind.api_version()).await {
+            Ok(list) => list.resources.iter().any(|r| r.name == kind.plural()),
+            Err(kube::Error::Api(status)) if status.code == 404 => false,
+            Err(error) => return Err(error),
+        };
+        if !served {
+            unserved.insert(kind);
+        }
+    }
+    Ok(unserved)
 }
 
 /// The objects of `resource` in `namespace`; none when its CRD is not installed here (KubeVirt or

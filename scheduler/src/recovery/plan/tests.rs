@@ -959,4 +959,25 @@ fn an_object_a_vm_needs_blocks_unless_the_backup_or_the_site_has_it() {
         ));
     let at_dr = plan_with("dr", &contents, fixture::SITE_MAP, None, Some(&existing));
     assert!(at_dr.complete, "{:#?}", at_dr.problems);
+
+    // The network is in the backup, but a site without Multus cannot restore it.
+    existing
+        .unserved
+        .insert(replicadr_core::kubevirt::ReferencedKind::NetworkAttachmentDefinition);
+    let at_dr = plan_with("dr", &contents, fixture::SITE_MAP, None, Some(&existing));
+    let problem = at_dr
+        .problems
+        .iter()
+        .find(|p| p.reason == "ReferenceMissing")
+        .expect("the network cannot be restored");
+    assert_eq!(problem.severity, Severity::Blocking);
+    assert_eq!(problem.object, "VirtualMachine vms/db");
+    assert!(
+        problem.message.starts_with(
+            "it needs NetworkAttachmentDefinition vms/storage-net (network storage (multus.networkName)), which is in the backup but cannot be restored at site dr: the API k8s.cni.cncf.io/v1 network-attachment-definitions is not served there"
+        ),
+        "{}",
+        problem.message
+    );
+    assert!(!at_dr.complete);
 }
