@@ -953,7 +953,7 @@ fn an_object_a_vm_needs_blocks_unless_the_backup_or_the_site_has_it() {
     existing
         .referenced
         .insert(replicadr_core::contents::reference_key(
-            replicadr_core::kubevirt::ReferencedKind::VirtualMachineClusterInstancetype,
+            ReferencedKind::VirtualMachineClusterInstancetype,
             "",
             "u1.large",
         ));
@@ -963,7 +963,7 @@ fn an_object_a_vm_needs_blocks_unless_the_backup_or_the_site_has_it() {
     // The network is in the backup, but a site without Multus cannot restore it.
     existing
         .unserved
-        .insert(replicadr_core::kubevirt::ReferencedKind::NetworkAttachmentDefinition);
+        .insert(ReferencedKind::NetworkAttachmentDefinition);
     let at_dr = plan_with("dr", &contents, fixture::SITE_MAP, None, Some(&existing));
     let problem = at_dr
         .problems
