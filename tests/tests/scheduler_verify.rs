@@ -169,6 +169,33 @@ async fn verification_finds_each_problem_with_its_reason() -> anyhow::Result<()>
         "{report:#?}"
     );
 
+    // A resource list that disagrees with the tarball: it names a PV the tarball lacks.
+    let (tarball, _) = build(&healthy_without("pv-data"))?;
+    let (_, list) = fixture::healthy_vm_backup()?;
+    backup_with(&env, "list-off", (tarball, list)).await?;
+    let report = verify(&env, "list-off").await?;
+    assert!(
+        reasons(&report).contains(&"ResourceListMismatch".to_owned()),
+        "{report:#?}"
+    );
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.reason.as_str() == "ResourceListMismatch" && f.message.contains("pv-data")),
+        "{report:#?}"
+    );
+    // Verification only reads: every damaged backup and its files are still there.
+    for name in ["tampered", "truncated", "list-off"] {
+        assert!(env.backups().get_opt(name).await?.is_some(), "{name}");
+        assert!(
+            env.s3
+                .object_path(BUCKET, &BackupEnv::key(name, &format!("{name}.tar.gz")))
+                .is_file(),
+            "{name}"
+        );
+    }
+
     backup_with(&env, "no-logs", fixture::healthy_vm_backup()?).await?;
     std::fs::remove_file(
         env.s3
