@@ -46,13 +46,43 @@ if ! wait "${peers}"; then
 fi
 cat "${peer_log}" >&2
 
-log "tests"
+# Two lanes run side by side, since most of a test's time is spent waiting on its peers: the
+# end-to-end test binaries that start a Velero server, one after another (Velero's controller
+# manager always binds port 8080), and every other test. Each file under tests/tests lands in
+# exactly one lane, so a new test is never left out.
+velero_lane=()
+other_lane=()
+for file in tests/tests/*.rs; do
+  name="$(basename "${file}" .rs)"
+  if grep -qE 'VeleroServer|start_velero|sites_with_workload|drill::run|lab_cli::' "${file}"; then
+    velero_lane+=(--test "${name}")
+  else
+    other_lane+=(--test "${name}")
+  fi
+done
+log "tests: ${#velero_lane[@]} Velero test binaries in one lane, the rest beside them"
 results="$(mktemp)"
+other_results="$(mktemp)"
 set +e
 # Every test binary runs even when one fails, so one red run shows every failure.
-cargo test --workspace --locked --no-fail-fast 2>&1 | tee "${results}"
+(
+  cargo test --workspace --exclude replicadr-e2e --locked --no-fail-fast
+  crates=$?
+  cargo test -p replicadr-e2e --lib --bins "${other_lane[@]}" --locked --no-fail-fast
+  end_to_end=$?
+  exit $((crates != 0 ? crates : end_to_end))
+) >"${other_results}" 2>&1 &
+others=$!
+cargo test -p replicadr-e2e "${velero_lane[@]}" --locked --no-fail-fast 2>&1 | tee "${results}"
 status="${PIPESTATUS[0]}"
+wait "${others}"
+other_status=$?
 set -e
+log "the other lane's output"
+cat "${other_results}"
+cat "${other_results}" >>"${results}"
+rm -f "${other_results}"
+((status != 0)) || status="${other_status}"
 # One closing line for the whole run: cargo prints a result line per test binary, the last ones
 # being empty doc-test runs.
 awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }

@@ -20,15 +20,20 @@ use serde_json::Value;
 
 const NAMESPACE: &str = "drill-vms";
 
-/// Deletes every VM, VolumeSnapshot and PVC of the workload's namespace and waits until they
-/// are gone (the lab's played PV controller lifts the claims' protection finalizer).
+/// Deletes every VM, DataVolume, VolumeSnapshot and PVC of the workload's namespace and waits
+/// until they are gone (the lab's played PV controller lifts the claims' protection finalizer).
+/// The DataVolumes go before the claims, or the played CDI would make their claims again.
 async fn empty_namespace(client: &Client) -> anyhow::Result<()> {
     let snapshot = ApiResource::from_gvk(&GroupVersionKind::gvk(
         "snapshot.storage.k8s.io",
         "v1",
         "VolumeSnapshot",
     ));
-    for resource in [failover::vm_resource(), snapshot] {
+    for resource in [
+        failover::vm_resource(),
+        failover::data_volume_resource(),
+        snapshot,
+    ] {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), NAMESPACE, &resource);
         api.delete_collection(&DeleteParams::default(), &ListParams::default())
             .await?;
@@ -124,7 +129,7 @@ async fn a_backup_of_an_emptied_namespace_is_refused_and_the_older_one_is_not_ch
     assert_eq!(shrank[0]["object"], format!("Backup {empty}"));
     let message = shrank[0]["message"].as_str().unwrap_or_default();
     for expected in [
-        format!("backup {empty} holds none of the 4 VMs and 4 claims of backup {good}"),
+        format!("backup {empty} holds none of the 5 VMs and 5 claims of backup {good}"),
         format!("VirtualMachine {NAMESPACE}/db"),
         format!("PersistentVolumeClaim {NAMESPACE}/app-data"),
         format!("restore {good} with `--backup {good}`"),
@@ -141,6 +146,7 @@ async fn a_backup_of_an_emptied_namespace_is_refused_and_the_older_one_is_not_ch
         [
             "VirtualMachine drill-vms/app",
             "VirtualMachine drill-vms/db",
+            "VirtualMachine drill-vms/desktop",
             "VirtualMachine drill-vms/tools",
             "VirtualMachine drill-vms/web"
         ],
