@@ -10,6 +10,7 @@
 //! volume, rewritten onto `primary`'s export. Build the workspace binaries first.
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use replicadr_drill::{self as drill, DR_EXPORT, PRIMARY_EXPORT};
 use replicadr_e2e::lab_cli::{
@@ -235,9 +236,9 @@ async fn failback_onto_a_site_holding_its_old_workload_is_refused_until_it_is_cl
         NAMESPACE,
         &replicadr_scheduler::recovery::failover::vm_resource(),
     );
-    for vm in ["db", "app", "web"] {
+    for vm in vms.list(&ListParams::default()).await?.items {
         vms.patch(
-            vm,
+            &vm.name_any(),
             &PatchParams::default(),
             &Patch::Merge(json!({"spec": {"runStrategy": "Halted"}})),
         )

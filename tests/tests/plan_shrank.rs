@@ -20,9 +20,9 @@ use serde_json::Value;
 
 const NAMESPACE: &str = "drill-vms";
 
-/// Deletes every VM, DataVolume, VolumeSnapshot and PVC of the workload's namespace and waits
+/// Deletes every VM, `DataVolume`, `VolumeSnapshot` and PVC of the workload's namespace and waits
 /// until they are gone (the lab's played PV controller lifts the claims' protection finalizer).
-/// The DataVolumes go before the claims, or the played CDI would make their claims again.
+/// The `DataVolumes` go before the claims, or the played CDI would make their claims again.
 async fn empty_namespace(client: &Client) -> anyhow::Result<()> {
     let snapshot = ApiResource::from_gvk(&GroupVersionKind::gvk(
         "snapshot.storage.k8s.io",

@@ -110,6 +110,7 @@ fn healthy_without(name: &str) -> Vec<(&'static str, Value)> {
 }
 
 #[tokio::test]
+#[expect(clippy::too_many_lines, reason = "one backup per reason, step by step")]
 async fn verification_finds_each_problem_with_its_reason() -> anyhow::Result<()> {
     let env = BackupEnv::start("velero").await?;
 
