@@ -270,6 +270,18 @@ impl BackupEnv {
         Ok(views)
     }
 
+    /// The names of every Backup, sorted.
+    pub async fn backup_names(&self) -> anyhow::Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .backup_views()
+            .await?
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
     /// The object key of a backup's file.
     pub fn key(backup: &str, file: &str) -> String {
         format!("{PREFIX}/backups/{backup}/{file}")

@@ -795,6 +795,18 @@ async fn a_missing_source_claim_is_named_in_the_error() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A poll that could not reach the API server: still waiting, no error, and saying it retries.
+fn assert_retrying(progress: &generated::OperationProgress) {
+    assert!(
+        !progress.completed && progress.err.is_empty(),
+        "{progress:?}"
+    );
+    assert!(
+        progress.description.contains("retrying on the next poll"),
+        "{progress:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_unreachable_api_server_delays_the_operation_without_failing_or_duplicating_it()
 -> anyhow::Result<()> {
@@ -817,14 +829,7 @@ async fn an_unreachable_api_server_delays_the_operation_without_failing_or_dupli
     let progress = Plugin::start(&env.plugin, &dead_kubeconfig)
         .progress(&out.operation_id)
         .await?;
-    assert!(
-        !progress.completed && progress.err.is_empty(),
-        "{progress:?}"
-    );
-    assert!(
-        progress.description.contains("retrying on the next poll"),
-        "{progress:?}"
-    );
+    assert_retrying(&progress);
     assert!(env.replicas_of(&uid(&snapshot)).await?.is_empty());
 
     // The server is back: the operation resumes where it stands.
@@ -837,14 +842,7 @@ async fn an_unreachable_api_server_delays_the_operation_without_failing_or_dupli
     env.cluster.stop_apiserver();
     let outage = std::time::Instant::now();
     let progress = env.poll(&out.operation_id).await?;
-    assert!(
-        !progress.completed && progress.err.is_empty(),
-        "{progress:?}"
-    );
-    assert!(
-        progress.description.contains("retrying on the next poll"),
-        "{progress:?}"
-    );
+    assert_retrying(&progress);
     env.cluster.restart_apiserver().await?;
     eprintln!(
         "fault figure: kube-apiserver down for {:?}",
