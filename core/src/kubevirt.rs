@@ -120,11 +120,13 @@ pub enum ReferencedKind {
     VirtualMachinePreference,
     VirtualMachineClusterPreference,
     NetworkAttachmentDefinition,
+    /// The VM's `priorityClassName`: the virt-launcher pod is refused without it.
+    PriorityClass,
 }
 
 impl ReferencedKind {
     /// Every kind.
-    pub const ALL: [ReferencedKind; 9] = [
+    pub const ALL: [ReferencedKind; 10] = [
         ReferencedKind::Secret,
         ReferencedKind::ConfigMap,
         ReferencedKind::ServiceAccount,
@@ -134,6 +136,7 @@ impl ReferencedKind {
         ReferencedKind::VirtualMachinePreference,
         ReferencedKind::VirtualMachineClusterPreference,
         ReferencedKind::NetworkAttachmentDefinition,
+        ReferencedKind::PriorityClass,
     ];
 
     /// The API group, empty for the core group.
@@ -146,6 +149,7 @@ impl ReferencedKind {
             | Self::VirtualMachinePreference
             | Self::VirtualMachineClusterPreference => "instancetype.kubevirt.io",
             Self::NetworkAttachmentDefinition => "k8s.cni.cncf.io",
+            Self::PriorityClass => "scheduling.k8s.io",
         }
     }
 
@@ -172,6 +176,7 @@ impl ReferencedKind {
             Self::VirtualMachinePreference => "VirtualMachinePreference",
             Self::VirtualMachineClusterPreference => "VirtualMachineClusterPreference",
             Self::NetworkAttachmentDefinition => "NetworkAttachmentDefinition",
+            Self::PriorityClass => "PriorityClass",
         }
     }
 
@@ -187,6 +192,7 @@ impl ReferencedKind {
             Self::VirtualMachinePreference => "virtualmachinepreferences",
             Self::VirtualMachineClusterPreference => "virtualmachineclusterpreferences",
             Self::NetworkAttachmentDefinition => "network-attachment-definitions",
+            Self::PriorityClass => "priorityclasses",
         }
     }
 
@@ -201,14 +207,16 @@ impl ReferencedKind {
     /// Whether a cluster serves the kind only once its CRD is installed (KubeVirt's instance
     /// types, Multus's networks); the core and `apps` kinds are always served.
     pub fn needs_crd(self) -> bool {
-        !matches!(self.group(), "" | "apps")
+        !matches!(self.group(), "" | "apps" | "scheduling.k8s.io")
     }
 
     /// Whether its objects live in a namespace.
     pub fn namespaced(self) -> bool {
         !matches!(
             self,
-            Self::VirtualMachineClusterInstancetype | Self::VirtualMachineClusterPreference
+            Self::VirtualMachineClusterInstancetype
+                | Self::VirtualMachineClusterPreference
+                | Self::PriorityClass
         )
     }
 
@@ -248,6 +256,9 @@ impl ReferencedKind {
             }
             Self::NetworkAttachmentDefinition => {
                 "KubeVirt cannot create the VM's virt-launcher pod (FailedCreate, Synchronized=False), so the VM never runs"
+            }
+            Self::PriorityClass => {
+                "the API server's Priority admission refuses the VM's virt-launcher pod (no PriorityClass of that name), so the VM never runs"
             }
         }
     }
@@ -289,8 +300,9 @@ impl VmReference {
 
 /// The pointers, under a VM volume, that name a Secret, `ConfigMap` or `ServiceAccount` (KubeVirt's
 /// `Volume` sources: cloud-init `NoCloud` and `ConfigDrive` user and network data, `secret`,
-/// `configMap`, `sysprep` and `serviceAccount`).
-const VOLUME_SOURCES: [(&str, ReferencedKind); 8] = [
+/// `configMap`, `sysprep` and `serviceAccount`; the pull Secret of a `containerDisk` image, without
+/// which the launcher pod's image pull fails).
+const VOLUME_SOURCES: [(&str, ReferencedKind); 9] = [
     ("/cloudInitNoCloud/secretRef/name", ReferencedKind::Secret),
     (
         "/cloudInitNoCloud/networkDataSecretRef/name",
@@ -308,6 +320,7 @@ const VOLUME_SOURCES: [(&str, ReferencedKind); 8] = [
     ("/configMap/name", ReferencedKind::ConfigMap),
     ("/sysprep/secret/name", ReferencedKind::Secret),
     ("/sysprep/configMap/name", ReferencedKind::ConfigMap),
+    ("/containerDisk/imagePullSecret", ReferencedKind::Secret),
 ];
 
 /// The pointers, under an access credential, that name a Secret.
@@ -340,7 +353,8 @@ fn matcher_kind(
 /// credentials; its instance type and preference (the `ControllerRevision` of `revisionName` when
 /// set, since KubeVirt then reads only that; else the instance type or preference itself); and
 /// the `NetworkAttachmentDefinitions` of its Multus networks (`name` in the VM's namespace or
-/// `namespace/name`).
+/// `namespace/name`); the pull Secrets of its `containerDisk` and `kernelBoot` images; and its
+/// `PriorityClass`.
 ///
 /// A `secret` or `configMap` volume marked `optional: true` is not needed. A restore strips
 /// `status`, so only `spec.*.revisionName` names a revision that counts (kubevirt-velero-plugin
@@ -351,6 +365,7 @@ pub fn vm_references(vm: &Value) -> Vec<VmReference> {
         .and_then(Value::as_str)
         .unwrap_or_default();
     let mut found = Found::default();
+    volume_and_credential_references(vm, namespace, &mut found);
     let mut add =
         |kind, namespace: &str, name: &str, field| found.add(kind, namespace, name, field);
     let array = |pointer: &str| {
@@ -359,48 +374,6 @@ pub fn vm_references(vm: &Value) -> Vec<VmReference> {
             .map(Vec::as_slice)
             .unwrap_or_default()
     };
-    for volume in array("/spec/template/spec/volumes") {
-        let volume_name = volume.get("name").and_then(Value::as_str).unwrap_or("?");
-        for (pointer, kind) in VOLUME_SOURCES {
-            let name = volume.pointer(pointer).and_then(Value::as_str);
-            if let Some(name) = name.filter(|_| !is_optional(volume, pointer)) {
-                let field = pointer.trim_start_matches('/').replace('/', ".");
-                add(
-                    kind,
-                    namespace,
-                    name,
-                    format!("volume {volume_name} ({field})"),
-                );
-            }
-        }
-        if let Some(account) = volume
-            .pointer("/serviceAccount/serviceAccountName")
-            .and_then(Value::as_str)
-        {
-            add(
-                ReferencedKind::ServiceAccount,
-                namespace,
-                account,
-                format!("volume {volume_name} (serviceAccount)"),
-            );
-        }
-    }
-    for (index, credential) in array("/spec/template/spec/accessCredentials")
-        .iter()
-        .enumerate()
-    {
-        for pointer in CREDENTIAL_SOURCES {
-            if let Some(name) = credential.pointer(pointer).and_then(Value::as_str) {
-                let source = pointer.split('/').nth(1).unwrap_or_default();
-                add(
-                    ReferencedKind::Secret,
-                    namespace,
-                    name,
-                    format!("accessCredentials[{index}] ({source})"),
-                );
-            }
-        }
-    }
     for (field, namespaced, cluster) in [
         (
             "instancetype",
@@ -428,6 +401,25 @@ pub fn vm_references(vm: &Value) -> Vec<VmReference> {
             add(kind, namespace, text("name"), format!("spec.{field}"));
         }
     }
+    let text_at = |pointer: &str| vm.pointer(pointer).and_then(Value::as_str);
+    if let Some(secret) =
+        text_at("/spec/template/spec/domain/firmware/kernelBoot/container/imagePullSecret")
+    {
+        add(
+            ReferencedKind::Secret,
+            namespace,
+            secret,
+            "domain.firmware.kernelBoot.container.imagePullSecret".to_owned(),
+        );
+    }
+    if let Some(class) = text_at("/spec/template/spec/priorityClassName") {
+        add(
+            ReferencedKind::PriorityClass,
+            "",
+            class,
+            "spec.template.spec.priorityClassName".to_owned(),
+        );
+    }
     for network in array("/spec/template/spec/networks") {
         let Some(target) = network
             .pointer("/multus/networkName")
@@ -445,6 +437,58 @@ pub fn vm_references(vm: &Value) -> Vec<VmReference> {
         );
     }
     found.0
+}
+
+/// The Secrets, `ConfigMaps` and `ServiceAccounts` that `vm`'s volumes and access credentials name.
+fn volume_and_credential_references(vm: &Value, namespace: &str, found: &mut Found) {
+    let array = |pointer: &str| {
+        vm.pointer(pointer)
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    };
+    for volume in array("/spec/template/spec/volumes") {
+        let volume_name = volume.get("name").and_then(Value::as_str).unwrap_or("?");
+        for (pointer, kind) in VOLUME_SOURCES {
+            let name = volume.pointer(pointer).and_then(Value::as_str);
+            if let Some(name) = name.filter(|_| !is_optional(volume, pointer)) {
+                let field = pointer.trim_start_matches('/').replace('/', ".");
+                found.add(
+                    kind,
+                    namespace,
+                    name,
+                    format!("volume {volume_name} ({field})"),
+                );
+            }
+        }
+        if let Some(account) = volume
+            .pointer("/serviceAccount/serviceAccountName")
+            .and_then(Value::as_str)
+        {
+            found.add(
+                ReferencedKind::ServiceAccount,
+                namespace,
+                account,
+                format!("volume {volume_name} (serviceAccount)"),
+            );
+        }
+    }
+    for (index, credential) in array("/spec/template/spec/accessCredentials")
+        .iter()
+        .enumerate()
+    {
+        for pointer in CREDENTIAL_SOURCES {
+            if let Some(name) = credential.pointer(pointer).and_then(Value::as_str) {
+                let source = pointer.split('/').nth(1).unwrap_or_default();
+                found.add(
+                    ReferencedKind::Secret,
+                    namespace,
+                    name,
+                    format!("accessCredentials[{index}] ({source})"),
+                );
+            }
+        }
+    }
 }
 
 /// Whether the volume source `pointer` starts in is marked `optional: true`.
@@ -554,7 +598,10 @@ mod tests {
                         {"name": "maybe", "configMap": {"name": "tuning", "optional": true}},
                         {"name": "answers", "sysprep": {"configMap": {"name": "unattend"}}},
                         {"name": "sa", "serviceAccount": {"serviceAccountName": "db-sa"}},
+                        {"name": "tools", "containerDisk": {"image": "registry.example.com/tools", "imagePullSecret": "pull"}},
                     ],
+                    "domain": {"firmware": {"kernelBoot": {"container": {"image": "k", "imagePullSecret": "pull-kernel"}}}},
+                    "priorityClassName": "vm-critical",
                     "accessCredentials": [
                         {"sshPublicKey": {"source": {"secret": {"secretName": "keys"}}}}],
                     "networks": [
@@ -573,9 +620,12 @@ mod tests {
                 "Secret shop/db-net",
                 "ConfigMap shop/unattend",
                 "ServiceAccount shop/db-sa",
+                "Secret shop/pull",
                 "Secret shop/keys",
                 "VirtualMachineInstancetype shop/db-large",
                 "ControllerRevision shop/db-rhel-v1",
+                "Secret shop/pull-kernel",
+                "PriorityClass vm-critical",
                 "NetworkAttachmentDefinition shop/storage-net",
                 "NetworkAttachmentDefinition infra/backup-net",
             ],
@@ -585,7 +635,11 @@ mod tests {
             .iter()
             .map(VmReference::object)
             .collect();
-        assert_eq!(local.len(), found.len() - 1, "{local:?}");
+        assert_eq!(local.len(), found.len() - 2, "{local:?}");
+        assert!(
+            !local.iter().any(|r| r.starts_with("PriorityClass")),
+            "{local:?}"
+        );
         assert!(!local.iter().any(|r| r.contains("infra/")), "{local:?}");
         let first = &vm_references(&vm)[0];
         assert_eq!(
