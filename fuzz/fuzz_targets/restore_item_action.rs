@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
             item_from_backup: Some(item.clone()),
             restore: Value::Null,
         };
-        if let Ok(output) = action.execute(input) {
+        if let Ok(output) = replicadr_fuzz::first_poll(action.execute(input)) {
             // What the framework sends back must encode.
             serde_json::to_vec(&output.item).expect("an action's output item encodes");
         }

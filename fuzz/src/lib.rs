@@ -35,3 +35,14 @@ pub fn plugin_config(extra: &[(&str, &str)]) -> replicadr_plugins::actions::Plug
         data,
     }
 }
+
+/// The output of an action's `execute` future. The actions the targets drive make no API calls,
+/// so their futures finish on the first poll; one that does not is a finding of its own.
+pub fn first_poll<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => panic!("an action without I/O waited on its first poll"),
+    }
+}
