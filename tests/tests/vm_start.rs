@@ -87,10 +87,11 @@ async fn a_vm_that_does_not_come_up_is_reported_and_the_later_groups_still_start
         "VirtualMachine drill-vms/db is not Running 15s after it was started (ErrorUnschedulable); later groups were not started (--stop-on-failure)",
         "VirtualMachine drill-vms/app was not started: start-order group 1 did not come up and --stop-on-failure stops there",
         "VirtualMachine drill-vms/web was not started",
+        "VirtualMachine drill-vms/desktop was not started",
     ] {
         assert!(all.contains(expected), "{expected}:\n{all}");
     }
-    for name in ["app", "web"] {
+    for name in ["app", "desktop", "web"] {
         assert_eq!(strategy(&at_dr.get(name).await?), "Halted", "{name}");
     }
     // A Manual VM gets Manual back, and nobody starts it.
@@ -102,14 +103,14 @@ async fn a_vm_that_does_not_come_up_is_reported_and_the_later_groups_still_start
     assert_eq!(code, 1, "db still does not come up:\n{out}\n{err}");
     let (result, failures, started) = outcome(&out)?;
     assert_eq!(result, "Failed", "{out}");
-    assert_eq!(started, ["app", "web"], "{out}");
+    assert_eq!(started, ["app", "desktop", "web"], "{out}");
     let all = failures.join("\n");
     assert!(
         all.contains("VirtualMachine drill-vms/db is not Running 15s after it was started (ErrorUnschedulable); the later groups were started all the same"),
         "{all}"
     );
     assert!(!all.contains("was not started"), "{all}");
-    for name in ["app", "web"] {
+    for name in ["app", "desktop", "web"] {
         let vm = at_dr.get(name).await?;
         assert_ne!(strategy(&vm), "Halted", "{name}");
         assert_eq!(vm.data["status"]["printableStatus"], "Running", "{name}");
