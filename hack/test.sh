@@ -10,21 +10,43 @@ require_tools cargo go jq shellcheck
 
 # The peers (Go and Rust builds, module downloads) are built while the static checks and the
 # workspace build run: on a cold cache that keeps both cores busy through the downloads and the
-# single-threaded links.
+# single-threaded links. Those the Velero lane needs (below) come first; a marker file says they
+# are there, so that lane starts while Prometheus, the conformance harnesses and the manifest
+# tooling are still building.
 peer_log="$(mktemp)"
+lane_peers="$(mktemp -u)"
 log "building the real test peers in the background (cached in ${REPLICADR_CACHE}; log ${peer_log})"
 (
   bash hack/build-kube-peers.sh
   bash hack/build-velero-peers.sh
   bash hack/build-s3-peer.sh
+  touch "${lane_peers}"
   bash hack/build-prometheus.sh
   bash hack/build-conformance.sh >/dev/null
   bash hack/validate-manifests.sh
 ) >"${peer_log}" 2>&1 &
 peers=$!
+velero=""
 results=""
-# A failed static check ends the run: the peer builds stop with it.
-trap 'pkill -P "${peers}" 2>/dev/null || true; kill "${peers}" 2>/dev/null || true; rm -f "${peer_log}" "${results}"' EXIT
+other_results=""
+# A failed static check ends the run: the peer builds and the tests stop with it.
+# shellcheck disable=SC2317 # called by the EXIT trap
+cleanup() {
+  pkill -P "${peers}" 2>/dev/null || true
+  kill "${peers}" 2>/dev/null || true
+  if [[ -n "${velero}" ]]; then
+    pkill -P "${velero}" 2>/dev/null || true
+    kill "${velero}" 2>/dev/null || true
+  fi
+  rm -f "${peer_log}" "${lane_peers}" "${results}" "${other_results}"
+}
+trap cleanup EXIT
+
+# Fails the run with the peer builds' log.
+peers_failed() {
+  cat "${peer_log}" >&2
+  die "building the test peers failed (log above)"
+}
 
 log "static checks"
 find hack -name "*.sh" -print0 | xargs -0 shellcheck -x .ci/run
@@ -39,13 +61,6 @@ REPLICADR_STATIC_PROFILE=static-check bash hack/build-images-binaries.sh
 # The end-to-end tests drive the built binaries, so build them first.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked --no-run
-log "waiting for the test peers"
-if ! wait "${peers}"; then
-  cat "${peer_log}" >&2
-  die "building the test peers failed (log above)"
-fi
-cat "${peer_log}" >&2
-
 # Two lanes run side by side, since most of a test's time is spent waiting on its peers: the
 # end-to-end test binaries that start a Velero server, one after another (Velero's controller
 # manager always binds port 8080), and every other test. Each file under tests/tests lands in
@@ -60,28 +75,42 @@ for file in tests/tests/*.rs; do
     other_lane+=(--test "${name}")
   fi
 done
-log "tests: ${#velero_lane[@]} Velero test binaries in one lane, the rest beside them"
+log "waiting for the peers of the Velero lane"
+while [[ ! -e "${lane_peers}" ]]; do
+  kill -0 "${peers}" 2>/dev/null || break
+  sleep 2
+done
+if [[ ! -e "${lane_peers}" ]]; then
+  wait "${peers}" || true
+  peers_failed
+fi
 results="$(mktemp)"
 other_results="$(mktemp)"
 set +e
+log "tests: ${#velero_lane[@]} Velero test binaries in one lane (shown as they run); the other lane starts once every peer is built"
 # Every test binary runs even when one fails, so one red run shows every failure.
+(cargo test -p replicadr-e2e "${velero_lane[@]}" --locked --no-fail-fast 2>&1 | tee "${results}") &
+velero=$!
+if ! wait "${peers}"; then
+  peers_failed
+fi
 (
   cargo test --workspace --exclude replicadr-e2e --locked --no-fail-fast
   crates=$?
   cargo test -p replicadr-e2e --lib --bins "${other_lane[@]}" --locked --no-fail-fast
   end_to_end=$?
   exit $((crates != 0 ? crates : end_to_end))
-) >"${other_results}" 2>&1 &
-others=$!
-cargo test -p replicadr-e2e "${velero_lane[@]}" --locked --no-fail-fast 2>&1 | tee "${results}"
-status="${PIPESTATUS[0]}"
-wait "${others}"
+) >"${other_results}" 2>&1
 other_status=$?
+wait "${velero}"
+status=$?
+velero=""
 set -e
+log "the peer builds' log"
+cat "${peer_log}" >&2
 log "the other lane's output"
 cat "${other_results}"
 cat "${other_results}" >>"${results}"
-rm -f "${other_results}"
 ((status != 0)) || status="${other_status}"
 # One closing line for the whole run: cargo prints a result line per test binary, the last ones
 # being empty doc-test runs.
