@@ -1299,6 +1299,15 @@ async fn the_longest_policy_name_makes_valid_backups_and_restores() -> anyhow::R
     )
     .await?;
 
+    // It verifies under its 63-character name.
+    let report = replicadr_scheduler::verify::Verifier::new(env.client.clone(), &env.namespace)
+        .verify(
+            &manual,
+            &replicadr_scheduler::verify::SiteMapSource::default(),
+        )
+        .await?;
+    assert!(report.verified, "{report:#?}");
+
     // This cluster becomes the DR site and fails over to the manual backup.
     env.put_local_site("dr").await?;
     let mut options = failover::Options::new(Operation::Failover, "dr");
