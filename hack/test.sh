@@ -87,7 +87,7 @@ fi
 results="$(mktemp)"
 other_results="$(mktemp)"
 set +e
-log "tests: ${#velero_lane[@]} Velero test binaries in one lane (shown as they run); the other lane starts once every peer is built"
+log "tests: $((${#velero_lane[@]} / 2)) Velero test binaries in one lane (shown as they run); the other lane starts once every peer is built"
 # Every test binary runs even when one fails, so one red run shows every failure.
 (cargo test -p replicadr-e2e "${velero_lane[@]}" --locked --no-fail-fast 2>&1 | tee "${results}") &
 velero=$!
