@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what a fresh machine lacks for the drill and the tests: Debian's jq, shellcheck, file and musl-tools, and the pinned Rust toolchain with its musl target.
+# Installs what a fresh machine lacks for the drill and the tests: Debian's jq, shellcheck, file, musl-tools and procps, and the pinned Rust toolchain with its musl target.
 #
 # Idempotent: a tool already on PATH is left alone. Debian packages need root (or sudo); without either
 # the script names what is missing and stops. `hack/test.sh` and `hack/drill.sh` run it first.
@@ -10,9 +10,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "${REPO_ROOT}"
 
 # command → Debian package. musl-gcc compiles the C parts (aws-lc) of the static image binaries.
-declare -A package_of=([jq]=jq [shellcheck]=shellcheck [file]=file [musl-gcc]=musl-tools)
+declare -A package_of=([jq]=jq [shellcheck]=shellcheck [file]=file [musl-gcc]=musl-tools [pgrep]=procps)
 wanted=("$@")
-((${#wanted[@]})) || wanted=(jq shellcheck file musl-gcc)
+((${#wanted[@]})) || wanted=(jq shellcheck file musl-gcc pgrep)
 
 missing=()
 for tool in "${wanted[@]}"; do

@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "${REPO_ROOT}"
 bash hack/install-tools.sh
-require_tools cargo go jq shellcheck
+require_tools cargo go jq shellcheck pgrep
 
 # The peers (Go and Rust builds, module downloads) are built while the static checks and the
 # workspace build run: on a cold cache that keeps both cores busy through the downloads and the
@@ -29,15 +29,21 @@ peers=$!
 velero=""
 results=""
 other_results=""
+# Ends a process and every process it started (a test binary's kube-apiserver, etcd and Velero
+# included), children first.
+# shellcheck disable=SC2317 # called by the EXIT trap
+kill_tree() {
+  local child
+  for child in $(pgrep -P "$1"); do
+    kill_tree "${child}"
+  done
+  kill "$1" 2>/dev/null || true
+}
 # A failed static check ends the run: the peer builds and the tests stop with it.
 # shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
-  pkill -P "${peers}" 2>/dev/null || true
-  kill "${peers}" 2>/dev/null || true
-  if [[ -n "${velero}" ]]; then
-    pkill -P "${velero}" 2>/dev/null || true
-    kill "${velero}" 2>/dev/null || true
-  fi
+  if [[ -n "${peers}" ]]; then kill_tree "${peers}"; fi
+  if [[ -n "${velero}" ]]; then kill_tree "${velero}"; fi
   rm -f "${peer_log}" "${lane_peers}" "${results}" "${other_results}"
 }
 trap cleanup EXIT
@@ -94,6 +100,7 @@ velero=$!
 if ! wait "${peers}"; then
   peers_failed
 fi
+peers=""
 (
   cargo test --workspace --exclude replicadr-e2e --locked --no-fail-fast
   crates=$?

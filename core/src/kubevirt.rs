@@ -300,9 +300,10 @@ impl VmReference {
 
 /// The pointers, under a VM volume, that name a Secret, `ConfigMap` or `ServiceAccount` (KubeVirt's
 /// `Volume` sources: cloud-init `NoCloud` and `ConfigDrive` user and network data, `secret`,
-/// `configMap`, `sysprep` and `serviceAccount`; the pull Secret of a `containerDisk` image, without
-/// which the launcher pod's image pull fails).
-const VOLUME_SOURCES: [(&str, ReferencedKind); 9] = [
+/// `configMap`, `sysprep` and `serviceAccount`). A `containerDisk`'s `imagePullSecret` is not
+/// among them: the kubelet pulls without a pull Secret that is missing (only a private registry
+/// then refuses), so its absence does not stop a VM for certain.
+const VOLUME_SOURCES: [(&str, ReferencedKind); 8] = [
     ("/cloudInitNoCloud/secretRef/name", ReferencedKind::Secret),
     (
         "/cloudInitNoCloud/networkDataSecretRef/name",
@@ -320,7 +321,6 @@ const VOLUME_SOURCES: [(&str, ReferencedKind); 9] = [
     ("/configMap/name", ReferencedKind::ConfigMap),
     ("/sysprep/secret/name", ReferencedKind::Secret),
     ("/sysprep/configMap/name", ReferencedKind::ConfigMap),
-    ("/containerDisk/imagePullSecret", ReferencedKind::Secret),
 ];
 
 /// The pointers, under an access credential, that name a Secret.
@@ -353,8 +353,7 @@ fn matcher_kind(
 /// credentials; its instance type and preference (the `ControllerRevision` of `revisionName` when
 /// set, since KubeVirt then reads only that; else the instance type or preference itself); and
 /// the `NetworkAttachmentDefinitions` of its Multus networks (`name` in the VM's namespace or
-/// `namespace/name`); the pull Secrets of its `containerDisk` and `kernelBoot` images; and its
-/// `PriorityClass`.
+/// `namespace/name`); and its `PriorityClass`.
 ///
 /// A `secret` or `configMap` volume marked `optional: true` is not needed. A restore strips
 /// `status`, so only `spec.*.revisionName` names a revision that counts (kubevirt-velero-plugin
@@ -401,18 +400,10 @@ pub fn vm_references(vm: &Value) -> Vec<VmReference> {
             add(kind, namespace, text("name"), format!("spec.{field}"));
         }
     }
-    let text_at = |pointer: &str| vm.pointer(pointer).and_then(Value::as_str);
-    if let Some(secret) =
-        text_at("/spec/template/spec/domain/firmware/kernelBoot/container/imagePullSecret")
+    if let Some(class) = vm
+        .pointer("/spec/template/spec/priorityClassName")
+        .and_then(Value::as_str)
     {
-        add(
-            ReferencedKind::Secret,
-            namespace,
-            secret,
-            "domain.firmware.kernelBoot.container.imagePullSecret".to_owned(),
-        );
-    }
-    if let Some(class) = text_at("/spec/template/spec/priorityClassName") {
         add(
             ReferencedKind::PriorityClass,
             "",
@@ -620,11 +611,9 @@ mod tests {
                 "Secret shop/db-net",
                 "ConfigMap shop/unattend",
                 "ServiceAccount shop/db-sa",
-                "Secret shop/pull",
                 "Secret shop/keys",
                 "VirtualMachineInstancetype shop/db-large",
                 "ControllerRevision shop/db-rhel-v1",
-                "Secret shop/pull-kernel",
                 "PriorityClass vm-critical",
                 "NetworkAttachmentDefinition shop/storage-net",
                 "NetworkAttachmentDefinition infra/backup-net",
@@ -636,6 +625,10 @@ mod tests {
             .map(VmReference::object)
             .collect();
         assert_eq!(local.len(), found.len() - 2, "{local:?}");
+        assert!(
+            !found.iter().any(|r| r.contains("pull")),
+            "a missing pull Secret does not stop a VM for certain: {found:?}"
+        );
         assert!(
             !local.iter().any(|r| r.starts_with("PriorityClass")),
             "{local:?}"

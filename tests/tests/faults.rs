@@ -1,8 +1,8 @@
 //! Faults a DR day brings, each survived end to end with nothing duplicated or lost, against a
 //! real kube-apiserver + etcd and s3s-fs:
 //! - the leading scheduler replica (the real `replicadr scheduler` binary) is killed mid-slot
-//!   while a second replica runs: the second takes the Lease and finishes the slot, and the slot
-//!   has exactly one Backup;
+//!   while a second replica runs: the second takes the Lease, leaves the slot's running Backup
+//!   alone, and once Velero finishes it verifies and publishes it; the slot has exactly one Backup;
 //! - the real Velero server is killed while it writes a backup: restarted, it marks the backup
 //!   Failed, and the scheduler retries it within its slot; the retry completes and verifies.
 //!
@@ -98,10 +98,6 @@ async fn the_leader_killed_mid_slot_hands_the_slot_to_the_other_replica() -> any
     replicas[killed].kill();
     let killed_at = Instant::now();
 
-    // Velero finishes the backup while nobody leads.
-    let (tarball, list) = fixture::healthy_vm_backup()?;
-    env.complete_backup(&backup.name, &tarball, &list, "Completed", Timestamp::now())
-        .await?;
     let survivor_name = replicas[survivor].identity.clone();
     let wanted = Some(survivor_name.clone());
     eventually(
@@ -115,6 +111,19 @@ async fn the_leader_killed_mid_slot_hands_the_slot_to_the_other_replica() -> any
     .await
     .map_err(|e| e.context(context(&replicas)))?;
     let took_over = killed_at.elapsed();
+
+    // The new leader finds the slot's Backup still running: over a few of its ticks (1 s) it
+    // makes neither a second one nor a retry.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        env.backup_names().await?,
+        std::slice::from_ref(&backup.name),
+        "the new leader left the running backup alone"
+    );
+    // Then Velero finishes it.
+    let (tarball, list) = fixture::healthy_vm_backup()?;
+    env.complete_backup(&backup.name, &tarball, &list, "Completed", Timestamp::now())
+        .await?;
     let verified = eventually(
         "the slot's backup verified and published",
         Duration::from_mins(1),
