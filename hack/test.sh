@@ -27,6 +27,8 @@ log "building the real test peers in the background (cached in ${REPLICADR_CACHE
 ) >"${peer_log}" 2>&1 &
 peers=$!
 velero=""
+static=""
+static_log="$(mktemp)"
 results=""
 other_results=""
 # Ends a process and every process it started (a test binary's kube-apiserver, etcd and Velero
@@ -44,7 +46,8 @@ kill_tree() {
 cleanup() {
   if [[ -n "${peers}" ]]; then kill_tree "${peers}"; fi
   if [[ -n "${velero}" ]]; then kill_tree "${velero}"; fi
-  rm -f "${peer_log}" "${lane_peers}" "${results}" "${other_results}"
+  if [[ -n "${static}" ]]; then kill_tree "${static}"; fi
+  rm -f "${peer_log}" "${lane_peers}" "${static_log}" "${results}" "${other_results}"
 }
 trap cleanup EXIT
 
@@ -60,9 +63,6 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 bash hack/lint-images.sh
-# Proves the images' static musl binaries link and start; `bash hack/build-images-binaries.sh` alone
-# builds them optimised for the images.
-REPLICADR_STATIC_PROFILE=static-check bash hack/build-images-binaries.sh
 
 # The end-to-end tests drive the built binaries, so build them first.
 cargo build --workspace --bins --locked
@@ -97,6 +97,11 @@ log "tests: $((${#velero_lane[@]} / 2)) Velero test binaries in one lane (shown 
 # Every test binary runs even when one fails, so one red run shows every failure.
 (cargo test -p replicadr-e2e "${velero_lane[@]}" --locked --no-fail-fast 2>&1 | tee "${results}") &
 velero=$!
+# Proves the images' static musl binaries link and start (its own target directory), while the
+# tests wait on their peers; `bash hack/build-images-binaries.sh` alone builds them optimised for
+# the images.
+(REPLICADR_STATIC_PROFILE=static-check bash hack/build-images-binaries.sh) >"${static_log}" 2>&1 &
+static=$!
 if ! wait "${peers}"; then
   peers_failed
 fi
@@ -112,7 +117,16 @@ other_status=$?
 wait "${velero}"
 status=$?
 velero=""
+wait "${static}"
+static_status=$?
+static=""
 set -e
+log "the static binaries' check"
+cat "${static_log}" >&2
+if ((static_status != 0)); then
+  log "error: the static image binaries did not build or start (log above)"
+  ((status != 0)) || status="${static_status}"
+fi
 log "the peer builds' log"
 cat "${peer_log}" >&2
 log "the other lane's output"
