@@ -367,12 +367,6 @@ pub fn vm_references(vm: &Value) -> Vec<VmReference> {
     volume_and_credential_references(vm, namespace, &mut found);
     let mut add =
         |kind, namespace: &str, name: &str, field| found.add(kind, namespace, name, field);
-    let array = |pointer: &str| {
-        vm.pointer(pointer)
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-    };
     for (field, namespaced, cluster) in [
         (
             "instancetype",
@@ -411,7 +405,7 @@ pub fn vm_references(vm: &Value) -> Vec<VmReference> {
             "spec.template.spec.priorityClassName".to_owned(),
         );
     }
-    for network in array("/spec/template/spec/networks") {
+    for network in array_at(vm, "/spec/template/spec/networks") {
         let Some(target) = network
             .pointer("/multus/networkName")
             .and_then(Value::as_str)
@@ -432,13 +426,7 @@ pub fn vm_references(vm: &Value) -> Vec<VmReference> {
 
 /// The Secrets, `ConfigMaps` and `ServiceAccounts` that `vm`'s volumes and access credentials name.
 fn volume_and_credential_references(vm: &Value, namespace: &str, found: &mut Found) {
-    let array = |pointer: &str| {
-        vm.pointer(pointer)
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-    };
-    for volume in array("/spec/template/spec/volumes") {
+    for volume in array_at(vm, "/spec/template/spec/volumes") {
         let volume_name = volume.get("name").and_then(Value::as_str).unwrap_or("?");
         for (pointer, kind) in VOLUME_SOURCES {
             let name = volume.pointer(pointer).and_then(Value::as_str);
@@ -464,7 +452,7 @@ fn volume_and_credential_references(vm: &Value, namespace: &str, found: &mut Fou
             );
         }
     }
-    for (index, credential) in array("/spec/template/spec/accessCredentials")
+    for (index, credential) in array_at(vm, "/spec/template/spec/accessCredentials")
         .iter()
         .enumerate()
     {
@@ -480,6 +468,14 @@ fn volume_and_credential_references(vm: &Value, namespace: &str, found: &mut Fou
             }
         }
     }
+}
+
+/// The array at `pointer` in `vm`, empty when absent.
+fn array_at<'a>(vm: &'a Value, pointer: &str) -> &'a [Value] {
+    vm.pointer(pointer)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
 }
 
 /// Whether the volume source `pointer` starts in is marked `optional: true`.

@@ -48,7 +48,8 @@ impl SlowLink {
                     tokio::spawn(async move {
                         tokio::select! {
                             () = forward(client, backend, rate, &forwarded) => {}
-                            // Dropping both halves resets the client's connection mid-reply.
+                            // Dropping both halves closes the client's connection mid-reply: fewer bytes than
+                            // the reply's length said.
                             _ = cut.changed() => {}
                         }
                     });

@@ -712,7 +712,8 @@ async fn referenced_at_site(
 }
 
 /// The kinds that VMs of `contents` reference and whose API this site does not serve: one
-/// discovery read per kind that needs a CRD.
+/// discovery read per group/version of the kinds that need a CRD (the four instance type kinds
+/// share one).
 async fn unserved_kinds(
     client: &Client,
     contents: &BackupContents,
@@ -722,14 +723,20 @@ async fn unserved_kinds(
         .map(|(_, reference)| reference.kind)
         .filter(|kind| kind.needs_crd())
         .collect();
+    // The resources each group/version serves here; none when the group/version is not served.
+    let mut served: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut unserved = BTreeSet::new();
     for kind in kinds {
-        let served = match client.list_api_group_resources(&kind.api_version()).await {
-            Ok(list) => list.resources.iter().any(|r| r.name == kind.plural()),
-            Err(kube::Error::Api(status)) if status.code == 404 => false,
-            Err(error) => return Err(error),
-        };
-        if !served {
+        let api_version = kind.api_version();
+        if !served.contains_key(&api_version) {
+            let resources = match client.list_api_group_resources(&api_version).await {
+                Ok(list) => list.resources.into_iter().map(|r| r.name).collect(),
+                Err(kube::Error::Api(status)) if status.code == 404 => BTreeSet::new(),
+                Err(error) => return Err(error),
+            };
+            served.insert(api_version.clone(), resources);
+        }
+        if !served[&api_version].contains(kind.plural()) {
             unserved.insert(kind);
         }
     }
