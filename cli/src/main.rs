@@ -24,7 +24,7 @@ use replicadr_scheduler::recovery::failover::{self, Operation};
 use replicadr_scheduler::recovery::plan;
 use replicadr_scheduler::recovery::report::Outcome;
 use replicadr_scheduler::recovery::site::{self, BackupChoice};
-use replicadr_scheduler::recovery::{clean, every_policy, planned};
+use replicadr_scheduler::recovery::{clean, every_policy, planned, standby};
 use replicadr_scheduler::server::Health;
 use replicadr_scheduler::service::{Service, ServiceConfig};
 use replicadr_scheduler::{active_site, gc, manual, policy, status};
@@ -142,6 +142,7 @@ struct DrillArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[expect(clippy::struct_excessive_bools, reason = "the command's switches")]
 struct CleanArgs {
     /// This site; its plugin ConfigMap must name it, and the active-site record must not.
     #[arg(long)]
@@ -165,6 +166,10 @@ struct CleanArgs {
     /// How long each kind's removals (VMs, `DataVolumes`, claims, PVs) may take to finish.
     #[arg(long, default_value = "5m")]
     timeout: GoDuration,
+    /// Instead of a stale workload: everything the warm standby of --policy made at this site
+    /// (and its Restores), once the policy's spec.standby.enabled is false.
+    #[arg(long, requires = "policy", conflicts_with_all = ["backup", "include_absent", "force"])]
+    standby: bool,
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     output: Output,
 }
@@ -446,6 +451,27 @@ async fn backup_now(
 
 /// `replicadr clean`: exit 0 when listed or removed, 1 when a removal failed, 3 when refused.
 async fn clean(client: &Client, namespace: &str, args: CleanArgs) -> anyhow::Result<ExitCode> {
+    if args.standby {
+        let output = args.output;
+        let policy = args.policy.unwrap_or_default();
+        let result = Box::pin(standby::clean_standby(
+            client,
+            namespace,
+            &args.site,
+            &policy,
+            args.apply,
+            &mut |line| output.progress(&line),
+        ))
+        .await?;
+        print!("{}", output.render(&result, render::clean_standby));
+        return Ok(if result.refused.is_some() {
+            ExitCode::from(3)
+        } else if result.report.failures.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
     let options = clean::CleanOptions {
         site: args.site,
         backup: args

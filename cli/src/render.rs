@@ -15,6 +15,7 @@ use replicadr_scheduler::recovery::every_policy::Recovery;
 use replicadr_scheduler::recovery::plan::{Plan, Verification};
 use replicadr_scheduler::recovery::planned::PlannedReport;
 use replicadr_scheduler::recovery::report::RecoveryReport;
+use replicadr_scheduler::recovery::standby::StandbyClean;
 use replicadr_scheduler::status::{Overview, PolicyStatus};
 use replicadr_scheduler::verify::Report;
 
@@ -137,6 +138,42 @@ pub fn overview(overview: &Overview) -> String {
 }
 
 /// `replicadr clean`: the stale and the absent objects, and what happened.
+/// `clean --standby`: what the warm standby made here, and what was removed.
+pub fn clean_standby(result: &StandbyClean) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Site {}; warm standby of policy {}: {} Restores, {} objects",
+        result.report.site,
+        result.policy,
+        result.restores.len(),
+        result.objects.len()
+    );
+    let mut rows = vec![row(["OBJECT", "ACTION"])];
+    for object in &result.objects {
+        let action = if result.report.removed.contains(object) {
+            "removed"
+        } else if result.report.applied {
+            "kept"
+        } else {
+            "remove (with --apply)"
+        };
+        rows.push(vec![object.clone(), action.to_owned()]);
+    }
+    if result.objects.is_empty() {
+        let _ = writeln!(out, "Nothing made by the standby is left here.");
+    } else {
+        out.push_str(&table(&rows));
+    }
+    if let Some(refused) = &result.refused {
+        let _ = writeln!(out, "\nRefused: {refused}");
+    }
+    for failure in &result.report.failures {
+        let _ = writeln!(out, "FAILED: {failure}");
+    }
+    out
+}
+
 pub fn clean(report: &CleanReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -601,6 +638,27 @@ pub fn recovery(report: &RecoveryReport) -> String {
             report.restore_phase.as_deref().unwrap_or("not finished"),
             report.restore_warnings,
             report.restore_errors
+        );
+    }
+    if let Some(standby) = &report.standby {
+        let _ = writeln!(
+            out,
+            "Warm standby: Restore {} held backup {}{}{}; {}",
+            standby.restore,
+            standby.backup,
+            standby
+                .updated_from
+                .as_deref()
+                .map(|from| format!(" (brought up to date from {from} first)"))
+                .unwrap_or_default(),
+            standby
+                .lag_seconds
+                .map(|s| format!(", {} old", human(Duration::from_secs(s))))
+                .unwrap_or_default(),
+            standby.complement.as_deref().map_or_else(
+                || "nothing was restored".to_owned(),
+                |r| format!("Restore {r} restored what the standby leaves out")
+            )
         );
     }
     for line in &report.active_site {

@@ -117,6 +117,8 @@ pub struct BackupContents {
     pub referenceable: BTreeSet<String>,
     /// Every item in the tarball.
     pub items: u64,
+    /// How many items of each group-resource (`deployments.apps`, `pods`) the tarball holds.
+    pub kinds: BTreeMap<String, u64>,
     /// Items that are not valid JSON objects, by path-like name.
     pub unreadable: Vec<String>,
 }
@@ -135,14 +137,20 @@ impl BackupContents {
     /// Reads a `<backup>.tar.gz` to its end.
     pub fn read(source: impl Read) -> Result<Self, TarballError> {
         let mut contents = Self::default();
+        let kinds = std::cell::RefCell::new(BTreeMap::<String, u64>::new());
         contents.items = tarball::read_items(
             source,
             |group_resource| {
+                *kinds
+                    .borrow_mut()
+                    .entry(group_resource.to_owned())
+                    .or_default() += 1;
                 WANTED.contains(&group_resource)
                     || ReferencedKind::from_group_resource(group_resource).is_some()
             },
             |group_resource, bytes| contents.add(group_resource, bytes),
         )?;
+        contents.kinds = kinds.into_inner();
         contents
             .vms
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));

@@ -278,12 +278,71 @@ impl RpoMetrics {
     }
 }
 
+/// The warm standby at this site: `replicadr_standby_*`.
+#[derive(Debug, Clone)]
+pub struct StandbyMetrics {
+    lag: Family<PolicyLabels, Gauge<f64, AtomicU64>>,
+    ready: Family<PolicyLabels, Gauge>,
+    restore_duration: Family<PolicyLabels, Histogram>,
+}
+
+impl StandbyMetrics {
+    /// Registers the metrics in `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            lag: Family::default(),
+            ready: Family::default(),
+            restore_duration: Family::new_with_constructor(duration_histogram),
+        };
+        registry.register_with_unit(
+            "lag",
+            "Age of the backup the warm standby at this site holds (its recovery point), by policy; the policy's age while it holds none",
+            Unit::Seconds,
+            metrics.lag.clone(),
+        );
+        registry.register(
+            "ready",
+            "1 while the policy's StandbyReady condition is True at this site, else 0",
+            metrics.ready.clone(),
+        );
+        registry.register_with_unit(
+            "restore_duration",
+            "Time of one standby refresh: Velero's update restore, the checks and the pruning, by policy",
+            Unit::Seconds,
+            metrics.restore_duration.clone(),
+        );
+        metrics
+    }
+
+    /// Sets a policy's standby lag and readiness.
+    pub fn set(&self, name: &str, lag: f64, ready: bool) {
+        let labels = policy(name);
+        self.lag.get_or_create(&labels).set(lag);
+        self.ready.get_or_create(&labels).set(i64::from(ready));
+    }
+
+    /// Records one refresh's duration.
+    pub fn restored(&self, name: &str, seconds: f64) {
+        self.restore_duration
+            .get_or_create(&policy(name))
+            .observe(seconds);
+    }
+
+    /// Drops a policy's series (deleted, or no standby here any more).
+    pub fn forget(&self, name: &str) {
+        let labels = policy(name);
+        self.lag.remove(&labels);
+        self.ready.remove(&labels);
+    }
+}
+
 /// Every component's metrics, registered under `replicadr_`.
 #[derive(Debug, Clone)]
 pub struct Metrics {
     pub backup: BackupMetrics,
     pub verification: VerificationMetrics,
     pub rpo: RpoMetrics,
+    pub standby: StandbyMetrics,
 }
 
 impl Metrics {
@@ -295,6 +354,7 @@ impl Metrics {
                 registry.sub_registry_with_prefix("verification"),
             ),
             // The RPO series are the project's headline numbers: no component prefix.
+            standby: StandbyMetrics::register(registry.sub_registry_with_prefix("standby")),
             rpo: RpoMetrics::register(registry),
         }
     }

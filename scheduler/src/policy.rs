@@ -100,6 +100,22 @@ pub struct BackupPolicySpec {
     /// reported in the `Ready` condition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub velero_schedule: Option<String>,
+    /// Warm standby: at a site that is not the active one, the scheduler restores each new
+    /// verified backup of this policy as soon as Velero has synced it, VMs halted, so that a
+    /// failover there only checks and starts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby: Option<StandbySpec>,
+}
+
+/// `spec.standby`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StandbySpec {
+    /// Keep this policy's newest verified backup restored, halted, at every site that is not
+    /// the active one. Switched off, nothing more is restored; `replicadr clean --standby` then
+    /// removes what the standby restores made.
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 /// The one concurrency policy: a policy never runs two backups at once.
@@ -203,8 +219,8 @@ pub struct SiteMapRef {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupPolicyStatus {
-    /// Ready (the policy is valid and scheduling), `BackupSucceeded` (the newest backup's outcome)
-    /// and Verified (the newest verification's outcome).
+    /// Ready (the policy is valid and scheduling), `BackupSucceeded` (the newest backup's outcome),
+    /// Verified (the newest verification's outcome) and, at a standby site, `StandbyReady`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -233,6 +249,41 @@ pub struct BackupPolicyStatus {
     /// The generation the status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The warm standby at this site, when the policy has one here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby: Option<StandbyStatus>,
+}
+
+/// What the warm standby at a site holds (`status.standby`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StandbyStatus {
+    /// The backup the standby holds: restored, halted, at this site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// The Velero Restore that last brought it up to date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<String>,
+    /// When that backup started at the active site (RFC 3339): the recovery point the standby holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_point: Option<String>,
+    /// When the restore finished (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_time: Option<String>,
+    /// Items Velero restored or updated.
+    #[serde(default)]
+    pub items: u64,
+    /// What the last refresh found wrong, each naming the object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    /// What the last refresh removed because the new backup no longer holds it, `Kind namespace/name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pruned: Vec<String>,
+    /// A newer backup the standby refused, and when (RFC 3339): it is tried again after a while.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_backup: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_time: Option<String>,
 }
 
 /// A standard Kubernetes condition (`metav1.Condition`).
@@ -260,6 +311,8 @@ pub mod condition {
     pub const BACKUP_SUCCEEDED: &str = "BackupSucceeded";
     /// The newest finished backup passed verification.
     pub const VERIFIED: &str = "Verified";
+    /// The warm standby at this site holds the newest backup it can restore, without problems.
+    pub const STANDBY_READY: &str = "StandbyReady";
 }
 
 impl BackupPolicyStatus {
@@ -396,6 +449,8 @@ pub struct ValidPolicy {
     /// The Velero Schedule that makes the backups (`spec.veleroSchedule`); `None` when the
     /// policy makes them itself.
     pub velero_schedule: Option<String>,
+    /// `spec.standby.enabled`.
+    pub standby: bool,
 }
 
 /// An optional Go-syntax duration field.
@@ -502,6 +557,7 @@ impl ValidPolicy {
                 key: None,
             }),
             velero_schedule: spec.velero_schedule.clone(),
+            standby: spec.standby.as_ref().is_some_and(|s| s.enabled),
             name,
         })
     }

@@ -37,6 +37,7 @@ use crate::environment;
 use crate::lifecycle::{BackupLife, Created};
 use crate::policy::{BackupPolicy, ValidPolicy, condition};
 use crate::publish::Publisher;
+use crate::recovery::standby;
 use crate::schedule::{self, Decision, SlotState};
 use crate::velero::{self, BackupView, PhaseClass};
 use crate::velero_schedule;
@@ -72,6 +73,8 @@ const MIN_REQUEUE: Duration = Duration::from_millis(200);
 const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 /// The longest wait after failed reconciles.
 const MAX_ERROR_BACKOFF: Duration = Duration::from_mins(5);
+/// How long a backup the standby refused (or could not restore) waits before it is tried again.
+const STANDBY_RETRY: Duration = Duration::from_mins(5);
 /// How long a stopping service waits for running verifications to publish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -147,6 +150,8 @@ struct Admitted {
     site: String,
     /// Whether this site may create backups: the `Ready` condition's reason and message when not.
     active: Result<(), (&'static str, String)>,
+    /// The site the active-site record names, when it could be read.
+    active_site: Option<String>,
 }
 
 /// What reconciles share: the service, the Backup cache, and whether this replica leads.
@@ -280,6 +285,7 @@ impl Service {
     /// Drops what this replica keeps about a deleted policy: its RPO series and error count.
     pub fn forget(&self, policy: &str) {
         self.publisher().metrics.rpo.forget(policy);
+        self.publisher().metrics.standby.forget(policy);
         self.failures.lock().expect("not poisoned").remove(policy);
         tracing::info!(policy, "policy deleted; its RPO series are dropped");
     }
@@ -364,8 +370,12 @@ impl Service {
             Ok(admitted) => admitted,
             Err(outcome) => return Ok((outcome, None)),
         };
+        let standby = Box::pin(self.standby(policy, &admitted, &backups, now)).await?;
         let backups = own_backups(backups, &admitted.site);
-        let attention = self.follow_all(policy, &admitted, &backups, now).await?;
+        let attention = earliest(
+            self.follow_all(policy, &admitted, &backups, now).await?,
+            standby,
+        );
         if let Some(schedule) = admitted.valid.follows() {
             let (outcome, wake) = self
                 .follow_schedule(policy, &admitted, schedule, backups.last(), now)
@@ -441,18 +451,24 @@ impl Service {
                 return Ok(refuse("UnknownLocalSite"));
             }
         };
+        let (active, active_site) = self.standing(&valid, &config).await;
         if let Err((reason, message)) =
             environment::check(&self.client, &self.config.namespace, &valid).await?
         {
-            self.not_ready(policy, reason, &message, now).await?;
-            return Ok(refuse(reason));
+            // At a site that is not active the policy's namespaces may not exist yet: only a
+            // restore (its warm standby's, or a failover's) makes them there.
+            let standby_site = matches!(active, Err(("SiteNotActive", _)));
+            if !(standby_site && reason == "NothingSelected") {
+                self.not_ready(policy, reason, &message, now).await?;
+                return Ok(refuse(reason));
+            }
         }
-        let active = self.standing(&valid, &config).await;
         let site = config.local_site.as_str().to_owned();
         Ok(Ok(Admitted {
             valid,
             site,
             active,
+            active_site,
         }))
     }
 
@@ -462,13 +478,16 @@ impl Service {
         &self,
         valid: &ValidPolicy,
         config: &SiteConfig,
-    ) -> Result<(), (&'static str, String)> {
+    ) -> (Result<(), (&'static str, String)>, Option<String>) {
         let local = config.local_site.as_str();
-        let standing = match self.life.active_site(valid, &config.site_map).await {
-            Ok(record) => record
-                .allows(local)
-                .map_err(|message| ("SiteNotActive", message)),
-            Err(error) => Err((error.reason(), error.to_string())),
+        let (standing, active_site) = match self.life.active_site(valid, &config.site_map).await {
+            Ok(record) => (
+                record
+                    .allows(local)
+                    .map_err(|message| ("SiteNotActive", message)),
+                Some(record.site),
+            ),
+            Err(error) => (Err((error.reason(), error.to_string())), None),
         };
         let standby = matches!(standing, Err(("SiteNotActive", _)));
         self.publisher().metrics.rpo.set_standing(
@@ -476,7 +495,160 @@ impl Service {
             standby,
             standing.is_err() && !standby,
         );
-        standing
+        (standing, active_site)
+    }
+
+    /// The warm standby of a policy with `spec.standby.enabled`, at a site that is not active:
+    /// when the active site's newest completed backup of the policy is not the one the standby
+    /// holds (and was not refused lately), a refresh runs ([`standby::refresh`]) and its result
+    /// goes to the status, an Event and the metrics. Returns when to look again.
+    async fn standby(
+        &self,
+        policy: &BackupPolicy,
+        admitted: &Admitted,
+        backups: &[BackupView],
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, kube::Error> {
+        let valid = &admitted.valid;
+        let metrics = &self.publisher().metrics.standby;
+        let status = policy.status.clone().unwrap_or_default();
+        let had = status.condition(condition::STANDBY_READY).is_some();
+        let source = match (&admitted.active, &admitted.active_site) {
+            (Err(("SiteNotActive", _)), Some(source)) if valid.standby => source.clone(),
+            _ => {
+                metrics.forget(&valid.name);
+                if had {
+                    let message = if valid.standby {
+                        "this site is the active one (or the active-site record cannot be read): a standby is kept only at a site that is not active"
+                    } else {
+                        "spec.standby.enabled is not true: nothing more is restored here; `replicadr clean --standby --policy <policy> --apply` removes what the standby made"
+                    };
+                    let reason = if valid.standby {
+                        "SiteActive"
+                    } else {
+                        "StandbyDisabled"
+                    };
+                    self.standby_condition(policy, false, reason, message, now)
+                        .await?;
+                }
+                return Ok(None);
+            }
+        };
+        let held = status.standby.clone().unwrap_or_default();
+        let since = held
+            .recovery_point
+            .as_deref()
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .unwrap_or(valid.created);
+        let lag = now.duration_since(since).as_secs_f64().max(0.0);
+        let ready = status
+            .condition(condition::STANDBY_READY)
+            .is_some_and(|c| c.status == "True");
+        metrics.set(&valid.name, lag, ready);
+        let newest = backups
+            .iter()
+            .filter(|b| b.class == PhaseClass::Succeeded)
+            .filter(|b| {
+                backup_site::site_name(b, &admitted.site).as_deref() == Some(source.as_str())
+            })
+            .max_by_key(|b| (b.recovery_point(), b.name.clone()));
+        let Some(newest) = newest else {
+            if !had {
+                let message = format!(
+                    "no completed backup of this policy made at the active site {source} is here yet (Velero syncs them from the bucket)"
+                );
+                self.standby_condition(policy, false, "NoBackupYet", &message, now)
+                    .await?;
+            }
+            return Ok(Some(now + self.config.tick));
+        };
+        if held.backup.as_deref() == Some(newest.name.as_str()) {
+            return Ok(None);
+        }
+        let refused_lately = held.refused_backup.as_deref() == Some(newest.name.as_str())
+            && held
+                .refused_time
+                .as_deref()
+                .and_then(|t| t.parse::<Timestamp>().ok())
+                .is_some_and(|t| now.duration_since(t).unsigned_abs() < STANDBY_RETRY);
+        if refused_lately {
+            return Ok(Some(now + STANDBY_RETRY));
+        }
+        let options = standby::StandbyOptions::new(&admitted.site, &valid.name, &source);
+        let mut progress = |line: String| tracing::info!(policy = %valid.name, "standby: {line}");
+        let refreshed = Box::pin(standby::refresh(
+            &self.client,
+            &self.config.namespace,
+            &options,
+            &mut progress,
+        ))
+        .await;
+        self.standby_outcome(policy, &newest.name, refreshed, now)
+            .await?;
+        Ok(Some(now + self.config.tick))
+    }
+
+    /// Writes a refresh's outcome to the policy's status, an Event and the metrics.
+    async fn standby_outcome(
+        &self,
+        policy: &BackupPolicy,
+        newest: &str,
+        refreshed: Result<standby::Refresh, crate::recovery::site::RecoveryError>,
+        now: Timestamp,
+    ) -> Result<(), kube::Error> {
+        let name = policy.name_any();
+        let (ok, reason, message) = match &refreshed {
+            Ok(refresh) => refresh.condition(),
+            Err(error) => (
+                false,
+                "StandbyRefreshFailed",
+                format!("cannot refresh the standby with backup {newest}: {error}"),
+            ),
+        };
+        self.publisher()
+            .update_status(&name, |_, status| {
+                let standby = status.standby.get_or_insert_with(Default::default);
+                match &refreshed {
+                    Ok(refresh) => refresh.record(standby, newest, now),
+                    Err(_) => standby::refused(standby, newest, now),
+                }
+            })
+            .await?;
+        if let Ok(standby::Refresh::Restored(restored)) = &refreshed
+            && restored.held
+        {
+            self.publisher()
+                .metrics
+                .standby
+                .restored(&name, restored.seconds);
+        }
+        self.publisher()
+            .event(policy, !ok, reason, message.clone())
+            .await;
+        self.standby_condition(policy, ok, reason, &message, now)
+            .await
+    }
+
+    async fn standby_condition(
+        &self,
+        policy: &BackupPolicy,
+        ok: bool,
+        reason: &str,
+        message: &str,
+        now: Timestamp,
+    ) -> Result<(), kube::Error> {
+        self.publisher()
+            .update_status(&policy.name_any(), |current, status| {
+                status.set_condition(
+                    condition::STANDBY_READY,
+                    ok,
+                    reason,
+                    message,
+                    current.metadata.generation,
+                    now,
+                );
+            })
+            .await
     }
 
     /// Follows each backup along; returns the earliest time one of them needs attention.

@@ -266,6 +266,14 @@ async fn every_manifest_passes_the_api_servers_strict_validation_and_applies() -
         ("create", "events.k8s.io/events"),
         ("list", "persistentvolumeclaims"),
         ("list", "kubevirt.io/virtualmachines"),
+        // The warm standby (scheduler-rbac-standby.yaml): its Restores, and pruning what they made.
+        ("create", "velero.io/restores"),
+        ("delete", "velero.io/restores"),
+        ("create", "configmaps"),
+        ("patch", "persistentvolumes"),
+        ("delete", "persistentvolumeclaims"),
+        ("delete", "kubevirt.io/virtualmachines"),
+        ("delete", "cdi.kubevirt.io/datavolumes"),
     ] {
         ensure!(
             may(&scheduler, "openshift-adp", verb, resource).await?,
@@ -274,13 +282,13 @@ async fn every_manifest_passes_the_api_servers_strict_validation_and_applies() -
     }
     for (verb, resource) in [
         ("delete", "velero.io/backups"),
-        ("delete", "persistentvolumeclaims"),
         ("delete", "replicadr.io/backuppolicies"),
         ("update", "configmaps"),
+        // Only the standby's resource-modifier ConfigMap may be patched, never the site map's.
         ("patch", "configmaps"),
-        ("create", "velero.io/restores"),
         ("create", "velero.io/deletebackuprequests"),
-        ("list", "secrets"),
+        ("update", "secrets"),
+        ("create", "persistentvolumes"),
     ] {
         ensure!(
             !may(&scheduler, "openshift-adp", verb, resource).await?,

@@ -272,6 +272,12 @@ fn rule_tests(scrape: &Scrape) -> anyhow::Result<(Value, BTreeSet<String>)> {
         &scrape.family("replicadr_active_site_record_error", "gauge")?,
         "vms",
     )?;
+    let interval = scrape.find(
+        &scrape.family("replicadr_expected_interval_seconds", "gauge")?,
+        "vms",
+    )?;
+    // The standby's lag carries the same labels as every per-policy gauge.
+    let lag = json!({"series": input_series(ratio, Some("replicadr_standby_lag_seconds")), "values": "3600x10 9000x30"});
     let reason = failures.labels["reason"].clone();
     let up = up_series();
     let vms = [("namespace", NAMESPACE), ("policy", "vms")];
@@ -440,6 +446,38 @@ fn rule_tests(scrape: &Scrape) -> anyhow::Result<(Value, BTreeSet<String>)> {
                         "ReplicaDRActiveSiteUnusable",
                         "firing",
                         "critical",
+                        &vms,
+                    )],
+                ),
+            ],
+        ),
+        case(
+            "the standby holds a backup more than twice the interval old for 15m: warning",
+            &["ReplicaDRStandbyLagging"],
+            vec![
+                series(ratio, "0.1x40"),
+                series(has_verified, "1x40"),
+                json!({"series": input_series(interval, None), "values": "3600x40"}),
+                lag,
+                healthy_up.clone(),
+            ],
+            vec![
+                alerts_at("9m", &[]),
+                alerts_at(
+                    "20m",
+                    &[alert_sample(
+                        "ReplicaDRStandbyLagging",
+                        "pending",
+                        "warning",
+                        &vms,
+                    )],
+                ),
+                alerts_at(
+                    "30m",
+                    &[alert_sample(
+                        "ReplicaDRStandbyLagging",
+                        "firing",
+                        "warning",
                         &vms,
                     )],
                 ),
@@ -721,7 +759,7 @@ async fn promtool_checks_the_scrape_rules_and_dashboard_and_unit_tests_every_ale
     let check = promtool(&["check", "rules", "rules.yaml"], dir.path(), None)?;
     assert!(check.success, "promtool check rules:\n{}", check.text());
     assert!(
-        check.stdout.contains("SUCCESS: 6 rules found"),
+        check.stdout.contains("SUCCESS: 7 rules found"),
         "{}",
         check.text()
     );
@@ -836,7 +874,7 @@ async fn a_real_prometheus_scraping_the_scheduler_fires_only_the_alerts_that_hol
         PrometheusServer::start(&config, &[("rules.yaml", &rule_file(Some("3s"))?)]).await?;
     let loaded = prometheus.api("rules")?;
     let loaded_rules = loaded["groups"][0]["rules"].as_array().map_or(0, Vec::len);
-    assert_eq!(loaded_rules, 6, "the shipped rules are loaded: {loaded}");
+    assert_eq!(loaded_rules, 7, "the shipped rules are loaded: {loaded}");
 
     // A verified backup: the RPO ratio is below 1 and no alert is pending or firing.
     let first = next_backup(&env, "vms", &[]).await?;

@@ -202,7 +202,10 @@ async fn velero_backs_up_what_the_scheduler_asks_and_the_verifier_passes_it() ->
         "{report:#?}"
     );
     assert_eq!(report.stats.virtual_machines, 1, "{report:#?}");
-    follows_a_velero_schedule(&env, &service, &clock, &velero, &scheduler, &publisher).await
+    Box::pin(follows_a_velero_schedule(
+        &env, &service, &clock, &velero, &scheduler, &publisher,
+    ))
+    .await
 }
 
 /// A policy with `spec.veleroSchedule`, against the real Velero's Schedule and the backup its

@@ -16,13 +16,15 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod};
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions,
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, Preconditions,
 };
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource as _, ResourceExt as _};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use replicadr_core::kubevirt::ReferencedKind;
 use replicadr_core::wire::{LABEL_MANAGED_BY, MANAGED_BY};
 
 use super::failover::FIELD_MANAGER;
@@ -49,12 +51,21 @@ pub struct CleanOptions {
 }
 
 /// The kinds `clean` removes, in removal order: each depends on none after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     VirtualMachine,
     DataVolume,
     PersistentVolumeClaim,
     PersistentVolume,
+    /// An object a VM names (a cloud-init Secret, an instance type): removed only from what a
+    /// warm standby made ([`super::standby`]).
+    Referenced(ReferencedKind),
+}
+
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
 }
 
 impl Kind {
@@ -65,15 +76,32 @@ impl Kind {
             Kind::DataVolume => "DataVolume",
             Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
             Kind::PersistentVolume => "PersistentVolume",
+            Kind::Referenced(kind) => kind.kind(),
         }
     }
 
-    fn resource(self) -> ApiResource {
+    /// Every kind, in removal order.
+    pub fn every() -> impl Iterator<Item = Kind> {
+        [
+            Kind::VirtualMachine,
+            Kind::DataVolume,
+            Kind::PersistentVolumeClaim,
+            Kind::PersistentVolume,
+        ]
+        .into_iter()
+        .chain(ReferencedKind::ALL.into_iter().map(Kind::Referenced))
+    }
+
+    pub(crate) fn resource(self) -> ApiResource {
         match self {
             Kind::VirtualMachine => vm_resource(),
             Kind::DataVolume => data_volume_resource(),
             Kind::PersistentVolumeClaim => ApiResource::erase::<PersistentVolumeClaim>(&()),
             Kind::PersistentVolume => ApiResource::erase::<PersistentVolume>(&()),
+            Kind::Referenced(kind) => ApiResource::from_gvk_with_plural(
+                &GroupVersionKind::gvk(kind.group(), kind.version(), kind.kind()),
+                kind.plural(),
+            ),
         }
     }
 
@@ -107,6 +135,17 @@ impl Target {
             Some(namespace) => format!("{kind} {namespace}/{}", self.name),
             None => format!("{kind} {}", self.name),
         }
+    }
+
+    /// `kind` `namespace/name`, deleted only while it has `uid`.
+    pub(crate) fn new(
+        kind: Kind,
+        namespace: Option<&str>,
+        name: &str,
+        detail: String,
+        uid: String,
+    ) -> Self {
+        target(kind, namespace, name, detail, Some(uid))
     }
 
     /// Its API: namespaced, or cluster-wide for a PV.
@@ -209,7 +248,7 @@ pub async fn clean(
 }
 
 /// Why clean may not run here: this site is the active one, or that cannot be told.
-async fn active_here(
+pub(crate) async fn active_here(
     client: &Client,
     namespace: &str,
     sites: &replicadr_core::sitemap::SiteMap,
@@ -527,7 +566,7 @@ async fn in_use(client: &Client, targets: &[Target]) -> Result<Vec<String>, kube
 /// PV of the set and every PV bound to a claim of the set is set to `Retain`, so no deletion
 /// reaches data on the exports. Each object is deleted only if it still has the UID it was listed
 /// with. A kind that is not gone in time, or whose deletion failed, stops the removal.
-async fn remove(
+pub(crate) async fn remove(
     client: &Client,
     targets: &[Target],
     options: &CleanOptions,
@@ -718,7 +757,7 @@ async fn wait_gone(
 }
 
 /// Stores the report as a ConfigMap (`report.json`) and records an Event on it.
-async fn store(
+pub(crate) async fn store(
     client: &Client,
     namespace: &str,
     report: &mut CleanReport,

@@ -12,5 +12,6 @@ mod preconditions;
 pub mod report;
 mod restore;
 pub mod site;
+pub mod standby;
 mod store;
 pub mod vm_start;

@@ -166,6 +166,24 @@ pub struct RecoveryReport {
     pub failures: Vec<String>,
     /// The plan's problems (warnings included).
     pub problems: Vec<super::plan::Problem>,
+    /// The warm standby this run used instead of restoring the backup, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standby: Option<StandbyUse>,
+}
+
+/// How a failover used the warm standby at its site.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StandbyUse {
+    /// The standby Restore whose objects this run took as restored.
+    pub restore: String,
+    pub backup: String,
+    /// The backup the standby held before this run brought it up to date, when it was behind.
+    pub updated_from: Option<String>,
+    /// How old the backup the standby held was when the run began (its recovery point's age).
+    pub lag_seconds: Option<u64>,
+    /// The Restore of what a standby leaves out (Deployments, pods, ...), when the backup held any.
+    pub complement: Option<String>,
 }
 
 impl RecoveryReport {
@@ -194,6 +212,7 @@ impl RecoveryReport {
             vm_starts: Vec::new(),
             failures: Vec::new(),
             problems: Vec::new(),
+            standby: None,
         }
     }
 

@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
 
 use replicadr_core::names::{self, label_value};
 use replicadr_core::wire::{
-    LABEL_BACKUP, LABEL_EPOCH, LABEL_MANAGED_BY, LABEL_OPERATION, LABEL_SITE, MANAGED_BY,
-    PHASE_COMPLETED, PHASE_FAILED, PHASE_FAILED_VALIDATION, PHASE_PARTIALLY_FAILED,
+    LABEL_BACKUP, LABEL_EPOCH, LABEL_MANAGED_BY, LABEL_OPERATION, LABEL_POLICY, LABEL_SITE,
+    MANAGED_BY, PHASE_COMPLETED, PHASE_FAILED, PHASE_FAILED_VALIDATION, PHASE_PARTIALLY_FAILED,
     POINTER_STATUS_PHASE,
 };
 
@@ -24,6 +24,20 @@ use crate::velero;
 
 /// The resource-modifier ConfigMap that restores VMs halted, so they start in order afterwards.
 pub const HALT_VMS_CONFIGMAP: &str = "replicadr-restore-vms-halted";
+
+/// What a standby never restores, on top of what no restore does: whatever would run a pod at a
+/// site that is not active (a VM's own VMI and launcher pod are skipped by the restore plugin on
+/// every path). A failover from the standby restores these kinds of the backup, and nothing else.
+pub const STANDBY_EXCLUDED: [&str; 8] = [
+    "pods",
+    "virtualmachineinstances.kubevirt.io",
+    "deployments.apps",
+    "replicasets.apps",
+    "statefulsets.apps",
+    "daemonsets.apps",
+    "jobs.batch",
+    "cronjobs.batch",
+];
 
 /// Merge patches leave no error when `running` is absent; Velero applies the rule to every VM the
 /// restore creates (resource modifiers need Velero 1.13 or later).
@@ -48,6 +62,8 @@ pub struct RestoreView {
     pub failure_reason: Option<String>,
     /// The takeover's epoch ([`LABEL_EPOCH`]).
     pub epoch: Option<u64>,
+    /// The backup it restores.
+    pub backup: String,
     /// How the run that followed it ended ([`ANNOTATION_OUTCOME`]).
     pub outcome: Option<String>,
 }
@@ -79,6 +95,12 @@ impl RestoreView {
             errors: number("/status/errors"),
             failure_reason: failure_reason(&object.data),
             outcome: object.annotations().get(ANNOTATION_OUTCOME).cloned(),
+            backup: object
+                .data
+                .pointer("/spec/backupName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
             epoch: object
                 .labels()
                 .get(LABEL_EPOCH)
@@ -141,6 +163,38 @@ impl Restores {
             .collect();
         attempts.sort_by_key(|r| r.attempt);
         Ok(attempts)
+    }
+
+    /// The warm standby's Restores of `policy` at `site`, oldest first (by creation).
+    pub(crate) async fn standby(
+        &self,
+        site: &str,
+        policy: &str,
+    ) -> Result<Vec<RestoreView>, kube::Error> {
+        let selector = format!(
+            "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_SITE}={site},{LABEL_OPERATION}={},{LABEL_POLICY}={}",
+            Operation::Standby.as_str(),
+            label_value(policy)
+        );
+        let mut listed = self
+            .api
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items;
+        // A deleted one may linger while Velero removes its logs and results from object storage.
+        listed.retain(|r| r.metadata.deletion_timestamp.is_none());
+        listed.sort_by_key(|r| (r.creation_timestamp(), r.name_any()));
+        Ok(listed.iter().map(RestoreView::from_object).collect())
+    }
+
+    /// Deletes one of our Restores (Velero then removes its logs and results from object
+    /// storage; what it restored stays).
+    pub(crate) async fn delete(&self, name: &str) -> Result<(), kube::Error> {
+        match self.api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(error) => Err(error),
+        }
     }
 
     /// Every failover and failback Restore at `site` in the takeover of `epoch`, by name, with
@@ -343,25 +397,36 @@ pub(crate) fn build_restore(
     halt: bool,
     epoch: Option<u64>,
 ) -> DynamicObject {
+    let standby = options.operation == Operation::Standby;
+    let mut excluded = vec![
+        "volumesnapshots.snapshot.storage.k8s.io",
+        "volumesnapshotcontents.snapshot.storage.k8s.io",
+        "customresourcedefinitions.apiextensions.k8s.io",
+    ];
+    if standby {
+        excluded.extend(STANDBY_EXCLUDED);
+    }
     let mut spec = json!({
         "backupName": backup,
         // Metadata-only backups have no volume snapshots: `restorePVs` only matters for those;
         // PVs are restored as objects because the backed-up copies are Retain.
         "restorePVs": true,
-        // Never patch an object that exists (it may be the operator's); Velero reports each one
-        // as a warning, and a re-run after a partial restore skips what is already there.
-        "existingResourcePolicy": "none",
+        // A failover never patches an object that exists (it may be the operator's); Velero
+        // reports each one as a warning, and a re-run after a partial restore skips what is
+        // already there. A standby patches what its earlier restores made (the plan refused the
+        // refresh if anything else is there) and labels it with this Restore, so what is left
+        // with an earlier one's label is what the new backup no longer holds.
+        "existingResourcePolicy": if standby { "update" } else { "none" },
         // Arrays do not replicate snapshots, so a VolumeSnapshot restored here would name a
         // snapshot handle that does not exist at this site; its data came over as the replica PVC.
         // CRDs belong to their operators at this site (KubeVirt's, the CSI snapshotter's); a
         // backed-up copy would only differ from them. The VirtualMachineApi precondition checks
         // that the VM API is served here.
-        "excludedResources": [
-            "volumesnapshots.snapshot.storage.k8s.io",
-            "volumesnapshotcontents.snapshot.storage.k8s.io",
-            "customresourcedefinitions.apiextensions.k8s.io",
-        ],
+        "excludedResources": excluded,
     });
+    if !options.only_resources.is_empty() {
+        spec["includedResources"] = json!(options.only_resources);
+    }
     if halt {
         spec["resourceModifier"] = json!({"kind": "ConfigMap", "name": HALT_VMS_CONFIGMAP});
     }
@@ -378,6 +443,9 @@ pub(crate) fn build_restore(
         (LABEL_SITE.to_owned(), options.site.clone()),
         (LABEL_BACKUP.to_owned(), label_value(backup).into_owned()),
     ]));
+    if let (Some(labels), Some(policy)) = (restore.metadata.labels.as_mut(), &options.policy) {
+        labels.insert(LABEL_POLICY.to_owned(), label_value(policy).into_owned());
+    }
     if let (Some(labels), Some(epoch)) = (restore.metadata.labels.as_mut(), epoch) {
         labels.insert(LABEL_EPOCH.to_owned(), epoch.to_string());
     }

@@ -194,7 +194,7 @@ pub async fn plan_at_site(
         namespace,
         site_name.as_str(),
         &config.site_map,
-        &backup.name,
+        &backup,
         &contents,
     )
     .await?;
@@ -623,9 +623,11 @@ async fn existing_at_site(
     namespace: &str,
     site: &str,
     sites: &SiteMap,
-    backup: &str,
+    backup: &BackupView,
     contents: &BackupContents,
 ) -> Result<plan::Existing, RecoveryError> {
+    let policy = backup.policy.as_deref();
+    let backup = backup.name.as_str();
     let mut existing = plan::Existing {
         pvs: Api::<PersistentVolume>::all(client.clone())
             .list(&ListParams::default())
@@ -672,6 +674,17 @@ async fn existing_at_site(
             .partition(|(_, of)| of == backup);
     existing.own_restores = own.into_keys().collect();
     existing.takeover_restores = others;
+    // The warm standby's Restores of the backup's policy here made what a failover from it
+    // uses, and what a standby refresh updates: both take those objects as their own.
+    if let Some(policy) = policy {
+        existing.own_restores.extend(
+            super::restore::Restores::new(client, namespace)
+                .standby(site, policy)
+                .await?
+                .into_iter()
+                .map(|r| r.name),
+        );
+    }
     Ok(existing)
 }
 
