@@ -20,6 +20,8 @@ pub async fn sites_with_workload(
         failback: false,
         kill_velero_mid_restore: false,
         velero_log_level: "info".to_owned(),
+        velero_client: drill::SHIPPED_VELERO_CLIENT,
+        standby: false,
     };
     let env = Box::pin(Environment::start(options, progress)).await?;
     drill::create_workload(&env.primary.client, scale_vms).await?;

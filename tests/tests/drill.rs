@@ -19,6 +19,8 @@ async fn failover_survives_velero_killed_mid_restore_and_failback_restores_prima
         failback: true,
         kill_velero_mid_restore: true,
         velero_log_level: "info".to_owned(),
+        velero_client: drill::SHIPPED_VELERO_CLIENT,
+        standby: false,
     };
     let mut lines = Vec::new();
     // Printed as they come: the harness shows them when the test fails.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
-use kube::api::{Api, DynamicObject, ListParams, PostParams};
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use replicadr_lab::TestCluster;
 use replicadr_lab::s3::S3Server;
@@ -94,7 +94,15 @@ pub struct DrillOptions {
     pub kill_velero_mid_restore: bool,
     /// Velero's log level at both sites.
     pub velero_log_level: String,
+    /// Velero's API client limits (`--client-qps`, `--client-burst`) at both sites.
+    pub velero_client: (u32, u32),
+    /// Before the failover, keep a warm standby of every policy at `dr` and refresh it with a
+    /// second round of backups; the failover then uses it.
+    pub standby: bool,
 }
+
+/// The limits the shipped installs set (manifests/oadp, manifests/velero) and the drill uses.
+pub const SHIPPED_VELERO_CLIENT: (u32, u32) = (100, 200);
 
 /// The drill's result.
 #[derive(Debug, Clone, Serialize)]
@@ -114,6 +122,8 @@ pub struct DrillReport {
     pub checks: Vec<Check>,
     /// The failover's Restore, as Velero's log at `dr` accounts it.
     pub plugin_time: Option<PluginTime>,
+    /// The warm standby at `dr` before the failover, when asked for.
+    pub standby: Option<StandbyTimes>,
     pub setup_seconds: f64,
     pub total_seconds: f64,
 }
@@ -367,8 +377,8 @@ impl Environment {
             "--store-validation-frequency=1m".to_owned(),
             // Velero's default API client limit (20 requests/s) would make the restore, not
             // ReplicaDR, the measure of a large drill; production installs raise it the same way.
-            "--client-qps=100".to_owned(),
-            "--client-burst=200".to_owned(),
+            format!("--client-qps={}", self.options.velero_client.0),
+            format!("--client-burst={}", self.options.velero_client.1),
             format!("--log-level={}", self.options.velero_log_level),
         ];
         let site = if primary {
@@ -479,6 +489,7 @@ pub async fn run(
         failback: None,
         checks: Vec::new(),
         plugin_time: None,
+        standby: None,
         setup_seconds,
         total_seconds: 0.0,
     };
@@ -498,6 +509,13 @@ pub async fn run(
 
     if options.kill_velero_mid_restore {
         report.interrupted_failover = Some(interrupted_failover(&mut env, progress).await?);
+    }
+    if options.standby {
+        let standby = Box::pin(standby_stage(&mut env, &report.backups, progress)).await?;
+        report
+            .checks
+            .push(standby_check(&standby, options.scale_vms));
+        report.standby = Some(standby);
     }
     progress("failover to site dr: every policy".to_owned());
     let failover = recover_every(&env.dr.client, Operation::Failover, "dr", progress).await?;
@@ -604,6 +622,133 @@ pub async fn run(
     }
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok((env, report))
+}
+
+/// How the warm standby at `dr` came to be, timed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StandbyTimes {
+    /// The first refresh of the main policy: the whole backup restored, halted.
+    pub first: StandbyRefreshTime,
+    /// The refresh after a second backup of an unchanged workload: every item compared and
+    /// relabelled.
+    pub unchanged: StandbyRefreshTime,
+    /// The backups the standby holds at the failover.
+    pub backups: Vec<String>,
+}
+
+/// One refresh of the main policy's standby.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StandbyRefreshTime {
+    pub backup: String,
+    pub seconds: f64,
+    pub items: u64,
+    pub pruned: usize,
+    pub problems: Vec<String>,
+}
+
+/// Turns the standby of every policy on at `dr` and refreshes it with `backups` (synced there),
+/// then with a second round of backups of the unchanged workload at primary, as the scheduler at
+/// `dr` would; Velero is at `dr` again at the end.
+async fn standby_stage(
+    env: &mut Environment,
+    backups: &[String],
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<StandbyTimes> {
+    for (policy, _) in POLICIES {
+        ensure_policy(&env.dr.client, policy).await?;
+        Api::<replicadr_scheduler::policy::BackupPolicy>::namespaced(
+            env.dr.client.clone(),
+            VELERO_NAMESPACE,
+        )
+        .patch(
+            policy,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"standby": {"enabled": true}}})),
+        )
+        .await?;
+    }
+    progress(format!(
+        "warm standby at dr: restoring {} as the standbys",
+        backups.join(", ")
+    ));
+    let first = refresh_every(&env.dr.client, progress).await?;
+    progress("a second round of backups of the unchanged workload at primary".to_owned());
+    env.move_velero(true, backups, progress).await?;
+    let second: Vec<String> = every_policy_backed_up(&env.primary.client, progress)
+        .await?
+        .into_iter()
+        .map(|(backup, _)| backup)
+        .collect();
+    env.move_velero(false, &second, progress).await?;
+    let unchanged = refresh_every(&env.dr.client, progress).await?;
+    Ok(StandbyTimes {
+        first,
+        unchanged,
+        backups: second,
+    })
+}
+
+/// One standby refresh of every policy at `dr`; the main policy's, timed.
+async fn refresh_every(
+    client: &Client,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<StandbyRefreshTime> {
+    use replicadr_scheduler::recovery::standby::{self, Refresh, StandbyOptions};
+    let mut main = None;
+    for (policy, _) in POLICIES {
+        let started = Instant::now();
+        let options = StandbyOptions::new("dr", policy, "primary");
+        let refreshed = Box::pin(standby::refresh(
+            client,
+            VELERO_NAMESPACE,
+            &options,
+            progress,
+        ))
+        .await?;
+        let seconds = started.elapsed().as_secs_f64();
+        let Refresh::Restored(restored) = refreshed else {
+            anyhow::bail!("the standby of {policy} at dr was not restored: {refreshed:?}");
+        };
+        progress(format!(
+            "standby of {policy} at dr: backup {} in {seconds:.1}s, {} items, {} pruned, problems: {:?}",
+            restored.backup,
+            restored.items,
+            restored.pruned.len(),
+            restored.problems
+        ));
+        if policy == POLICY {
+            main = Some(StandbyRefreshTime {
+                backup: restored.backup,
+                seconds,
+                items: restored.items,
+                pruned: restored.pruned.len(),
+                problems: restored.problems,
+            });
+        }
+    }
+    main.context("the main policy is one of the drill's")
+}
+
+/// Both refreshes restored every item without problems.
+fn standby_check(standby: &StandbyTimes, scale_vms: usize) -> Check {
+    let clean = standby.first.problems.is_empty() && standby.unchanged.problems.is_empty();
+    Check {
+        name: "dr: the warm standby restored both backups without problems".to_owned(),
+        passed: clean && standby.unchanged.pruned == 0,
+        detail: format!(
+            "first {} items in {:.1}s, unchanged {} items in {:.1}s ({} further VMs), {} pruned; problems: {:?} {:?}",
+            standby.first.items,
+            standby.first.seconds,
+            standby.unchanged.items,
+            standby.unchanged.seconds,
+            scale_vms,
+            standby.unchanged.pruned,
+            standby.first.problems,
+            standby.unchanged.problems
+        ),
+    }
 }
 
 /// Backs up every policy at a site and verifies each backup: (backup, verification), the main
@@ -1397,8 +1542,8 @@ pub async fn halt_all(client: &Client) -> anyhow::Result<()> {
         for vm in vms.list(&ListParams::default()).await?.items {
             vms.patch(
                 &vm.name_any(),
-                &kube::api::PatchParams::default(),
-                &kube::api::Patch::Merge(
+                &PatchParams::default(),
+                &Patch::Merge(
                     json!({"spec": {"running": null, "runStrategy": "Halted"}}),
                 ),
             )

@@ -16,6 +16,7 @@ use replicadr_drill::DrillOptions;
     version,
     about = "A complete DR drill on a local two-site environment it starts and tears down: backup at primary, verification, failover to dr, checks, failback"
 )]
+#[expect(clippy::struct_excessive_bools, reason = "the command's switches")]
 struct Args {
     /// Leave both sites running after the drill, until Ctrl-C.
     #[arg(long)]
@@ -35,6 +36,15 @@ struct Args {
     /// Velero's log level at both sites.
     #[arg(long, default_value = "info")]
     velero_log_level: String,
+    /// Velero's `--client-qps` at both sites (Velero's own default is 20).
+    #[arg(long, default_value_t = replicadr_drill::SHIPPED_VELERO_CLIENT.0)]
+    velero_client_qps: u32,
+    /// Velero's `--client-burst` at both sites (Velero's own default is 30).
+    #[arg(long, default_value_t = replicadr_drill::SHIPPED_VELERO_CLIENT.1)]
+    velero_client_burst: u32,
+    /// Keep a warm standby at dr before the failover (two refreshes), and fail over from it.
+    #[arg(long)]
+    standby: bool,
     #[arg(long, short = 'o', value_enum, default_value = "table")]
     output: Output,
 }
@@ -62,6 +72,8 @@ async fn run(args: Args) -> anyhow::Result<ExitCode> {
         failback: !args.no_failback,
         kill_velero_mid_restore: args.kill_velero_mid_restore,
         velero_log_level: args.velero_log_level,
+        velero_client: (args.velero_client_qps, args.velero_client_burst),
+        standby: args.standby,
     };
     let output = args.output;
     let (environment, report) = Box::pin(replicadr_drill::run(options, &mut |line| {

@@ -284,6 +284,7 @@ pub(crate) async fn restore_and_check(
     };
     report.restore_phase.clone_from(&view.phase);
     report.restore_warnings = view.warnings;
+    report.restore_items = view.items_restored;
     report.restore_errors = view.errors;
     if let Ok(results) = Verifier::new(client.clone(), namespace)
         .restore_results(backup, &restore)

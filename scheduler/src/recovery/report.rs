@@ -156,6 +156,8 @@ pub struct RecoveryReport {
     pub restore_phase: Option<String>,
     pub restore_warnings: u64,
     pub restore_errors: u64,
+    /// Items Velero restored (its `status.progress.itemsRestored`).
+    pub restore_items: u64,
     /// Velero's restore results, `kind: scope: message`.
     pub restore_messages: Vec<String>,
     /// The RTO breakdown.
@@ -205,6 +207,7 @@ impl RecoveryReport {
             restore_phase: None,
             restore_warnings: 0,
             restore_errors: 0,
+            restore_items: 0,
             restore_messages: Vec::new(),
             phases: Vec::new(),
             total_seconds: 0.0,
