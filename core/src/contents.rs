@@ -335,6 +335,13 @@ pub fn reference_key(kind: ReferencedKind, namespace: &str, name: &str) -> Strin
     format!("{}/{namespace}/{name}", kind.group_resource())
 }
 
+/// The kind, namespace (empty for a cluster-wide kind) and name a [`reference_key`] names.
+pub fn parse_reference_key(key: &str) -> Option<(ReferencedKind, &str, &str)> {
+    let mut parts = key.splitn(3, '/');
+    let kind = ReferencedKind::from_group_resource(parts.next()?)?;
+    Some((kind, parts.next()?, parts.next()?))
+}
+
 /// A PVC's `spec.volumeName`, if set.
 pub fn volume_name(pvc: &Value) -> Option<&str> {
     pvc.pointer(POINTER_VOLUME_NAME)

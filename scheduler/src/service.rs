@@ -597,7 +597,22 @@ impl Service {
         now: Timestamp,
     ) -> Result<(), kube::Error> {
         let name = policy.name_any();
+        let earlier_problems = policy
+            .status
+            .as_ref()
+            .and_then(|s| s.standby.as_ref())
+            .map(|s| s.problems.clone())
+            .unwrap_or_default();
         let (ok, reason, message) = match &refreshed {
+            // Still the backup whose restore had problems: still not ready.
+            Ok(standby::Refresh::UpToDate { backup, .. }) if !earlier_problems.is_empty() => (
+                false,
+                "StandbyProblems",
+                format!(
+                    "the standby holds backup {backup}, restored with problems: {}",
+                    earlier_problems.join("; ")
+                ),
+            ),
             Ok(refresh) => refresh.condition(),
             Err(error) => (
                 false,

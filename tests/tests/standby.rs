@@ -57,9 +57,19 @@ async fn reconcile(
     client: &Client,
     policy: &str,
 ) -> anyhow::Result<BackupPolicy> {
+    reconcile_at(service, client, policy, SystemClock.now()).await
+}
+
+/// [`reconcile`] as if the clock read `now`.
+async fn reconcile_at(
+    service: &Service,
+    client: &Client,
+    policy: &str,
+    now: jiff::Timestamp,
+) -> anyhow::Result<BackupPolicy> {
     let policies: Api<BackupPolicy> = Api::namespaced(client.clone(), VELERO);
     let current = policies.get(policy).await?;
-    let outcome = service.reconcile(&current, SystemClock.now()).await?;
+    let outcome = service.reconcile(&current, now).await?;
     eprintln!("lab: reconcile of {policy} at dr: {outcome:?}");
     Ok(policies.get(policy).await?)
 }
@@ -142,8 +152,41 @@ async fn a_standby_follows_prunes_cleans_and_serves_the_failover() -> anyhow::Re
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let service = Service::new(dr.clone(), ServiceConfig::new(VELERO), clock, publisher);
 
-    // 1. The first backups become the standbys, halted.
+    // 0. A Secret of the backup's name that the standby did not make is never overwritten: the
+    //    refresh is refused, naming it, and nothing is restored.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(dr.clone(), NAMESPACE);
+    env.dr.cluster.create_namespace(NAMESPACE).await?;
+    let local: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "desktop-cloudinit", "namespace": NAMESPACE},
+        "stringData": {"userdata": "#cloud-config\n# this site's own"},
+    }))?;
+    secrets.create(&PostParams::default(), &local).await?;
     let policy = reconcile(&service, &dr, drill::POLICY).await?;
+    let (status, reason, message) = standby_ready(&policy);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "StandbyBlocked"),
+        "{message}"
+    );
+    assert!(
+        message.contains("Secret drill-vms/desktop-cloudinit: exists here and was not made by this policy's warm standby"),
+        "{message}"
+    );
+    assert!(vms(&dr, NAMESPACE).await?.is_empty(), "nothing restored");
+    let kept = secrets.get("desktop-cloudinit").await?;
+    assert!(
+        kept.metadata.labels.is_none(),
+        "the site's Secret is untouched"
+    );
+    secrets
+        .delete("desktop-cloudinit", &kube::api::DeleteParams::default())
+        .await?;
+
+    // 1. The first backups become the standbys, halted (the refused backup is tried again after
+    //    five minutes).
+    let later = SystemClock.now() + std::time::Duration::from_mins(6);
+    let policy = reconcile_at(&service, &dr, drill::POLICY, later).await?;
     let (status, reason, message) = standby_ready(&policy);
     assert_eq!(
         (status.as_str(), reason.as_str()),

@@ -1543,9 +1543,7 @@ pub async fn halt_all(client: &Client) -> anyhow::Result<()> {
             vms.patch(
                 &vm.name_any(),
                 &PatchParams::default(),
-                &Patch::Merge(
-                    json!({"spec": {"running": null, "runStrategy": "Halted"}}),
-                ),
+                &Patch::Merge(json!({"spec": {"running": null, "runStrategy": "Halted"}})),
             )
             .await?;
         }

@@ -13,17 +13,15 @@ use kube::Client;
 use replicadr_core::wire::{PHASE_COMPLETED, PHASE_PARTIALLY_FAILED};
 
 use super::preconditions::{plan_with_preconditions, preconditions_allow};
-use super::report::{Outcome, PhaseTime, RecoveryReport, StandbyUse};
+use super::report::{Outcome, PhaseTime, RecoveryReport};
+pub use super::restore::RestoreScope;
 pub(crate) use super::restore::Restores;
-use super::restore::STANDBY_EXCLUDED;
 use super::restore::summarize_results;
 use super::site::{BackupChoice, Planned, RecoveryError};
-use super::standby;
 pub(crate) use super::store::finish;
 use super::{checks, vm_start};
 use crate::active_site::{Record, Takeover};
 use crate::verify::Verifier;
-use replicadr_core::contents::BackupContents;
 
 /// On our Restores: the attempt number, 1 for the first Restore of a backup at a site.
 pub use replicadr_core::wire::{ANNOTATION_ATTEMPT, ANNOTATION_OUTCOME};
@@ -104,9 +102,9 @@ pub struct Options {
     pub pinned: BTreeMap<String, String>,
     /// Velero's `namespaceMapping` (drills restore into scratch namespaces).
     pub namespace_mapping: BTreeMap<String, String>,
-    /// Restore only these group-resources (a failover from a warm standby restores what the
-    /// standby leaves out); everything when empty.
-    pub only_resources: Vec<&'static str>,
+    /// Which of the backup's kinds the Restore takes (a failover from a warm standby restores
+    /// what the standby leaves out).
+    pub scope: RestoreScope,
     /// How the report reads as text in the stored report's `summary.txt` (the CLI's renderer);
     /// without one the report's one-line summary is stored.
     pub summary: Option<fn(&RecoveryReport) -> String>,
@@ -133,7 +131,7 @@ impl Options {
             poll: Duration::from_secs(1),
             pinned: BTreeMap::new(),
             namespace_mapping: BTreeMap::new(),
-            only_resources: Vec::new(),
+            scope: RestoreScope::All,
             summary: None,
         }
     }
@@ -231,7 +229,14 @@ pub(crate) async fn restore_and_check(
     run: &mut Run,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> Result<(), RecoveryError> {
-    if Box::pin(from_standby(client, namespace, options, run, progress)).await? {
+    if Box::pin(super::from_standby::restore(
+        client, namespace, options, run, progress,
+    ))
+    .await?
+    {
+        if run.report.failures.is_empty() {
+            check_restored(client, options, run, progress).await?;
+        }
         return Ok(());
     }
     let Planned { backup, plan, .. } = &run.planned;
@@ -311,7 +316,7 @@ pub(crate) async fn restore_and_check(
 }
 
 /// Checks what was restored against the plan; the run may then start its VMs.
-async fn check_restored(
+pub(crate) async fn check_restored(
     client: &Client,
     options: &Options,
     run: &mut Run,
@@ -326,155 +331,6 @@ async fn check_restored(
     report.phase(PhaseTime::new("binding", binding_started.elapsed()));
     run.restored = true;
     Ok(())
-}
-
-/// A failover or failback at a site with a warm standby of the run's policy: the standby is
-/// brought up to date first when it holds an older backup than the one planned (an update
-/// restore of that backup, with pruning), then taken as this run's restore — its objects count
-/// as restored by this run — and only what a standby leaves out is restored (a Restore limited to
-/// those kinds, when the backup holds any). Whether the standby was used; `false` leaves the run
-/// to the cold path.
-async fn from_standby(
-    client: &Client,
-    namespace: &str,
-    options: &Options,
-    run: &mut Run,
-    progress: &mut (dyn FnMut(String) + Send),
-) -> Result<bool, RecoveryError> {
-    if options.operation.takeover().is_none() {
-        return Ok(false);
-    }
-    let Some(policy) = run.policy.clone() else {
-        return Ok(false);
-    };
-    let Some(mut held) = standby::held(client, namespace, &options.site, &policy).await? else {
-        return Ok(false);
-    };
-    let started = Instant::now();
-    let backup = run.planned.backup.name.clone();
-    let lag_seconds = standby_lag(client, namespace, &held.backup).await;
-    let mut updated_from = None;
-    if held.backup != backup {
-        progress(format!(
-            "the warm standby here holds backup {}, not {backup}: bringing it up to date first",
-            held.backup
-        ));
-        let source = run
-            .planned
-            .plan
-            .source
-            .site
-            .clone()
-            .or_else(|| options.source_site.clone())
-            .unwrap_or_default();
-        let mut refresh = standby::StandbyOptions::new(&options.site, &policy, &source);
-        refresh.backup = Some(backup.clone());
-        refresh.restore_timeout = options.restore_timeout;
-        refresh.bind_timeout = options.bind_timeout;
-        refresh.poll = options.poll;
-        let outcome = standby::refresh(client, namespace, &refresh, progress).await?;
-        let failure = match &outcome {
-            standby::Refresh::Restored(done) if done.held => None,
-            standby::Refresh::Restored(done) => Some(done.problems.join("; ")),
-            standby::Refresh::UpToDate { .. } => None,
-            standby::Refresh::Refused { problems, .. } => Some(problems.join("; ")),
-            standby::Refresh::NoBackup { message } => Some(message.clone()),
-        };
-        if let Some(failure) = failure {
-            run.report.fail(format!(
-                "the warm standby could not be brought from backup {} to {backup}: {failure}",
-                held.backup
-            ));
-            run.report.restore = Some(held.restore);
-            return Ok(true);
-        }
-        updated_from = Some(held.backup.clone());
-        let Some(now_held) = standby::held(client, namespace, &options.site, &policy).await? else {
-            return Ok(false);
-        };
-        held = now_held;
-    }
-    progress(format!(
-        "using the warm standby: Restore {}/{} holds backup {backup}; nothing of it is restored again",
-        namespace, held.restore
-    ));
-    run.report.restore = Some(held.restore.clone());
-    run.report.restore_phase = Some(PHASE_COMPLETED.to_owned());
-    run.own_restores.clone_from(&held.restores);
-    let complement = if left_out_by_standby(&run.planned.contents) {
-        Some(restore_left_out(client, namespace, options, run, progress).await?)
-    } else {
-        None
-    };
-    run.report.standby = Some(StandbyUse {
-        restore: held.restore.clone(),
-        backup,
-        updated_from,
-        lag_seconds,
-        complement,
-    });
-    run.report
-        .phase(PhaseTime::new("restore", started.elapsed()));
-    if run.report.failures.is_empty() {
-        check_restored(client, options, run, progress).await?;
-    }
-    Ok(true)
-}
-
-/// Restores what a standby leaves out of the run's backup (a Restore limited to those kinds,
-/// named and continued as the failover's own); its name. A failure is in the report.
-async fn restore_left_out(
-    client: &Client,
-    namespace: &str,
-    options: &Options,
-    run: &mut Run,
-    progress: &mut (dyn FnMut(String) + Send),
-) -> Result<String, RecoveryError> {
-    let mut only = options.clone();
-    only.only_resources = STANDBY_EXCLUDED.to_vec();
-    let restores = Restores::new(client, namespace);
-    let backup = &run.planned.backup.name;
-    let restore = restores
-        .ensure(&only, backup, &run.planned.plan, run.epoch, progress)
-        .await?;
-    match restores
-        .watch(&restore, options.restore_timeout, options.poll, progress)
-        .await
-    {
-        Ok(view)
-            if matches!(
-                view.phase.as_deref(),
-                Some(PHASE_COMPLETED | PHASE_PARTIALLY_FAILED)
-            ) => {}
-        Ok(view) => run.report.fail(format!(
-            "Velero finished Restore {namespace}/{restore} (what the standby leaves out: {}) as {}; re-run the same command to retry",
-            STANDBY_EXCLUDED.join(", "),
-            view.phase.as_deref().unwrap_or("?")
-        )),
-        Err(message) => run.report.fail(message),
-    }
-    run.own_restores.push(restore.clone());
-    Ok(restore)
-}
-
-/// Whether the backup holds anything a standby restore leaves out that a restore would bring
-/// back (the VMIs and launcher pods the restore plugin skips on every path do not count).
-fn left_out_by_standby(contents: &BackupContents) -> bool {
-    let held: u64 = STANDBY_EXCLUDED
-        .iter()
-        .filter_map(|kind| contents.kinds.get(*kind))
-        .sum();
-    held > contents.left_out.len() as u64
-}
-
-/// The age of `backup`'s recovery point now, from its Backup here.
-async fn standby_lag(client: &Client, namespace: &str, backup: &str) -> Option<u64> {
-    let (_, view) = Verifier::new(client.clone(), namespace)
-        .backup(backup)
-        .await
-        .ok()?;
-    let point = view.recovery_point()?;
-    u64::try_from(Timestamp::now().duration_since(point).as_secs()).ok()
 }
 
 /// Starts the VMs of every run restored (unless `--no-start`, or its policy keeps them halted),

@@ -6,6 +6,7 @@ mod checks;
 pub mod clean;
 pub mod every_policy;
 pub mod failover;
+mod from_standby;
 pub mod plan;
 pub mod planned;
 mod preconditions;

@@ -180,7 +180,8 @@ pub struct StandbyUse {
     /// The standby Restore whose objects this run took as restored.
     pub restore: String,
     pub backup: String,
-    /// The backup the standby held before this run brought it up to date, when it was behind.
+    /// The backup the standby held before this run brought it up to date, when it was behind
+    /// (`None` also when it held none).
     pub updated_from: Option<String>,
     /// How old the backup the standby held was when the run began (its recovery point's age).
     pub lag_seconds: Option<u64>,

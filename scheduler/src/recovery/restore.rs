@@ -10,11 +10,13 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
 
+use replicadr_core::kubevirt::ReferencedKind;
 use replicadr_core::names::{self, label_value};
 use replicadr_core::wire::{
     LABEL_BACKUP, LABEL_EPOCH, LABEL_MANAGED_BY, LABEL_OPERATION, LABEL_POLICY, LABEL_SITE,
     MANAGED_BY, PHASE_COMPLETED, PHASE_FAILED, PHASE_FAILED_VALIDATION, PHASE_PARTIALLY_FAILED,
-    POINTER_STATUS_PHASE,
+    POINTER_STATUS_PHASE, RESOURCE_DATA_VOLUMES, RESOURCE_PVCS, RESOURCE_PVS,
+    RESOURCE_VIRTUAL_MACHINES,
 };
 
 use super::failover::{ANNOTATION_ATTEMPT, ANNOTATION_OUTCOME, FIELD_MANAGER, Operation, Options};
@@ -25,19 +27,38 @@ use crate::velero;
 /// The resource-modifier ConfigMap that restores VMs halted, so they start in order afterwards.
 pub const HALT_VMS_CONFIGMAP: &str = "replicadr-restore-vms-halted";
 
-/// What a standby never restores, on top of what no restore does: whatever would run a pod at a
-/// site that is not active (a VM's own VMI and launcher pod are skipped by the restore plugin on
-/// every path). A failover from the standby restores these kinds of the backup, and nothing else.
-pub const STANDBY_EXCLUDED: [&str; 8] = [
-    "pods",
-    "virtualmachineinstances.kubevirt.io",
-    "deployments.apps",
-    "replicasets.apps",
-    "statefulsets.apps",
-    "daemonsets.apps",
-    "jobs.batch",
-    "cronjobs.batch",
-];
+/// What a standby restores: exactly the kinds whose objects at the site the standby can check
+/// before it patches them and prune after (a VM, its disks, and what a VM names). Everything
+/// else in a backup — Services, Routes, Deployments, pods, custom resources — is left to the
+/// failover, which restores it without overwriting anything ([`RestoreScope::AllButStandby`]).
+pub fn standby_kinds() -> Vec<String> {
+    [
+        RESOURCE_VIRTUAL_MACHINES,
+        RESOURCE_DATA_VOLUMES,
+        RESOURCE_PVCS,
+        RESOURCE_PVS,
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain(
+        ReferencedKind::ALL
+            .into_iter()
+            .map(ReferencedKind::group_resource),
+    )
+    .collect()
+}
+
+/// Which of a backup's kinds a Restore takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RestoreScope {
+    /// Every kind (but snapshots and CRDs, which no restore takes).
+    #[default]
+    All,
+    /// [`standby_kinds`] only: a warm standby's Restore.
+    Standby,
+    /// Every kind but [`standby_kinds`]: what a failover from a warm standby restores.
+    AllButStandby,
+}
 
 /// Merge patches leave no error when `running` is absent; Velero applies the rule to every VM the
 /// restore creates (resource modifiers need Velero 1.13 or later).
@@ -398,13 +419,21 @@ pub(crate) fn build_restore(
     epoch: Option<u64>,
 ) -> DynamicObject {
     let standby = options.operation == Operation::Standby;
-    let mut excluded = vec![
+    let mut excluded: Vec<String> = [
         "volumesnapshots.snapshot.storage.k8s.io",
         "volumesnapshotcontents.snapshot.storage.k8s.io",
         "customresourcedefinitions.apiextensions.k8s.io",
-    ];
-    if standby {
-        excluded.extend(STANDBY_EXCLUDED);
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    let scope = if standby {
+        RestoreScope::Standby
+    } else {
+        options.scope
+    };
+    if scope == RestoreScope::AllButStandby {
+        excluded.extend(standby_kinds());
     }
     let mut spec = json!({
         "backupName": backup,
@@ -424,8 +453,8 @@ pub(crate) fn build_restore(
         // that the VM API is served here.
         "excludedResources": excluded,
     });
-    if !options.only_resources.is_empty() {
-        spec["includedResources"] = json!(options.only_resources);
+    if scope == RestoreScope::Standby {
+        spec["includedResources"] = json!(standby_kinds());
     }
     if halt {
         spec["resourceModifier"] = json!({"kind": "ConfigMap", "name": HALT_VMS_CONFIGMAP});
@@ -581,6 +610,69 @@ mod tests {
             "{names:#?}"
         );
         assert_eq!(names[0][..55], names[2][..55]);
+    }
+
+    #[test]
+    fn a_standby_restore_updates_and_leaves_out_whatever_runs_a_pod() {
+        let mut options = Options::new(Operation::Standby, "dr");
+        options.policy = Some("vms".into());
+        let standby = build_restore("standby-dr-b", "velero", &options, "b", 1, true, None);
+        assert_eq!(standby.data["spec"]["existingResourcePolicy"], "update");
+        let included = standby.data["spec"]["includedResources"].to_string();
+        for kind in [
+            "virtualmachines.kubevirt.io",
+            "persistentvolumeclaims",
+            "secrets",
+        ] {
+            assert!(included.contains(kind), "{included}");
+        }
+        for kind in [
+            "pods",
+            "deployments.apps",
+            "services",
+            "virtualmachineinstances",
+        ] {
+            assert!(!included.contains(kind), "{included}");
+        }
+        let excluded = standby.data["spec"]["excludedResources"].to_string();
+        assert!(excluded.contains("volumesnapshots.snapshot.storage.k8s.io"));
+        let labels = standby.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels[LABEL_OPERATION], "standby");
+        assert_eq!(labels[LABEL_POLICY], "vms");
+        assert_eq!(
+            standby.data["spec"]["resourceModifier"]["name"],
+            HALT_VMS_CONFIGMAP
+        );
+
+        let failover = build_restore(
+            "failover-dr-b",
+            "velero",
+            &Options::new(Operation::Failover, "dr"),
+            "b",
+            1,
+            true,
+            Some(2),
+        );
+        assert_eq!(failover.data["spec"]["existingResourcePolicy"], "none");
+        assert!(
+            !failover.data["spec"]["excludedResources"]
+                .to_string()
+                .contains("pods")
+        );
+        assert!(failover.data["spec"].get("includedResources").is_none());
+
+        let mut left_out = Options::new(Operation::Failover, "dr");
+        left_out.scope = RestoreScope::AllButStandby;
+        let complement =
+            build_restore("failover-dr-b", "velero", &left_out, "b", 1, false, Some(2));
+        assert!(complement.data["spec"].get("includedResources").is_none());
+        let excluded = complement.data["spec"]["excludedResources"].to_string();
+        assert!(
+            excluded.contains("virtualmachines.kubevirt.io")
+                && excluded.contains("persistentvolumes"),
+            "{excluded}"
+        );
+        assert_eq!(complement.data["spec"]["existingResourcePolicy"], "none");
     }
 
     #[test]

@@ -23,7 +23,8 @@ use kube::api::{Api, DynamicObject, ListParams};
 use kube::{Client, ResourceExt as _};
 use serde::Serialize;
 
-use replicadr_core::contents::{BackupContents, reference_key};
+use replicadr_core::contents::{BackupContents, parse_reference_key, reference_key};
+use replicadr_core::kubevirt::ReferencedKind;
 use replicadr_core::wire::{PHASE_COMPLETED, PHASE_PARTIALLY_FAILED};
 
 use super::checks;
@@ -33,6 +34,7 @@ use super::plan::LABEL_RESTORE_NAME;
 use super::report::RecoveryReport;
 use super::restore::{RestoreView, Restores, summarize_results};
 use super::site::{self, BackupChoice, Planned, RecoveryError, Scope};
+use super::vm_start::{vm_resource, vm_running};
 use crate::policy::{BackupPolicy, StandbyStatus, ValidPolicy};
 use crate::verify::Verifier;
 
@@ -52,6 +54,11 @@ pub struct StandbyOptions {
     /// How long pruning waits for each kind to be gone.
     pub prune_timeout: Duration,
     pub poll: Duration,
+    /// A failover at this site runs the refresh, after recording this site as the active one.
+    /// Otherwise (the scheduler at a site that is not active) the active-site record is read
+    /// again right before the Restore is created and before anything is pruned, and a site the
+    /// record names active is left alone.
+    pub takeover: bool,
 }
 
 impl StandbyOptions {
@@ -66,6 +73,7 @@ impl StandbyOptions {
             bind_timeout: Duration::from_mins(2),
             prune_timeout: Duration::from_mins(5),
             poll: Duration::from_secs(1),
+            takeover: false,
         }
     }
 
@@ -126,6 +134,7 @@ pub enum Refresh {
     UpToDate {
         backup: String,
         restore: String,
+        recovery_point: Option<Timestamp>,
         /// Newer backups passed over, each with why.
         passed_over: Vec<String>,
     },
@@ -208,11 +217,17 @@ impl Refresh {
     pub fn record(&self, standby: &mut StandbyStatus, newest: &str, now: Timestamp) {
         match self {
             Refresh::UpToDate {
-                backup, restore, ..
+                backup,
+                restore,
+                recovery_point,
+                ..
             } => {
                 // A status lost since (or never written) is made whole again.
                 standby.backup = Some(backup.clone());
                 standby.restore = Some(restore.clone());
+                if let Some(point) = recovery_point {
+                    standby.recovery_point = Some(point.to_string());
+                }
                 if backup != newest {
                     refused(standby, newest, now);
                 }
@@ -309,14 +324,26 @@ pub async fn refresh(
         return Ok(Refresh::UpToDate {
             backup: held.backup.clone(),
             restore: held.restore.clone(),
+            recovery_point: planned.backup.recovery_point(),
             passed_over,
         });
     }
-    let problems: Vec<String> = planned
+    let mut problems: Vec<String> = planned
         .plan
         .blocking()
         .map(|p| format!("{}: {}", p.object, p.message))
         .collect();
+    let own: BTreeSet<String> = Restores::new(client, namespace)
+        .standby(&options.site, &options.policy)
+        .await?
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    problems.extend(not_made_here(client, &planned.contents, &own).await?);
+    problems.extend(running_here(client, &planned.contents, &own).await?);
+    if let Some(active) = active_here(client, namespace, options).await {
+        problems.push(active);
+    }
     if !problems.is_empty() {
         return Ok(Refresh::Refused {
             backup: planned.backup.name.clone(),
@@ -381,16 +408,19 @@ async fn restore(
         done.seconds = started.elapsed().as_secs_f64();
         return Ok(done);
     }
-    if view.errors > 0
-        && let Ok(results) = Verifier::new(client.clone(), namespace)
+    // Under `update` a patch Velero could not apply is a warning, and the object keeps its old
+    // content with the new label: every warning and error is a problem of the standby.
+    if view.errors > 0 || view.warnings > 0 {
+        match Verifier::new(client.clone(), namespace)
             .restore_results(&planned.backup, &restore)
             .await
-    {
-        done.problems.extend(
-            summarize_results(&results)
-                .into_iter()
-                .filter(|line| line.starts_with("errors")),
-        );
+        {
+            Ok(results) => done.problems.extend(summarize_results(&results)),
+            Err(error) => done.problems.push(format!(
+                "Velero reported {} errors and {} warnings for Restore {namespace}/{restore}, and its results cannot be read: {error}",
+                view.errors, view.warnings
+            )),
+        }
     }
     checks::check_volumes(client, &planned.plan, &mut report).await?;
     checks::check_claims(
@@ -429,12 +459,21 @@ async fn prune(
     progress: &mut (dyn FnMut(String) + Send),
 ) -> Result<CleanReport, kube::Error> {
     let restores = Restores::new(client, namespace);
+    if let Some(active) = active_here(client, namespace, options).await {
+        return Ok(CleanReport {
+            failures: vec![format!("nothing was pruned: {active}")],
+            ..CleanReport::default()
+        });
+    }
+    // Only what finished Restores made before this one: never a newer one's, nor one still
+    // restoring.
     let earlier: BTreeSet<String> = restores
         .standby(&options.site, &options.policy)
         .await?
         .into_iter()
+        .take_while(|r| r.name != current)
+        .filter(RestoreView::finished)
         .map(|r| r.name)
-        .filter(|r| r != current)
         .collect();
     let targets: Vec<Target> = made_by(client, &earlier)
         .await?
@@ -489,6 +528,119 @@ async fn removal(
     Ok(report)
 }
 
+/// The objects VMs name that the backup holds and that exist here, made by something other than
+/// the policy's standby (`own`, its Restores): an update restore would overwrite them, and a
+/// later prune delete them.
+async fn not_made_here(
+    client: &Client,
+    contents: &BackupContents,
+    own: &BTreeSet<String>,
+) -> Result<Vec<String>, kube::Error> {
+    let mut found = Vec::new();
+    for key in &contents.referenceable {
+        let Some((kind, object_namespace, name)) = parse_reference_key(key) else {
+            continue;
+        };
+        if site_managed(kind, name) {
+            continue;
+        }
+        let target = Target::new(
+            Kind::Referenced(kind),
+            kind.namespaced().then_some(object_namespace),
+            name,
+            String::new(),
+            String::new(),
+        );
+        let api: Api<DynamicObject> = if kind.namespaced() {
+            Api::namespaced_with(
+                client.clone(),
+                object_namespace,
+                &Kind::Referenced(kind).resource(),
+            )
+        } else {
+            Api::all_with(client.clone(), &Kind::Referenced(kind).resource())
+        };
+        let existing = match api.get_metadata_opt(name).await {
+            Ok(existing) => existing,
+            Err(kube::Error::Api(status)) if status.code == 404 => None,
+            Err(error) => return Err(error),
+        };
+        if let Some(existing) = existing
+            && !existing
+                .labels()
+                .get(LABEL_RESTORE_NAME)
+                .is_some_and(|r| own.contains(r))
+        {
+            found.push(format!(
+                "{}: exists here and was not made by this policy's warm standby; its update restore would overwrite it with the backup's copy. Remove it if the backup's copy is the one wanted here, or leave spec.standby off for this policy",
+                target.describe()
+            ));
+        }
+    }
+    Ok(found)
+}
+
+/// Objects every namespace gets from the site's own controllers, whatever a backup holds: the
+/// cluster's CA bundles (kube-controller-manager's root CA publisher; OpenShift's service CA
+/// operator, which puts its bundle back when it is changed) and the namespace's default
+/// service accounts (Velero merges a service account rather than replacing it). Their existence
+/// here does not block a refresh.
+fn site_managed(kind: ReferencedKind, name: &str) -> bool {
+    match kind {
+        ReferencedKind::ConfigMap => {
+            matches!(name, "kube-root-ca.crt" | "openshift-service-ca.crt")
+        }
+        ReferencedKind::ServiceAccount => {
+            matches!(name, "default" | "builder" | "deployer" | "pipeline")
+        }
+        _ => false,
+    }
+}
+
+/// The VMs the policy's standby made here that run or are not halted: a standby never changes a
+/// site whose VMs run.
+async fn running_here(
+    client: &Client,
+    contents: &BackupContents,
+    own: &BTreeSet<String>,
+) -> Result<Vec<String>, kube::Error> {
+    let mut found = Vec::new();
+    for namespace in contents.namespaces() {
+        for vm in site::list_optional(client, &namespace, &vm_resource()).await? {
+            if !vm
+                .labels()
+                .get(LABEL_RESTORE_NAME)
+                .is_some_and(|r| own.contains(r))
+            {
+                continue;
+            }
+            let value = serde_json::to_value(&vm).unwrap_or_default();
+            let strategy = replicadr_core::contents::run_strategy(&value);
+            if strategy != "Halted" || vm_running(&value) {
+                found.push(format!(
+                    "VirtualMachine {namespace}/{}: run strategy {strategy}{} here, though a warm standby keeps its VMs halted; a refresh would halt it. Is this site active without the active-site record saying so (a failover with --force)? Halt it if this site is not the one in use",
+                    vm.name_any(),
+                    if vm_running(&value) { ", running" } else { "" }
+                ));
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Why a refresh by the scheduler must not go on: the active-site record names this site now (a
+/// takeover happened during the refresh), or cannot be read. `None` for a refresh a failover runs.
+async fn active_here(client: &Client, namespace: &str, options: &StandbyOptions) -> Option<String> {
+    if options.takeover {
+        return None;
+    }
+    let config = match site::site_config(client, namespace).await {
+        Ok(config) => config,
+        Err(error) => return Some(error.to_string()),
+    };
+    clean::active_here(client, namespace, &config.site_map, &options.site).await
+}
+
 /// Whether the backup of `contents` holds `target`'s object: never pruned, whatever its label.
 fn still_held(contents: &BackupContents, target: &Target) -> bool {
     let namespace = target.namespace.as_deref().unwrap_or_default();
@@ -517,8 +669,9 @@ async fn made_by(client: &Client, restores: &BTreeSet<String>) -> Result<Vec<Tar
     }
     for kind in Kind::every() {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &kind.resource());
+        // Metadata only: a Secret's data is never requested.
         let listed = match api
-            .list(&ListParams::default().labels(LABEL_RESTORE_NAME))
+            .list_metadata(&ListParams::default().labels(LABEL_RESTORE_NAME))
             .await
         {
             Ok(list) => list.items,
@@ -628,4 +781,158 @@ pub async fn clean_standby(
         clean::store(client, namespace, &mut result.report).await?;
     }
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use replicadr_lab::fixture::{self, ArchiveWriter};
+    use serde_json::json;
+
+    fn contents() -> BackupContents {
+        let mut writer = ArchiveWriter::new(Vec::new()).expect("writer");
+        let mut objects = fixture::healthy_vm_objects();
+        objects.push((
+            "secrets",
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db-cloudinit", "namespace": "vms"}}),
+        ));
+        for (group_resource, object) in objects {
+            writer.add(group_resource, &object).expect("add");
+        }
+        let (tarball, _) = writer.finish().expect("finish");
+        BackupContents::read(tarball.as_slice()).expect("read")
+    }
+
+    fn target(kind: Kind, namespace: Option<&str>, name: &str) -> Target {
+        Target::new(kind, namespace, name, String::new(), "uid".into())
+    }
+
+    #[test]
+    fn pruning_never_takes_what_the_new_backup_holds() {
+        let contents = contents();
+        for held in [
+            target(Kind::VirtualMachine, Some("vms"), "db"),
+            target(Kind::PersistentVolumeClaim, Some("vms"), "db-root"),
+            target(Kind::PersistentVolume, None, "pv-root"),
+            target(
+                Kind::Referenced(ReferencedKind::Secret),
+                Some("vms"),
+                "db-cloudinit",
+            ),
+        ] {
+            assert!(still_held(&contents, &held), "{}", held.describe());
+        }
+        for gone in [
+            target(Kind::VirtualMachine, Some("vms"), "tools"),
+            target(Kind::VirtualMachine, Some("other"), "db"),
+            target(Kind::DataVolume, Some("vms"), "db-root"),
+            target(Kind::PersistentVolumeClaim, Some("vms"), "tools-root"),
+            target(Kind::PersistentVolume, None, "pv-tools"),
+            target(
+                Kind::Referenced(ReferencedKind::ConfigMap),
+                Some("vms"),
+                "db-cloudinit",
+            ),
+        ] {
+            assert!(!still_held(&contents, &gone), "{}", gone.describe());
+        }
+    }
+
+    fn restored(held: bool, problems: &[&str]) -> Refresh {
+        Refresh::Restored(Restored {
+            backup: "vms-2".into(),
+            restore: "standby-dr-vms-2".into(),
+            recovery_point: Some("2026-12-01T02:00:00Z".parse().expect("time")),
+            held,
+            items: 40,
+            seconds: 3.5,
+            problems: problems.iter().map(|p| (*p).to_owned()).collect(),
+            pruned: vec!["VirtualMachine vms/tools".into()],
+            previous: Some("vms-1".into()),
+        })
+    }
+
+    fn holding(backup: &str) -> StandbyStatus {
+        StandbyStatus {
+            backup: Some(backup.into()),
+            restore: Some(format!("standby-dr-{backup}")),
+            ..StandbyStatus::default()
+        }
+    }
+
+    #[test]
+    fn each_outcome_says_whether_the_standby_is_ready_and_what_it_holds() {
+        let now: Timestamp = "2026-12-01T03:00:00Z".parse().expect("time");
+
+        let done = restored(true, &[]);
+        let (ok, reason, message) = done.condition();
+        assert!(ok);
+        assert_eq!(reason, "StandbyRestored");
+        assert!(
+            message.contains("pruned VirtualMachine vms/tools") && message.contains("was vms-1"),
+            "{message}"
+        );
+        let mut status = holding("vms-1");
+        status.refused_backup = Some("vms-2".into());
+        done.record(&mut status, "vms-2", now);
+        assert_eq!(status.backup.as_deref(), Some("vms-2"));
+        assert_eq!(status.refused_backup, None);
+        assert_eq!(status.pruned, ["VirtualMachine vms/tools"]);
+
+        // Restored with problems: held, but not ready.
+        let troubled = restored(true, &["PersistentVolumeClaim vms/db-root is not Bound"]);
+        assert_eq!(troubled.condition().1, "StandbyProblems");
+        assert!(!troubled.condition().0);
+
+        // Velero did not restore it: the standby still holds the older backup.
+        let failed = restored(
+            false,
+            &["Velero finished Restore velero/standby-dr-vms-2 as Failed"],
+        );
+        assert_eq!(
+            failed.condition(),
+            (false, "StandbyRestoreFailed", failed.condition().2)
+        );
+        let mut status = holding("vms-1");
+        failed.record(&mut status, "vms-2", now);
+        assert_eq!(status.backup.as_deref(), Some("vms-1"));
+        assert_eq!(status.refused_backup.as_deref(), Some("vms-2"));
+        assert_eq!(status.refused_time, Some(now.to_string()));
+
+        // Refused by its plan: nothing restored, the objects named.
+        let refused = Refresh::Refused {
+            backup: "vms-2".into(),
+            problems: vec!["VirtualMachine vms/db: already exists at site dr".into()],
+        };
+        let (ok, reason, message) = refused.condition();
+        assert!(!ok);
+        assert_eq!(reason, "StandbyBlocked");
+        assert!(message.contains("VirtualMachine vms/db"), "{message}");
+        let mut status = holding("vms-1");
+        refused.record(&mut status, "vms-2", now);
+        assert_eq!(status.backup.as_deref(), Some("vms-1"));
+        assert_eq!(
+            status.problems,
+            ["VirtualMachine vms/db: already exists at site dr"]
+        );
+
+        // The newest did not verify here: the standby keeps the one that did, and the newest is
+        // not tried again at once.
+        let kept = Refresh::UpToDate {
+            backup: "vms-1".into(),
+            restore: "standby-dr-vms-1".into(),
+            recovery_point: Some("2026-11-30T02:00:00Z".parse().expect("time")),
+            passed_over: vec!["vms-2: PvMissing".into()],
+        };
+        assert!(kept.condition().0);
+        let mut status = StandbyStatus::default();
+        kept.record(&mut status, "vms-2", now);
+        assert_eq!(status.backup.as_deref(), Some("vms-1"));
+        assert_eq!(
+            status.recovery_point.as_deref(),
+            Some("2026-11-30T02:00:00Z"),
+            "the lag is measured from it"
+        );
+        assert_eq!(status.refused_backup.as_deref(), Some("vms-2"));
+    }
 }

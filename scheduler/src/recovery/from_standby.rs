@@ -1,0 +1,381 @@
+//! A failover or failback at a site with a warm standby of the run's policy
+//! ([`super::standby`]). Whatever state the standby is in, the run ends with the planned backup's
+//! objects at the site, or fails saying why:
+//! 1. a standby Restore still running (a refresh the scheduler started before the takeover) is
+//!    waited for;
+//! 2. unless the newest standby Restore restored exactly the planned backup, the standby is
+//!    brought to it first (an update restore of that backup, with pruning), and it must then hold
+//!    it;
+//! 3. its objects count as restored by this run; what a standby does not restore (Services,
+//!    Deployments, custom resources, ...) is restored by a Restore of every other kind; when the
+//!    standby's Restore did not complete cleanly, or an object the plan needs is missing here, the
+//!    whole backup is restored instead — Velero keeps what exists (`existingResourcePolicy:
+//!    none`), so only what is missing comes back;
+//! 4. the failover's checks follow, as on the cold path.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::{Client, ResourceExt};
+
+use replicadr_core::contents::BackupContents;
+use replicadr_core::wire::{PHASE_COMPLETED, PHASE_PARTIALLY_FAILED};
+
+use super::failover::{Options, Run};
+use super::plan::VolumeAction;
+use super::report::{PhaseTime, StandbyUse};
+use super::restore::{RestoreScope, Restores, standby_kinds};
+use super::site::{RecoveryError, list_optional};
+use super::standby::{self, Refresh, StandbyOptions};
+use super::vm_start::{data_volume_resource, vm_resource};
+use crate::verify::Verifier;
+
+/// Kinds no Restore takes, or that are there already: not a reason to restore the rest.
+const NEVER_RESTORED: [&str; 4] = [
+    "namespaces",
+    "volumesnapshots.snapshot.storage.k8s.io",
+    "volumesnapshotcontents.snapshot.storage.k8s.io",
+    "customresourcedefinitions.apiextensions.k8s.io",
+];
+
+/// Uses the warm standby for `run`, when its policy has one at this site; whether it did
+/// (`false` leaves the run to the cold path). A failure is in the report.
+pub(crate) async fn restore(
+    client: &Client,
+    namespace: &str,
+    options: &Options,
+    run: &mut Run,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<bool, RecoveryError> {
+    if options.operation.takeover().is_none() {
+        return Ok(false);
+    }
+    let Some(policy) = run.policy.clone() else {
+        return Ok(false);
+    };
+    let restores = Restores::new(client, namespace);
+    let mut every = restores.standby(&options.site, &policy).await?;
+    if every.is_empty() {
+        return Ok(false);
+    }
+    let started = Instant::now();
+    if let Some(running) = every.iter().rev().find(|r| !r.finished()) {
+        progress(format!(
+            "the warm standby's Restore {namespace}/{} is still running (a refresh begun before this takeover): waiting for it",
+            running.name
+        ));
+        let name = running.name.clone();
+        if let Err(message) = restores
+            .watch(&name, options.restore_timeout, options.poll, progress)
+            .await
+        {
+            run.report.fail(message);
+            return Ok(true);
+        }
+        every = restores.standby(&options.site, &policy).await?;
+    }
+    let backup = run.planned.backup.name.clone();
+    let before = standby::held(client, namespace, &options.site, &policy).await?;
+    let lag_seconds = match &before {
+        Some(held) => standby_lag(client, namespace, &held.backup).await,
+        None => None,
+    };
+    let newest = every.last().map(|r| r.name.clone());
+    let current = before
+        .as_ref()
+        .is_some_and(|h| h.backup == backup && Some(&h.restore) == newest.as_ref());
+    let mut problems = Vec::new();
+    let mut updated_from = None;
+    if !current {
+        let was = before
+            .as_ref()
+            .map_or_else(|| "nothing".to_owned(), |h| format!("backup {}", h.backup));
+        progress(format!(
+            "the warm standby here holds {was}, not backup {backup} as restored by its newest Restore: bringing it up to date first"
+        ));
+        match catch_up(client, namespace, options, run, &policy, progress).await? {
+            Ok(found) => problems = found,
+            Err(failure) => {
+                run.report.fail(format!(
+                    "the warm standby could not be brought from {was} to backup {backup}: {failure}"
+                ));
+                return Ok(true);
+            }
+        }
+        updated_from = before.as_ref().map(|h| h.backup.clone());
+    }
+    let Some(held) = standby::held(client, namespace, &options.site, &policy)
+        .await?
+        .filter(|h| h.backup == backup)
+    else {
+        run.report.fail(format!(
+            "the warm standby does not hold backup {backup} after it was brought up to date: another standby Restore ran since; re-run the same command"
+        ));
+        return Ok(true);
+    };
+    let view = restores
+        .standby(&options.site, &policy)
+        .await?
+        .into_iter()
+        .find(|r| r.name == held.restore);
+    account(&mut run.report, &held.restore, view.as_ref(), &problems);
+    run.own_restores.clone_from(&held.restores);
+    progress(format!(
+        "using the warm standby: Restore {namespace}/{} holds backup {backup}; its objects are this run's",
+        held.restore
+    ));
+    let clean = problems.is_empty()
+        && view.as_ref().is_some_and(|v| {
+            v.phase.as_deref() == Some(PHASE_COMPLETED) && v.errors == 0 && v.warnings == 0
+        });
+    let complement = restore_besides(client, namespace, options, run, clean, progress).await?;
+    run.report.standby = Some(StandbyUse {
+        restore: held.restore.clone(),
+        backup,
+        updated_from,
+        lag_seconds,
+        complement,
+    });
+    run.report
+        .phase(PhaseTime::new("restore", started.elapsed()));
+    Ok(true)
+}
+
+/// The standby's Restore as the report's: its real phase, counts and the refresh's problems.
+fn account(
+    report: &mut super::report::RecoveryReport,
+    restore: &str,
+    view: Option<&super::restore::RestoreView>,
+    problems: &[String],
+) {
+    report.restore = Some(restore.to_owned());
+    if let Some(view) = view {
+        report.restore_phase.clone_from(&view.phase);
+        report.restore_warnings = view.warnings;
+        report.restore_errors = view.errors;
+        report.restore_items = view.items_restored;
+    }
+    report.restore_messages.extend(problems.iter().cloned());
+}
+
+/// Restores what the standby does not hold: every kind but the standby's, or — when the standby's
+/// Restore was not `clean` or an object the plan needs is missing here — the whole backup, Velero
+/// keeping what exists. The Restore's name, if one was needed.
+async fn restore_besides(
+    client: &Client,
+    namespace: &str,
+    options: &Options,
+    run: &mut Run,
+    clean: bool,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<Option<String>, RecoveryError> {
+    let missing = missing(client, &run.planned.contents, &run.planned.plan).await?;
+    let scope = if !clean || !missing.is_empty() {
+        progress(format!(
+            "restoring the whole backup {} besides, keeping what exists: {}",
+            run.planned.backup.name,
+            if missing.is_empty() {
+                "the standby's Restore did not complete without warnings".to_owned()
+            } else {
+                format!("missing here: {}", missing.join(", "))
+            }
+        ));
+        RestoreScope::All
+    } else if holds_other_kinds(&run.planned.contents) {
+        RestoreScope::AllButStandby
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(
+        restore_rest(client, namespace, options, run, scope, progress).await?,
+    ))
+}
+
+/// A standby refresh of exactly the run's backup (this site is active by now: the takeover was
+/// recorded first). Its problems, or why it did not restore the backup.
+async fn catch_up(
+    client: &Client,
+    namespace: &str,
+    options: &Options,
+    run: &Run,
+    policy: &str,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<Result<Vec<String>, String>, RecoveryError> {
+    let source = run
+        .planned
+        .plan
+        .source
+        .site
+        .clone()
+        .or_else(|| options.source_site.clone())
+        .unwrap_or_default();
+    let mut refresh = StandbyOptions::new(&options.site, policy, &source);
+    refresh.backup = Some(run.planned.backup.name.clone());
+    refresh.restore_timeout = options.restore_timeout;
+    refresh.bind_timeout = options.bind_timeout;
+    refresh.poll = options.poll;
+    refresh.takeover = true;
+    Ok(
+        match Box::pin(standby::refresh(client, namespace, &refresh, progress)).await? {
+            Refresh::Restored(done) if done.held => Ok(done.problems),
+            Refresh::Restored(done) => Err(done.problems.join("; ")),
+            Refresh::UpToDate { .. } => Ok(Vec::new()),
+            Refresh::Refused { problems, .. } => Err(problems.join("; ")),
+            Refresh::NoBackup { message } => Err(message),
+        },
+    )
+}
+
+/// Restores the run's backup in `scope`, named and continued as the failover's own Restore; its
+/// name. A failure is in the report.
+async fn restore_rest(
+    client: &Client,
+    namespace: &str,
+    options: &Options,
+    run: &mut Run,
+    scope: RestoreScope,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<String, RecoveryError> {
+    let mut scoped = options.clone();
+    scoped.scope = scope;
+    let restores = Restores::new(client, namespace);
+    let backup = &run.planned.backup.name;
+    let restore = restores
+        .ensure(&scoped, backup, &run.planned.plan, run.epoch, progress)
+        .await?;
+    match restores
+        .watch(&restore, options.restore_timeout, options.poll, progress)
+        .await
+    {
+        Ok(view)
+            if matches!(
+                view.phase.as_deref(),
+                Some(PHASE_COMPLETED | PHASE_PARTIALLY_FAILED)
+            ) =>
+        {
+            run.report.restore_warnings += view.warnings;
+            run.report.restore_errors += view.errors;
+        }
+        Ok(view) => run.report.fail(format!(
+            "Velero finished Restore {namespace}/{restore} (what the warm standby does not hold) as {}; re-run the same command to retry",
+            view.phase.as_deref().unwrap_or("?")
+        )),
+        Err(message) => run.report.fail(message),
+    }
+    run.own_restores.push(restore.clone());
+    Ok(restore)
+}
+
+/// Whether the backup holds an item a standby does not restore and a restore would bring back
+/// (VMIs and launcher pods, which the restore plugin skips on every path, do not count).
+fn holds_other_kinds(contents: &BackupContents) -> bool {
+    let standby: BTreeSet<String> = standby_kinds().into_iter().collect();
+    let others: u64 = contents
+        .kinds
+        .iter()
+        .filter(|(kind, _)| !standby.contains(*kind) && !NEVER_RESTORED.contains(&kind.as_str()))
+        .map(|(_, count)| count)
+        .sum();
+    others > contents.left_out.len() as u64
+}
+
+/// The objects of the standby's kinds the plan needs that are not here: VMs, `DataVolumes`,
+/// claims, PVs, and the objects VMs name that the backup holds. One list per kind and namespace.
+async fn missing(
+    client: &Client,
+    contents: &BackupContents,
+    plan: &super::plan::Plan,
+) -> Result<Vec<String>, kube::Error> {
+    let mut missing = Vec::new();
+    let pvs: BTreeSet<String> = Api::<PersistentVolume>::all(client.clone())
+        .list_metadata(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    for volume in &plan.volumes {
+        if volume.action != VolumeAction::Reprovisioned && !pvs.contains(&volume.name) {
+            missing.push(format!("PersistentVolume {}", volume.name));
+        }
+    }
+    for namespace in contents.namespaces() {
+        let here = |items: Vec<DynamicObject>| -> BTreeSet<String> {
+            items.iter().map(ResourceExt::name_any).collect()
+        };
+        let vms = here(list_optional(client, &namespace, &vm_resource()).await?);
+        let dvs = here(list_optional(client, &namespace, &data_volume_resource()).await?);
+        let claims: BTreeSet<String> =
+            Api::<PersistentVolumeClaim>::namespaced(client.clone(), &namespace)
+                .list_metadata(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .map(ResourceExt::name_any)
+                .collect();
+        let absent = |kind: &str, name: &str, from: &BTreeSet<String>| {
+            (!from.contains(name)).then(|| format!("{kind} {namespace}/{name}"))
+        };
+        missing.extend(
+            contents
+                .vms
+                .iter()
+                .filter(|v| v.namespace == namespace)
+                .filter_map(|v| absent("VirtualMachine", &v.name, &vms)),
+        );
+        missing.extend(
+            contents
+                .data_volumes
+                .iter()
+                .filter(|d| d.namespace == namespace)
+                .filter_map(|d| absent("DataVolume", &d.name, &dvs)),
+        );
+        missing.extend(
+            plan.claims()
+                .filter(|c| c.namespace == namespace)
+                .filter_map(|c| absent("PersistentVolumeClaim", &c.name, &claims)),
+        );
+    }
+    for key in &contents.referenceable {
+        if !referenced_here(client, key).await? {
+            missing.push(key.clone());
+        }
+    }
+    Ok(missing)
+}
+
+/// Whether the object of a [`replicadr_core::contents::reference_key`] exists here (its
+/// metadata only is read).
+async fn referenced_here(client: &Client, key: &str) -> Result<bool, kube::Error> {
+    let Some((kind, namespace, name)) = replicadr_core::contents::parse_reference_key(key) else {
+        return Ok(true);
+    };
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(kind.group(), kind.version(), kind.kind()),
+        kind.plural(),
+    );
+    let api: Api<DynamicObject> = if kind.namespaced() {
+        Api::namespaced_with(client.clone(), namespace, &resource)
+    } else {
+        Api::all_with(client.clone(), &resource)
+    };
+    match api.get_metadata_opt(name).await {
+        Ok(found) => Ok(found.is_some()),
+        // The kind is not served here; the plan reported it.
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(true),
+        Err(error) => Err(error),
+    }
+}
+
+/// The age of `backup`'s recovery point now, from its Backup here.
+async fn standby_lag(client: &Client, namespace: &str, backup: &str) -> Option<u64> {
+    let (_, view) = Verifier::new(client.clone(), namespace)
+        .backup(backup)
+        .await
+        .ok()?;
+    let point = view.recovery_point()?;
+    u64::try_from(Timestamp::now().duration_since(point).as_secs()).ok()
+}
