@@ -521,7 +521,10 @@ async fn remade_by_data_volumes(
 }
 
 /// The targets' VMs that run and the pods that mount the targets' claims.
-async fn in_use(client: &Client, targets: &[Target]) -> Result<Vec<String>, kube::Error> {
+pub(crate) async fn in_use(
+    client: &Client,
+    targets: &[Target],
+) -> Result<Vec<String>, kube::Error> {
     let mut busy = Vec::new();
     for target in targets.iter().filter(|t| t.kind == Kind::VirtualMachine) {
         let namespace = target.namespace.as_deref().unwrap_or_default();

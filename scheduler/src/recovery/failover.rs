@@ -237,6 +237,19 @@ pub(crate) async fn restore_and_check(
         if run.report.failures.is_empty() {
             check_restored(client, options, run, progress).await?;
         }
+        if let Some(policy) = run.policy.clone()
+            && let Some(failure) = super::from_standby::refreshed_since(
+                client,
+                namespace,
+                &options.site,
+                &policy,
+                &run.own_restores,
+            )
+            .await?
+        {
+            run.report.fail(failure);
+            run.restored = false;
+        }
         return Ok(());
     }
     let Planned { backup, plan, .. } = &run.planned;

@@ -50,33 +50,18 @@ pub(crate) async fn restore(
     run: &mut Run,
     progress: &mut (dyn FnMut(String) + Send),
 ) -> Result<bool, RecoveryError> {
-    if options.operation.takeover().is_none() {
-        return Ok(false);
-    }
-    let Some(policy) = run.policy.clone() else {
+    let Some(policy) = standby_policy(options, run) else {
         return Ok(false);
     };
-    let restores = Restores::new(client, namespace);
-    let mut every = restores.standby(&options.site, &policy).await?;
-    if every.is_empty() {
-        return Ok(false);
-    }
     let started = Instant::now();
-    if let Some(running) = every.iter().rev().find(|r| !r.finished()) {
-        progress(format!(
-            "the warm standby's Restore {namespace}/{} is still running (a refresh begun before this takeover): waiting for it",
-            running.name
-        ));
-        let name = running.name.clone();
-        if let Err(message) = restores
-            .watch(&name, options.restore_timeout, options.poll, progress)
-            .await
-        {
-            run.report.fail(message);
+    let every = match settled(client, namespace, options, &policy, progress).await? {
+        Ok(every) if every.is_empty() => return Ok(false),
+        Ok(every) => every,
+        Err(failure) => {
+            run.report.fail(failure);
             return Ok(true);
         }
-        every = restores.standby(&options.site, &policy).await?;
-    }
+    };
     let backup = run.planned.backup.name.clone();
     let before = standby::held(client, namespace, &options.site, &policy).await?;
     let lag_seconds = match &before {
@@ -116,7 +101,7 @@ pub(crate) async fn restore(
         ));
         return Ok(true);
     };
-    let view = restores
+    let view = Restores::new(client, namespace)
         .standby(&options.site, &policy)
         .await?
         .into_iter()
@@ -132,6 +117,18 @@ pub(crate) async fn restore(
             v.phase.as_deref() == Some(PHASE_COMPLETED) && v.errors == 0 && v.warnings == 0
         });
     let complement = restore_besides(client, namespace, options, run, clean, progress).await?;
+    if !clean {
+        let failure = unclean(
+            namespace,
+            options,
+            &policy,
+            &held.restore,
+            &backup,
+            &problems,
+            &run.report,
+        );
+        run.report.fail(failure);
+    }
     run.report.standby = Some(StandbyUse {
         restore: held.restore.clone(),
         backup,
@@ -142,6 +139,103 @@ pub(crate) async fn restore(
     run.report
         .phase(PhaseTime::new("restore", started.elapsed()));
     Ok(true)
+}
+
+/// The policy whose standby a takeover run may use: the run's, when it is the backup's.
+fn standby_policy(options: &Options, run: &Run) -> Option<String> {
+    options.operation.takeover()?;
+    let policy = run.policy.clone()?;
+    // `--policy` names another policy than the backup's: its standby is not this backup's.
+    let other = run
+        .planned
+        .backup
+        .policy
+        .as_ref()
+        .is_some_and(|p| *p != policy);
+    (!other).then_some(policy)
+}
+
+/// The policy's standby Restores here once none is running (a refresh begun before the takeover
+/// is waited for); why not, when it did not end in time.
+async fn settled(
+    client: &Client,
+    namespace: &str,
+    options: &Options,
+    policy: &str,
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<Result<Vec<super::restore::RestoreView>, String>, RecoveryError> {
+    let restores = Restores::new(client, namespace);
+    let every = restores.standby(&options.site, policy).await?;
+    let Some(running) = every.iter().rev().find(|r| !r.finished()) else {
+        return Ok(Ok(every));
+    };
+    progress(format!(
+        "the warm standby's Restore {namespace}/{} is still running (a refresh begun before this takeover): waiting for it",
+        running.name
+    ));
+    let name = running.name.clone();
+    if let Err(message) = restores
+        .watch(&name, options.restore_timeout, options.poll, progress)
+        .await
+    {
+        return Ok(Err(message));
+    }
+    Ok(Ok(restores.standby(&options.site, policy).await?))
+}
+
+/// Why a standby that did not restore cleanly fails the run: a patch Velero could not apply
+/// leaves an object with an older backup's content, which neither the Restore that keeps what
+/// exists nor the checks would notice.
+fn unclean(
+    namespace: &str,
+    options: &Options,
+    policy: &str,
+    restore: &str,
+    backup: &str,
+    problems: &[String],
+    report: &super::report::RecoveryReport,
+) -> String {
+    let what = if problems.is_empty() {
+        report.restore_phase.as_ref().map_or_else(
+            || "its state cannot be read".to_owned(),
+            |phase| {
+                format!(
+                    "{phase}, {} warnings, {} errors",
+                    report.restore_warnings, report.restore_errors
+                )
+            },
+        )
+    } else {
+        problems.join("; ")
+    };
+    format!(
+        "the warm standby's Restore {namespace}/{restore} did not restore backup {backup} cleanly ({what}): an object it could not update may still hold an older backup's content. Check the objects its results name; for a cold restore instead, run `replicadr clean --site {} --standby --policy {policy} --apply` and then the same command again",
+        options.site
+    )
+}
+
+/// A standby Restore of `policy` made since `known` was listed (a refresh the scheduler began as
+/// this run took over): it would patch the VMs halted after they start. The failure, if so.
+pub(crate) async fn refreshed_since(
+    client: &Client,
+    namespace: &str,
+    site: &str,
+    policy: &str,
+    known: &[String],
+) -> Result<Option<String>, kube::Error> {
+    let new: Vec<String> = Restores::new(client, namespace)
+        .standby(site, policy)
+        .await?
+        .into_iter()
+        .map(|r| r.name)
+        .filter(|r| !known.contains(r))
+        .collect();
+    Ok((!new.is_empty()).then(|| {
+        format!(
+            "a warm standby refresh began during this run (Restore {namespace}/{}): it would halt the VMs again; re-run the same command, which waits for it and brings the standby to the planned backup",
+            new.join(", ")
+        )
+    }))
 }
 
 /// The standby's Restore as the report's: its real phase, counts and the refresh's problems.
@@ -378,4 +472,37 @@ async fn standby_lag(client: &Client, namespace: &str, backup: &str) -> Option<u
         .ok()?;
     let point = view.recovery_point()?;
     u64::try_from(Timestamp::now().duration_since(point).as_secs()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use replicadr_lab::fixture::{self, ArchiveWriter};
+    use serde_json::{Value, json};
+
+    fn contents(extra: Vec<(&'static str, Value)>) -> BackupContents {
+        let mut writer = ArchiveWriter::new(Vec::new()).expect("writer");
+        for (group_resource, object) in fixture::healthy_vm_objects().into_iter().chain(extra) {
+            writer.add(group_resource, &object).expect("add");
+        }
+        let (tarball, _) = writer.finish().expect("finish");
+        BackupContents::read(tarball.as_slice()).expect("read")
+    }
+
+    #[test]
+    fn only_kinds_a_standby_leaves_out_call_for_a_further_restore() {
+        assert!(
+            !holds_other_kinds(&contents(Vec::new())),
+            "VMs, claims, PVs and namespaces: the standby holds it all"
+        );
+        let launcher = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "name": "virt-launcher-db-x", "namespace": "vms",
+            "labels": {"kubevirt.io": "virt-launcher"}}});
+        assert!(
+            !holds_other_kinds(&contents(vec![("pods", launcher)])),
+            "a launcher pod is skipped on every path"
+        );
+        let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "vms"}});
+        assert!(holds_other_kinds(&contents(vec![("services", service)])));
+    }
 }

@@ -86,6 +86,9 @@ impl StandbyOptions {
         options.bind_timeout = self.bind_timeout;
         options.poll = self.poll;
         options.start_vms = false;
+        // A refresh runs only when the standby does not hold the backup as its newest Restore:
+        // an earlier finished attempt of the same backup is restored again, not reused.
+        options.new_attempt = true;
         options
     }
 }
@@ -318,8 +321,15 @@ pub async fn refresh(
         Err(error) => return Err(error),
     };
     let held = held(client, namespace, &options.site, &options.policy).await?;
+    let newest = Restores::new(client, namespace)
+        .standby(&options.site, &options.policy)
+        .await?
+        .pop()
+        .map(|r| r.name);
+    // Held only if no newer standby Restore (a failed one may have changed objects part-way).
     if let Some(held) = &held
         && held.backup == planned.backup.name
+        && newest.as_ref() == Some(&held.restore)
     {
         return Ok(Refresh::UpToDate {
             backup: held.backup.clone(),
@@ -475,14 +485,17 @@ async fn prune(
         .filter(RestoreView::finished)
         .map(|r| r.name)
         .collect();
-    let targets: Vec<Target> = made_by(client, &earlier)
+    let (held, targets): (Vec<Made>, Vec<Made>) = made_by(client, &earlier)
         .await?
         .into_iter()
-        .filter(|t| !still_held(contents, t))
-        .collect();
+        .partition(|(t, _)| still_held(contents, t));
+    let targets: Vec<Target> = targets.into_iter().map(|(t, _)| t).collect();
     let mut report = removal(client, &options.site, &targets, options, progress).await?;
     if report.failures.is_empty() {
-        for restore in &earlier {
+        // An object the new backup holds that Velero did not relabel (a ServiceAccount it
+        // merged, one whose label patch failed) keeps its Restore: it stays the standby's own.
+        let still_named: BTreeSet<&String> = held.iter().map(|(_, by)| by).collect();
+        for restore in earlier.iter().filter(|r| !still_named.contains(r)) {
             restores.delete(restore).await?;
         }
     } else {
@@ -522,6 +535,14 @@ async fn removal(
         timeout: options.prune_timeout,
         poll: options.poll,
     };
+    let busy = clean::in_use(client, targets).await?;
+    if !busy.is_empty() {
+        report.failures.push(format!(
+            "nothing was removed: {}; a warm standby never removes what runs or is mounted (is this site in use?)",
+            busy.join("; ")
+        ));
+        return Ok(report);
+    }
     let mut sorted = targets.to_vec();
     sorted.sort();
     Box::pin(clean::remove(client, &sorted, &pace, &mut report, progress)).await?;
@@ -661,8 +682,11 @@ fn still_held(contents: &BackupContents, target: &Target) -> bool {
     }
 }
 
+/// An object a standby Restore made, with that Restore's name.
+type Made = (Target, String);
+
 /// Every object of the kinds a standby makes that is labelled as made by one of `restores`.
-async fn made_by(client: &Client, restores: &BTreeSet<String>) -> Result<Vec<Target>, kube::Error> {
+async fn made_by(client: &Client, restores: &BTreeSet<String>) -> Result<Vec<Made>, kube::Error> {
     let mut targets = Vec::new();
     if restores.is_empty() {
         return Ok(targets);
@@ -686,12 +710,21 @@ async fn made_by(client: &Client, restores: &BTreeSet<String>) -> Result<Vec<Tar
             if !restores.contains(by) || object.metadata.deletion_timestamp.is_some() {
                 continue;
             }
-            targets.push(Target::new(
-                kind,
-                object.namespace().as_deref(),
-                &object.name_any(),
-                format!("made by standby Restore {by}"),
-                object.uid().unwrap_or_default(),
+            // What the site's own controllers keep in every namespace is never removed.
+            if let Kind::Referenced(referenced) = kind
+                && site_managed(referenced, &object.name_any())
+            {
+                continue;
+            }
+            targets.push((
+                Target::new(
+                    kind,
+                    object.namespace().as_deref(),
+                    &object.name_any(),
+                    format!("made by standby Restore {by}"),
+                    object.uid().unwrap_or_default(),
+                ),
+                by.clone(),
             ));
         }
     }
@@ -730,7 +763,11 @@ pub async fn clean_standby(
         .into_iter()
         .map(|r| r.name)
         .collect();
-    let targets = made_by(client, &names).await?;
+    let targets: Vec<Target> = made_by(client, &names)
+        .await?
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
     let mut result = StandbyClean {
         policy: policy.to_owned(),
         refused: None,
