@@ -563,7 +563,20 @@ impl Service {
             return Ok(Some(now + self.config.tick));
         };
         if held.backup.as_deref() == Some(newest.name.as_str()) {
-            return Ok(None);
+            // Held, as long as its Restore is still the newest here (Velero deletes a Restore
+            // with its expired Backup; someone may have deleted it): otherwise refreshed anew.
+            let present = standby::held(
+                &self.client,
+                &self.config.namespace,
+                &admitted.site,
+                &valid.name,
+            )
+            .await?
+            .is_some_and(|h| held.restore.as_ref() == Some(&h.restore));
+            if present {
+                return Ok(None);
+            }
+            tracing::warn!(policy = %valid.name, restore = ?held.restore, "the standby's Restore is gone: refreshing anew");
         }
         let refused_lately = held.refused_backup.as_deref() == Some(newest.name.as_str())
             && held
