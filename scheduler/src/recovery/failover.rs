@@ -105,6 +105,9 @@ pub struct Options {
     /// Which of the backup's kinds the Restore takes (a failover from a warm standby restores
     /// what the standby leaves out).
     pub scope: RestoreScope,
+    /// Group-resources the Restore leaves out besides (every item of them is one the restore
+    /// plugin would skip anyway).
+    pub skip_kinds: Vec<String>,
     /// How the report reads as text in the stored report's `summary.txt` (the CLI's renderer);
     /// without one the report's one-line summary is stored.
     pub summary: Option<fn(&RecoveryReport) -> String>,
@@ -132,6 +135,7 @@ impl Options {
             pinned: BTreeMap::new(),
             namespace_mapping: BTreeMap::new(),
             scope: RestoreScope::All,
+            skip_kinds: Vec::new(),
             summary: None,
         }
     }

@@ -335,6 +335,7 @@ async fn restore_rest(
 ) -> Result<String, RecoveryError> {
     let mut scoped = options.clone();
     scoped.scope = scope;
+    scoped.skip_kinds = all_left_out(&run.planned.contents);
     let restores = Restores::new(client, namespace);
     let backup = &run.planned.backup.name;
     let restore = restores
@@ -361,6 +362,27 @@ async fn restore_rest(
     }
     run.own_restores.push(restore.clone());
     Ok(restore)
+}
+
+/// The kinds every item of which the restore plugin skips (each VM's VMI and launcher pods, when
+/// the backup holds no other pod or VMI): a Restore that leaves them out restores the same, without
+/// a plugin call per item.
+fn all_left_out(contents: &BackupContents) -> Vec<String> {
+    [
+        ("pods", "Pod"),
+        (
+            "virtualmachineinstances.kubevirt.io",
+            "VirtualMachineInstance",
+        ),
+    ]
+    .into_iter()
+    .filter(|(resource, kind)| {
+        let held = contents.kinds.get(*resource).copied().unwrap_or_default();
+        let skipped = contents.left_out.iter().filter(|i| i.kind == *kind).count() as u64;
+        held > 0 && held == skipped
+    })
+    .map(|(resource, _)| resource.to_owned())
+    .collect()
 }
 
 /// Whether the backup holds an item a standby does not restore and a restore would bring back
@@ -504,5 +526,19 @@ mod tests {
         );
         let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": "vms"}});
         assert!(holds_other_kinds(&contents(vec![("services", service)])));
+    }
+
+    #[test]
+    fn launcher_pods_are_left_out_only_when_no_other_pod_is_in_the_backup() {
+        let launcher = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "name": "virt-launcher-db-x", "namespace": "vms",
+            "labels": {"kubevirt.io": "virt-launcher"}}});
+        let app = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1", "namespace": "vms"}});
+        assert_eq!(
+            all_left_out(&contents(vec![("pods", launcher.clone())])),
+            ["pods"]
+        );
+        assert!(all_left_out(&contents(vec![("pods", launcher), ("pods", app)])).is_empty());
+        assert!(all_left_out(&contents(Vec::new())).is_empty());
     }
 }

@@ -435,6 +435,7 @@ pub(crate) fn build_restore(
     if scope == RestoreScope::AllButStandby {
         excluded.extend(standby_kinds());
     }
+    excluded.extend(options.skip_kinds.iter().cloned());
     let mut spec = json!({
         "backupName": backup,
         // Metadata-only backups have no volume snapshots: `restorePVs` only matters for those;

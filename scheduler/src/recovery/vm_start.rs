@@ -4,10 +4,13 @@
 //! groups start all the same, unless `--stop-on-failure`. A VM backed up with `runStrategy:
 //! Manual` gets `Manual` back and is not started: KubeVirt starts such a VM only when asked.
 
-use std::collections::BTreeMap;
-use std::time::Instant;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use futures::{StreamExt as _, TryStreamExt as _};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
 
@@ -131,25 +134,45 @@ pub(crate) async fn start_vms(
                 .join(", ")
         ));
         let group_started = Instant::now();
+        let live = live_vms(client, &vms).await?;
         let mut started = Vec::new();
+        let mut patches = Vec::new();
         for (run, vm) in vms {
-            if start_one(client, &mut runs[run], &vm, progress).await? {
-                started.push((run, vm));
+            let key = (vm.namespace.clone(), vm.name.clone());
+            match start_one(&mut runs[run], &vm, live.get(&key), progress) {
+                Start::Not => {}
+                Start::Wait => started.push((run, vm)),
+                Start::Patch(patch) => {
+                    patches.push((vm.clone(), patch));
+                    started.push((run, vm));
+                }
             }
         }
+        // The patches of a group go out side by side: a large group starts in a second or two.
+        futures::stream::iter(patches)
+            .map(|(vm, patch)| {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
+                async move {
+                    api.patch(&vm.name, &PatchParams::default(), &Patch::Merge(patch))
+                        .await
+                }
+            })
+            .buffer_unordered(PARALLEL_STARTS)
+            .try_collect::<Vec<_>>()
+            .await?;
         let deadline = Instant::now() + options.vm_timeout;
         let mut waiting: Vec<(usize, VmItem)> = started;
         // What KubeVirt last said of each VM not yet running, for the failure message.
         let mut seen: BTreeMap<(String, String), String> = BTreeMap::new();
+        let mut pause = FIRST_PAUSE;
         while !waiting.is_empty() {
             let mut still = Vec::new();
+            let live = live_vms(client, &waiting).await?;
             for (run, vm) in waiting {
-                let api: Api<DynamicObject> =
-                    Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
-                let live = api.get_opt(&vm.name).await?;
-                let running = live.as_ref().is_some_and(|live| vm_running(&live.data));
+                let live = live.get(&(vm.namespace.clone(), vm.name.clone()));
+                let running = live.is_some_and(|live| vm_running(&live.data));
                 if let Some(status) = live
-                    .as_ref()
                     .and_then(|l| l.data.pointer("/status/printableStatus"))
                     .and_then(Value::as_str)
                 {
@@ -182,7 +205,8 @@ pub(crate) async fn start_vms(
                 ));
                 break;
             }
-            tokio::time::sleep(options.poll).await;
+            tokio::time::sleep(pause.min(options.poll)).await;
+            pause *= 2;
         }
         if waiting.is_empty() {
             progress(format!(
@@ -256,7 +280,19 @@ async fn restore_manual(
             .cloned()
             .collect();
         for vm in manual {
-            if start_one(client, &mut runs[index], &vm, progress).await? {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
+            let live = api.get_opt(&vm.name).await?;
+            let started = match start_one(&mut runs[index], &vm, live.as_ref(), progress) {
+                Start::Not => false,
+                Start::Wait => true,
+                Start::Patch(patch) => {
+                    api.patch(&vm.name, &PatchParams::default(), &Patch::Merge(patch))
+                        .await?;
+                    true
+                }
+            };
+            if started {
                 progress(format!(
                     "VirtualMachine {}/{}: runStrategy {} as backed up; not started (KubeVirt starts it when someone does)",
                     vm.namespace, vm.name, vm.run_strategy
@@ -267,19 +303,49 @@ async fn restore_manual(
     Ok(())
 }
 
-/// Starts one VM of `run` with the run strategy it had when backed up; whether to wait for it to
-/// run. Not started: a VM this operation did not restore (a failure), and one an earlier run of
-/// it started that is halted now (left as someone set it).
-async fn start_one(
+/// How many start patches are in flight at once.
+const PARALLEL_STARTS: usize = 16;
+/// The first wait for a started group to run; it doubles up to `--poll`.
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+
+/// What to do with one VM of a group.
+enum Start {
+    /// Not started (a failure in the report, or left as someone set it).
+    Not,
+    /// Already has its run strategy: wait for it to run.
+    Wait,
+    /// Patch it with this, then wait for it to run.
+    Patch(Value),
+}
+
+/// The VMs of the namespaces of `vms`, by `(namespace, name)`: one list per namespace.
+async fn live_vms(
     client: &Client,
+    vms: &[(usize, VmItem)],
+) -> Result<BTreeMap<(String, String), DynamicObject>, kube::Error> {
+    let namespaces: BTreeSet<&str> = vms.iter().map(|(_, vm)| vm.namespace.as_str()).collect();
+    let mut live = BTreeMap::new();
+    for namespace in namespaces {
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), namespace, &vm_resource());
+        for vm in api.list(&ListParams::default()).await?.items {
+            live.insert((namespace.to_owned(), vm.name_any()), vm);
+        }
+    }
+    Ok(live)
+}
+
+/// Whether and how to start one VM of `run` (`live`, as it is here) with the run strategy it had
+/// when backed up. Not started: a VM this operation did not restore (a failure), and one an
+/// earlier run of it started that is halted now (left as someone set it).
+fn start_one(
     run: &mut Run,
     vm: &VmItem,
+    live: Option<&DynamicObject>,
     progress: &mut (dyn FnMut(String) + Send),
-) -> Result<bool, kube::Error> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
-    let Some(live) = api.get_opt(&vm.name).await? else {
-        return Ok(false);
+) -> Start {
+    let Some(live) = live else {
+        return Start::Not;
     };
     let restore = run.report.restore.clone();
     let restored_by = live.labels().get(LABEL_RESTORE_NAME).cloned();
@@ -296,10 +362,10 @@ async fn start_one(
                 .map(|r| format!("; Restore {r} made it"))
                 .unwrap_or_default()
         ));
-        return Ok(false);
+        return Start::Not;
     }
     if run_strategy(&live.data) == vm.run_strategy {
-        return Ok(true);
+        return Start::Wait;
     }
     let started_by = live.annotations().get(ANNOTATION_STARTED_BY);
     if started_by.is_some_and(|r| run.own_restores.contains(r)) {
@@ -311,21 +377,15 @@ async fn start_one(
             started_by.map(String::as_str).unwrap_or_default(),
             run_strategy(&live.data)
         ));
-        return Ok(false);
+        return Start::Not;
     }
-    api.patch(
-        &vm.name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({
-            "metadata": {"annotations": {
-                ANNOTATION_STARTED_BY: restore,
-                ANNOTATION_HALTED_FOR_FAILBACK: null,
-            }},
-            "spec": {"running": null, "runStrategy": vm.run_strategy},
-        })),
-    )
-    .await?;
-    Ok(true)
+    Start::Patch(json!({
+        "metadata": {"annotations": {
+            ANNOTATION_STARTED_BY: restore,
+            ANNOTATION_HALTED_FOR_FAILBACK: null,
+        }},
+        "spec": {"running": null, "runStrategy": vm.run_strategy},
+    }))
 }
 
 /// Whether KubeVirt reports the VM running.
