@@ -395,7 +395,9 @@ async fn a_standby_follows_prunes_cleans_and_serves_the_failover() -> anyhow::Re
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 
-    // 4. A third backup, not yet restored as the standby: the failover catches up first.
+    // 4. A third backup of each policy. drill-infra's standby, switched on again over the
+    //    cleaned site, restores its third backup; drill's standby is left one backup behind. The
+    //    failover uses the first as it is and catches the second up first.
     env.move_velero(true, &[&second], &mut log).await?;
     at_primary
         .patch(
@@ -413,6 +415,15 @@ async fn a_standby_follows_prunes_cleans_and_serves_the_failover() -> anyhow::Re
     .await?;
     env.move_velero(false, &[&third, &infra_third], &mut log)
         .await?;
+    standby(&dr, drill::POLICY_INFRA, true).await?;
+    let infra_policy = reconcile(&service, &dr, drill::POLICY_INFRA).await?;
+    let (status, reason, message) = standby_ready(&infra_policy);
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "StandbyRestored"),
+        "drill-infra's standby starts over on the cleaned site: {message}"
+    );
+    assert_eq!(held(&infra_policy).as_deref(), Some(infra_third.as_str()));
     let (code, out, err) = failover_at_dr(
         &kubeconfig,
         &["--restore-timeout", "5m", "--bind-timeout", "30s"],
@@ -434,6 +445,26 @@ async fn a_standby_follows_prunes_cleans_and_serves_the_failover() -> anyhow::Re
         "the Deployment is restored apart: {out}"
     );
     assert!(err.contains("bringing it up to date first"), "{err}");
+    let infra_report = recovery["reports"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["policy"] == drill::POLICY_INFRA))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(infra_report["outcome"], "Succeeded", "{out}");
+    assert_eq!(
+        infra_report["standby"]["backup"],
+        infra_third.as_str(),
+        "drill-infra's standby is used as it is: {out}"
+    );
+    assert!(
+        infra_report["standby"]["updatedFrom"].is_null()
+            && infra_report["standby"]["complement"].is_null(),
+        "nothing of drill-infra's backup is restored again: {out}"
+    );
+    assert_eq!(
+        infra_report["vmStarts"][0]["name"], "dns",
+        "drill-infra's VM starts: {out}"
+    );
     let starts: Vec<(String, u64)> = report["vmStarts"]
         .as_array()
         .into_iter()

@@ -54,9 +54,9 @@ pub enum RestoreScope {
     /// Every kind (but snapshots and CRDs, which no restore takes).
     #[default]
     All,
-    /// [`standby_kinds`] only: a warm standby's Restore.
+    /// `standby_kinds()` only: a warm standby's Restore.
     Standby,
-    /// Every kind but [`standby_kinds`]: what a failover from a warm standby restores.
+    /// Every kind but `standby_kinds()`: what a failover from a warm standby restores.
     AllButStandby,
 }
 
