@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what a fresh machine lacks for the drill and the tests: Debian's jq, shellcheck, file, musl-tools and procps, and the pinned Rust toolchain with its musl target.
+# Installs what a fresh machine lacks for the drill and the tests: Debian's jq, shellcheck, file, musl-tools, procps and iproute2, and the pinned Rust toolchain with its musl target.
 #
 # Idempotent: a tool already on PATH is left alone. Debian packages need root (or sudo); without either
 # the script names what is missing and stops. `hack/test.sh` and `hack/drill.sh` run it first.
@@ -9,10 +9,11 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "${REPO_ROOT}"
 
-# command → Debian package. musl-gcc compiles the C parts (aws-lc) of the static image binaries.
-declare -A package_of=([jq]=jq [shellcheck]=shellcheck [file]=file [musl-gcc]=musl-tools [pgrep]=procps)
+# command → Debian package. musl-gcc compiles the C parts (aws-lc) of the static image binaries;
+# ip brings up the loopback of the network namespace each test job runs in (hack/test-pool.sh).
+declare -A package_of=([jq]=jq [shellcheck]=shellcheck [file]=file [musl-gcc]=musl-tools [pgrep]=procps [ip]=iproute2)
 wanted=("$@")
-((${#wanted[@]})) || wanted=(jq shellcheck file musl-gcc pgrep)
+((${#wanted[@]})) || wanted=(jq shellcheck file musl-gcc pgrep ip)
 
 missing=()
 for tool in "${wanted[@]}"; do

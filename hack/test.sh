@@ -6,31 +6,33 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "${REPO_ROOT}"
 bash hack/install-tools.sh
-require_tools cargo go jq shellcheck pgrep
+require_tools cargo go jq shellcheck pgrep unshare ip
 
 # The peers (Go and Rust builds, module downloads) are built while the static checks and the
 # workspace build run: on a cold cache that keeps both cores busy through the downloads and the
-# single-threaded links. Those the Velero lane needs (below) come first; a marker file says they
-# are there, so that lane starts while Prometheus, the conformance harnesses and the manifest
-# tooling are still building.
+# single-threaded links. Those most tests need (etcd, kube-apiserver, Velero, its AWS plugin,
+# s3s-fs) come first; a marker file says they are there, so those tests start while Prometheus, the
+# conformance harnesses and the manifest tooling are still building, and a second marker says
+# those are there too.
 peer_log="$(mktemp)"
-lane_peers="$(mktemp -u)"
+early_peers="$(mktemp -u)"
+all_peers="$(mktemp -u)"
 log "building the real test peers in the background (cached in ${REPLICADR_CACHE}; log ${peer_log})"
 (
   bash hack/build-kube-peers.sh
   bash hack/build-velero-peers.sh
   bash hack/build-s3-peer.sh
-  touch "${lane_peers}"
+  touch "${early_peers}"
   bash hack/build-prometheus.sh
   bash hack/build-conformance.sh >/dev/null
   bash hack/validate-manifests.sh
+  touch "${all_peers}"
 ) >"${peer_log}" 2>&1 &
 peers=$!
-velero=""
+tests=""
 static=""
 static_log="$(mktemp)"
 results=""
-other_results=""
 # Ends a process and every process it started (a test binary's kube-apiserver, etcd and Velero
 # included), children first.
 # shellcheck disable=SC2317 # called by the EXIT trap
@@ -45,9 +47,9 @@ kill_tree() {
 # shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
   if [[ -n "${peers}" ]]; then kill_tree "${peers}"; fi
-  if [[ -n "${velero}" ]]; then kill_tree "${velero}"; fi
+  if [[ -n "${tests}" ]]; then kill_tree "${tests}"; fi
   if [[ -n "${static}" ]]; then kill_tree "${static}"; fi
-  rm -f "${peer_log}" "${lane_peers}" "${static_log}" "${results}" "${other_results}"
+  rm -f "${peer_log}" "${early_peers}" "${all_peers}" "${static_log}" "${results}"
 }
 trap cleanup EXIT
 
@@ -67,36 +69,41 @@ bash hack/lint-images.sh
 # The end-to-end tests drive the built binaries, so build them first.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked --no-run
-# Two lanes run side by side, since most of a test's time is spent waiting on its peers: the
-# end-to-end test binaries that start a Velero server, one after another (Velero's controller
-# manager always binds port 8080), and every other test. Each file under tests/tests lands in
-# exactly one lane, so a new test is never left out.
-velero_lane=()
-other_lane=()
+# The tests run as a pool of jobs side by side, each in a network namespace of its own
+# (hack/test-pool.sh): every end-to-end test file is a job, and every other crate's tests one more.
+# Jobs start once the peers they need are built: those that start a Velero server (a file that
+# mentions `VeleroServer`, `start_velero`, `sites_with_workload`, `drill::run` or `lab_cli::`)
+# first, as they are the longest; those that need Prometheus, the conformance harnesses or
+# kustomize (mentioning `lab::prometheus`, `conformance` or `kustomize`) only once every peer is
+# built. Each file lands in exactly one group, so a new test is never left out.
+velero_jobs=()
+other_jobs=()
+late_jobs=()
 for file in tests/tests/*.rs; do
   name="$(basename "${file}" .rs)"
   if grep -qE 'VeleroServer|start_velero|sites_with_workload|drill::run|lab_cli::' "${file}"; then
-    velero_lane+=(--test "${name}")
+    velero_jobs+=("${name}")
+  elif grep -qE 'lab::prometheus|conformance|kustomize' "${file}"; then
+    late_jobs+=("${name}")
   else
-    other_lane+=(--test "${name}")
+    other_jobs+=("${name}")
   fi
 done
-log "waiting for the peers of the Velero lane"
-while [[ ! -e "${lane_peers}" ]]; do
+log "waiting for the peers most tests need"
+while [[ ! -e "${early_peers}" ]]; do
   kill -0 "${peers}" 2>/dev/null || break
   sleep 2
 done
-if [[ ! -e "${lane_peers}" ]]; then
+if [[ ! -e "${early_peers}" ]]; then
   wait "${peers}" || true
   peers_failed
 fi
 results="$(mktemp)"
-other_results="$(mktemp)"
 set +e
-log "tests: $((${#velero_lane[@]} / 2)) Velero test binaries in one lane (shown as they run); the other lane starts once every peer is built"
-# Every test binary runs even when one fails, so one red run shows every failure.
-(cargo test -p replicadr-e2e "${velero_lane[@]}" --locked --no-fail-fast 2>&1 | tee "${results}") &
-velero=$!
+# Every job runs even when one fails, so one red run shows every failure.
+(bash hack/test-pool.sh "${velero_jobs[@]}" "${other_jobs[@]}" crates "after:${all_peers}" "${late_jobs[@]}" 2>&1 |
+  tee "${results}") &
+tests=$!
 # Proves the images' static musl binaries link and start (its own target directory), while the
 # tests wait on their peers; `bash hack/build-images-binaries.sh` alone builds them optimised for
 # the images.
@@ -106,17 +113,9 @@ if ! wait "${peers}"; then
   peers_failed
 fi
 peers=""
-(
-  cargo test --workspace --exclude replicadr-e2e --locked --no-fail-fast
-  crates=$?
-  cargo test -p replicadr-e2e --lib --bins "${other_lane[@]}" --locked --no-fail-fast
-  end_to_end=$?
-  exit $((crates != 0 ? crates : end_to_end))
-) >"${other_results}" 2>&1
-other_status=$?
-wait "${velero}"
+wait "${tests}"
 status=$?
-velero=""
+tests=""
 wait "${static}"
 static_status=$?
 static=""
@@ -129,10 +128,6 @@ if ((static_status != 0)); then
 fi
 log "the peer builds' log"
 cat "${peer_log}" >&2
-log "the other lane's output"
-cat "${other_results}"
-cat "${other_results}" >>"${results}"
-((status != 0)) || status="${other_status}"
 # One closing line for the whole run: cargo prints a result line per test binary, the last ones
 # being empty doc-test runs.
 awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
