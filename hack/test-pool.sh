@@ -5,7 +5,8 @@
 # Usage: test-pool.sh JOB... [after:FILE JOB...]
 #   JOB           the name of an end-to-end test file under tests/tests, or `crates`: every other
 #                 crate's own tests and the end-to-end crate's library tests
-#   after:FILE    the jobs after it start only once FILE exists (their peers are still building)
+#   after:FILE    the jobs after it start only once FILE exists (their peers are still building);
+#                 the files must come to exist in the order given, and the pool waits for them
 #
 # Most of an end-to-end test's time is spent waiting on its peers, so several run at once:
 # REPLICADR_TEST_JOBS of them (default 3). Velero's controller manager always binds port 8080, so
@@ -102,7 +103,8 @@ while :; do
     done
     groups[i]="${jobs[*]}"
   done
-  ((${#name_of[@]})) || [[ -n "${groups[*]// /}" ]] || break
+  pending="${groups[*]}"
+  ((${#name_of[@]})) || [[ -n "${pending// /}" ]] || break
   sleep 1
   for pid in "${!name_of[@]}"; do
     ! kill -0 "${pid}" 2>/dev/null || continue

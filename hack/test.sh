@@ -16,6 +16,7 @@ require_tools cargo go jq shellcheck pgrep unshare ip
 # those are there too.
 peer_log="$(mktemp)"
 early_peers="$(mktemp -u)"
+prometheus_peers="$(mktemp -u)"
 all_peers="$(mktemp -u)"
 log "building the real test peers in the background (cached in ${REPLICADR_CACHE}; log ${peer_log})"
 (
@@ -24,6 +25,7 @@ log "building the real test peers in the background (cached in ${REPLICADR_CACHE
   bash hack/build-s3-peer.sh
   touch "${early_peers}"
   bash hack/build-prometheus.sh
+  touch "${prometheus_peers}"
   bash hack/build-conformance.sh >/dev/null
   bash hack/validate-manifests.sh
   touch "${all_peers}"
@@ -49,7 +51,7 @@ cleanup() {
   if [[ -n "${peers}" ]]; then kill_tree "${peers}"; fi
   if [[ -n "${tests}" ]]; then kill_tree "${tests}"; fi
   if [[ -n "${static}" ]]; then kill_tree "${static}"; fi
-  rm -f "${peer_log}" "${early_peers}" "${all_peers}" "${static_log}" "${results}"
+  rm -f "${peer_log}" "${early_peers}" "${prometheus_peers}" "${all_peers}" "${static_log}" "${results}"
 }
 trap cleanup EXIT
 
@@ -69,21 +71,28 @@ bash hack/lint-images.sh
 # The end-to-end tests drive the built binaries, so build them first.
 cargo build --workspace --bins --locked
 cargo test --workspace --locked --no-run
+# The crates' own tests run without the end-to-end crate, whose dependencies turn on more features:
+# built here too, so that the jobs below find everything built and never wait on cargo's lock.
+cargo test --workspace --exclude replicadr-e2e --locked --no-run
 # The tests run as a pool of jobs side by side, each in a network namespace of its own
 # (hack/test-pool.sh): every end-to-end test file is a job, and every other crate's tests one more.
 # Jobs start once the peers they need are built: those that start a Velero server (a file that
 # mentions `VeleroServer`, `start_velero`, `sites_with_workload`, `drill::run` or `lab_cli::`)
-# first, as they are the longest; those that need Prometheus, the conformance harnesses or
-# kustomize (mentioning `lab::prometheus`, `conformance` or `kustomize`) only once every peer is
-# built. Each file lands in exactly one group, so a new test is never left out.
+# first, as they are the longest; those that need Prometheus (mentioning `lab::prometheus`) once
+# it is built; those that need the conformance harnesses or kustomize (mentioning `conformance` or
+# `kustomize`) once every peer is. Each file lands in exactly one group, so a new test is never
+# left out.
 velero_jobs=()
 other_jobs=()
+prometheus_jobs=()
 late_jobs=()
 for file in tests/tests/*.rs; do
   name="$(basename "${file}" .rs)"
   if grep -qE 'VeleroServer|start_velero|sites_with_workload|drill::run|lab_cli::' "${file}"; then
     velero_jobs+=("${name}")
-  elif grep -qE 'lab::prometheus|conformance|kustomize' "${file}"; then
+  elif grep -qE 'lab::prometheus' "${file}"; then
+    prometheus_jobs+=("${name}")
+  elif grep -qE 'conformance|kustomize' "${file}"; then
     late_jobs+=("${name}")
   else
     other_jobs+=("${name}")
@@ -101,7 +110,8 @@ fi
 results="$(mktemp)"
 set +e
 # Every job runs even when one fails, so one red run shows every failure.
-(bash hack/test-pool.sh "${velero_jobs[@]}" "${other_jobs[@]}" crates "after:${all_peers}" "${late_jobs[@]}" 2>&1 |
+(bash hack/test-pool.sh "${velero_jobs[@]}" "${other_jobs[@]}" crates \
+  "after:${prometheus_peers}" "${prometheus_jobs[@]}" "after:${all_peers}" "${late_jobs[@]}" 2>&1 |
   tee "${results}") &
 tests=$!
 # Proves the images' static musl binaries link and start (its own target directory), while the

@@ -1,11 +1,11 @@
 //! After a restore: what Velero restored, read back from the API server and compared with the
 //! plan. Every mismatch is a failure in the report, naming the object and why.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
 use replicadr_core::invariants::Severity;
@@ -15,6 +15,7 @@ use replicadr_core::wire::PHASE_BOUND;
 use super::failover::Options;
 use super::plan::{Plan, VolumeAction};
 use super::report::RecoveryReport;
+use super::site::names_in;
 use super::vm_start::vm_resource;
 
 /// Every planned PV exists, is claimed by the claim the backup's is, and points where the plan
@@ -190,18 +191,10 @@ pub(crate) async fn check_vms(
     plan: &Plan,
     report: &mut RecoveryReport,
 ) -> Result<(), kube::Error> {
-    let mut listed: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut listed: HashMap<String, BTreeSet<String>> = HashMap::new();
     for vm in plan.virtual_machines() {
         if !listed.contains_key(&vm.namespace) {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(client.clone(), &vm.namespace, &vm_resource());
-            let names = api
-                .list_metadata(&ListParams::default())
-                .await?
-                .items
-                .iter()
-                .map(ResourceExt::name_any)
-                .collect();
+            let names = names_in(client, &vm.namespace, &vm_resource()).await?;
             listed.insert(vm.namespace.clone(), names);
         }
         if !listed[&vm.namespace].contains(&vm.name) {

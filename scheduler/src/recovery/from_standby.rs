@@ -28,7 +28,7 @@ use super::failover::{Options, Run};
 use super::plan::VolumeAction;
 use super::report::{PhaseTime, StandbyUse};
 use super::restore::{RestoreScope, Restores, standby_kinds};
-use super::site::{RecoveryError, list_optional};
+use super::site::{RecoveryError, names_in};
 use super::standby::{self, Refresh, StandbyOptions};
 use super::vm_start::{data_volume_resource, vm_resource};
 use crate::verify::Verifier;
@@ -418,42 +418,43 @@ async fn missing(
             missing.push(format!("PersistentVolume {}", volume.name));
         }
     }
+    let claim_resource = ApiResource::erase::<PersistentVolumeClaim>(&());
     for namespace in contents.namespaces() {
-        let here = |items: Vec<DynamicObject>| -> BTreeSet<String> {
-            items.iter().map(ResourceExt::name_any).collect()
-        };
-        let vms = here(list_optional(client, &namespace, &vm_resource()).await?);
-        let dvs = here(list_optional(client, &namespace, &data_volume_resource()).await?);
-        let claims: BTreeSet<String> =
-            Api::<PersistentVolumeClaim>::namespaced(client.clone(), &namespace)
-                .list_metadata(&ListParams::default())
-                .await?
-                .items
-                .iter()
-                .map(ResourceExt::name_any)
-                .collect();
-        let absent = |kind: &str, name: &str, from: &BTreeSet<String>| {
-            (!from.contains(name)).then(|| format!("{kind} {namespace}/{name}"))
-        };
-        missing.extend(
-            contents
-                .vms
-                .iter()
-                .filter(|v| v.namespace == namespace)
-                .filter_map(|v| absent("VirtualMachine", &v.name, &vms)),
-        );
-        missing.extend(
-            contents
-                .data_volumes
-                .iter()
-                .filter(|d| d.namespace == namespace)
-                .filter_map(|d| absent("DataVolume", &d.name, &dvs)),
-        );
-        missing.extend(
-            plan.claims()
-                .filter(|c| c.namespace == namespace)
-                .filter_map(|c| absent("PersistentVolumeClaim", &c.name, &claims)),
-        );
+        let wanted: [(&str, ApiResource, Vec<&String>); 3] = [
+            (
+                "VirtualMachine",
+                vm_resource(),
+                (contents.vms.iter())
+                    .filter(|v| v.namespace == namespace)
+                    .map(|v| &v.name)
+                    .collect(),
+            ),
+            (
+                "DataVolume",
+                data_volume_resource(),
+                (contents.data_volumes.iter())
+                    .filter(|d| d.namespace == namespace)
+                    .map(|d| &d.name)
+                    .collect(),
+            ),
+            (
+                "PersistentVolumeClaim",
+                claim_resource.clone(),
+                (plan.claims())
+                    .filter(|c| c.namespace == namespace)
+                    .map(|c| &c.name)
+                    .collect(),
+            ),
+        ];
+        for (kind, resource, names) in wanted {
+            let here = names_in(client, &namespace, &resource).await?;
+            missing.extend(
+                names
+                    .into_iter()
+                    .filter(|name| !here.contains(*name))
+                    .map(|name| format!("{kind} {namespace}/{name}")),
+            );
+        }
     }
     for key in &contents.referenceable {
         if !referenced_here(client, key).await? {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
-use kube::{Client, ResourceExt as _};
+use kube::{Client, ResourceExt};
 use replicadr_core::contents::BackupContents;
 use replicadr_core::kubevirt::ReferencedKind;
 use replicadr_core::plugin_config::PluginConfig;
@@ -71,7 +71,7 @@ pub async fn site_config(client: &Client, namespace: &str) -> Result<SiteConfig,
             return Err(RecoveryError::Config(format!(
                 "ConfigMaps {} in namespace {namespace} are all labelled {selector}; Velero hands the plugin only one, so keep exactly one",
                 many.iter()
-                    .map(kube::ResourceExt::name_any)
+                    .map(ResourceExt::name_any)
                     .collect::<Vec<_>>()
                     .join(", ")
             )));
@@ -756,6 +756,28 @@ async fn unserved_kinds(
     Ok(unserved)
 }
 
+/// The names of the objects of `resource` in `namespace` (one list, metadata only); none when
+/// its CRD is not installed here.
+pub(crate) async fn names_in(
+    client: &Client,
+    namespace: &str,
+    resource: &ApiResource,
+) -> Result<BTreeSet<String>, kube::Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
+    none_when_unserved(
+        (api.list_metadata(&ListParams::default()).await)
+            .map(|list| list.items.iter().map(ResourceExt::name_any).collect()),
+    )
+}
+
+/// A list's result, with a kind not served here (404) read as no objects.
+fn none_when_unserved<T: Default>(listed: Result<T, kube::Error>) -> Result<T, kube::Error> {
+    match listed {
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(T::default()),
+        listed => listed,
+    }
+}
+
 /// The objects of `resource` in `namespace`; none when its CRD is not installed here (KubeVirt or
 /// CDI absent: no such object can exist).
 pub(crate) async fn list_optional(
@@ -764,11 +786,11 @@ pub(crate) async fn list_optional(
     resource: &ApiResource,
 ) -> Result<Vec<DynamicObject>, kube::Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, resource);
-    match api.list(&ListParams::default()).await {
-        Ok(list) => Ok(list.items),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(Vec::new()),
-        Err(error) => Err(error),
-    }
+    none_when_unserved(
+        api.list(&ListParams::default())
+            .await
+            .map(|list| list.items),
+    )
 }
 
 /// The policies a restore at `site` restores when none is named, sorted: the `replicadr.io/policy`
@@ -803,7 +825,7 @@ pub async fn policies_to_restore(
             .await?
             .items
             .iter()
-            .map(kube::ResourceExt::name_any),
+            .map(ResourceExt::name_any),
     );
     policies.sort();
     policies.dedup();
