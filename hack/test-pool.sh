@@ -40,18 +40,28 @@ fi
 
 slots="${REPLICADR_TEST_JOBS:-3}"
 [[ "${slots}" =~ ^[1-9][0-9]*$ ]] || die "REPLICADR_TEST_JOBS='${slots}': expected a whole number, 1 or more"
+# A network namespace as root, or inside a user namespace of one's own (mapped to root in it) where
+# that is all the machine allows.
 isolated=()
-if unshare --net -- ip link set lo up 2>/dev/null; then
-  isolated=(unshare --net -- bash -c 'ip link set lo up && exec "$@"' test-pool)
-else
-  log "this machine cannot make a network namespace (unshare --net, then ip link set lo up, failed): the test jobs run one after another"
+for unshare in "unshare --net" "unshare --user --map-root-user --net"; do
+  read -r -a command <<<"${unshare}"
+  if "${command[@]}" -- ip link set lo up 2>/dev/null; then
+    isolated=("${command[@]}" -- bash -c 'ip link set lo up && exec "$@"' test-pool)
+    break
+  fi
+done
+if ((${#isolated[@]} == 0)); then
+  log "this machine cannot make a network namespace (unshare --net, then ip link set lo up, failed, also in a user namespace): the test jobs run one after another"
   slots=1
 fi
 
 durations="${REPLICADR_CACHE}/test-durations"
 declare -A recorded=()
 if [[ -f "${durations}" ]]; then
-  while read -r name seconds; do recorded["${name}"]="${seconds}"; done <"${durations}"
+  while read -r name seconds rest; do
+    [[ "${name}" =~ ^[a-z0-9_]+$ && "${seconds}" =~ ^[0-9]+$ && -z "${rest}" ]] || continue
+    recorded["${name}"]="${seconds}"
+  done <"${durations}"
 fi
 # Prints the jobs given, longest recorded first (stable: equal times keep their order).
 by_recorded_time() {
@@ -85,11 +95,38 @@ done
 
 
 outputs="$(mktemp -d)"
-trap 'rm -rf "${outputs}"' EXIT
 declare -A name_of=() started=()
+# Ends a process and every process it started, children first.
+kill_tree() {
+  local child
+  for child in $(pgrep -P "$1"); do
+    kill_tree "${child}"
+  done
+  kill "$1" 2>/dev/null || true
+}
+# Stopped (CI's time limit, or a peer build failed): name each job still running, show the end of
+# its output, so that a test that hangs is seen, and end it with everything it started.
+# shellcheck disable=SC2317 # called by the trap
+stop() {
+  trap - TERM INT
+  local pid
+  for pid in "${!name_of[@]}"; do
+    log "test job ${name_of[${pid}]} stopped after $((SECONDS - started[${pid}])) s; the end of its output:"
+    tail -n 40 "${outputs}/${name_of[${pid}]}" >&2
+    kill_tree "${pid}"
+  done
+  rm -rf "${outputs}"
+  exit 143
+}
+trap stop TERM INT
+trap 'rm -rf "${outputs}"' EXIT
 failed=()
 timed=()
-log "test jobs, up to ${slots} at a time: ${groups[*]}"
+for i in "${!groups[@]}"; do
+  read -r -a jobs <<<"${groups[i]}"
+  log "test jobs${gates[i]:+ once ${gates[i]} exists}: ${jobs[*]:-none}"
+done
+log "up to ${slots} test jobs at a time"
 while :; do
   # Start jobs while a slot is free: the first group whose gate is open.
   for i in "${!groups[@]}"; do
@@ -124,8 +161,11 @@ done
 
 # Record the times of the jobs that passed, keeping the others' earlier times.
 for entry in "${timed[@]}"; do recorded["${entry%% *}"]="${entry##* }"; done
-for name in "${!recorded[@]}"; do printf '%s %s\n' "${name}" "${recorded[${name}]}"; done |
-  sort >"${durations}.tmp.$$" && mv -f "${durations}.tmp.$$" "${durations}"
+if ! for name in "${!recorded[@]}"; do printf '%s %s\n' "${name}" "${recorded[${name}]}"; done |
+  sort >"${durations}.tmp.$$" || ! mv -f "${durations}.tmp.$$" "${durations}"; then
+  log "warning: cannot record the jobs' times in ${durations}; the next run orders them as given"
+  rm -f "${durations}.tmp.$$"
+fi
 if ((${#failed[@]})); then
   log "test jobs that failed: ${failed[*]}"
   exit 1

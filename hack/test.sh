@@ -12,8 +12,8 @@ require_tools cargo go jq shellcheck pgrep unshare ip
 # workspace build run: on a cold cache that keeps both cores busy through the downloads and the
 # single-threaded links. Those most tests need (etcd, kube-apiserver, Velero, its AWS plugin,
 # s3s-fs) come first; a marker file says they are there, so those tests start while Prometheus, the
-# conformance harnesses and the manifest tooling are still building, and a second marker says
-# those are there too.
+# conformance harnesses and the manifest tooling are still building; two more markers say when
+# Prometheus, and then every peer, is there too.
 peer_log="$(mktemp)"
 early_peers="$(mktemp -u)"
 prometheus_peers="$(mktemp -u)"
@@ -36,14 +36,16 @@ static=""
 static_log="$(mktemp)"
 results=""
 # Ends a process and every process it started (a test binary's kube-apiserver, etcd and Velero
-# included), children first.
+# included), the process first, so that it starts nothing more (the test pool shows what it
+# stopped), then what it had started.
 # shellcheck disable=SC2317 # called by the EXIT trap
 kill_tree() {
-  local child
-  for child in $(pgrep -P "$1"); do
+  local children child
+  children="$(pgrep -P "$1")"
+  kill "$1" 2>/dev/null || true
+  for child in ${children}; do
     kill_tree "${child}"
   done
-  kill "$1" 2>/dev/null || true
 }
 # A failed static check ends the run: the peer builds and the tests stop with it.
 # shellcheck disable=SC2317 # called by the EXIT trap
@@ -76,24 +78,24 @@ cargo test --workspace --locked --no-run
 cargo test --workspace --exclude replicadr-e2e --locked --no-run
 # The tests run as a pool of jobs side by side, each in a network namespace of its own
 # (hack/test-pool.sh): every end-to-end test file is a job, and every other crate's tests one more.
-# Jobs start once the peers they need are built: those that start a Velero server (a file that
-# mentions `VeleroServer`, `start_velero`, `sites_with_workload`, `drill::run` or `lab_cli::`)
-# first, as they are the longest; those that need Prometheus (mentioning `lab::prometheus`) once
-# it is built; those that need the conformance harnesses or kustomize (mentioning `conformance` or
-# `kustomize`) once every peer is. Each file lands in exactly one group, so a new test is never
-# left out.
+# Jobs start once the peers they need are built: those that need the conformance harnesses or
+# kustomize (a file that mentions `conformance` or `kustomize`) once every peer is; those that
+# need Prometheus (mentioning `lab::prometheus`) once it is; the others once the first peers are,
+# those that start a Velero server (mentioning `VeleroServer`, `start_velero`,
+# `sites_with_workload`, `drill::run` or `lab_cli::`) first, as they are the longest. Each file
+# lands in exactly one group, so a new test is never left out.
 velero_jobs=()
 other_jobs=()
 prometheus_jobs=()
 late_jobs=()
 for file in tests/tests/*.rs; do
   name="$(basename "${file}" .rs)"
-  if grep -qE 'VeleroServer|start_velero|sites_with_workload|drill::run|lab_cli::' "${file}"; then
-    velero_jobs+=("${name}")
+  if grep -qE 'conformance|kustomize' "${file}"; then
+    late_jobs+=("${name}")
   elif grep -qE 'lab::prometheus' "${file}"; then
     prometheus_jobs+=("${name}")
-  elif grep -qE 'conformance|kustomize' "${file}"; then
-    late_jobs+=("${name}")
+  elif grep -qE 'VeleroServer|start_velero|sites_with_workload|drill::run|lab_cli::' "${file}"; then
+    velero_jobs+=("${name}")
   else
     other_jobs+=("${name}")
   fi
@@ -139,7 +141,13 @@ fi
 log "the peer builds' log"
 cat "${peer_log}" >&2
 # One closing line for the whole run: cargo prints a result line per test binary, the last ones
-# being empty doc-test runs.
+# being empty doc-test runs. A job can fail with no result line (it did not build, or crashed):
+# those are counted too.
 awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
-     END { printf "%d passed, %d failed, %d skipped\n", passed, failed, ignored }' "${results}"
+     /^\[hack [0-9:]+\] test job .*, exit [1-9]/ { jobs += 1 }
+     END {
+       printf "%d passed, %d failed, %d skipped", passed, failed, ignored
+       if (jobs) printf " (test jobs failed: %d)", jobs
+       printf "\n"
+     }' "${results}"
 exit "${status}"
