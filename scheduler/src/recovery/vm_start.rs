@@ -121,6 +121,25 @@ pub(crate) async fn start_vms(
     wanted: &[usize],
     progress: &mut (dyn FnMut(String) + Send),
 ) -> Result<(), kube::Error> {
+    let started = start_each_group(client, options, runs, wanted, progress).await;
+    // A group's VMs are listed by name, not in the order the polls happened to see them running
+    // (each one's time says that), so that a report reads the same from run to run.
+    for run in runs.iter_mut() {
+        (run.report.vm_starts).sort_by(|a, b| {
+            (a.group, &a.namespace, &a.name).cmp(&(b.group, &b.namespace, &b.name))
+        });
+    }
+    started
+}
+
+/// [`start_vms`], the starts in the order they were seen.
+async fn start_each_group(
+    client: &Client,
+    options: &Options,
+    runs: &mut [Run],
+    wanted: &[usize],
+    progress: &mut (dyn FnMut(String) + Send),
+) -> Result<(), kube::Error> {
     restore_manual(client, runs, wanted, progress).await?;
     let groups = groups_of(runs, wanted);
     for (index, (order, vms)) in groups.iter().cloned().enumerate() {
